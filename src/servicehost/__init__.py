@@ -1,0 +1,73 @@
+"""servicehost — write a multithreaded background service once; run it in the foreground, under
+the Windows Service Control Manager, systemd or supervisord.
+
+Layout (who may import whom: arrows point one way, down this list):
+    service.py     Service: what users write (start, run(stop), stop(deadline), pause, resume, reload, control)
+    host.py        Host: start services in order, stop in reverse before the deadline, collect errors
+    lifecycle.py   HostState + the one transition table
+    stopping.py    StopToken, Deadline: the only cancellation primitive
+    config.py      settings declared once (frozen dataclasses) → TOML keys, SERVICEHOST_* vars, flags
+    errors.py      exceptions and ExitCode (+ its mapping onto each manager)
+    logs.py        logging setup; every log message a named event with a stable id
+    workers/       ThreadPool, Pipeline, Dispatcher, PeriodicTimer, EventServer, ProcessPool, ClosableQueue
+    platforms/     foreground (+ the manager issues' platforms); detect(); the contracts in base.py
+    cli.py         run/debug/settings (+ registered manager commands); the only code that prints or exits
+The host never imports a platform; only platforms/windows.py may import win32*.
+Names below are imported on first use, so ``import servicehost`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__all__ = [
+    "ClosableQueue", "ConfigError", "Counters", "Deadline", "Dispatcher", "EventServer", "ExitCode",
+    "Host", "HostConfig", "HostState", "PeriodicTimer", "Pipeline", "ProcessPool", "QueueClosed",
+    "QueueFull", "Result", "Service", "ServiceHostError", "StartupError", "StopToken", "ThreadPool",
+    "Unfinished", "main", "setting",
+]
+
+_WHERE = {
+    "Service": "service", "Host": "host", "HostState": "lifecycle", "StopToken": "stopping",
+    "Deadline": "stopping", "HostConfig": "config", "setting": "config", "ExitCode": "errors",
+    "ServiceHostError": "errors", "ConfigError": "errors", "StartupError": "errors",
+    "QueueClosed": "errors", "QueueFull": "errors", "main": "cli",
+    "ThreadPool": "workers.thread_pool", "Result": "workers.thread_pool",
+    "Pipeline": "workers.pipeline", "Dispatcher": "workers.dispatcher",
+    "PeriodicTimer": "workers.timers", "EventServer": "workers.event_server",
+    "ProcessPool": "workers.process_pool", "ClosableQueue": "workers.queues",
+    "Counters": "workers._supervision", "Unfinished": "workers._supervision",
+}
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module = _WHERE[name]
+    except KeyError:
+        raise AttributeError(f"module 'servicehost' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .cli import main
+    from .config import HostConfig, setting
+    from .errors import ConfigError, ExitCode, QueueClosed, QueueFull, ServiceHostError, StartupError
+    from .host import Host
+    from .lifecycle import HostState
+    from .service import Service
+    from .stopping import Deadline, StopToken
+    from .workers._supervision import Counters, Unfinished
+    from .workers.dispatcher import Dispatcher
+    from .workers.event_server import EventServer
+    from .workers.pipeline import Pipeline
+    from .workers.process_pool import ProcessPool
+    from .workers.queues import ClosableQueue
+    from .workers.thread_pool import Result, ThreadPool
+    from .workers.timers import PeriodicTimer

@@ -1,0 +1,139 @@
+"""The small exception hierarchy and the exit codes every platform maps.
+
+Library code raises; only ``cli.py`` turns an exception into a message and an exit code.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class ExitCode(enum.IntEnum):
+    """How a servicehost process ends. Distinct codes let a manager avoid restart storms.
+
+    ======================  ====  ==================================================  ==========
+    name                    code  meaning                                             restart?
+    ======================  ====  ==================================================  ==========
+    OK                      0     stopped cleanly (asked to, or every service ended)   no
+    CRASH                   1     an exception escaped a service while running         yes
+    CONFIG_ERROR            2     bad config, bad command line, bad target             no
+    START_FAILURE           3     a service failed (or timed out) while starting       no
+    STOP_INCOMPLETE         4     a *requested* stop passed its deadline or was        no
+                                  forced; what did not finish was logged and counted
+    HUNG                    5     a worker ran one task past ``hang_timeout`` and the  yes
+                                  hang policy is ``restart``
+    ======================  ====  ==================================================  ==========
+
+    ``STOP_INCOMPLETE`` is a success for every manager: a stop an admin asked for must never
+    trigger recovery (see :data:`MANAGER_EXIT_STATUS`).
+    """
+
+    OK = 0
+    CRASH = 1
+    CONFIG_ERROR = 2
+    START_FAILURE = 3
+    STOP_INCOMPLETE = 4
+    HUNG = 5
+
+    @property
+    def is_failure(self) -> bool:
+        """True when the manager should treat the exit as a failure (and may restart)."""
+        return self in (ExitCode.CRASH, ExitCode.HUNG, ExitCode.START_FAILURE, ExitCode.CONFIG_ERROR)
+
+    @property
+    def restartable(self) -> bool:
+        """True when restarting may help (not for bad config or a service that cannot start)."""
+        return self in (ExitCode.CRASH, ExitCode.HUNG)
+
+
+@dataclass(frozen=True)
+class ManagerExitStatus:
+    """How one manager is told which exit codes are success and which must not restart."""
+
+    success: tuple[int, ...]
+    """Exit codes the manager counts as a clean stop."""
+    prevent_restart: tuple[int, ...]
+    """Failure codes the manager must not restart on (it would only fail again)."""
+
+
+#: The one ExitCode mapping per manager.
+#: * systemd: ``SuccessExitStatus=`` and ``RestartPreventExitStatus=``.
+#: * supervisord: ``exitcodes=`` (the expected codes; ``autorestart=unexpected`` restarts on others).
+#:   supervisord has no "failed but do not restart" list: a CONFIG_ERROR/START_FAILURE exit inside
+#:   ``startsecs`` puts the program in FATAL after ``startretries``, which is the same effect.
+#: * Windows SCM: the code is the service-specific exit code; ``win32ExitCode`` is
+#:   ERROR_SERVICE_SPECIFIC_ERROR (1066) for failures and 0 for the success codes, so failure
+#:   actions (with the non-crash flag) run only for failures.
+MANAGER_EXIT_STATUS: dict[str, ManagerExitStatus] = {
+    "systemd": ManagerExitStatus(
+        success=(ExitCode.OK, ExitCode.STOP_INCOMPLETE),
+        prevent_restart=(ExitCode.CONFIG_ERROR, ExitCode.START_FAILURE),
+    ),
+    "supervisord": ManagerExitStatus(
+        success=(ExitCode.OK, ExitCode.STOP_INCOMPLETE),
+        prevent_restart=(ExitCode.CONFIG_ERROR, ExitCode.START_FAILURE),
+    ),
+    "windows": ManagerExitStatus(
+        success=(ExitCode.OK, ExitCode.STOP_INCOMPLETE),
+        prevent_restart=(ExitCode.CONFIG_ERROR, ExitCode.START_FAILURE),
+    ),
+}
+
+
+class ServiceHostError(Exception):
+    """Base of every error servicehost raises on purpose. ``exit_code`` says how to end."""
+
+    exit_code: ExitCode = ExitCode.CRASH
+
+
+class ConfigError(ServiceHostError):
+    """A setting, file or command-line value is wrong.
+
+    The message names where the value came from, the key, what was expected and what was
+    found, so that one line is enough to fix it.
+    """
+
+    exit_code = ExitCode.CONFIG_ERROR
+
+    def __init__(self, source: str, key: str | None, expected: str, found: object) -> None:
+        self.source, self.key, self.expected, self.found = source, key, expected, found
+        where = f"{source}: {key}" if key else source
+        super().__init__(f"{where}: expected {expected}, found {found!s}")
+
+
+class UsageError(ServiceHostError):
+    """The command line or the target cannot be used (same exit code as bad config)."""
+
+    exit_code = ExitCode.CONFIG_ERROR
+
+
+class StartupError(ServiceHostError):
+    """A service failed, or did not become ready, while the host was starting."""
+
+    exit_code = ExitCode.START_FAILURE
+
+
+class StopIncomplete(ServiceHostError):
+    """A requested stop ended at its deadline (or was forced) with work not finished."""
+
+    exit_code = ExitCode.STOP_INCOMPLETE
+
+
+class IllegalTransition(ServiceHostError):
+    """A lifecycle move the transition table does not allow (a bug, not an input error)."""
+
+
+class PlatformUnavailable(ServiceHostError):
+    """The requested service manager is not present or not usable here."""
+
+    exit_code = ExitCode.CONFIG_ERROR
+
+
+class QueueClosed(Exception):
+    """Raised by a closed :class:`~servicehost.workers.queues.ClosableQueue` (and the pools
+    built on it) to a producer, or to a consumer once the queue is closed and empty."""
+
+
+class QueueFull(Exception):
+    """A put on a bounded queue could not complete before its timeout."""

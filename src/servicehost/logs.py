@@ -1,0 +1,168 @@
+"""Logging setup, and every framework log message as a named event with a stable id.
+
+Ids are stable across releases (the Windows Event Log shows them, admins filter on them):
+1xxx host lifecycle, 2xxx services, 3xxx workers, 4xxx config and CLI, 5xxx platforms.
+Use an event as a function: ``logs.task_failed(log, "pool", "mod.fn", exc_info=exc)``.
+Each record carries ``event_id`` and ``event`` attributes for handlers that need them.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DEBUG, INFO, WARNING, ERROR, CRITICAL = (
+    logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL,
+)
+
+log = logging.getLogger("servicehost")
+
+
+@dataclass(frozen=True)
+class LogEvent:
+    """A named log message with a stable id; call it to log."""
+
+    id: int
+    name: str
+    level: int
+    template: str
+
+    def __call__(self, logger: logging.Logger, *args: Any, exc_info: Any = None) -> None:
+        if logger.isEnabledFor(self.level):
+            logger.log(
+                self.level, self.template, *args, exc_info=exc_info,
+                extra={"event_id": self.id, "event": self.name}, stacklevel=2,
+            )
+
+
+EVENTS: dict[int, LogEvent] = {}
+
+
+def _event(id: int, name: str, level: int, template: str) -> LogEvent:
+    if id in EVENTS:
+        raise RuntimeError(f"log event id {id} used twice ({EVENTS[id].name}, {name})")
+    EVENTS[id] = event = LogEvent(id, name, level, template)
+    return event
+
+
+# -- 1xxx: host lifecycle --------------------------------------------------------------------------
+host_starting = _event(1001, "host_starting", INFO, "starting %d service(s): %s")
+host_ready = _event(1002, "host_ready", INFO, "ready: every service said so (%.3fs after start)")
+stop_requested = _event(1003, "stop_requested", INFO, "stop requested (%s); graceful until %.1fs from now")
+stop_forced = _event(1004, "stop_forced", WARNING, "stop forced (%s): no longer graceful")
+host_stopped = _event(1005, "host_stopped", INFO, "stopped: exit code %d (%s)")
+work_unfinished = _event(
+    1006, "work_unfinished", WARNING,
+    "%s: %d %s not finished at the stop deadline (%d queued%s, %d running: %s)",
+)
+host_paused = _event(1007, "host_paused", INFO, "paused")
+host_resumed = _event(1008, "host_resumed", INFO, "resumed")
+reload_requested = _event(1009, "reload_requested", INFO, "reload requested")
+control_received = _event(1010, "control_received", INFO, "control code %d received")
+worker_hung = _event(1011, "worker_hung", ERROR, "%s/%s hung: one task (%s) running for %.1fs > hang_timeout %.1fs")
+host_failing = _event(1012, "host_failing", ERROR, "host failing: %s")
+stop_took_long = _event(1013, "stop_took_long", WARNING, "%s is still stopping; %.1fs left before the deadline")
+
+# -- 2xxx: services --------------------------------------------------------------------------------
+service_starting = _event(2001, "service_starting", DEBUG, "%s: starting")
+service_started = _event(2002, "service_started", INFO, "%s: started")
+service_stopping = _event(2003, "service_stopping", DEBUG, "%s: stopping")
+service_stopped = _event(2004, "service_stopped", INFO, "%s: stopped")
+service_crashed = _event(2005, "service_crashed", CRITICAL, "%s: %s raised; the host stops")
+service_finished = _event(2006, "service_finished", INFO, "%s: run() returned; the host stops")
+service_hook_failed = _event(2007, "service_hook_failed", ERROR, "%s: %s raised")
+
+# -- 3xxx: workers ---------------------------------------------------------------------------------
+task_failed = _event(3001, "task_failed", ERROR, "%s: task %s raised")
+tick_skipped = _event(3002, "tick_skipped", WARNING, "%s: tick skipped, the previous run was still busy (%d skipped so far)")
+worker_crashed = _event(3003, "worker_crashed", CRITICAL, "%s: worker %s died")
+connection_error = _event(3004, "connection_error", WARNING, "%s: connection %s: %s")
+process_pool_terminated = _event(3005, "process_pool_terminated", WARNING, "%s: %d worker process(es) terminated at the deadline")
+
+# -- 4xxx: config and command line -----------------------------------------------------------------
+config_loaded = _event(4001, "config_loaded", DEBUG, "config from: %s")
+config_error = _event(4002, "config_error", ERROR, "%s")
+
+# -- 5xxx: platforms -------------------------------------------------------------------------------
+platform_chosen = _event(5001, "platform_chosen", INFO, "running under %s (%s)")
+signal_received = _event(5002, "signal_received", INFO, "signal %s received")
+notify_failed = _event(5003, "notify_failed", DEBUG, "manager notification failed (ignored: %s)")
+
+
+class _EventIdDefault(logging.Filter):
+    """Give records logged without an event (user code) ``event_id`` 0 for formatters."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "event_id"):
+            record.event_id = 0
+            record.event = ""
+        return True
+
+
+CONSOLE_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+FILE_FORMAT = "%(asctime)s %(levelname)s [%(threadName)s] %(name)s #%(event_id)s: %(message)s"
+
+
+def configure(
+    *,
+    level: str = "INFO",
+    console: bool = True,
+    log_file: Path | None = None,
+    max_bytes: int = 10 * 1024 * 1024,
+    backups: int = 5,
+    syslog: bool = False,
+    extra_handlers: Mapping[str, logging.Handler] | None = None,
+) -> None:
+    """Configure the root logger once for the whole process (replaces earlier handlers).
+
+    ``console`` writes to stderr (what every manager captures); ``log_file`` adds a rotating
+    file; ``syslog`` adds /dev/log. A broken or missing stderr (a Windows service has none)
+    is skipped rather than crashing later on the first write.
+    """
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        handler.close()
+    root.setLevel(level)
+    handlers: list[logging.Handler] = []
+    if console and sys.stderr is not None:
+        handlers.append(_with_format(logging.StreamHandler(sys.stderr), CONSOLE_FORMAT))
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(
+            _with_format(
+                logging.handlers.RotatingFileHandler(
+                    log_file, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
+                ),
+                FILE_FORMAT,
+            )
+        )
+    if syslog:
+        address = "/dev/log" if Path("/dev/log").exists() else ("localhost", 514)
+        handlers.append(
+            _with_format(logging.handlers.SysLogHandler(address), "servicehost: %(name)s: %(message)s")
+        )
+    handlers.extend((extra_handlers or {}).values())
+    for handler in handlers:
+        handler.addFilter(_EventIdDefault())
+        root.addHandler(handler)
+    logging.captureWarnings(True)
+
+
+def _with_format(handler: logging.Handler, fmt: str) -> logging.Handler:
+    handler.setFormatter(logging.Formatter(fmt))
+    return handler
+
+
+def flush() -> None:
+    """Flush every handler (before a non-graceful exit)."""
+    for handler in logging.getLogger().handlers:
+        try:
+            handler.flush()
+        except (OSError, ValueError) as exc:  # a closed stream at exit: nothing left to save
+            notify_failed(log, exc)

@@ -1,0 +1,44 @@
+"""Platforms: the one table of service managers, and ``detect()``, the one place one is chosen.
+
+Modules are imported only when chosen, so ``import servicehost`` never loads pywin32.
+Manager issues add rows here (and their commands to ``cli.COMMANDS``); nothing else changes.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Mapping
+
+from ..errors import PlatformUnavailable
+from .base import Platform
+
+#: name → "module:Class", in detection order; foreground last (it is always present).
+PLATFORMS: dict[str, str] = {
+    "foreground": "servicehost.platforms.foreground:ForegroundPlatform",
+}
+
+
+def load(name: str) -> Platform:
+    """The platform called ``name``; PlatformUnavailable if there is no such platform."""
+    try:
+        spec = PLATFORMS[name]
+    except KeyError:
+        raise PlatformUnavailable(
+            f"no platform {name!r}; known: {', '.join(PLATFORMS)} (see: servicehost managers)") from None
+    module, _, cls = spec.partition(":")
+    return getattr(importlib.import_module(module), cls)()  # type: ignore[no-any-return]
+
+
+def detect(env: Mapping[str, str] | None = None, choice: str = "auto") -> tuple[Platform, str]:
+    """The platform this process runs under, and why. ``choice`` overrides detection."""
+    env = os.environ if env is None else env
+    if choice != "auto":
+        platform = load(choice)
+        return platform, "chosen with --manager"
+    for name in PLATFORMS:
+        platform = load(name)
+        reason = platform.detect(env)
+        if reason:
+            return platform, reason
+    raise PlatformUnavailable("no platform detected")  # unreachable: foreground always detects

@@ -1,0 +1,75 @@
+"""Foreground: a terminal, or any manager that only sends signals.
+
+SIGTERM / SIGINT (Ctrl-C) / SIGBREAK → graceful stop; a second one forces it; SIGHUP → reload.
+Handlers only record (they put the signal on a queue); a small platform thread acts on it, so
+no hook ever runs inside a signal handler. Previous handlers are restored on exit.
+``wait_for_stop`` is reused by the platforms that are "foreground plus notifications".
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from queue import SimpleQueue
+from types import FrameType
+
+from .. import logs
+from ..errors import ExitCode
+from ..host import Host
+
+log = logging.getLogger("servicehost.platforms")
+
+STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGBREAK") if hasattr(signal, name))
+RELOAD_SIGNALS = tuple(getattr(signal, name) for name in ("SIGHUP",) if hasattr(signal, name))
+
+
+@contextmanager
+def signals_to_host(host: Host) -> Iterator[None]:
+    """Route stop and reload signals to ``host`` while the block runs (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may install handlers; the caller handles stops itself
+        return
+    inbox: SimpleQueue[int | None] = SimpleQueue()
+
+    def record(signum: int, frame: FrameType | None) -> None:
+        inbox.put(signum)  # SimpleQueue.put is safe inside a signal handler
+
+    def act() -> None:
+        while (signum := inbox.get()) is not None:
+            logs.signal_received(log, signal.Signals(signum).name)
+            if signum in STOP_SIGNALS:
+                host.request_stop(signal.Signals(signum).name)
+            else:
+                try:
+                    host.reload()
+                except Exception as exc:  # the hook already logged it; keep serving
+                    logs.notify_failed(log, exc)
+
+    worker = threading.Thread(target=act, name="servicehost-signals", daemon=True)
+    worker.start()
+    previous: dict[int, Callable[..., object] | int | None] = {}
+    for signum in STOP_SIGNALS + RELOAD_SIGNALS:
+        previous[signum] = signal.signal(signum, record)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        inbox.put(None)
+
+
+class ForegroundPlatform:
+    """Run in the terminal (or under a manager that only sends signals)."""
+
+    name = "foreground"
+
+    def detect(self, env: Mapping[str, str]) -> str | None:
+        return "no service manager detected"
+
+    def run(self, host: Host, *, debug: bool = False) -> ExitCode:
+        with signals_to_host(host):
+            return host.run()

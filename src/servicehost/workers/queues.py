@@ -1,0 +1,130 @@
+"""ClosableQueue: the bounded, closable FIFO the stdlib lacks.
+
+``queue.Queue`` cannot be closed: a consumer blocked in ``get()`` needs a sentinel per consumer,
+and a producer blocked in ``put()`` on a full queue cannot be woken at all. Here:
+
+* ``put`` blocks while the queue is full (backpressure) and raises
+  :class:`~servicehost.errors.QueueClosed` once the queue is closed;
+* ``close()`` stops intake at once and wakes blocked producers; consumers still get every item
+  that was accepted (close-and-drain), then ``QueueClosed``;
+* ``take_all()`` removes what is left, for handing it back at a stop deadline.
+
+Consumers block inside ``SimpleQueue.get`` (C code): an idle consumer costs nothing and does not
+wake up. Only producers of a full queue use the condition variable.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from queue import Empty, SimpleQueue
+from typing import Generic, TypeVar
+
+from ..errors import QueueClosed, QueueFull
+
+T = TypeVar("T")
+_CLOSED = object()  # put once, after the last accepted item; each consumer that sees it passes it on
+
+
+class ClosableQueue(Generic[T]):
+    """Bounded multi-producer multi-consumer FIFO with close-and-drain semantics."""
+
+    def __init__(self, maxsize: int) -> None:
+        if maxsize < 1:
+            raise ValueError(f"maxsize must be >= 1, got {maxsize}")
+        self.maxsize = maxsize
+        self._items: SimpleQueue[object] = SimpleQueue()
+        self._mutex = threading.Lock()
+        self._not_full = threading.Condition(self._mutex)
+        self._depth = 0
+        self._accepted = 0
+        self._producers_waiting = 0
+        self._closed = False
+
+    @property
+    def depth(self) -> int:
+        """Items accepted and not yet taken."""
+        return self._depth
+
+    @property
+    def accepted(self) -> int:
+        """Total weight of every item ever accepted (see ``put``'s ``weight``)."""
+        return self._accepted
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def put(self, item: T, timeout: float | None = None, weight: int = 1) -> None:
+        """Append ``item``; block while full, up to ``timeout`` seconds (None: until space).
+
+        ``weight`` is how many tasks the item carries (a chunk counts its tasks), added to
+        ``accepted``. Raises QueueClosed if the queue is (or becomes) closed, QueueFull on timeout.
+        """
+        with self._mutex:
+            if self._closed:
+                raise QueueClosed("queue is closed")
+            if self._depth >= self.maxsize:
+                self._wait_for_space(timeout)
+            self._depth += 1
+            self._accepted += weight
+            # Inside the mutex, so no item can land after close()'s end marker.
+            self._items.put(item)
+
+    def _wait_for_space(self, timeout: float | None) -> None:
+        end = None if timeout is None else time.monotonic() + timeout
+        self._producers_waiting += 1
+        try:
+            while self._depth >= self.maxsize and not self._closed:
+                left = None if end is None else end - time.monotonic()
+                if left is not None and left <= 0:
+                    raise QueueFull(f"queue stayed full ({self.maxsize} items) for {timeout}s")
+                self._not_full.wait(left)
+        finally:
+            self._producers_waiting -= 1
+        if self._closed:
+            raise QueueClosed("queue closed while waiting for space")
+
+    def get(self, timeout: float | None = None) -> T:
+        """Take the oldest item; block up to ``timeout`` (None: until an item or close).
+
+        Raises QueueClosed once closed and empty; ``queue.Empty`` on timeout.
+        """
+        item = self._items.get(timeout=timeout)
+        if item is _CLOSED:
+            self._items.put(_CLOSED)  # let the next consumer see it too
+            raise QueueClosed("queue is closed and drained")
+        with self._mutex:
+            self._depth -= 1
+            if self._producers_waiting:
+                self._not_full.notify()
+        return item  # type: ignore[return-value]
+
+    def close(self) -> None:
+        """Stop intake now; consumers drain what was accepted, then get QueueClosed."""
+        with self._mutex:
+            if self._closed:
+                return
+            self._closed = True
+            self._items.put(_CLOSED)
+            self._not_full.notify_all()
+
+    def take_all(self) -> list[T]:
+        """Remove and return every item not yet taken (for handing work back). Non-blocking."""
+        taken: list[T] = []
+        saw_end = False
+        while True:
+            try:
+                item = self._items.get_nowait()
+            except Empty:
+                break
+            if item is _CLOSED:
+                saw_end = True
+                continue
+            taken.append(item)  # type: ignore[arg-type]
+        with self._mutex:
+            self._depth -= len(taken)
+            if saw_end:
+                self._items.put(_CLOSED)
+            self._not_full.notify_all()
+        return taken

@@ -1,0 +1,102 @@
+import threading
+import time
+from queue import Empty
+
+import pytest
+
+from servicehost.errors import QueueClosed, QueueFull
+from servicehost.workers.queues import ClosableQueue
+
+
+def test_fifo_and_counts():
+    q = ClosableQueue(10)
+    for i in range(5):
+        q.put(i, weight=2)
+    assert q.depth == 5 and q.accepted == 10
+    assert [q.get() for _ in range(5)] == [0, 1, 2, 3, 4]
+    assert q.depth == 0
+
+
+def test_put_blocks_when_full_until_a_get_makes_space():
+    q = ClosableQueue(2)
+    q.put(1)
+    q.put(2)
+    with pytest.raises(QueueFull):
+        q.put(3, timeout=0.05)
+    done = threading.Event()
+
+    def producer():
+        q.put(3)  # blocks: backpressure
+        done.set()
+
+    threading.Thread(target=producer, daemon=True).start()
+    assert not done.wait(0.1)
+    assert q.get() == 1
+    assert done.wait(5)
+    assert [q.get(), q.get()] == [2, 3]
+
+
+def test_close_drains_accepted_items_then_raises_for_every_consumer():
+    q = ClosableQueue(10)
+    for i in range(3):
+        q.put(i)
+    q.close()
+    with pytest.raises(QueueClosed):
+        q.put(99)
+    assert [q.get(), q.get(), q.get()] == [0, 1, 2]
+    for _ in range(3):  # every consumer sees the end, not just the first
+        with pytest.raises(QueueClosed):
+            q.get()
+
+
+def test_close_wakes_blocked_consumers_and_producers():
+    q = ClosableQueue(1)
+    q.put("x")
+    outcomes = []
+
+    def producer():
+        try:
+            q.put("y")
+        except QueueClosed:
+            outcomes.append("producer woke")
+
+    p = threading.Thread(target=producer)
+    p.start()
+    time.sleep(0.05)
+    q.close()
+    p.join(5)
+    assert outcomes == ["producer woke"]
+    assert q.get() == "x"
+    consumers_woke = []
+
+    def consumer():
+        try:
+            q.get()
+        except QueueClosed:
+            consumers_woke.append(1)
+
+    threads = [threading.Thread(target=consumer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(5)
+    assert len(consumers_woke) == 4
+
+
+def test_take_all_hands_back_the_rest_and_keeps_the_end_marker():
+    q = ClosableQueue(10)
+    for i in range(4):
+        q.put(i)
+    assert q.get() == 0
+    q.close()
+    assert q.take_all() == [1, 2, 3]
+    assert q.depth == 0
+    with pytest.raises(QueueClosed):
+        q.get(timeout=1)
+
+
+def test_get_timeout_and_bad_size():
+    with pytest.raises(Empty):
+        ClosableQueue(1).get(timeout=0.01)
+    with pytest.raises(ValueError):
+        ClosableQueue(0)
