@@ -41,6 +41,8 @@ class Invocation:
     target: str
     loaded: config_mod.Loaded
     config_file: Path | None
+    cli_settings: dict[str, str]
+    """The settings given as flags, raw (a manager's launch command repeats them)."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,8 @@ def load_target(target: str) -> type:
             raise UsageError(f"target {target!r}: its name {module_name!r} clashes with module {existing.__name__}; rename the file")
     else:
         module_name = where
+        if not all(part.isidentifier() for part in module_name.split(".")):
+            raise UsageError(f"target {target!r}: expected path/to/file.py[:Class] or package.module:Class")
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
@@ -192,7 +196,7 @@ def parse(argv: Sequence[str], service_cls: type | None = None) -> Invocation:
         service_settings=getattr(service_cls, "Settings", None),
         config_file=config_path, cli=cli_values,
     )
-    return Invocation(args, service_cls, target, loaded, config_path)
+    return Invocation(args, service_cls, target, loaded, config_path, cli_values)
 
 
 # -- the core commands ------------------------------------------------------------------------------
@@ -240,6 +244,11 @@ def _cmd_settings(inv: Invocation) -> ExitCode:
     return ExitCode.OK
 
 
+def one_line(text: str) -> str:
+    """Escape control characters, so an error is always one line whatever the input held."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 # -- entry points -----------------------------------------------------------------------------------
 def run_cli(argv: Sequence[str] | None = None, service_cls: type | None = None) -> int:
     """Parse and run one command; return the exit code (never raises for input errors)."""
@@ -248,7 +257,7 @@ def run_cli(argv: Sequence[str] | None = None, service_cls: type | None = None) 
         inv = parse(argv, service_cls)
         return int(COMMANDS[inv.args.command].handler(inv))
     except ServiceHostError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        print(f"{PROG}: error: {one_line(str(exc))}", file=sys.stderr)
         return int(exc.exit_code)
     except KeyboardInterrupt:
         return int(ExitCode.STOP_INCOMPLETE)

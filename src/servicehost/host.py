@@ -6,7 +6,8 @@ Start (``Host.start``), on the calling thread:
   A failure or time-out stops what had started (reverse order) and raises StartupError.
 
 Stop (``Host.wait``), after ``request_stop`` (a signal, SvcStop) or a failure:
-  → STOPPING; the deadline is ``now + shutdown_timeout``. On a stopper thread, for each started
+  → STOPPING; the deadline is ``now + shutdown_timeout``. On a stopper thread: every component's
+  intake closes (producers blocked on a full queue wake with QueueClosed); then for each started
   service in reverse: ``stop(deadline)`` → join its ``run`` thread → close and drain its
   components in reverse → collect what did not finish. The waiting thread returns when that is
   done, or at the deadline, or at a forced stop (second request), whichever is first; then every
@@ -119,6 +120,7 @@ class Host:
     def _start_one(self, service: Service) -> None:
         logs.service_starting(log, service.name)
         service._on_ready = self._notify
+        service.state_dir = self.config.state_dir
         try:
             service.start()
         except BaseException as exc:
@@ -253,6 +255,8 @@ class Host:
     def _stop_all(self) -> None:
         deadline = self.stop_token.deadline
         try:
+            for component in self.components():  # intake stops first; blocked producers wake up
+                component.close()
             for service in reversed(self._started):
                 logs.service_stopping(log, service.name)
                 try:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from .stopping import Deadline, StopToken
@@ -48,6 +49,8 @@ class Service:
         self.settings = settings
         self.log = logging.getLogger(f"servicehost.service.{self.name}")
         self.components: list[Component] = []
+        #: Where the service keeps its state (the host sets it from ``state_dir`` before start).
+        self.state_dir: Path = Path.cwd()
         self._ready = threading.Event()
         self._on_ready: Callable[[], None] = lambda: None
 

@@ -42,3 +42,18 @@ def detect(env: Mapping[str, str] | None = None, choice: str = "auto") -> tuple[
         if reason:
             return platform, reason
     raise PlatformUnavailable("no platform detected")  # unreachable: foreground always detects
+
+
+def detect_for_install(env: Mapping[str, str] | None = None, choice: str = "auto") -> tuple[Platform, str]:
+    """The manager to install into, and why: ``choice``, else the first platform (in table order)
+    whose ``installable(env)`` gives a reason. PlatformUnavailable when none can install here."""
+    env = os.environ if env is None else env
+    if choice != "auto":
+        return load(choice), "chosen with --manager"
+    for name in PLATFORMS:
+        platform = load(name)
+        installable = getattr(platform, "installable", None)
+        reason = installable(env) if installable else None
+        if reason:
+            return platform, reason
+    raise PlatformUnavailable("no service manager to install into was found here; choose one with --manager")

@@ -2,6 +2,8 @@
 
 * :class:`Platform` — what a platform does: say whether it is present, and run a host under its
   manager (translating OS events into host calls and host events into notifications).
+* :class:`Manager` — install/update/remove/start/stop/restart/status/pause/continue/control/reload
+  of an installed service, one implementation per manager; the CLI commands call only this.
 * :class:`InstallOptions` — the one set of install options for every manager, and
   :data:`OPTION_SUPPORT`, per manager, how each option maps — or why it is refused.
 * :class:`ServiceStatus` — the status record every manager's ``status`` fills
@@ -12,7 +14,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -29,8 +31,47 @@ class Platform(Protocol):
     def detect(self, env: Mapping[str, str]) -> str | None:
         """Why this process runs under this manager right now (None: it does not)."""
 
+    def installable(self, env: Mapping[str, str]) -> str | None:
+        """Why services can be installed into this manager from here (None: they cannot)."""
+
     def run(self, host: Host, *, debug: bool = False) -> ExitCode:
         """Run ``host`` until it stops; return its exit code. Called on the main thread."""
+
+    def manager(self) -> Manager:
+        """The install/start/status interface (PlatformUnavailable if there is none here)."""
+
+
+class Manager(Protocol):
+    """Controls installed services under one service manager. Every call blocks at most ``wait``
+    seconds (None: the manager's own default) and raises a ServiceHostError subclass with a
+    message saying what to fix; ``cli``/``manage`` print it."""
+
+    name: str
+
+    def install(self, options: InstallOptions, command: list[str]) -> None:
+        """Register the service to run ``command`` (from :func:`launch_command`)."""
+
+    def update(self, options: InstallOptions, command: list[str]) -> None:
+        """Change an installed service; never restarts it silently."""
+
+    def remove(self, name: str, *, purge: bool = False) -> None:
+        """Stop (if running) and unregister; keep its data unless ``purge``."""
+
+    def start(self, name: str, *, args: Sequence[str] = (), wait: float | None = None) -> None: ...
+
+    def stop(self, name: str, *, wait: float | None = None) -> None: ...
+
+    def restart(self, name: str, *, wait: float | None = None) -> None: ...
+
+    def status(self, name: str) -> ServiceStatus: ...
+
+    def pause(self, name: str) -> None: ...
+
+    def resume(self, name: str) -> None: ...
+
+    def control(self, name: str, code: int) -> None: ...
+
+    def reload(self, name: str) -> None: ...
 
 
 START_MODES = ("auto", "delayed", "manual", "disabled")

@@ -17,8 +17,9 @@ from queue import SimpleQueue
 from types import FrameType
 
 from .. import logs
-from ..errors import ExitCode
+from ..errors import ExitCode, PlatformUnavailable
 from ..host import Host
+from .base import Manager
 
 log = logging.getLogger("servicehost.platforms")
 
@@ -70,6 +71,12 @@ class ForegroundPlatform:
     def detect(self, env: Mapping[str, str]) -> str | None:
         return "no service manager detected"
 
+    def installable(self, env: Mapping[str, str]) -> str | None:
+        return None  # nothing to install into: a terminal is not a service manager
+
     def run(self, host: Host, *, debug: bool = False) -> ExitCode:
         with signals_to_host(host):
             return host.run()
+
+    def manager(self) -> Manager:
+        raise PlatformUnavailable("the foreground has no service manager to install into; choose one with --manager")

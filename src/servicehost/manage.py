@@ -1,0 +1,207 @@
+"""Manager commands: install, update, remove, start, stop, restart, status, pause, continue,
+control, reload — one set for every service manager, each a thin call on the chosen platform's
+:class:`~servicehost.platforms.base.Manager`. Registered into ``cli.COMMANDS`` on import.
+
+The manager is chosen by ``--manager`` (a setting) or detected for installing: Windows → the SCM;
+Linux with systemd as PID 1 → systemd; otherwise supervisord (see ``servicehost managers``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from . import platforms
+from .cli import Invocation, command
+from .errors import ExitCode, ServiceHostError, UsageError
+from .platforms.base import START_MODES, InstallOptions, Manager, launch_command, refusals
+
+
+def _wait_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--wait", type=float, metavar="SECONDS", default=None,
+                   help="wait up to SECONDS for the service to reach the new state (default: the manager's)")
+
+
+def _install_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("install options (one set for every manager; refused where a manager has no equivalent)")
+    g.add_argument("--name", help="service name (default: the class's name)")
+    g.add_argument("--display-name", default="", help="display name (Windows)")
+    g.add_argument("--description", default=None, help="one-line description (default: the class's)")
+    g.add_argument("--start", dest="start_mode", choices=START_MODES, default="auto", help="start mode")
+    g.add_argument("--depends", action="append", default=[], metavar="SERVICE", help="a service that must run first (repeatable)")
+    g.add_argument("--username", default="", help="account to run as (default: the least-privileged account the manager offers)")
+    g.add_argument("--password-stdin", action="store_true",
+                   help="read the account's password from stdin (never give it on the command line)")
+    g.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="environment variable (repeatable)")
+    g.add_argument("--workdir", default="", help="working directory of the service")
+    g.add_argument("--no-restart", action="store_true", help="do not restart after a failure exit")
+    g.add_argument("--restart-delay", type=float, default=5.0, metavar="SECONDS", help="delay before a restart")
+    g.add_argument("--watchdog", type=float, default=0.0, metavar="SECONDS",
+                   help="restart when workers stop heartbeating for SECONDS (0: off)")
+
+
+def _manager(inv: Invocation) -> Manager:
+    platform, _ = platforms.detect_for_install(choice=inv.loaded.host.manager)
+    return platform.manager()
+
+
+def _service_name(inv: Invocation) -> str:
+    return getattr(inv.args, "name", None) or getattr(inv.service_cls, "name", "") or inv.service_cls.__name__
+
+
+def install_options(inv: Invocation) -> InstallOptions:
+    a = inv.args
+    env = []
+    for pair in a.env:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--env {pair!r}: expected KEY=VALUE")
+        env.append((key, value))
+    return InstallOptions(
+        name=_service_name(inv),
+        display_name=a.display_name,
+        description=a.description if a.description is not None else getattr(inv.service_cls, "description", ""),
+        start_mode=a.start_mode,
+        dependencies=tuple(a.depends),
+        account=a.username,
+        environment=tuple(env),
+        working_directory=a.workdir,
+        stop_timeout=inv.loaded.host.shutdown_timeout,
+        restart=not a.no_restart,
+        restart_delay=a.restart_delay,
+        watchdog=a.watchdog,
+        config_file=str(inv.config_file or ""),
+        state_dir=str(inv.loaded.host.state_dir),
+    )
+
+
+def _launch(inv: Invocation) -> list[str]:
+    argv = launch_command(inv.target, config_file=str(inv.config_file or ""),
+                          state_dir=str(inv.loaded.host.state_dir))
+    for name, value in sorted(inv.cli_settings.items()):
+        if name not in ("state_dir", "manager"):
+            argv += ["--" + name.replace("_", "-"), value]
+    return argv
+
+
+def _checked(inv: Invocation, manager: Manager) -> InstallOptions:
+    options = install_options(inv)
+    refused = refusals(options, manager.name)
+    if refused:
+        raise UsageError(f"{manager.name} cannot honour: " + "; ".join(refused))
+    return options
+
+
+@command("install", "install the service into the service manager (then start it with: start)", _install_args)
+def _cmd_install(inv: Invocation) -> ExitCode:
+    manager = _manager(inv)
+    options = _checked(inv, manager)
+    manager.install(options, _launch(inv))
+    print(f"installed {options.name} under {manager.name}")
+    return ExitCode.OK
+
+
+@command("update", "change the installed service's options (it is not restarted)", _install_args)
+def _cmd_update(inv: Invocation) -> ExitCode:
+    manager = _manager(inv)
+    options = _checked(inv, manager)
+    manager.update(options, _launch(inv))
+    print(f"updated {options.name} under {manager.name}; restart it to apply")
+    return ExitCode.OK
+
+
+def _remove_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--name", help="service name (default: the class's name)")
+    p.add_argument("--purge", action="store_true", help="also delete its state and logs")
+
+
+@command("remove", "stop and uninstall the service (its data is kept unless --purge)", _remove_args)
+def _cmd_remove(inv: Invocation) -> ExitCode:
+    manager = _manager(inv)
+    manager.remove(_service_name(inv), purge=inv.args.purge)
+    print(f"removed {_service_name(inv)} from {manager.name}")
+    return ExitCode.OK
+
+
+def _name_wait(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--name", help="service name (default: the class's name)")
+    _wait_arg(p)
+
+
+def _start_args(p: argparse.ArgumentParser) -> None:
+    _name_wait(p)
+    p.add_argument("--arg", dest="start_args", action="append", default=[], metavar="ARG",
+                   help="a start argument passed to the service (Windows; repeatable)")
+
+
+@command("start", "start the installed service", _start_args)
+def _cmd_start(inv: Invocation) -> ExitCode:
+    _manager(inv).start(_service_name(inv), args=inv.args.start_args, wait=inv.args.wait)
+    return ExitCode.OK
+
+
+@command("stop", "stop the installed service (dependents first)", _name_wait)
+def _cmd_stop(inv: Invocation) -> ExitCode:
+    _manager(inv).stop(_service_name(inv), wait=inv.args.wait)
+    return ExitCode.OK
+
+
+@command("restart", "stop, then start the installed service", _name_wait)
+def _cmd_restart(inv: Invocation) -> ExitCode:
+    _manager(inv).restart(_service_name(inv), wait=inv.args.wait)
+    return ExitCode.OK
+
+
+def _name_only(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--name", help="service name (default: the class's name)")
+
+
+@command("status", "show state, pid, uptime, restarts and last exit (the same on every manager)", _name_only)
+def _cmd_status(inv: Invocation) -> ExitCode:
+    status = _manager(inv).status(_service_name(inv))
+    print("\n".join(status.lines()))
+    return ExitCode.OK
+
+
+@command("pause", "pause the running service", _name_only)
+def _cmd_pause(inv: Invocation) -> ExitCode:
+    _manager(inv).pause(_service_name(inv))
+    return ExitCode.OK
+
+
+@command("continue", "continue a paused service", _name_only)
+def _cmd_continue(inv: Invocation) -> ExitCode:
+    _manager(inv).resume(_service_name(inv))
+    return ExitCode.OK
+
+
+def _control_args(p: argparse.ArgumentParser) -> None:
+    _name_only(p)
+    p.add_argument("code", type=int, metavar="CODE", help="custom control code, 128-255")
+
+
+@command("control", "send a custom control code (128-255) to the running service", _control_args)
+def _cmd_control(inv: Invocation) -> ExitCode:
+    code = inv.args.code
+    if not 128 <= code <= 255:
+        raise UsageError(f"control code {code}: expected 128-255 (the range Windows allows for custom codes)")
+    _manager(inv).control(_service_name(inv), code)
+    return ExitCode.OK
+
+
+@command("reload", "ask the running service to reload (SIGHUP / PARAMCHANGE)", _name_only)
+def _cmd_reload(inv: Invocation) -> ExitCode:
+    _manager(inv).reload(_service_name(inv))
+    return ExitCode.OK
+
+
+@command("managers", "say which service manager was detected (for running and for installing) and why")
+def _cmd_managers(inv: Invocation) -> ExitCode:
+    run_platform, run_reason = platforms.detect()
+    print(f"running under:  {run_platform.name} ({run_reason})")
+    try:
+        platform, reason = platforms.detect_for_install(choice=inv.loaded.host.manager)
+        print(f"installing into: {platform.name} ({reason})")
+    except ServiceHostError as exc:
+        print(f"installing into: none ({exc})")
+    for name in platforms.PLATFORMS:
+        print(f"  known: {name}")
+    return ExitCode.OK
