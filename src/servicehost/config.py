@@ -278,7 +278,11 @@ def load(
     host_values = {k: v for k, v in values.items() if by_name[k].owner is HostConfig}
     if not str(host_values.get("state_dir", "")) or str(host_values.get("state_dir")) == ".":
         host_values["state_dir"] = default_state_dir(service_name, env)
-    host_values["state_dir"] = Path(host_values["state_dir"]).expanduser().absolute()
+    try:
+        host_values["state_dir"] = Path(host_values["state_dir"]).expanduser().absolute()
+    except RuntimeError:  # "~someone" naming no user
+        raise ConfigError("settings", "state_dir", "a path (~ only for an existing user)",
+                          repr(str(host_values["state_dir"]))) from None
     host = HostConfig(**host_values)
     service = None
     if service_settings is not None:
@@ -290,5 +294,6 @@ def settings_table(service_settings: type | None = None) -> str:
     """The docs table of every setting (generated, so it can never drift)."""
     rows = ["| setting | env | flag | default | meaning |", "|---|---|---|---|---|"]
     for s in all_specs(service_settings):
-        rows.append(f"| `{s.name}` | `{s.env}` | `{s.flag}` | `{s.default}` | {s.doc} |")
+        shown = "*(empty)*" if str(s.default) in ("", ".") else f"`{s.default}`"
+        rows.append(f"| `{s.name}` | `{s.env}` | `{s.flag}` | {shown} | {s.doc} |")
     return "\n".join(rows)
