@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 __all__ = [
     "ClosableQueue", "ConfigError", "Counters", "Deadline", "Dispatcher", "EventServer", "ExitCode",
     "Host", "HostConfig", "HostState", "PeriodicTimer", "Pipeline", "ProcessPool", "QueueClosed",
-    "QueueFull", "Result", "Service", "ServiceHostError", "StartupError", "StopToken", "ThreadPool",
+    "QueueFull", "Result", "Service", "ServiceHostError", "Stage", "StartupError", "StopToken", "ThreadPool",
     "Unfinished", "main", "setting",
 ]
 
@@ -34,7 +34,7 @@ _WHERE = {
     "ServiceHostError": "errors", "ConfigError": "errors", "StartupError": "errors",
     "QueueClosed": "errors", "QueueFull": "errors", "main": "cli",
     "ThreadPool": "workers.thread_pool", "Result": "workers.thread_pool",
-    "Pipeline": "workers.pipeline", "Dispatcher": "workers.dispatcher",
+    "Pipeline": "workers.pipeline", "Stage": "workers.pipeline", "Dispatcher": "workers.dispatcher",
     "PeriodicTimer": "workers.timers", "EventServer": "workers.event_server",
     "ProcessPool": "workers.process_pool", "ClosableQueue": "workers.queues",
     "Counters": "workers._supervision", "Unfinished": "workers._supervision",
@@ -66,7 +66,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .workers._supervision import Counters, Unfinished
     from .workers.dispatcher import Dispatcher
     from .workers.event_server import EventServer
-    from .workers.pipeline import Pipeline
+    from .workers.pipeline import Pipeline, Stage
     from .workers.process_pool import ProcessPool
     from .workers.queues import ClosableQueue
     from .workers.thread_pool import Result, ThreadPool

@@ -83,6 +83,8 @@ tick_skipped = _event(3002, "tick_skipped", WARNING, "%s: tick skipped, the prev
 worker_crashed = _event(3003, "worker_crashed", CRITICAL, "%s: worker %s died")
 connection_error = _event(3004, "connection_error", WARNING, "%s: connection %s: %s")
 process_pool_terminated = _event(3005, "process_pool_terminated", WARNING, "%s: %d worker process(es) terminated at the deadline")
+item_abandoned = _event(3006, "item_abandoned", WARNING, "%s: an item bound for stage %s finished after the stop deadline; dropped (no on_unfinished)")
+ticks_missed = _event(3007, "ticks_missed", WARNING, "%s: %d tick(s) not run: %s (%d skipped so far)")
 
 # -- 4xxx: config and command line -----------------------------------------------------------------
 config_loaded = _event(4001, "config_loaded", DEBUG, "config from: %s")

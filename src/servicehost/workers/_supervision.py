@@ -134,7 +134,11 @@ class Component(Protocol):
         """Stop taking new work. Idempotent; never blocks."""
 
     def drain(self, deadline: Deadline) -> Unfinished | None:
-        """Finish accepted work until ``deadline``; return what is left (None: nothing)."""
+        """Finish accepted work until ``deadline``; return what is left (None: nothing).
+
+        May be called more than once, even concurrently: at a forced stop the host drains
+        every component with an expired deadline while the stopper may still be draining it.
+        Work is handed back at most once."""
 
     def counters(self) -> Counters: ...
 
