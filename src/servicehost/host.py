@@ -178,7 +178,7 @@ class Host:
     def hung(self, now: float | None = None) -> list[Beat]:
         """Workers running one task longer than their hang timeout right now."""
         now = time.monotonic() if now is None else now
-        out = []
+        out: list[Beat] = []
         for component in self.components():
             limit = getattr(component, "hang_timeout", None) or self.config.hang_timeout
             out.extend(b for b in component.beats() if limit > 0 and b.hung(now, limit))
@@ -315,12 +315,20 @@ class Host:
     def pause(self) -> None:
         """RUNNING → PAUSED: components stop taking work, then each service's ``pause()``.
         A hook that raises leaves the host RUNNING and re-raises."""
+        def pause(service: Service) -> None:
+            self._each(service.components, "pause")
+            service.pause()
+
+        def undo(service: Service) -> None:
+            service.resume()
+            self._each(service.components, "resume")
+
         with self._ops:
             self.lifecycle.move(S.PAUSING)
             try:
-                self._each_service(lambda s: (self._each(s.components, "pause"), s.pause()))
+                self._each_service(pause)
             except BaseException:
-                self._each_service(lambda s: (self._each(s.components, "resume"), s.resume()))
+                self._each_service(undo)
                 self.lifecycle.move(S.RUNNING)
                 raise
             self.lifecycle.move(S.PAUSED)
@@ -328,10 +336,14 @@ class Host:
 
     def resume(self) -> None:
         """PAUSED → RUNNING: each service's ``resume()``, then its components take work again."""
+        def resume(service: Service) -> None:
+            service.resume()
+            self._each(service.components, "resume")
+
         with self._ops:
             self.lifecycle.move(S.RESUMING)
             try:
-                self._each_service(lambda s: (s.resume(), self._each(s.components, "resume")))
+                self._each_service(resume)
             except BaseException:
                 self.lifecycle.move(S.PAUSED)
                 raise
