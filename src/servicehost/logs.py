@@ -85,6 +85,12 @@ connection_error = _event(3004, "connection_error", WARNING, "%s: connection %s:
 process_pool_terminated = _event(3005, "process_pool_terminated", WARNING, "%s: %d worker process(es) terminated at the deadline")
 item_abandoned = _event(3006, "item_abandoned", WARNING, "%s: an item bound for stage %s finished after the stop deadline; dropped (no on_unfinished)")
 ticks_missed = _event(3007, "ticks_missed", WARNING, "%s: %d tick(s) not run: %s (%d skipped so far)")
+server_listening = _event(3008, "server_listening", INFO, "%s: listening on %s")
+connections_refused = _event(3009, "connections_refused", WARNING, "%s: max_connections=%d reached: new connections are closed at once (%d refused so far)")
+connection_closed = _event(3010, "connection_closed", DEBUG, "%s: connection %s closed: %s")
+accept_failed = _event(3011, "accept_failed", WARNING, "%s: accept failed (%s); accepting again in %.1fs")
+worker_process_died = _event(3012, "worker_process_died", ERROR, "%s: worker process %s (pid %s) died with exit code %s %s")
+process_pool_broken = _event(3013, "process_pool_broken", CRITICAL, "%s: worker process %s could not start; the pool takes no more tasks")
 
 # -- 4xxx: config and command line -----------------------------------------------------------------
 config_loaded = _event(4001, "config_loaded", DEBUG, "config from: %s")
@@ -94,6 +100,52 @@ config_error = _event(4002, "config_error", ERROR, "%s")
 platform_chosen = _event(5001, "platform_chosen", INFO, "running under %s (%s)")
 signal_received = _event(5002, "signal_received", INFO, "signal %s received")
 notify_failed = _event(5003, "notify_failed", DEBUG, "manager notification failed (ignored: %s)")
+# 52xx: the control channel (platforms/control.py) and supervisord (platforms/supervisord.py)
+control_listening = _event(5201, "control_listening", DEBUG, "control channel listening on %s")
+control_refused = _event(
+    5202, "control_refused", WARNING,
+    "control channel: refused pid %d (uid %d): only root and uid %d may control this service")
+control_command = _event(5203, "control_command", DEBUG, "control channel: %s from pid %d (uid %d)")
+control_failed = _event(5204, "control_failed", WARNING, "control channel: %s failed: %s")
+control_stale_socket = _event(5205, "control_stale_socket", INFO, "control channel: removed a stale socket %s")
+supervisord_started = _event(5206, "supervisord_started", INFO, "started supervisord (%s, config %s)")
+supervisord_not_at_boot = _event(5207, "supervisord_not_at_boot", WARNING, "%s")
+supervisord_program_written = _event(5208, "supervisord_program_written", INFO, "%s: wrote %s")
+# 54xx: systemd (platforms/systemd.py)
+systemd_notifying = _event(5401, "systemd_notifying", DEBUG, "systemd notifications to %s (watchdog: %s)")
+systemd_watchdog_starved = _event(
+    5402, "systemd_watchdog_starved", ERROR,
+    "not feeding systemd's watchdog: %s; systemd kills and restarts the service after WatchdogSec=")
+systemd_watchdog_fed = _event(5403, "systemd_watchdog_fed", INFO, "workers heartbeat again: feeding systemd's watchdog")
+systemd_control_unavailable = _event(
+    5404, "systemd_control_unavailable", WARNING,
+    "control channel unavailable (%s): pause, continue and control cannot reach this service")
+systemd_unit_written = _event(5405, "systemd_unit_written", INFO, "%s: wrote %s")
+systemd_hardening_relaxed = _event(5406, "systemd_hardening_relaxed", WARNING, "%s: %s")
+systemd_restart_to_apply = _event(
+    5407, "systemd_restart_to_apply", INFO, "%s runs with its old settings until it is restarted")
+systemd_stop_incomplete = _event(5408, "systemd_stop_incomplete", WARNING, "%s: %s")
+systemd_data_kept = _event(5409, "systemd_data_kept", INFO, "%s: kept its data in %s (remove --purge deletes it)")
+# 53xx: Windows — the Service Control Manager, the Event Log (platforms/windows.py) and servicehost.compat
+scm_connected = _event(5301, "scm_connected", INFO, "connected to the Service Control Manager as %s (start arguments: %s)")
+scm_not_a_service = _event(
+    5302, "scm_not_a_service", WARNING, "not started by the Service Control Manager (%s): running in the foreground")
+scm_control = _event(5303, "scm_control", DEBUG, "SCM control %s received")
+scm_control_failed = _event(5304, "scm_control_failed", WARNING, "SCM control %s failed: %s")
+scm_stopped = _event(5305, "scm_stopped", INFO, "reporting STOPPED to the SCM: win32 exit code %d, service exit code %d")
+scm_start_aborted = _event(5306, "scm_start_aborted", ERROR, "the service could not start (exit code %d): %s")
+windows_installed = _event(5307, "windows_installed", INFO, "%s: installed: %s")
+windows_updated = _event(5308, "windows_updated", INFO, "%s: configuration updated: %s")
+windows_removed = _event(5309, "windows_removed", INFO, "%s: removed (service, Event Log source%s)")
+windows_manager_lacks = _event(
+    5310, "windows_manager_lacks", WARNING, "%s: this Service Control Manager does not implement %s (error %d): %s")
+windows_access_warning = _event(5311, "windows_access_warning", WARNING, "%s")
+windows_stdout = _event(5312, "windows_stdout", INFO, "stdout: %s")
+windows_stderr = _event(5313, "windows_stderr", WARNING, "stderr: %s")
+windows_already_installed = _event(5314, "windows_already_installed", INFO, "%s is already installed: updating it instead")
+compat_log_info = _event(5320, "compat_log_info", INFO, "%s")
+compat_log_warning = _event(5321, "compat_log_warning", WARNING, "%s")
+compat_log_error = _event(5322, "compat_log_error", ERROR, "%s")
 
 
 class _EventIdDefault(logging.Filter):

@@ -273,7 +273,10 @@ class ThreadPool:
         self.resume()  # a paused pool must still drain when the service stops
 
     def drain(self, deadline: Deadline) -> Unfinished | None:
-        """Close, wait for the workers until ``deadline``; report and hand back what is left."""
+        """Close, wait for the workers until ``deadline``; report and hand back what is left.
+
+        Fire-and-forget tasks that never ran go to ``on_unfinished``; waited-for ones
+        (``submit_result``, ``map``) fail their waiter with QueueClosed instead."""
         self.close()
         for thread in self._threads:
             thread.join(deadline.remaining())
@@ -282,10 +285,19 @@ class ThreadPool:
         if not left and not running:
             return None
         queued = sum(1 if offset == _SINGLE else len(payload) for _, payload, _, offset in left)
+        # Someone waits on these: tell them, rather than hand the work back behind their back.
+        for _, payload, sink, offset in left:
+            if isinstance(sink, Result):
+                sink._set(None, QueueClosed(f"{self.name}: stopped before the task ran"))
+            elif isinstance(sink, _Batch):
+                with sink.lock:
+                    sink.errors.append(QueueClosed(f"{self.name}: stopped before {len(payload)} task(s) ran"))
+                sink.chunk_done()
+        forgettable = [item for item in left if item[2] is None]
         handed_back = False
-        if left and self.on_unfinished is not None:
+        if forgettable and self.on_unfinished is not None:
             tasks: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
-            for fn, payload, _, offset in left:
+            for fn, payload, _, offset in forgettable:
                 tasks.extend([(fn, payload)] if offset == _SINGLE else [(fn, (x,)) for x in payload])
             self.on_unfinished(tasks)
             handed_back = True

@@ -140,3 +140,30 @@ def test_heartbeats_show_busy_workers_only():
     assert busy[0].hung(time.monotonic() + 10, hang_timeout=5)
     gate.set()
     pool.shutdown(5)
+
+
+def test_waiters_of_tasks_that_never_ran_are_told_not_left_hanging():
+    release = threading.Event()
+    handed = []
+    pool = ThreadPool(1, on_unfinished=handed.extend)
+    pool.submit(release.wait)
+    time.sleep(0.05)
+    waited = pool.submit_result(divmod, 1, 1)
+    outcome = {}
+    mapper = threading.Thread(target=lambda: outcome.setdefault("map", _try(pool.map, str, [1, 2, 3])))
+    mapper.start()
+    time.sleep(0.05)
+    left = pool.drain(Deadline.after(0.05))
+    release.set()
+    mapper.join(5)
+    with pytest.raises(QueueClosed):
+        waited.result(5)
+    assert isinstance(outcome["map"], QueueClosed)
+    assert handed == [] and left.queued == 4 and not left.handed_back
+
+
+def _try(fn, *args):
+    try:
+        return fn(*args)
+    except QueueClosed as exc:
+        return exc
