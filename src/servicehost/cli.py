@@ -85,7 +85,9 @@ def load_target(target: str) -> type:
     """Import ``file.py[:Class]`` or ``module:Class`` and return the service class."""
     from .service import Service
 
-    where, _, cls_name = target.partition(":")
+    drive = target[:2] if target[1:2] == ":" and target[2:3] in ("\\", "/") else ""  # C:\app\svc.py:Class
+    where, _, cls_name = target[len(drive):].partition(":")
+    where = drive + where
     if where.endswith(".py") or os.sep in where or "/" in where:
         path = Path(where)
         if not path.is_file():
@@ -269,3 +271,4 @@ def main(service_cls: type | None = None, argv: Sequence[str] | None = None) -> 
     logs.flush()
     sys.exit(code)
 
+from . import manage  # noqa: E402,F401  registers install/start/stop/... (manager commands)

@@ -15,6 +15,7 @@ from .base import Platform
 
 #: name → "module:Class", in detection order; foreground last (it is always present).
 PLATFORMS: dict[str, str] = {
+    "supervisord": "servicehost.platforms.supervisord:SupervisordPlatform",
     "foreground": "servicehost.platforms.foreground:ForegroundPlatform",
 }
 

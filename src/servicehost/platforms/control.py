@@ -1,0 +1,495 @@
+"""The control channel: pause, continue, control CODE, reload, stop and status of a running
+service on Linux, where the service managers (systemd, supervisord) have no such verbs.
+
+The service (its platform's ``run``) serves it with :class:`ControlServer`; a Manager talks to it
+with :class:`ControlClient`. The socket's path is derived from the name the manager knows the
+service by (its unit or program name), so a Manager finds it without asking anyone:
+
+    runtime base   $SERVICEHOST_RUNTIME_DIR        if set: a manager that prepares the directory
+                                                   for the service passes it this way
+                   /run/servicehost                for root
+                   $XDG_RUNTIME_DIR/servicehost    for other users with a login session
+                   /tmp/servicehost-<uid>          otherwise (made 0700, its owner checked)
+    service dir    <base>/<name>                   made by the service before it binds: mode 0700
+                                                   (0750 with ``group_access``), owner checked
+    socket         <base>/<name>/control.sock      mode 0600 (0660)
+    ready marker   <base>/<name>/ready             holds the pid while the host is ready
+
+Who may talk to it: the directory is the first gate (only the service's user, and root, can reach
+the socket); then the server reads each peer's credentials (``SO_PEERCRED``) and serves only root
+and the service's own uid. Anyone else gets a refusal, and it is logged (event 5202).
+
+Protocol: every message is a 4-byte big-endian length, then that many bytes of UTF-8 JSON (at most
+64 KiB). Request ``{"command": NAME, "args": {...}}``; reply ``{"ok": true, "result": ...}`` or
+``{"ok": false, "error": "what went wrong"}``. A connection may carry several requests.
+Connections are served one at a time on one thread, each with a short timeout.
+
+Commands are a table, name → handler(:class:`Request`) (:data:`COMMANDS`). Another issue adds one
+by passing ``commands={**COMMANDS, "name": handler}`` to the server; nothing else changes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import json
+import logging
+import os
+import re
+import selectors
+import socket
+import stat
+import struct
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .. import logs
+from ..errors import IllegalTransition, StartupError, UsageError
+from ..host import Host
+from ..lifecycle import HostState
+
+log = logging.getLogger("servicehost.platforms.control")
+
+ENV_RUNTIME_DIR = "SERVICEHOST_RUNTIME_DIR"
+SOCKET_NAME = "control.sock"
+READY_MARKER = "ready"
+MAX_MESSAGE = 64 * 1024
+#: Seconds a connected peer may take to send a request (a hang guard; requests are tiny).
+PEER_TIMEOUT = 5.0
+_LENGTH = struct.Struct(">I")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}")
+#: Host states in which the service counts as ready (it has reached RUNNING and not begun stopping).
+READY_STATES = frozenset({HostState.RUNNING, HostState.PAUSING, HostState.PAUSED, HostState.RESUMING})
+
+
+class ControlChannelError(UsageError):
+    """A control request could not be made, or the service refused it (exit code 2)."""
+
+
+class ControlUnavailable(ControlChannelError):
+    """Nothing answers at the control socket: the service is not running (or not ready yet)."""
+
+
+# -- where ------------------------------------------------------------------------------------------
+def check_name(name: str) -> str:
+    """``name`` if it can name a directory and a manager's service; UsageError otherwise."""
+    if not _NAME.fullmatch(name) or name in (".", ".."):
+        raise UsageError(
+            f"service name {name!r}: expected letters, digits and _ . @ - (starting with a letter or digit, "
+            "at most 128 characters); choose another with --name")
+    return name
+
+
+def runtime_base(env: Mapping[str, str] | None = None, euid: int | None = None) -> Path:
+    """The directory holding every service's runtime directory (see the module docstring)."""
+    env = os.environ if env is None else env
+    euid = os.geteuid() if euid is None else euid
+    if env.get(ENV_RUNTIME_DIR):
+        return Path(env[ENV_RUNTIME_DIR])
+    if euid == 0:
+        return Path("/run/servicehost")
+    if env.get("XDG_RUNTIME_DIR"):
+        return Path(env["XDG_RUNTIME_DIR"]) / "servicehost"
+    return Path(f"/tmp/servicehost-{euid}")
+
+
+def runtime_dir(name: str, env: Mapping[str, str] | None = None, euid: int | None = None) -> Path:
+    """``<runtime base>/<name>``: the service's own runtime directory."""
+    return runtime_base(env, euid) / check_name(name)
+
+
+def socket_path(name: str, env: Mapping[str, str] | None = None, euid: int | None = None) -> Path:
+    """Where the service called ``name`` listens (what a Manager connects to)."""
+    return runtime_dir(name, env, euid) / SOCKET_NAME
+
+
+def _private_dir(path: Path, mode: int, *, create_parents: bool) -> None:
+    """Make ``path`` a directory owned by this user with exactly ``mode``; refuse anything else
+    (a symlink, a file, a directory someone else owns) with what to do about it."""
+    euid = os.geteuid()
+    if create_parents:
+        path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    try:
+        os.mkdir(path, mode)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise StartupError(
+            f"cannot create the runtime directory {path}: {exc.strerror}; create it for uid {euid} "
+            f"or set {ENV_RUNTIME_DIR} to a directory this service may write") from None
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        raise StartupError(f"runtime directory {path} is not a directory (a symlink or a file?); remove it")
+    if st.st_uid != euid:
+        raise StartupError(
+            f"runtime directory {path} belongs to uid {st.st_uid}, not to this service's uid {euid}; "
+            "remove it (or give it to this uid) and start again")
+    if stat.S_IMODE(st.st_mode) != mode:
+        os.chmod(path, mode)
+
+
+# -- the wire ---------------------------------------------------------------------------------------
+def send_message(sock: socket.socket, message: Mapping[str, Any]) -> None:
+    data = json.dumps(message, separators=(",", ":")).encode()
+    if len(data) > MAX_MESSAGE:
+        raise ValueError(f"control message of {len(data)} bytes is over the {MAX_MESSAGE}-byte limit")
+    sock.sendall(_LENGTH.pack(len(data)) + data)
+
+
+def receive_message(sock: socket.socket) -> dict[str, Any] | None:
+    """The next message, or None when the peer closed the connection between messages."""
+    head = _receive_exactly(sock, _LENGTH.size, allow_eof=True)
+    if head is None:
+        return None
+    (size,) = _LENGTH.unpack(head)
+    if size > MAX_MESSAGE:
+        raise ValueError(f"control message of {size} bytes is over the {MAX_MESSAGE}-byte limit")
+    body = _receive_exactly(sock, size, allow_eof=False)
+    assert body is not None
+    message = json.loads(body.decode())
+    if not isinstance(message, dict):
+        raise ValueError("a control message must be a JSON object")
+    return message
+
+
+def _receive_exactly(sock: socket.socket, size: int, *, allow_eof: bool) -> bytes | None:
+    chunks, left = [], size
+    while left:
+        chunk = sock.recv(left)
+        if not chunk:
+            if allow_eof and left == size:
+                return None
+            raise ConnectionError("the peer closed the connection in the middle of a message")
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Who is on the other end of a unix socket (``SO_PEERCRED``)."""
+
+    pid: int
+    uid: int
+    gid: int
+
+    @classmethod
+    def of(cls, sock: socket.socket) -> Peer:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        return cls(*struct.unpack("3i", creds))
+
+
+# -- commands ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Request:
+    """What a command handler gets."""
+
+    host: Host
+    command: str
+    args: Mapping[str, Any]
+    peer: Peer
+    serving_since: float
+    """``time.monotonic()`` when the server started (the service's uptime starts there)."""
+
+
+Handler = Callable[[Request], Any]
+
+
+def _ping(req: Request) -> dict[str, Any]:
+    state = req.host.state
+    return {"pid": os.getpid(), "name": req.host.name, "state": state.value, "ready": state in READY_STATES}
+
+
+def _status(req: Request) -> dict[str, Any]:
+    return {
+        **_ping(req),
+        "uptime": time.monotonic() - req.serving_since,
+        "healthy": req.host.healthy(),
+        "status_line": req.host.status_line(),
+        "counters": [dataclasses.asdict(c) for c in req.host.counters()],
+    }
+
+
+def _pause(req: Request) -> dict[str, Any]:
+    try:
+        req.host.pause()
+    except IllegalTransition:
+        raise ValueError(f"the service is {req.host.state.value}, not running") from None
+    return _ping(req)
+
+
+def _resume(req: Request) -> dict[str, Any]:
+    try:
+        req.host.resume()
+    except IllegalTransition:
+        raise ValueError(f"the service is {req.host.state.value}, not paused") from None
+    return _ping(req)
+
+
+def _control(req: Request) -> dict[str, Any]:
+    code = req.args.get("code")
+    if not isinstance(code, int) or isinstance(code, bool):
+        raise ValueError(f"control needs an integer code 128-255, got {code!r}")
+    req.host.control(code)
+    return _ping(req)
+
+
+def _reload(req: Request) -> dict[str, Any]:
+    req.host.reload()
+    return _ping(req)
+
+
+def _stop(req: Request) -> dict[str, Any]:
+    req.host.request_stop(f"stop via the control channel (pid {req.peer.pid})")
+    return _ping(req)
+
+
+#: The commands every servicehost service answers. Read-only; extend by passing a new mapping.
+COMMANDS: Mapping[str, Handler] = {
+    "ping": _ping, "status": _status, "pause": _pause, "resume": _resume,
+    "control": _control, "reload": _reload, "stop": _stop,
+}
+
+
+# -- the server -------------------------------------------------------------------------------------
+class ControlServer:
+    """Serves the control channel of ``host`` on one daemon thread.
+
+    ``start()`` makes the runtime directory (0700, or 0750 with ``group_access``), removes a stale
+    socket, binds, and starts serving; it raises StartupError when another live process serves
+    the same name or the directory cannot be made safe. ``close()`` (or leaving the ``with`` block)
+    stops serving and removes the socket and the ready marker. While the host is ready, the
+    directory holds a ``ready`` marker with the pid (for health checks that cannot connect).
+    """
+
+    def __init__(self, host: Host, path: Path, *, commands: Mapping[str, Handler] = COMMANDS,
+                 allowed_uids: frozenset[int] | None = None, group_access: bool = False) -> None:
+        self.host = host
+        self.path = Path(path)
+        self.commands = dict(commands)
+        self.allowed_uids = allowed_uids if allowed_uids is not None else frozenset({0, os.geteuid()})
+        self.dir_mode = 0o750 if group_access else 0o700
+        self.socket_mode = 0o660 if group_access else 0o600
+        self.marker = self.path.parent / READY_MARKER
+        self.serving_since = time.monotonic()
+        self._listener: socket.socket | None = None
+        self._inode: int | None = None
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._thread: threading.Thread | None = None
+        self._closing = threading.Event()
+
+    def start(self) -> None:
+        if len(os.fsencode(self.path)) >= 108:  # sun_path is 108 bytes with its NUL
+            raise StartupError(
+                f"control socket path {self.path} is too long for a unix socket (max 107 bytes); "
+                f"set {ENV_RUNTIME_DIR} to a shorter directory")
+        base_is_tmp = self.path.parent.parent == Path(f"/tmp/servicehost-{os.geteuid()}")
+        if base_is_tmp:  # /tmp is shared: the base must be ours and private, too
+            _private_dir(self.path.parent.parent, 0o700, create_parents=False)
+        _private_dir(self.path.parent, self.dir_mode, create_parents=not base_is_tmp)
+        self._remove_stale()
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            listener.bind(str(self.path))
+            os.chmod(self.path, self.socket_mode)
+            listener.listen(8)
+        except OSError as exc:
+            listener.close()
+            raise StartupError(f"control channel: cannot listen on {self.path}: {exc.strerror or exc}") from None
+        self._listener = listener
+        self._inode = os.stat(self.path).st_ino
+        self.serving_since = time.monotonic()
+        self._clear_marker()
+        self.host.lifecycle.subscribe(self._on_move)
+        if self.host.state in READY_STATES:
+            self._write_marker()
+        self._thread = threading.Thread(target=self._serve, name="servicehost-control", daemon=True)
+        self._thread.start()
+        logs.control_listening(log, self.path)
+
+    def _remove_stale(self) -> None:
+        try:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            return
+        if not stat.S_ISSOCK(st.st_mode):
+            raise StartupError(f"{self.path} exists and is not a socket; remove it and start again")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.settimeout(PEER_TIMEOUT)
+        try:
+            probe.connect(str(self.path))
+        except (ConnectionRefusedError, FileNotFoundError):
+            os.unlink(self.path)  # nobody listens: left behind by a process that was killed
+            logs.control_stale_socket(log, self.path)
+            return
+        except OSError as exc:
+            raise StartupError(f"control channel: cannot check {self.path}: {exc.strerror or exc}") from None
+        else:
+            other = Peer.of(probe)
+            raise StartupError(
+                f"another process (pid {other.pid}) already serves the control channel at {self.path}: "
+                "the same service is running twice; stop the other one first")
+        finally:
+            probe.close()
+
+    def _serve(self) -> None:
+        assert self._listener is not None
+        with selectors.DefaultSelector() as sel:
+            sel.register(self._listener, selectors.EVENT_READ)
+            sel.register(self._wake_r, selectors.EVENT_READ)
+            while not self._closing.is_set():
+                for key, _ in sel.select():
+                    if key.fileobj is self._wake_r:
+                        return
+                    try:
+                        conn, _ = self._listener.accept()
+                    except OSError as exc:  # e.g. the peer gave up already; keep serving
+                        logs.control_failed(log, "accept", exc)
+                        continue
+                    with conn:
+                        self._serve_one(conn)
+
+    def _serve_one(self, conn: socket.socket) -> None:
+        conn.settimeout(PEER_TIMEOUT)
+        peer = Peer.of(conn)
+        try:
+            if peer.uid not in self.allowed_uids:
+                logs.control_refused(log, peer.pid, peer.uid, os.geteuid())
+                # Read its request first: closing with unread data would reset the connection
+                # before the peer could read why it was refused.
+                receive_message(conn)
+                send_message(conn, {"ok": False, "error": (
+                    f"uid {peer.uid} may not control this service: only root and uid {os.geteuid()} may")})
+                return
+            while (message := receive_message(conn)) is not None:
+                send_message(conn, self._answer(message, peer))
+        except (OSError, ValueError, ConnectionError) as exc:  # a broken or slow peer: drop it, keep serving
+            logs.control_failed(log, f"a request from pid {peer.pid}", exc)
+
+    def _answer(self, message: Mapping[str, Any], peer: Peer) -> dict[str, Any]:
+        name = message.get("command")
+        handler = self.commands.get(name) if isinstance(name, str) else None
+        if handler is None or not isinstance(name, str):
+            return {"ok": False, "error": f"unknown command {name!r}; known: {', '.join(sorted(self.commands))}"}
+        args = message.get("args") or {}
+        if not isinstance(args, dict):
+            return {"ok": False, "error": "args must be a JSON object"}
+        logs.control_command(log, name, peer.pid, peer.uid)
+        try:
+            result = handler(Request(self.host, name, args, peer, self.serving_since))
+        except Exception as exc:  # a hook logged its own traceback; the peer gets the reason
+            reason = str(exc) if type(exc) is ValueError else f"{exc.__class__.__name__}: {exc}"
+            logs.control_failed(log, name, reason)
+            return {"ok": False, "error": reason}
+        return {"ok": True, "result": result}
+
+    # -- the ready marker ---------------------------------------------------------------------------
+    def _on_move(self, old: HostState, new: HostState) -> None:
+        if new is HostState.RUNNING and old is HostState.STARTING:
+            self._write_marker()
+        elif new not in READY_STATES:
+            self._clear_marker()
+
+    def _write_marker(self) -> None:
+        tmp = self.marker.with_name(f".{READY_MARKER}.{os.getpid()}")
+        try:
+            tmp.write_text(f"{os.getpid()}\n")
+            os.replace(tmp, self.marker)
+        except OSError as exc:  # the channel still answers "ready"; the marker is a convenience
+            logs.notify_failed(log, exc)
+
+    def _clear_marker(self) -> None:
+        try:
+            os.unlink(self.marker)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            logs.notify_failed(log, exc)
+
+    # -- closing ------------------------------------------------------------------------------------
+    def close(self, timeout: float = PEER_TIMEOUT * 2) -> None:
+        """Stop serving (waits up to ``timeout`` for a request being served), remove the socket."""
+        self._closing.set()
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass  # already closed
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if self._listener is not None:
+            self._listener.close()
+            try:  # only our own socket: a newer instance may have replaced it
+                if os.stat(self.path).st_ino == self._inode:
+                    os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+            self._listener = None
+        self._clear_marker()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def __enter__(self) -> ControlServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# -- the client -------------------------------------------------------------------------------------
+class ControlClient:
+    """Sends requests to a service's control channel. Each call blocks at most ``timeout`` seconds.
+
+    ``server_uids`` (optional): the uids the serving process may have; anything else is refused
+    before a request is sent (so a socket put there by someone else is never trusted).
+    """
+
+    def __init__(self, path: Path, *, timeout: float = 10.0, server_uids: frozenset[int] | None = None) -> None:
+        self.path = Path(path)
+        self.timeout = timeout
+        self.server_uids = server_uids
+
+    def call(self, command: str, **args: Any) -> Any:
+        """Run ``command`` in the service; its result. ControlChannelError says what went wrong."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            try:
+                sock.connect(str(self.path))
+            except (FileNotFoundError, ConnectionRefusedError):
+                raise ControlUnavailable(
+                    f"no service answers at {self.path}: it is not running, or not ready to listen yet "
+                    "(see: servicehost status)") from None
+            except PermissionError:
+                raise ControlChannelError(
+                    f"not allowed to reach {self.path}: run this as root or as the service's user") from None
+            except OSError as exc:
+                raise ControlUnavailable(f"cannot connect to {self.path}: {exc.strerror or exc}") from None
+            if self.server_uids is not None:
+                server = Peer.of(sock)
+                if server.uid not in self.server_uids:
+                    raise ControlChannelError(
+                        f"{self.path} is served by uid {server.uid}, not by the service's account; "
+                        "not sending anything to it: remove the socket and restart the service")
+            try:
+                send_message(sock, {"command": command, "args": args})
+                reply = receive_message(sock)
+            except TimeoutError:
+                raise ControlChannelError(
+                    f"{command}: no answer from {self.path} within {self.timeout:g}s "
+                    "(a hook may be blocking; see the service's log)") from None
+            except (OSError, ValueError) as exc:
+                if isinstance(exc, OSError) and exc.errno not in (None, errno.ECONNRESET, errno.EPIPE):
+                    raise ControlChannelError(f"{command}: {self.path}: {exc.strerror or exc}") from None
+                raise ControlChannelError(f"{command}: the service closed the connection ({exc})") from None
+        finally:
+            sock.close()
+        if reply is None:
+            raise ControlChannelError(f"{command}: the service closed the connection without answering")
+        if not reply.get("ok"):
+            raise ControlChannelError(f"{command}: {reply.get('error', 'refused')}")
+        return reply.get("result")

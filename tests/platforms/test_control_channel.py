@@ -1,0 +1,342 @@
+"""The control channel with real parts: a real Host and services, a real AF_UNIX socket, real peer
+credentials, and a real process of another uid (nobody) that must be refused."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import socket
+import stat
+import struct
+import tempfile
+import threading
+from pathlib import Path
+
+import pytest
+
+from servicehost import Host, HostConfig, HostState, Service, ThreadPool
+from servicehost.errors import ExitCode, StartupError, UsageError
+from servicehost.platforms import control
+from servicehost.platforms.control import (
+    COMMANDS,
+    ControlChannelError,
+    ControlClient,
+    ControlServer,
+    ControlUnavailable,
+    Request,
+)
+
+from ..conftest import IN_CI
+
+HANG_GUARD = 30.0
+NOBODY = 65534
+
+
+class Recorder(Service):
+    """Records every hook the control channel reaches; runs a pool so status has counters."""
+
+    name = "Recorder"
+
+    def start(self) -> None:
+        self.calls: list[str] = []
+        self.pool = self.use(ThreadPool(2, name="pool"))
+
+    def pause(self) -> None:
+        self.calls.append("pause")
+
+    def resume(self) -> None:
+        self.calls.append("resume")
+
+    def reload(self) -> None:
+        self.calls.append("reload")
+
+    def control(self, code: int) -> None:
+        self.calls.append(f"control {code}")
+
+
+class Running:
+    """A host started on this thread and waited for on another, as a platform's run() does."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self.host = Host([service], HostConfig(shutdown_timeout=10))
+        self.code: ExitCode | None = None
+        self.host.start()
+        self._waiter = threading.Thread(target=self._wait, daemon=True)
+        self._waiter.start()
+
+    def _wait(self) -> None:
+        self.code = self.host.wait()
+
+    def stop(self) -> ExitCode | None:
+        self.host.request_stop("test over")
+        self._waiter.join(HANG_GUARD)
+        assert not self._waiter.is_alive(), "the host did not stop"
+        return self.code
+
+
+@pytest.fixture
+def base():
+    """A short private directory (unix socket paths are limited to 107 bytes)."""
+    path = Path(tempfile.mkdtemp(prefix="shc-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def running():
+    run = Running(Recorder())
+    yield run
+    if not run.host.state.is_final:
+        run.stop()
+
+
+# -- where the socket lives: a pure function of the name, the environment and the uid ---------------
+def test_runtime_dir_is_derived_from_name_env_and_uid():
+    assert control.socket_path("svc", {}, 0) == Path("/run/servicehost/svc/control.sock")
+    assert control.runtime_dir("svc", {"XDG_RUNTIME_DIR": "/run/user/1000"}, 1000) == \
+        Path("/run/user/1000/servicehost/svc")
+    assert control.runtime_dir("svc", {}, 1000) == Path("/tmp/servicehost-1000/svc")
+    # a manager that prepares the directory says where, for root and users alike
+    assert control.runtime_dir("svc", {"SERVICEHOST_RUNTIME_DIR": "/srv/r", "XDG_RUNTIME_DIR": "/x"}, 0) == \
+        Path("/srv/r/svc")
+
+
+@pytest.mark.parametrize("name", ["", "..", "a/b", "../etc", "-x", "a b", "x" * 200])
+def test_names_that_are_not_safe_directory_names_are_refused(name):
+    with pytest.raises(UsageError, match="--name"):
+        control.runtime_dir(name, {}, 0)
+
+
+# -- the commands, end to end -------------------------------------------------------------------------
+def test_pause_continue_control_reload_reach_the_services_hooks(base, running):
+    path = base / "Recorder" / "control.sock"
+    with ControlServer(running.host, path):
+        client = ControlClient(path)
+        ping = client.call("ping")
+        assert ping == {"pid": os.getpid(), "name": "Recorder", "state": "running", "ready": True}
+        assert client.call("pause")["state"] == "paused"
+        assert running.host.state is HostState.PAUSED
+        assert client.call("resume")["state"] == "running"
+        client.call("control", code=200)
+        client.call("reload")
+        assert running.service.calls == ["pause", "resume", "control 200", "reload"]
+    assert not path.exists(), "the socket is removed when the server closes"
+
+
+def test_status_reports_state_uptime_and_the_workers_counters(base, running):
+    done = [running.service.pool.submit_result(pow, 2, n) for n in range(10)]
+    assert [r.result(HANG_GUARD) for r in done] == [2 ** n for n in range(10)]
+    path = base / "Recorder" / "control.sock"
+    with ControlServer(running.host, path):
+        status = ControlClient(path).call("status")
+    assert status["state"] == "running" and status["ready"] is True and status["healthy"] is True
+    assert status["uptime"] >= 0
+    (pool,) = status["counters"]
+    assert pool["name"] == "pool" and pool["completed"] == 10 and pool["failed"] == 0
+    assert status["status_line"].startswith("running; pool: 10 done")
+
+
+def test_stop_stops_the_host_cleanly(base, running):
+    path = base / "Recorder" / "control.sock"
+    with ControlServer(running.host, path):
+        ControlClient(path).call("stop")
+        assert running.host.lifecycle.wait_for({HostState.STOPPED}, HANG_GUARD)
+    assert running.code is ExitCode.OK
+
+
+def test_refusals_say_why_and_leave_the_service_as_it_was(base, running):
+    path = base / "Recorder" / "control.sock"
+    with ControlServer(running.host, path):
+        client = ControlClient(path)
+        with pytest.raises(ControlChannelError, match=r"resume: the service is running, not paused"):
+            client.call("resume")
+        with pytest.raises(ControlChannelError, match=r"custom control codes are 128-255, got 5"):
+            client.call("control", code=5)
+        with pytest.raises(ControlChannelError, match=r"integer code"):
+            client.call("control", code="200")
+        with pytest.raises(ControlChannelError, match=r"unknown command 'explode'; known: control, pause, ping"):
+            client.call("explode")
+        client.call("pause")
+        with pytest.raises(ControlChannelError, match=r"pause: the service is paused, not running"):
+            client.call("pause")
+        assert running.host.state is HostState.PAUSED
+        assert running.service.calls == ["pause"]
+
+
+def test_a_command_table_can_be_extended_without_touching_the_server(base, running):
+    def echo(req: Request) -> object:
+        return {"echo": req.args["text"], "peer_uid": req.peer.uid}
+
+    path = base / "Recorder" / "control.sock"
+    with ControlServer(running.host, path, commands={**COMMANDS, "echo": echo}):
+        assert ControlClient(path).call("echo", text="hi") == {"echo": "hi", "peer_uid": os.geteuid()}
+    assert "echo" not in COMMANDS  # the shared table is not changed
+
+
+def test_a_broken_peer_does_not_stop_the_channel(base, running):
+    path = base / "Recorder" / "control.sock"
+    with ControlServer(running.host, path):
+        with socket.socket(socket.AF_UNIX) as raw:  # a length far over the limit
+            raw.connect(str(path))
+            raw.sendall(struct.pack(">I", 10 ** 9))
+            assert raw.recv(10) == b""  # dropped
+        with socket.socket(socket.AF_UNIX) as raw:  # not JSON
+            raw.connect(str(path))
+            raw.sendall(struct.pack(">I", 3) + b"{{{")
+            assert raw.recv(10) == b""
+        with socket.socket(socket.AF_UNIX) as raw:  # several requests on one connection
+            raw.connect(str(path))
+            for _ in range(2):
+                body = json.dumps({"command": "ping"}).encode()
+                raw.sendall(struct.pack(">I", len(body)) + body)
+                size = struct.unpack(">I", raw.recv(4))[0]
+                assert json.loads(raw.recv(size))["ok"] is True
+        assert ControlClient(path).call("ping")["ready"] is True
+
+
+# -- the directory and the socket file -----------------------------------------------------------------
+def test_directory_is_private_before_the_socket_exists_and_tightened_if_wider(base, running):
+    own = base / "Recorder"
+    own.mkdir(mode=0o777)
+    os.chmod(own, 0o777)  # left wide open by someone: tightened before binding
+    with ControlServer(running.host, own / "control.sock") as server:
+        assert stat.S_IMODE(os.stat(own).st_mode) == 0o700
+        assert stat.S_IMODE(os.stat(server.path).st_mode) == 0o600
+    with ControlServer(running.host, own / "control.sock", group_access=True) as server:
+        assert stat.S_IMODE(os.stat(own).st_mode) == 0o750
+        assert stat.S_IMODE(os.stat(server.path).st_mode) == 0o660
+
+
+def test_a_stale_socket_is_replaced_and_a_live_one_is_not(base, running, caplog):
+    path = base / "Recorder" / "control.sock"
+    path.parent.mkdir(mode=0o700)
+    dead = socket.socket(socket.AF_UNIX)
+    dead.bind(str(path))
+    dead.close()  # the file stays, nobody listens: what a kill -9 leaves behind
+    with caplog.at_level(logging.INFO, "servicehost"):
+        with ControlServer(running.host, path):
+            assert ControlClient(path).call("ping")["ready"]
+            second = Running(Recorder())
+            try:
+                with pytest.raises(StartupError, match=rf"another process \(pid {os.getpid()}\) already serves"):
+                    ControlServer(second.host, path).start()
+            finally:
+                second.stop()
+            assert ControlClient(path).call("ping")["ready"], "the first server still serves"
+    assert any(getattr(r, "event_id", 0) == 5205 for r in caplog.records)
+
+
+def test_a_directory_owned_by_someone_else_is_refused(base, running):
+    if os.geteuid() != 0:
+        reason = "giving a directory to another uid needs root; CI runs as root"
+        if IN_CI:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    own = base / "Recorder"
+    own.mkdir(mode=0o700)
+    os.chown(own, NOBODY, NOBODY)
+    with pytest.raises(StartupError, match=rf"belongs to uid {NOBODY}, not to this service's uid 0"):
+        ControlServer(running.host, own / "control.sock").start()
+    link = base / "Other"
+    link.symlink_to(base / "elsewhere")
+    with pytest.raises(StartupError, match="not a directory"):
+        ControlServer(running.host, link / "control.sock").start()
+
+
+def test_the_client_says_when_nothing_listens(base):
+    with pytest.raises(ControlUnavailable, match=r"no service answers at .*not running"):
+        ControlClient(base / "Nobody" / "control.sock").call("ping")
+
+
+def test_ready_marker_holds_the_pid_only_while_ready(base):
+    service = Recorder()
+    host = Host([service], HostConfig(shutdown_timeout=10))
+    server = ControlServer(host, base / "Recorder" / "control.sock")
+    server.start()
+    try:
+        assert not server.marker.exists()  # CREATED: not ready
+        host.start()
+        assert server.marker.read_text() == f"{os.getpid()}\n"
+        host.request_stop("test")
+        assert host.wait() is ExitCode.OK
+        assert not server.marker.exists()
+    finally:
+        server.close()
+
+
+# -- another uid ----------------------------------------------------------------------------------------
+def _as_nobody(path: Path) -> dict[str, object]:
+    """Fork a child that becomes uid 65534 (nobody) and asks ``path`` to pause; what it saw.
+
+    The child only makes system calls and writes a prepared answer (it was forked from a process
+    with threads, so it must not take locks); the interpreter itself is not reachable for nobody
+    here (/root/.pyenv), so a fresh process of that uid is not an option."""
+    body = json.dumps({"command": "pause"}).encode()
+    request = struct.pack(">I", len(body)) + body
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: no Python-level locks, no logging, leave with os._exit
+        code = 0
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            s = socket.socket(socket.AF_UNIX)
+            s.settimeout(HANG_GUARD)
+            try:
+                s.connect(str(path))
+            except PermissionError:
+                os.write(write_end, b"E")
+            else:
+                s.sendall(request)
+                head = s.recv(4)
+                reply = s.recv(struct.unpack(">I", head)[0])
+                os.write(write_end, b"R" + reply)
+        except BaseException:
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as fh:
+        out = fh.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the child failed before it could report"
+    if out == b"E":
+        return {"connect": "PermissionError"}
+    assert out[:1] == b"R", out
+    return {"reply": json.loads(out[1:])}
+
+
+def test_another_uid_is_refused_by_the_directory_and_by_its_credentials(base, running, caplog):
+    if os.geteuid() != 0:
+        reason = "needs root to run a peer as uid 65534 (nobody); CI runs as root"
+        if IN_CI:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    os.chmod(base, 0o755)
+    path = base / "Recorder" / "control.sock"
+    with ControlServer(running.host, path):
+        # 1. the runtime directory (0700) keeps other users away from the socket
+        assert _as_nobody(path) == {"connect": "PermissionError"}
+        # 2. opened up by mistake, the server still refuses them by SO_PEERCRED
+        os.chmod(path.parent, 0o755)
+        os.chmod(path, 0o777)
+        with caplog.at_level(logging.WARNING, "servicehost"):
+            reply = _as_nobody(path)["reply"]
+        error = f"uid {NOBODY} may not control this service: only root and uid 0 may"
+        assert reply == {"ok": False, "error": error}
+        assert running.host.state is HostState.RUNNING and running.service.calls == []
+        refused = [r for r in caplog.records if getattr(r, "event_id", 0) == 5202]
+        assert refused and f"(uid {NOBODY})" in refused[0].getMessage()
+        assert ControlClient(path).call("ping")["ready"], "root is still served"
+
+
+def test_the_client_refuses_a_server_of_an_unexpected_uid(base, running):
+    path = base / "Recorder" / "control.sock"
+    with ControlServer(running.host, path):
+        with pytest.raises(ControlChannelError, match=rf"served by uid {os.geteuid()}, not by the service's"):
+            ControlClient(path, server_uids=frozenset({os.geteuid() + 1})).call("ping")

@@ -1,0 +1,439 @@
+"""supervisord with real parts: the real ``supervisor`` package, a real supervisord with its own
+config in a temp dir (never the machine's /etc/supervisor), real service processes, real kill -9.
+
+The pure parts (which supervisord, what goes into the files) are checked against supervisor's own
+config parser; the real-manager tests drive install → start → status → kill -9 → stop → remove.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pwd
+import re
+import shlex
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from servicehost import platforms
+from servicehost.errors import MANAGER_EXIT_STATUS, ConfigError, ExitCode, StartupError, UsageError
+from servicehost.platforms.base import InstallOptions, launch_command
+from servicehost.platforms.supervisord import (
+    STARTS_FILE,
+    Layout,
+    SupervisordManager,
+    SupervisordPlatform,
+    boot_hint,
+    discover,
+    exit_codes,
+    last_exit_from_log,
+    layout_from_conf,
+    owned_layout,
+    read_program,
+    render_program,
+    render_supervisord_conf,
+    stop_wait_secs,
+)
+
+from ..conftest import IN_CI
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = str(ROOT / "examples" / "sample_service.py")
+HANG_GUARD = 60.0  # seconds; only against hangs (the steps here take about 1-3 s)
+
+#: /etc/supervisor/supervisord.conf as Debian 12's package ships it (comments included).
+DEBIAN_CONF_TEXT = """\
+; supervisor config file
+
+[unix_http_server]
+file=/var/run/supervisor.sock   ; (the path to the socket file)
+chmod=0700                       ; sockef file mode (default 0700)
+
+[supervisord]
+logfile=/var/log/supervisor/supervisord.log ; (main log file;default $CWD/supervisord.log)
+pidfile=/var/run/supervisord.pid ; (supervisord pidfile;default supervisord.pid)
+childlogdir=/var/log/supervisor            ; ('AUTO' child log dir, default $TEMP)
+
+; the below section must remain in the config file for RPC
+; (supervisorctl/web interface) to work, additional interfaces may be
+; added by defining them in separate rpcinterface: sections
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+
+[supervisorctl]
+serverurl=unix:///var/run/supervisor.sock ; use a unix:// URL  for a unix socket
+
+; The [include] section can just contain the "files" setting.  This
+; setting can list multiple files (separated by whitespace or
+; newlines).  It can also contain wildcards.  The filenames are
+; interpreted as relative to this file.  Included files *cannot*
+; include files themselves.
+
+[include]
+files = /etc/supervisor/conf.d/*.conf
+"""
+
+
+# -- which supervisord: pure ------------------------------------------------------------------------
+def test_debian_conf_d_is_found_from_debians_config_text():
+    layout = layout_from_conf(DEBIAN_CONF_TEXT, Path("/etc/supervisor/supervisord.conf"),
+                              Path("/var/lib/servicehost/supervisord"), "Debian's")
+    assert layout == Layout(
+        conf=Path("/etc/supervisor/supervisord.conf"), programs_dir=Path("/etc/supervisor/conf.d"),
+        socket=Path("/var/run/supervisor.sock"), home=Path("/var/lib/servicehost/supervisord"),
+        owned=False, origin="Debian's", log_dir=Path("/var/log/supervisor"))
+    relative = DEBIAN_CONF_TEXT.replace("files = /etc/supervisor/conf.d/*.conf", "files = extra.ini\n  progs/*.conf")
+    assert layout_from_conf(relative, Path("/opt/sv/sv.conf"), Path("/h"), "x").programs_dir == Path("/opt/sv/progs")
+    assert layout_from_conf(DEBIAN_CONF_TEXT.replace("[include]", "[nothing]"), Path("/c"), Path("/h"), "x") is None
+    with pytest.raises(ConfigError, match="never reads passwords from files"):
+        layout_from_conf(DEBIAN_CONF_TEXT.replace("chmod=0700", "password=secret"), Path("/c"), Path("/h"), "x")
+
+
+def test_discover_order_given_conf_then_own_home_then_debian_then_own_default(tmp_path):
+    debian = tmp_path / "supervisord.conf"
+    debian.write_text(DEBIAN_CONF_TEXT)
+    assert discover({}, 0, debian_conf=debian).programs_dir == Path("/etc/supervisor/conf.d")
+    assert discover({}, 0, debian_conf=tmp_path / "absent") == owned_layout(Path("/var/lib/servicehost/supervisord"))
+    # a user does not write into root's supervisord: their own, in their state dir
+    mine = discover({"XDG_STATE_HOME": "/home/u/.st"}, 1000, debian_conf=debian)
+    assert mine.owned and mine.conf == Path("/home/u/.st/servicehost/supervisord/supervisord.conf")
+    home = discover({"SERVICEHOST_SUPERVISORD_HOME": str(tmp_path / "h")}, 0, debian_conf=debian)
+    assert home.owned and home.socket == tmp_path / "h" / "supervisor.sock"
+    given = discover({"SERVICEHOST_SUPERVISORD_CONF": str(debian), "SERVICEHOST_SUPERVISORD_HOME": "/x"}, 0,
+                     debian_conf=tmp_path / "absent")
+    assert not given.owned and given.programs_dir == Path("/etc/supervisor/conf.d") and given.home == Path("/x")
+
+
+def test_detection_for_running_and_for_installing(tmp_path):
+    platform = SupervisordPlatform(systemd_marker=tmp_path / "systemd")
+    assert platform.detect({"SUPERVISOR_ENABLED": "1", "SUPERVISOR_PROCESS_NAME": "svc"}) == \
+        "SUPERVISOR_PROCESS_NAME=svc set by supervisord"
+    assert platform.detect({"SUPERVISOR_ENABLED": "1"}) is None and platform.detect({}) is None
+    assert "supervisord is the fallback" in platform.installable({})
+    (tmp_path / "systemd").mkdir()  # systemd runs as PID 1: install there instead
+    assert platform.installable({}) is None
+    chosen, reason = platforms.detect({"SUPERVISOR_ENABLED": "1", "SUPERVISOR_PROCESS_NAME": "svc"})
+    assert chosen.name == "supervisord" and "SUPERVISOR_PROCESS_NAME" in reason
+    assert platforms.detect({})[0].name != "supervisord"
+
+
+# -- what goes into the files: checked by supervisor's own parser -----------------------------------
+@pytest.fixture
+def supervisor_package() -> None:
+    """The real supervisor package (the ``supervisor``/``test`` extras); CI must have it."""
+    if importlib.util.find_spec("supervisor") is None:
+        reason = f"the supervisor package is not installed for {sys.executable}: pip install -e '.[test]'"
+        if IN_CI:
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+
+def _parsed(layout: Layout):
+    from supervisor.options import ServerOptions
+
+    opts = ServerOptions()
+    opts.configfile = str(layout.conf)
+    opts.process_config(do_usage=False)
+    return opts
+
+
+def test_program_file_as_supervisor_reads_it(tmp_path, supervisor_package):
+    layout = owned_layout(tmp_path)
+    layout.programs_dir.mkdir()
+    layout.log_dir.mkdir()
+    layout.conf.write_text(render_supervisord_conf(layout))
+    nobody = pwd.getpwnam("nobody")
+    options = InstallOptions(
+        name="svc", description="does % things", start_mode="manual", account="nobody", restart=False,
+        environment=(("TOKEN_FILE", "/etc/x,y %z"), ("EMPTY", "")), stop_timeout=12.5, working_directory="/srv",
+        state_dir="/var/lib/servicehost/svc")
+    command = ["/usr/bin/python3", "-m", "servicehost", "run", "/opt/it's here/svc.py", "--interval", "5%"]
+    (layout.programs_dir / "svc.conf").write_text(
+        render_program(options, command, layout=layout, runtime_dir=Path("/r"), account=nobody))
+    opts = _parsed(layout)
+    (group,) = opts.process_group_configs
+    (program,) = group.process_configs
+    assert shlex.split(program.command) == command
+    assert program.exitcodes == [0, 2, 3, 4] == sorted(
+        MANAGER_EXIT_STATUS["supervisord"].success + MANAGER_EXIT_STATUS["supervisord"].prevent_restart)
+    assert program.stopwaitsecs == 18 == stop_wait_secs(12.5)  # stop_timeout rounded up + 5 s margin
+    assert (program.autostart, program.autorestart, program.startsecs) == (False, False, 1)
+    assert program.stopasgroup and program.killasgroup and program.stopsignal == signal.SIGTERM
+    assert program.uid == nobody.pw_uid and program.directory == "/srv"
+    assert program.environment == {"SERVICEHOST_RUNTIME_DIR": "/r", "HOME": nobody.pw_dir, "USER": "nobody",
+                                   "LOGNAME": "nobody", "TOKEN_FILE": "/etc/x,y %z", "EMPTY": ""}
+    assert program.redirect_stderr and program.stdout_logfile == str(layout.log_dir / "svc.log")
+    assert (program.stdout_logfile_maxbytes, program.stdout_logfile_backups) == (10 * 1024 * 1024, 5)
+    (server,) = opts.configroot.supervisord.server_configs
+    assert server["file"] == str(layout.socket) and server["chmod"] == 0o700 and server["password"] is None
+    assert read_program(layout.programs_dir / "svc.conf")["runtime_dir"] == "/r"
+
+
+def test_options_supervisord_has_no_form_for_are_refused(tmp_path):
+    layout = owned_layout(tmp_path)
+    for options in (InstallOptions(name="svc", start_mode="delayed"), InstallOptions(name="svc", dependencies=("db",))):
+        with pytest.raises(UsageError, match="supervisord cannot honour"):
+            render_program(options, ["/bin/true"], layout=layout, runtime_dir=Path("/r"))
+    for secret in ('pass"word', "pass\nword"):  # refused, and the value is not repeated in the error
+        with pytest.raises(UsageError, match="--env A") as refused:
+            render_program(InstallOptions(name="svc", environment=(("A", secret),)), ["/bin/true"], layout=layout,
+                           runtime_dir=Path("/r"))
+        assert "word" not in str(refused.value)
+
+
+def test_last_exit_comes_from_supervisords_own_words():
+    text = ("INFO exited: svc (exit status 1; not expected)\nINFO exited: other (exit status 3; expected)\n"
+            "WARN exited: svc (terminated by SIGKILL; not expected)\nINFO spawned: 'svc' with pid 4\n")
+    assert last_exit_from_log(text, "svc") == -signal.SIGKILL
+    assert last_exit_from_log(text + "INFO stopped: svc (exit status 4)\n", "svc") == ExitCode.STOP_INCOMPLETE
+    assert last_exit_from_log(text, "sv") is None and exit_codes() == (0, 2, 3, 4)
+
+
+# -- a real supervisord ---------------------------------------------------------------------------------
+@pytest.fixture
+def home(monkeypatch, supervisor_package):
+    """A temp home for servicehost's own supervisord (short: socket paths are limited), its
+    runtime dirs beside it; supervisord is shut down (its programs with it) afterwards."""
+    path = Path(tempfile.mkdtemp(prefix="shs-"))
+    monkeypatch.setenv("SERVICEHOST_SUPERVISORD_HOME", str(path / "sv"))
+    monkeypatch.setenv("SERVICEHOST_RUNTIME_DIR", str(path / "run"))
+    yield path
+    manager = SupervisordManager(owned_layout(path / "sv"))
+    pid = _read_pid(manager.layout.pidfile)
+    if manager.is_running():
+        manager.rpc("shutdown")
+    if pid is not None:
+        _wait_gone(pid)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _wait_gone(pid: int) -> None:
+    deadline = time.monotonic() + HANG_GUARD
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    raise AssertionError(f"supervisord {pid} did not shut down")
+
+
+def _until(predicate, what: str):
+    """Poll an outside process's state until ``predicate()`` is truthy (hang guard only)."""
+    deadline = time.monotonic() + HANG_GUARD
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _options(name: str, home: Path, **kw) -> InstallOptions:
+    return InstallOptions(name=name, stop_timeout=10, state_dir=str(home / "state" / name), **kw)
+
+
+@pytest.mark.real_manager
+def test_install_starts_supervisord_then_start_kill_9_restart_stop_remove(home):
+    manager = SupervisordManager()
+    assert manager.layout.home == home / "sv" and not manager.is_running()
+    options = _options("SampleService", home)
+    manager.install(options, launch_command(SAMPLE, state_dir=options.state_dir) + ["--interval", "0.05"])
+    # supervisord was not running: install started it, with a private socket and no password
+    assert manager.is_running()
+    assert stat.S_IMODE(os.stat(manager.layout.socket).st_mode) == 0o700
+    assert not re.search(r"^\s*(username|password)\s*=", manager.layout.conf.read_text(), re.M)
+    program = manager.layout.program_file("SampleService")
+    assert stat.S_IMODE(program.stat().st_mode) == 0o600
+    assert "supervisord -n -c" in boot_hint(manager.layout, sys.executable)
+    assert "-n -c" in manager.layout.boot_unit.read_text()
+    assert manager.status("SampleService").state == "stopped"  # installed; start starts it
+    with pytest.raises(UsageError, match="already installed"):
+        manager.install(options, ["/bin/true"])
+
+    manager.start("SampleService", wait=HANG_GUARD)
+    first = manager.status("SampleService")
+    assert (first.state, first.restarts) == ("running", 0) and first.pid and first.uptime is not None
+    assert first.detail["ready"] == "yes (running)"
+
+    os.kill(first.pid, signal.SIGKILL)
+    again = _until(lambda: (s := manager.status("SampleService")).state == "running" and s.pid != first.pid and s,
+                   "supervisord to restart the killed service")
+    assert again.restarts == 1 and again.last_exit == -signal.SIGKILL
+    assert again.detail["last exit"] == "killed by SIGKILL"
+
+    manager.stop("SampleService", wait=HANG_GUARD)
+    stopped = manager.status("SampleService")
+    assert (stopped.state, stopped.pid, stopped.last_exit) == ("stopped", None, ExitCode.OK)
+    assert "SampleService stopping after" in manager.logs("SampleService")  # its stop hook ran
+
+    # supervisord gone (as after a reboot without its unit): status says so, start brings both back
+    supervisord_pid = _read_pid(manager.layout.pidfile)
+    manager.rpc("shutdown")
+    _wait_gone(supervisord_pid)
+    down = manager.status("SampleService")
+    assert down.state == "stopped" and "supervisord is not running" in down.detail["note"]
+    manager.start("SampleService", wait=HANG_GUARD)
+    assert _read_pid(manager.layout.pidfile) != supervisord_pid
+    back = manager.status("SampleService")
+    assert (back.state, back.restarts) == ("running", 0)
+
+    manager.remove("SampleService", purge=True)
+    assert manager.status("SampleService").state == "not-installed"
+    assert not program.exists() and not Path(options.state_dir).exists()
+    assert manager.rpc("getAllProcessInfo") == []
+
+
+SERVICES = '''
+import os, time
+from pathlib import Path
+from servicehost import Service
+
+
+class FailsToStart(Service):
+    def start(self):
+        time.sleep(1.5)  # longer than startsecs, so supervisord already called it RUNNING
+        raise RuntimeError("no database")
+
+
+class Crashes(Service):
+    def run(self, stop):
+        if not stop.wait(1.5):
+            raise RuntimeError("boom")
+
+
+class Gated(Service):
+    """Ready only once the file named by $GATE exists."""
+    ready_on_start = False
+
+    def run(self, stop):
+        while not stop.wait(0.05):
+            if Path(os.environ["GATE"]).exists():
+                self.ready()
+                break
+        stop.wait()
+'''
+
+
+@pytest.fixture
+def services(home) -> Path:
+    path = home / "sh_test_services.py"
+    path.write_text(SERVICES)
+    return path
+
+
+def _install(manager: SupervisordManager, home: Path, services: Path, cls: str, **kw) -> None:
+    options = _options(cls, home, **kw)
+    manager.install(options, launch_command(f"{services}:{cls}", state_dir=options.state_dir))
+
+
+@pytest.mark.real_manager
+def test_exit_codes_decide_whether_supervisord_restarts(home, services):
+    manager = SupervisordManager()
+    _install(manager, home, services, "FailsToStart")
+    _install(manager, home, services, "Crashes")
+    # a failed start (exit 3) is expected by supervisord: no restart storm
+    with pytest.raises(StartupError, match=r"FailsToStart did not start: supervisord says EXITED \(exit status 3\)"):
+        manager.start("FailsToStart", wait=HANG_GUARD)
+    failed = manager.status("FailsToStart")
+    assert (failed.state, failed.last_exit, failed.restarts) == ("failed", ExitCode.START_FAILURE, 0)
+    # a crash (exit 1) is not: supervisord starts it again
+    manager.start("Crashes", wait=HANG_GUARD)
+    crashed = _until(lambda: (s := manager.status("Crashes")).restarts and s, "a restart after the crash")
+    assert crashed.last_exit == ExitCode.CRASH and crashed.state in ("starting", "running")
+    manager.stop("Crashes", wait=HANG_GUARD)
+    # still exactly one start of FailsToStart, seconds later
+    runtime = home / "run" / "FailsToStart"
+    assert (runtime / STARTS_FILE).read_text().strip() == "1"
+    assert manager.rpc("getProcessInfo", "FailsToStart")["statename"] == "EXITED"
+
+
+@pytest.mark.real_manager
+def test_status_says_starting_until_the_service_itself_is_ready(home, services):
+    manager = SupervisordManager()
+    gate = home / "gate"
+    _install(manager, home, services, "Gated", environment=(("GATE", str(gate)),))
+    manager.ensure_running()
+    manager.rpc("reloadConfig")
+    manager.rpc("addProcessGroup", "Gated")  # autostart=true: supervisord starts it now
+    _until(lambda: manager.rpc("getProcessInfo", "Gated")["statename"] == "RUNNING", "supervisord's RUNNING")
+    waiting = manager.status("Gated")
+    assert waiting.state == "starting" and waiting.detail["ready"] == "no (starting)"
+    with pytest.raises(StartupError, match=r"Gated is not ready after 0.5s \(supervisord: RUNNING\)"):
+        manager.start("Gated", wait=0.5)
+    gate.touch()
+    _until(lambda: manager.status("Gated").state == "running", "the service to say it is ready")
+    manager.stop("Gated", wait=HANG_GUARD)
+    assert manager.status("Gated").last_exit == ExitCode.OK
+    # update changes the file only; the next start applies it (here: a gate that is open already)
+    other = home / "other-gate"
+    other.touch()
+    options = _options("Gated", home, environment=(("GATE", str(other)),))
+    manager.update(options, launch_command(f"{services}:Gated", state_dir=options.state_dir))
+    assert manager.status("Gated").state == "stopped"  # not restarted by the update
+    gate.unlink()
+    manager.start("Gated", wait=HANG_GUARD)
+    assert manager.status("Gated").state == "running"
+
+
+# -- the seed sample, installed and driven through the command line ---------------------------------
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([sys.executable, "-m", "servicehost", *args, "--manager", "supervisord"],
+                          capture_output=True, text=True, timeout=HANG_GUARD, cwd=ROOT)
+    assert proc.returncode == 0, f"{args}: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def _field(status: str, name: str) -> str:
+    return next(line.split(":", 1)[1].strip() for line in status.splitlines() if line.startswith(name + ":"))
+
+
+@pytest.mark.real_manager
+def test_sample_service_under_supervisord_through_the_cli(home):
+    state = home / "state"
+    installed = _cli("install", SAMPLE, "--state-dir", str(state), "--interval", "0.05")
+    assert "installed SampleService under supervisord" in installed.stdout
+    assert "does not come back after a reboot by itself" in installed.stderr
+    _cli("start", SAMPLE)
+    status = _cli("status", SAMPLE).stdout
+    assert _field(status, "state") == "running" and _field(status, "restarts") == "0"
+    log_file = home / "sv" / "logs" / "SampleService.log"
+
+    def logged(text: str) -> bool:
+        return text in log_file.read_text()
+
+    _cli("pause", SAMPLE)
+    assert _field(_cli("status", SAMPLE).stdout, "state") == "paused"
+    _until(lambda: logged("SampleService: paused"), "the pause hook")
+    _cli("continue", SAMPLE)
+    _cli("control", SAMPLE, "200")
+    _cli("reload", SAMPLE)
+    for text in ("running under supervisord (SUPERVISOR_PROCESS_NAME=SampleService set by supervisord)",
+                 "SampleService: continued", "SampleService: control code 200", "SampleService: reloaded"):
+        _until(lambda text=text: logged(text), text)
+    _cli("stop", SAMPLE)
+    stopped = _cli("status", SAMPLE).stdout
+    assert _field(stopped, "state") == "stopped" and _field(stopped, "last exit") == "0 (OK)"
+    assert (state / "logs" / "SampleService.log").is_file()  # the host's own log, with event ids
+    refused = subprocess.run([sys.executable, "-m", "servicehost", "pause", SAMPLE, "--manager", "supervisord"],
+                             capture_output=True, text=True, timeout=HANG_GUARD, cwd=ROOT)
+    assert refused.returncode == ExitCode.CONFIG_ERROR
+    assert "SampleService is not running under supervisord" in refused.stderr
+    _cli("remove", SAMPLE, "--purge")
+    assert _field(_cli("status", SAMPLE).stdout, "state") == "not-installed"
+    assert not state.exists()
