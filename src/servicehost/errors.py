@@ -59,9 +59,9 @@ class ManagerExitStatus:
 
 #: The one ExitCode mapping per manager.
 #: * systemd: ``SuccessExitStatus=`` and ``RestartPreventExitStatus=``.
-#: * supervisord: ``exitcodes=`` (the expected codes; ``autorestart=unexpected`` restarts on others).
-#:   supervisord has no "failed but do not restart" list: a CONFIG_ERROR/START_FAILURE exit inside
-#:   ``startsecs`` puts the program in FATAL after ``startretries``, which is the same effect.
+#: * supervisord: ``exitcodes=`` lists success + prevent_restart (``autorestart=unexpected``
+#:   restarts only on the others); supervisord has no separate "failed, do not restart" list, so
+#:   CONFIG_ERROR/START_FAILURE are "expected" there and ``status`` shows them as the last exit.
 #: * Windows SCM: the code is the service-specific exit code; ``win32ExitCode`` is
 #:   ERROR_SERVICE_SPECIFIC_ERROR (1066) for failures and 0 for the success codes, so failure
 #:   actions (with the non-crash flag) run only for failures.

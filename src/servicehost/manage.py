@@ -76,7 +76,11 @@ def install_options(inv: Invocation) -> InstallOptions:
 def _launch(inv: Invocation) -> list[str]:
     argv = launch_command(inv.target, config_file=str(inv.config_file or ""),
                           state_dir=str(inv.loaded.host.state_dir))
-    for name, value in sorted(inv.cli_settings.items()):
+    settings = dict(inv.cli_settings)
+    watchdog = getattr(inv.args, "watchdog", 0.0)
+    if watchdog:  # one hang policy: a worker silent for longer than the watchdog restarts the service
+        settings.update(hang_timeout=f"{watchdog:g}", hang_policy="restart")
+    for name, value in sorted(settings.items()):
         if name not in ("state_dir", "manager"):
             argv += ["--" + name.replace("_", "-"), value]
     return argv
@@ -190,6 +194,17 @@ def _cmd_control(inv: Invocation) -> ExitCode:
 @command("reload", "ask the running service to reload (SIGHUP / PARAMCHANGE)", _name_only)
 def _cmd_reload(inv: Invocation) -> ExitCode:
     _manager(inv).reload(_service_name(inv))
+    return ExitCode.OK
+
+
+def _logs_args(p: argparse.ArgumentParser) -> None:
+    _name_only(p)
+    p.add_argument("--bytes", type=int, default=16384, metavar="N", help="how much of the end of the log to show")
+
+
+@command("logs", "show the end of the installed service's log, as its manager keeps it", _logs_args)
+def _cmd_logs(inv: Invocation) -> ExitCode:
+    print(_manager(inv).logs(_service_name(inv), inv.args.bytes), end="")
     return ExitCode.OK
 
 
