@@ -73,6 +73,9 @@ class Manager(Protocol):
 
     def reload(self, name: str) -> None: ...
 
+    def logs(self, name: str, size: int = 16384) -> str:
+        """The last ``size`` bytes (about) of the service's log, as the manager keeps it."""
+
 
 START_MODES = ("auto", "delayed", "manual", "disabled")
 
@@ -155,6 +158,16 @@ OPTION_SUPPORT: dict[str, dict[str, str | Refused]] = {
         "systemd": "Restart=on-failure",
         "supervisord": "autorestart=unexpected",
     },
+    "restart_delay": {
+        "windows": "failure action delays (restart_delay, then doubled)",
+        "systemd": "RestartSec=",
+        "supervisord": "supervisord restarts at once; a non-default restart_delay is refused",
+    },
+    "restart_delay!=default": {
+        "windows": "failure action delays",
+        "systemd": "RestartSec=",
+        "supervisord": Refused("supervisord has no restart delay (it restarts at once, backing off only on failed starts)"),
+    },
     "watchdog": {
         "windows": "the host exits with HUNG (5) and failure actions restart it",
         "systemd": "WatchdogSec= fed only while workers heartbeat",
@@ -170,6 +183,8 @@ def refusals(options: InstallOptions, manager: str) -> list[str]:
         keys.append(f"start_mode={options.start_mode}")
     if options.dependencies:
         keys.append("dependencies")
+    if options.restart_delay != InstallOptions.__dataclass_fields__["restart_delay"].default:
+        keys.append("restart_delay!=default")
     out = []
     for key in keys:
         rule = OPTION_SUPPORT[key].get(manager)
@@ -220,7 +235,9 @@ def launch_command(target: str, *, config_file: str = "", state_dir: str = "",
     may be relative. A ``file.py[:Class]`` target is made absolute; ``module:Class`` is kept.
     """
     python = str(Path(interpreter or sys.executable).absolute())
-    path_part, _, cls = target.partition(":")
+    drive = target[:2] if target[1:2] == ":" and target[2:3] in ("\\", "/") else ""  # C:\app\svc.py:Class
+    path_part, _, cls = target[len(drive):].partition(":")
+    path_part = drive + path_part
     if path_part.endswith(".py"):
         target = str(Path(path_part).absolute()) + (f":{cls}" if cls else "")
     argv = [python, "-m", "servicehost", "run", target]
