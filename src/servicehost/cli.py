@@ -141,17 +141,31 @@ def _split_target(argv: Sequence[str]) -> str | None:
     return None
 
 
-def _parser(service_cls: type | None, with_target: bool) -> argparse.ArgumentParser:
+class _Version(argparse.Action):
+    """``--version``, looked up only when asked (package metadata is slow to read)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="show the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        parser.exit(0, f"{parser.prog} {_version()}\n")
+
+
+def _parser(service_cls: type | None, with_target: bool, chosen: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only the ``chosen`` command gets its full set of options (the rest are
+    listed by name), so that starting a service does not build every command's options."""
     parser = argparse.ArgumentParser(
         prog=PROG if with_target else Path(sys.argv[0]).name,
         description="Run a multithreaded background service in the foreground or under a service manager.",
         epilog="exit codes: " + ", ".join(f"{c.value} {c.name}" for c in ExitCode),
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     settings_cls = getattr(service_cls, "Settings", None) if service_cls else None
     for cmd in COMMANDS.values():
         p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
+        if cmd.name != chosen:
+            continue
         if with_target:
             p.add_argument("target", metavar="TARGET", help="path/to/file.py[:Class] or package.module:Class")
         p.add_argument("--config", metavar="FILE", help="TOML settings file (also $SERVICEHOST_CONFIG)")
@@ -177,9 +191,9 @@ def parse(argv: Sequence[str], service_cls: type | None = None) -> Invocation:
     """Parse a command line into an Invocation (loads the target and the settings)."""
     with_target = service_cls is None
     target = ""
+    command_name = _split_target(argv)
     if with_target:
         rest = list(argv)
-        command_name = _split_target(rest)
         if command_name in COMMANDS:
             rest.remove(command_name)
             target = _split_target(rest) or ""
@@ -187,7 +201,7 @@ def parse(argv: Sequence[str], service_cls: type | None = None) -> Invocation:
             service_cls = load_target(target)
     else:
         target = f"{service_cls.__module__}:{service_cls.__qualname__}"  # type: ignore[union-attr]
-    args = _parser(service_cls, with_target).parse_args(argv)
+    args = _parser(service_cls, with_target, command_name).parse_args(argv)
     assert service_cls is not None
     cli_values = {k.removeprefix("setting_"): v for k, v in vars(args).items()
                   if k.startswith("setting_") and v is not None}

@@ -16,7 +16,7 @@ keys and flags are errors.
 from __future__ import annotations
 
 import dataclasses
-import difflib
+import functools
 import os
 import sys
 import tomllib
@@ -83,8 +83,9 @@ class SettingSpec:
         return what
 
 
+@functools.cache
 def specs(cls: type) -> list[SettingSpec]:
-    """The settings a frozen dataclass declares, in declaration order."""
+    """The settings a frozen dataclass declares, in declaration order (computed once per class)."""
     hints = get_type_hints(cls)
     out = []
     for f in dataclasses.fields(cls):
@@ -201,7 +202,7 @@ class Loaded:
 
 def all_specs(service_settings: type | None) -> list[SettingSpec]:
     """Host settings then the service's; a name declared by both is a programming error."""
-    out = specs(HostConfig)
+    out = list(specs(HostConfig))
     if service_settings is not None:
         taken = {s.name for s in out}
         for spec in specs(service_settings):
@@ -251,6 +252,8 @@ def load(
         for key, raw in data.items():
             spec = by_name.get(key)
             if spec is None:
+                import difflib  # only on this error path
+
                 hint = difflib.get_close_matches(key, by_name, 1)
                 raise ConfigError(
                     source, key, "a known setting" + (f" (did you mean {hint[0]}?)" if hint else

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 from collections.abc import Mapping
 
 from ..errors import PlatformUnavailable
@@ -38,11 +39,28 @@ def detect(env: Mapping[str, str] | None = None, choice: str = "auto") -> tuple[
         platform = load(choice)
         return platform, "chosen with --manager"
     for name in PLATFORMS:
+        if not _may_run_under(name, env):
+            continue  # not worth importing: its modules are big and a foreground run needs none
         platform = load(name)
         reason = platform.detect(env)
         if reason:
             return platform, reason
     raise PlatformUnavailable("no platform detected")  # unreachable: foreground always detects
+
+
+#: A cheap first filter for ``detect``: the environment every manager leaves in its children.
+#: A platform is imported and asked only when one of its markers is present.
+RUN_MARKERS: dict[str, tuple[str, ...]] = {
+    "systemd": ("NOTIFY_SOCKET", "INVOCATION_ID"),
+    "supervisord": ("SUPERVISOR_ENABLED",),
+}
+
+
+def _may_run_under(name: str, env: Mapping[str, str]) -> bool:
+    if name == "windows":
+        return sys.platform == "win32" or "servicehost.platforms.windows" in sys.modules
+    markers = RUN_MARKERS.get(name)
+    return markers is None or any(m in env for m in markers)
 
 
 def detect_for_install(env: Mapping[str, str] | None = None, choice: str = "auto") -> tuple[Platform, str]:

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import configparser
 import contextlib
-import http.client
+import functools
 import importlib.util
 import logging
 import math
@@ -48,7 +48,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import xmlrpc.client
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -405,31 +404,44 @@ def last_exit_from_log(text: str, name: str) -> int | None:
 
 
 # -- XML-RPC over the unix socket -------------------------------------------------------------------
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
+def _fault() -> type[Exception]:
+    """xmlrpc.client.Fault, imported only where a call to supervisord can raise it."""
+    import xmlrpc.client
 
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self._path)
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
+    return xmlrpc.client.Fault
 
 
-class _UnixTransport(xmlrpc.client.Transport):
-    """The stdlib transport over a unix socket, with a timeout (supervisor's own has none)."""
+@functools.cache
+def _unix_transport_class() -> type:
+    """The stdlib XML-RPC transport over a unix socket, with a timeout (supervisor's own has none).
+    Built on first use: xmlrpc/http.client are heavy imports a running service never needs."""
+    import http.client
+    import xmlrpc.client
 
-    def __init__(self, path: Path, timeout: float) -> None:
-        super().__init__()
-        self._path, self._timeout = str(path), timeout
+    class UnixConnection(http.client.HTTPConnection):
+        def __init__(self, path: str, timeout: float) -> None:
+            super().__init__("localhost", timeout=timeout)
+            self._path = path
 
-    def make_connection(self, host: Any) -> http.client.HTTPConnection:
-        return _UnixConnection(self._path, self._timeout)
+        def connect(self) -> None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(self.timeout)
+            try:
+                sock.connect(self._path)
+            except OSError:
+                sock.close()
+                raise
+            self.sock = sock
+
+    class UnixTransport(xmlrpc.client.Transport):
+        def __init__(self, path: Path, timeout: float) -> None:
+            super().__init__()
+            self._path, self._timeout = str(path), timeout
+
+        def make_connection(self, host: Any) -> http.client.HTTPConnection:
+            return UnixConnection(self._path, self._timeout)
+
+    return UnixTransport
 
 
 # -- the manager ------------------------------------------------------------------------------------
@@ -451,8 +463,10 @@ class SupervisordManager:
     # -- talking to supervisord ---------------------------------------------------------------------
     def rpc(self, method: str, *args: Any, timeout: float | None = None) -> Any:
         """Call ``supervisor.METHOD`` (xmlrpc Faults pass through for the caller to read)."""
+        import xmlrpc.client
+
         proxy = xmlrpc.client.ServerProxy(
-            "http://localhost/RPC2", transport=_UnixTransport(self.layout.socket, timeout or self.rpc_timeout))
+            "http://localhost/RPC2", transport=_unix_transport_class()(self.layout.socket, timeout or self.rpc_timeout))
         try:
             return getattr(proxy.supervisor, method)(*args)
         except (FileNotFoundError, ConnectionRefusedError):
@@ -572,7 +586,7 @@ class SupervisordManager:
         """Let supervisord re-read its config; with ``undo``, a refused file is removed again."""
         try:
             added, changed, removed = self.rpc("reloadConfig")[0]
-        except xmlrpc.client.Fault as fault:
+        except _fault() as fault:
             if fault.faultCode != CANT_REREAD:
                 raise
             if undo is not None:
@@ -752,14 +766,14 @@ class SupervisordManager:
     def _last_exit(self, name: str) -> int | None:
         try:
             text = self.rpc("readLog", -65536, 0)
-        except (xmlrpc.client.Fault, PlatformUnavailable):
+        except (_fault(), PlatformUnavailable):
             return None  # no main log file (syslog): fall back to supervisord's exit status
         return last_exit_from_log(text, name)
 
     def _info(self, name: str) -> dict[str, Any] | None:
         try:
             return self.rpc("getProcessInfo", name)  # type: ignore[no-any-return]
-        except xmlrpc.client.Fault as fault:
+        except _fault() as fault:
             if fault.faultCode == BAD_NAME:
                 return None
             raise
@@ -846,7 +860,7 @@ def _fault_ok(*codes: int) -> Iterator[None]:
     """Treat these supervisord faults as success (already started, already stopped, ...)."""
     try:
         yield
-    except xmlrpc.client.Fault as fault:
+    except _fault() as fault:
         if fault.faultCode not in codes:
             raise
 

@@ -9,8 +9,12 @@ and a producer blocked in ``put()`` on a full queue cannot be woken at all. Here
   that was accepted (close-and-drain), then ``QueueClosed``;
 * ``take_all()`` removes what is left, for handing it back at a stop deadline.
 
-Consumers block inside ``SimpleQueue.get`` (C code): an idle consumer costs nothing and does not
-wake up. Only producers of a full queue use the condition variable.
+Consumers block inside ``SimpleQueue.get`` (C code) and take no lock on the way out: the depth
+is ``SimpleQueue.qsize()``. Only a producer facing a full queue uses the condition variable; it
+sleeps until the queue has drained to a low-water mark (a quarter free), so a saturated producer
+is woken once per batch of gets, not once per get. The wake-up cannot be lost: the producer
+raises ``_producers_waiting`` before it re-reads the depth, the consumer lowers the depth before
+it reads ``_producers_waiting``, and the notify takes the mutex the producer holds until it waits.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ class ClosableQueue(Generic[T]):
         self._items: SimpleQueue[object] = SimpleQueue()
         self._mutex = threading.Lock()
         self._not_full = threading.Condition(self._mutex)
-        self._depth = 0
+        self._low_water = maxsize - max(1, maxsize // 4)
         self._accepted = 0
         self._producers_waiting = 0
         self._closed = False
@@ -44,7 +48,7 @@ class ClosableQueue(Generic[T]):
     @property
     def depth(self) -> int:
         """Items accepted and not yet taken."""
-        return self._depth
+        return max(0, self._items.qsize() - self._closed)
 
     @property
     def accepted(self) -> int:
@@ -64,9 +68,8 @@ class ClosableQueue(Generic[T]):
         with self._mutex:
             if self._closed:
                 raise QueueClosed("queue is closed")
-            if self._depth >= self.maxsize:
+            if self._items.qsize() >= self.maxsize:
                 self._wait_for_space(timeout)
-            self._depth += 1
             self._accepted += weight
             # Inside the mutex, so no item can land after close()'s end marker.
             self._items.put(item)
@@ -75,7 +78,7 @@ class ClosableQueue(Generic[T]):
         end = None if timeout is None else time.monotonic() + timeout
         self._producers_waiting += 1
         try:
-            while self._depth >= self.maxsize and not self._closed:
+            while self._items.qsize() > self._low_water and not self._closed:
                 left = None if end is None else end - time.monotonic()
                 if left is not None and left <= 0:
                     raise QueueFull(f"queue stayed full ({self.maxsize} items) for {timeout}s")
@@ -94,9 +97,8 @@ class ClosableQueue(Generic[T]):
         if item is _CLOSED:
             self._items.put(_CLOSED)  # let the next consumer see it too
             raise QueueClosed("queue is closed and drained")
-        with self._mutex:
-            self._depth -= 1
-            if self._producers_waiting:
+        if self._producers_waiting and self._items.qsize() <= self._low_water:
+            with self._mutex:
                 self._not_full.notify()
         return item  # type: ignore[return-value]
 
@@ -123,7 +125,6 @@ class ClosableQueue(Generic[T]):
                 continue
             taken.append(item)  # type: ignore[arg-type]
         with self._mutex:
-            self._depth -= len(taken)
             if saw_end:
                 self._items.put(_CLOSED)
             self._not_full.notify_all()

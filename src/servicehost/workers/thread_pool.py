@@ -171,8 +171,10 @@ class ThreadPool:
 
     def _chunks(self, items: Iterable[T], chunksize: int | None) -> Iterator[list[T]]:
         if chunksize is None:
+            # Enough chunks that the last wave is short when tasks block (32 per worker), big
+            # enough that tiny tasks cost a loop iteration rather than a hand-off (up to 512).
             known = len(items) if isinstance(items, Sequence) else 1 << 16
-            chunksize = max(1, min(512, known // (self.workers * 8)))
+            chunksize = max(1, min(512, known // (self.workers * 32)))
         it = iter(items)
         while chunk := list(islice(it, chunksize)):
             yield chunk
