@@ -197,6 +197,10 @@ class Host:
                                  time.monotonic() - beat.busy_since, self.config.hang_timeout)
                 if self.config.hang_policy == "restart":
                     self._fail(ExitCode.HUNG, f"{beat.component}/{beat.worker} hung in {beat.current}")
+                    # A hung thread never finishes: waiting out shutdown_timeout for it would only
+                    # delay the restart. Stop now: report, hand back, exit 5.
+                    self.stop_token.force()
+                    self._wake.set()
                     return
 
     # -- stop -------------------------------------------------------------------------------------

@@ -39,6 +39,9 @@ def _install_args(p: argparse.ArgumentParser) -> None:
 
 
 def _manager(inv: Invocation) -> Manager:
+    from . import logs
+
+    logs.configure(level="INFO", console=True)  # what the manager code logs is for the admin
     platform, _ = platforms.detect_for_install(choice=inv.loaded.host.manager)
     return platform.manager()
 
