@@ -16,6 +16,7 @@ from .base import Platform
 
 #: name → "module:Class", in detection order; foreground last (it is always present).
 PLATFORMS: dict[str, str] = {
+    "windows": "servicehost.platforms.windows:WindowsPlatform",
     "systemd": "servicehost.platforms.systemd:SystemdPlatform",
     "supervisord": "servicehost.platforms.supervisord:SupervisordPlatform",
     "foreground": "servicehost.platforms.foreground:ForegroundPlatform",

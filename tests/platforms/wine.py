@@ -1,0 +1,133 @@
+"""Wine with the official Windows CPython and pywin32 (the shared ``wine-python-env.sh``), for tests.
+
+Every ``wine`` child gets stdin from /dev/null (or a pipe, to feed it) and pipes for stdout and
+stderr: CPython 3.13 under Wine aborts on a regular file (see the tools README's pitfalls). Each
+Windows process costs 0.3–0.6 s to start, so scenarios run as one script inside Wine where they can.
+Timeouts are hang guards only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+HANG_GUARD = 120.0
+
+
+NATIVE = sys.platform == "win32"
+
+
+def winpath(path: Path | str) -> str:
+    """The Windows path of a Linux path (Wine maps / to drive Z:); on Windows, the path itself."""
+    if NATIVE:
+        return str(Path(path).resolve())
+    return "Z:" + str(Path(path).resolve()).replace("/", "\\")
+
+
+@dataclass
+class Wine:
+    """The Windows Python: under Wine on Linux, or this interpreter on a real Windows (CI's
+    windows workflow runs the same tests natively)."""
+
+    tools: Path | None
+    env: dict[str, str]
+    base_python: str = ""
+    prefix: str = ""
+
+    @property
+    def site_packages(self) -> Path:
+        return Path(self.env["WINPY_SITE_PACKAGES"])
+
+    @property
+    def eventlog(self) -> Path:
+        return Path(self.env["WINPY_EVENTLOG"])
+
+    def py(self, *args: str, input: str | None = None, timeout: float = HANG_GUARD,
+           check: bool = False) -> subprocess.CompletedProcess[str]:
+        """``C:\\Python313\\python.exe ARGS`` under Wine; CR/LF folded to LF in the output."""
+        argv = [sys.executable, *args] if NATIVE else ["wine", self.env["WINPY_PYTHON"], *args]
+        proc = subprocess.run(
+            argv, env=self.env, timeout=timeout, text=True, input=input,
+            **({} if input is not None else {"stdin": subprocess.DEVNULL}),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        proc.stdout, proc.stderr = proc.stdout.replace("\r\n", "\n"), proc.stderr.replace("\r\n", "\n")
+        if check and proc.returncode != 0:
+            raise AssertionError(f"wine python {args!r} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def servicehost(self, *args: str, input: str | None = None, check: bool = True,
+                    timeout: float = HANG_GUARD) -> subprocess.CompletedProcess[str]:
+        return self.py("-m", "servicehost", *args, input=input, check=check, timeout=timeout)
+
+    def script(self, code: str, *args: str, timeout: float = HANG_GUARD) -> object:
+        """Run ``code`` inside Wine; it prints one JSON document last, which is returned."""
+        proc = self.py("-c", textwrap.dedent(code), *args, timeout=timeout, check=True)
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    def eventlog_size(self) -> int:
+        return self.eventlog.stat().st_size if not NATIVE and self.eventlog.exists() else 0
+
+    def eventlog_since(self, offset: int) -> str:
+        """What services wrote to the Event Log since ``offset``: Wine's ReportEvent trace as the
+        harness captures it; on Windows, the Application log read back."""
+        if NATIVE:
+            return str(self.script(READ_EVENTLOG))
+        with open(self.eventlog, "rb") as fh:
+            fh.seek(offset)
+            return fh.read().decode("utf-8", "replace")
+
+
+READ_EVENTLOG = r"""
+import json, win32evtlog
+h = win32evtlog.OpenEventLog(None, "Application")
+flags = win32evtlog.EVENTLOG_BACKWARDS_READ | win32evtlog.EVENTLOG_SEQUENTIAL_READ
+out = []
+while len(out) < 2000:
+    records = win32evtlog.ReadEventLog(h, flags, 0)
+    if not records:
+        break
+    out += [f"{r.SourceName} {r.EventID & 0xFFFF} {r.EventType} " + " ".join(r.StringInserts or ()) for r in records]
+print(json.dumps("\n".join(reversed(out))))
+"""
+
+
+def start_wine(tools: Path, in_ci: bool) -> Wine:
+    """Bring the environment up (idempotent, ~1 s when up) and make this checkout importable in
+    the Windows Python (an editable install: a .pth naming this checkout's src)."""
+    if NATIVE:
+        wine = Wine(None, dict(os.environ))
+        return _describe(wine)
+    script = tools / "wine-python-env.sh"
+    if not in_ci and shutil.which("wine") is None:
+        pytest.skip("Wine is not installed here: run .ci/setup-wine.sh (installs it, ~30 s) to run the Windows tests")
+    up = subprocess.run(["bash", str(script), "up"], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                        timeout=900)
+    if up.returncode != 0:
+        raise AssertionError(f"wine-python-env.sh up failed:\n{up.stderr[-3000:]}")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON") and k != "VIRTUAL_ENV"}
+    for line in up.stdout.splitlines():
+        if line.startswith("export "):
+            key, _, value = line[len("export "):].partition("=")
+            env[key] = value.strip("'")
+    wine = Wine(tools, env)
+    pth = wine.site_packages / "servicehost-checkout.pth"
+    want = winpath(ROOT / "src") + "\r\n"
+    if not pth.exists() or pth.read_text() != want:
+        pth.write_text(want)
+    return _describe(wine)
+
+
+def _describe(wine: Wine) -> Wine:
+    got = wine.script("import json, sys; print(json.dumps([sys._base_executable, sys.prefix]))")
+    wine.base_python, wine.prefix = got  # type: ignore[misc]
+    return wine
