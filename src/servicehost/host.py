@@ -332,8 +332,10 @@ class Host:
             try:
                 self._each_service(pause)
             except BaseException:
-                self._each_service(undo)
-                self.lifecycle.move(S.RUNNING)
+                try:
+                    self._each_service(undo)
+                finally:  # even if undoing fails, the host is running, not stuck in PAUSING
+                    self.lifecycle.move(S.RUNNING)
                 raise
             self.lifecycle.move(S.PAUSED)
             logs.host_paused(log)

@@ -51,6 +51,8 @@ class Service:
         self.components: list[Component] = []
         #: Where the service keeps its state (the host sets it from ``state_dir`` before start).
         self.state_dir: Path = Path.cwd()
+        #: Start arguments from the manager (``servicehost start --arg X``, ``sc start NAME X``).
+        self.start_args: tuple[str, ...] = ()
         self._ready = threading.Event()
         self._on_ready: Callable[[], None] = lambda: None
 

@@ -533,7 +533,7 @@ class _ScmSession:
         }
         host.lifecycle.subscribe(lambda old, new: status.report(states[new]))
         for service in host.services:
-            service.start_args = self.start_args  # type: ignore[attr-defined]  # docs/windows.md
+            service.start_args = self.start_args  # docs/windows.md
         logs.scm_connected(log, self.name, list(self.start_args))
         self.host = host
         threading.Thread(target=self._run_controls, name="servicehost-scm-control", daemon=True).start()
