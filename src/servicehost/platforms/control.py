@@ -493,3 +493,38 @@ class ControlClient:
         if not reply.get("ok"):
             raise ControlChannelError(f"{command}: {reply.get('error', 'refused')}")
         return reply.get("result")
+
+
+class ChannelOperations:
+    """pause/resume/control/reload of a running service through its control channel: the part of
+    a :class:`~servicehost.platforms.base.Manager` every Linux manager shares. A manager provides
+    ``name`` and ``_client(service)``, and may override ``_check(service)`` (e.g. "installed?")."""
+
+    name: str
+
+    def _client(self, service: str) -> ControlClient:
+        raise NotImplementedError
+
+    def _check(self, service: str) -> None:
+        """Raise if ``service`` cannot be asked anything (default: nothing to check)."""
+
+    def _ask(self, service: str, command: str, **args: Any) -> None:
+        self._check(service)
+        try:
+            self._client(service).call(command, **args)
+        except ControlUnavailable as exc:
+            raise ControlUnavailable(
+                f"{service} is not running under {self.name}, or not ready yet: {exc}") from None
+
+    def pause(self, name: str) -> None:
+        self._ask(name, "pause")
+
+    def resume(self, name: str) -> None:
+        self._ask(name, "resume")
+
+    def control(self, name: str, code: int) -> None:
+        self._ask(name, "control", code=code)
+
+    def reload(self, name: str) -> None:
+        """The services' ``reload()``; errors come back to the caller (a signal cannot report them)."""
+        self._ask(name, "reload")

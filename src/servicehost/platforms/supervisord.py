@@ -67,10 +67,10 @@ from ..host import Host
 from ..stopping import Deadline
 from .base import InstallOptions, ServiceStatus, refusals
 from .control import (
+    ChannelOperations,
     ControlChannelError,
     ControlClient,
     ControlServer,
-    ControlUnavailable,
     check_name,
     runtime_base,
     socket_path,
@@ -445,7 +445,7 @@ def _unix_transport_class() -> type:
 
 
 # -- the manager ------------------------------------------------------------------------------------
-class SupervisordManager:
+class SupervisordManager(ChannelOperations):
     """install/start/stop/status/... of programs in one supervisord (see :func:`discover`).
 
     Every call blocks at most its ``wait`` (or the defaults above) and raises a ServiceHostError
@@ -786,24 +786,6 @@ class SupervisordManager:
             uids.add(account.pw_uid)
         path = socket_path(name, {"SERVICEHOST_RUNTIME_DIR": meta["runtime_dir"]})
         return ControlClient(path, timeout=timeout, server_uids=frozenset(uids))
-
-    def _ask(self, name: str, command: str, **args: Any) -> None:
-        try:
-            self._client(name).call(command, **args)
-        except ControlUnavailable as exc:
-            raise ControlUnavailable(f"{name} is not running under supervisord, or not ready yet: {exc}") from None
-
-    def pause(self, name: str) -> None:
-        self._ask(name, "pause")
-
-    def resume(self, name: str) -> None:
-        self._ask(name, "resume")
-
-    def control(self, name: str, code: int) -> None:
-        self._ask(name, "control", code=code)
-
-    def reload(self, name: str) -> None:
-        self._ask(name, "reload")
 
     def logs(self, name: str, size: int = 16384) -> str:
         """The last ``size`` bytes of the program's (rotated) log, through supervisord."""

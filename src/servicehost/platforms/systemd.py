@@ -118,9 +118,9 @@ from ..lifecycle import HostState
 from .base import InstallOptions, ServiceStatus, refusals
 from .control import COMMANDS as CONTROL_COMMANDS
 from .control import (
+    ChannelOperations,
     ControlClient,
     ControlServer,
-    ControlUnavailable,
     Request,
     check_name,
     socket_path,
@@ -1009,7 +1009,7 @@ SHOW_PROPS = ("LoadState", "LoadError", "ActiveState", "SubState", "Result", "Ma
 _EXITED = re.compile(r"Main process exited, code=(exited|killed|dumped), status=(\d+)")
 
 
-class SystemdManager:
+class SystemdManager(ChannelOperations):
     """install/update/remove/start/stop/restart/status/reload/logs through ``systemctl`` and
     ``journalctl``; pause/continue/control through the service's control channel.
 
@@ -1330,26 +1330,8 @@ class SystemdManager:
         path = socket_path(name, {"SERVICEHOST_RUNTIME_DIR": str(self.scope.runtime_base(self.env))})
         return ControlClient(path, server_uids=frozenset(uids))
 
-    def _ask(self, name: str, command: str, **args: Any) -> None:
+    def _check(self, name: str) -> None:
         self._installed(name)
-        try:
-            self._client(name).call(command, **args)
-        except ControlUnavailable as exc:
-            raise ControlUnavailable(f"{name} is not running under systemd, or not ready yet: {exc}") from None
-
-    def pause(self, name: str) -> None:
-        self._ask(name, "pause")
-
-    def resume(self, name: str) -> None:
-        self._ask(name, "resume")
-
-    def control(self, name: str, code: int) -> None:
-        self._ask(name, "control", code=code)
-
-    def reload(self, name: str) -> None:
-        """The services' reload() through the control channel (errors come back to the caller);
-        ``systemctl reload`` does the same with SIGHUP (ExecReload=) but cannot report them."""
-        self._ask(name, "reload")
 
     def logs(self, name: str, size: int = 16384) -> str:
         """About the last ``size`` bytes of the service's journal (``journalctl -u``), whole lines."""
