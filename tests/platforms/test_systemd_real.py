@@ -418,3 +418,32 @@ def test_what_a_process_receives_is_what_was_rendered(systemd):
         line = next(line for line in sd.journal(name).splitlines() if line.startswith("RT "))
         got_argv, got_env = json.loads(line[3:])
         assert (got_argv, got_env) == (argv, env), name
+
+
+def test_the_seed_via_compat_is_installed_and_run_under_systemd(systemd):
+    """The seed's AppServerSvc, only its imports changed, managed by its own HandleCommandLine."""
+    from .test_compat_under_managers import seed_that_waits
+
+    sd = systemd
+    script = seed_that_waits(sd.base / "compat")
+    for path in (script.parent, script):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    unit = "SampleService.service"
+
+    def pywin32(*args: str) -> subprocess.CompletedProcess[str]:
+        return sd.sh("env", "SERVICEHOST_MANAGER=systemd", str(sd.python), str(script), *args)
+
+    r = pywin32("install")
+    assert r.returncode == 0 and "Service installed" in r.stdout, r.stdout + r.stderr
+    r = pywin32("start")  # pywin32's StartService queues the start and returns
+    assert r.returncode == 0 and "Error" not in r.stdout, r.stdout + r.stderr
+    sd.wait_until(lambda: sd.show(unit)["ActiveState"] == "active", "the seed active under systemd", unit)
+    sd.wait_until(lambda: "running under systemd" in sd.journal(unit), "the platform's line", unit)
+    r = pywin32("--wait", "30", "stop")
+    assert r.returncode == 0, r.stdout + r.stderr
+    show = sd.show(unit)
+    assert (show["ActiveState"], show["ExecMainStatus"]) == ("inactive", "0")  # SvcStop: a clean stop
+    assert "main loop ended" in sd.journal(unit)  # SvcStop set the event, SvcDoRun's main returned
+    r = pywin32("remove")
+    assert r.returncode == 0 and "Service removed" in r.stdout, r.stdout + r.stderr
+    assert sd.show(unit)["LoadState"] == "not-found"

@@ -43,7 +43,8 @@ class Platform(Protocol):
 
 class Manager(Protocol):
     """Controls installed services under one service manager. Every call blocks at most ``wait``
-    seconds (None: the manager's own default) and raises a ServiceHostError subclass with a
+    seconds (None: the manager's own default; 0: queue the request and return, as the SCM's
+    StartService/ControlService do) and raises a ServiceHostError subclass with a
     message saying what to fix; ``cli``/``manage`` print it."""
 
     name: str

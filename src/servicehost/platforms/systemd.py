@@ -1229,6 +1229,9 @@ class SystemdManager(ChannelOperations):
                              "(or auto)")
         if show.get("ActiveState") == "failed":
             self.systemctl("reset-failed", unit, check=False)  # an admin's start also lifts the start limit
+        if wait == 0:  # queue the start and return, as the SCM's StartService does
+            self.systemctl("start", "--no-block", unit)
+            return
         limit = self._wait_for(meta, "TimeoutStartSec", wait)
         try:
             proc = self.systemctl("start", unit, timeout=limit, check=False)
@@ -1255,6 +1258,9 @@ class SystemdManager(ChannelOperations):
         _, meta = self._installed(name)
         unit = unit_name(name)
         if self.show(unit).get("ActiveState") in ("inactive", "failed"):
+            return
+        if wait == 0:  # queue the stop and return, as the SCM's ControlService(STOP) does
+            self.systemctl("stop", "--no-block", unit)
             return
         limit = self._wait_for(meta, "TimeoutStopSec", wait)
         try:
