@@ -190,11 +190,11 @@ def test_pause_resume_reload_control_reach_every_service_and_pools():
     pool = host.services[0].use(ThreadPool(1))
     host.start()
     host.pause()
-    assert host.state is HostState.PAUSED and pool._paused
+    assert host.state is HostState.PAUSED and pool.paused
     with pytest.raises(IllegalTransition):
         host.pause()
     host.resume()
-    assert host.state is HostState.RUNNING and not pool._paused
+    assert host.state is HostState.RUNNING and not pool.paused
     host.reload()
     host.control(200)
     with pytest.raises(ValueError):

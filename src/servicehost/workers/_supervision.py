@@ -8,6 +8,7 @@ thread (no lock on the hot path) and summed when someone reads them.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -40,6 +41,30 @@ class WorkerStats:
         if self._tick >= LATENCY_SAMPLE_EVERY:
             self._tick = 0
             self.latencies.append((time.monotonic() - started) / count)
+
+
+class PauseGate:
+    """What a paused component's workers wait at. ``paused`` is a plain attribute so the hot path
+    checks it for free (``if gate.paused: gate.wait()``); only a paused worker blocks."""
+
+    __slots__ = ("paused", "_open")
+
+    def __init__(self) -> None:
+        self.paused = False
+        self._open = threading.Event()
+        self._open.set()
+
+    def pause(self) -> None:
+        self._open.clear()
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
+        self._open.set()
+
+    def wait(self) -> None:
+        """Block until resumed (close() resumes every component, so a stop always gets through)."""
+        self._open.wait()
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from typing import Any
 from .. import logs
 from ..errors import QueueClosed
 from ..stopping import Deadline
-from ._supervision import Beat, Counters, HandBack, Unfinished, WorkerStats, describe
+from ._supervision import Beat, Counters, HandBack, PauseGate, Unfinished, WorkerStats, describe
 from .queues import ClosableQueue
 
 log = logging.getLogger("servicehost.workers")
@@ -131,9 +131,7 @@ class Pipeline:
             runner.next = following
         self._exit_lock = threading.Lock()
         self._hand_back_lock = threading.Lock()
-        self._running = threading.Event()
-        self._running.set()
-        self._paused = False
+        self._gate = PauseGate()
         for runner in self._stages:
             runner.threads = [
                 threading.Thread(target=self._work, args=(runner, s), name=s.name, daemon=True)
@@ -166,8 +164,8 @@ class Pipeline:
                     item = get()
                 except QueueClosed:
                     return
-                if self._paused:
-                    self._running.wait()
+                if self._gate.paused:
+                    self._gate.wait()
                 started = stats.busy_since = _monotonic()
                 try:
                     value = fn(item)
@@ -223,12 +221,14 @@ class Pipeline:
     # -- control ----------------------------------------------------------------------------------
     def pause(self) -> None:
         """Workers finish (and pass on) their current item, then take no more until ``resume``."""
-        self._running.clear()
-        self._paused = True
+        self._gate.pause()
 
     def resume(self) -> None:
-        self._paused = False
-        self._running.set()
+        self._gate.resume()
+
+    @property
+    def paused(self) -> bool:
+        return self._gate.paused
 
     def close(self) -> None:
         """Stop intake (``put`` raises QueueClosed); the stages still drain what was accepted."""

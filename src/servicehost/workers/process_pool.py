@@ -61,7 +61,7 @@ from typing import Any, TypeVar
 from .. import logs
 from ..errors import QueueClosed
 from ..stopping import Deadline
-from ._supervision import Beat, Counters, HandBack, Unfinished, WorkerStats, describe
+from ._supervision import Beat, Counters, HandBack, PauseGate, Unfinished, WorkerStats, describe
 from .queues import ClosableQueue
 from .thread_pool import Result, _Batch
 
@@ -148,9 +148,7 @@ class ProcessPool:
         if initializer is not None:
             self._pickle((initializer, self.initargs), "initializer", initializer)
         self._queue: ClosableQueue[tuple[Any, ...]] = ClosableQueue(queue_size)
-        self._running = threading.Event()
-        self._running.set()
-        self._paused = False
+        self._gate = PauseGate()
         self._terminating = False  # the deadline passed: children are being killed, not replaced
         self._broken: BaseException | None = None
         self._broken_lock = threading.Lock()
@@ -236,8 +234,8 @@ class ProcessPool:
                     item = get()
                 except QueueClosed:
                     return
-                if self._paused:
-                    self._running.wait()
+                if self._gate.paused:
+                    self._gate.wait()
                 fn, _, payload, _, _, count = item
                 if self._broken is not None or self._terminating:
                     self._settle(stats, item, None, self._not_run())
@@ -422,12 +420,14 @@ class ProcessPool:
 
     def pause(self) -> None:
         """Stop handing out tasks: running ones finish, queued ones wait until ``resume``."""
-        self._running.clear()
-        self._paused = True
+        self._gate.pause()
 
     def resume(self) -> None:
-        self._paused = False
-        self._running.set()
+        self._gate.resume()
+
+    @property
+    def paused(self) -> bool:
+        return self._gate.paused
 
     def close(self) -> None:
         """Stop intake (producers get QueueClosed); accepted tasks still run. Never blocks."""

@@ -25,7 +25,7 @@ from typing import Any, Generic, TypeVar
 from .. import logs
 from ..errors import QueueClosed
 from ..stopping import Deadline
-from ._supervision import Beat, Counters, HandBack, Unfinished, WorkerStats, describe
+from ._supervision import Beat, Counters, HandBack, PauseGate, Unfinished, WorkerStats, describe
 from .queues import ClosableQueue
 
 T = TypeVar("T")
@@ -109,9 +109,7 @@ class ThreadPool:
         self.on_unfinished = on_unfinished
         self._queue: ClosableQueue[tuple[Callable[..., Any], Any, Any, int]] = ClosableQueue(queue_size)
         self._stats = [WorkerStats(f"{name}-{i}") for i in range(workers)]
-        self._running = threading.Event()
-        self._running.set()
-        self._paused = False
+        self._gate = PauseGate()
         self._join_lock = threading.Lock()
         self._barrier: threading.Barrier | None = None
         self._threads = [
@@ -188,8 +186,8 @@ class ThreadPool:
                     item = get()
                 except QueueClosed:
                     return
-                if self._paused:
-                    self._running.wait()
+                if self._gate.paused:
+                    self._gate.wait()
                 if item is _JOIN:
                     assert self._barrier is not None
                     self._barrier.wait()
@@ -262,12 +260,14 @@ class ThreadPool:
 
     def pause(self) -> None:
         """Workers finish their current task, then take no more until ``resume``."""
-        self._running.clear()
-        self._paused = True
+        self._gate.pause()
 
     def resume(self) -> None:
-        self._paused = False
-        self._running.set()
+        self._gate.resume()
+
+    @property
+    def paused(self) -> bool:
+        return self._gate.paused
 
     def close(self) -> None:
         """Stop intake (producers get QueueClosed); workers still drain what was accepted."""
