@@ -96,6 +96,15 @@ process_pool_broken = _event(3013, "process_pool_broken", CRITICAL, "%s: worker 
 config_loaded = _event(4001, "config_loaded", DEBUG, "config from: %s")
 config_error = _event(4002, "config_error", ERROR, "%s")
 
+# 302x: EventServer (workers/event_server.py)
+connections_evicted = _event(
+    3020, "connections_evicted", WARNING,
+    "%s: max_connections=%d reached: the longest-idle connection is closed to make room for each new one "
+    "(%d so far)")
+open_files_limited = _event(
+    3021, "open_files_limited", WARNING,
+    "%s: the open-file limit is %d, below max_connections=%d plus %d: when it is reached, the longest-idle "
+    "connection makes room (raise LimitNOFILE= or ulimit -n to hold more)")
 # -- 5xxx: platforms -------------------------------------------------------------------------------
 platform_chosen = _event(5001, "platform_chosen", INFO, "running under %s (%s)")
 signal_received = _event(5002, "signal_received", INFO, "signal %s received")

@@ -13,14 +13,31 @@ How a request travels:
 
 Bounds (nothing grows without limit):
 
-* ``max_connections`` clients at once; one more is accepted and closed at once (counted as
-  refused, logged once per episode);
+* ``max_connections`` clients at once. When a new client comes while the server is full, the
+  connection idle the longest makes room (closed, counted as evicted, logged once per episode);
+  failing that, one with an unfinished request that has no request in flight; a connection whose
+  requests are running or whose replies are being written is never chosen. Only when every
+  connection is busy is the newcomer accepted and closed at once (counted as refused). Running out
+  of file descriptors (EMFILE) makes room the same way. ``start()`` raises the process's soft
+  open-file limit to ``max_connections`` plus a margin when the hard limit allows it;
+* time, so a client that says nothing cannot hold a connection forever: ``idle_timeout`` (60 s)
+  closes a connection that has nothing in progress and sends nothing, or that does not read its
+  replies; ``read_timeout`` (10 s) is how long one request may take to arrive, counted from its
+  first byte (a client sending one byte at a time does not restart it): then no more is read and
+  the connection is closed after the replies to its earlier requests. Waiting for the handler is
+  not idling. Timers are kept in insertion-ordered maps, so finding the longest-idle connection
+  and the next expiry costs O(1), whatever the number of connections;
 * ``queue_size + workers`` requests in the pool. While it is full the selector stops reading
   from clients, so their bytes wait in the kernel and then in the clients (TCP backpressure)
   instead of in this process;
 * per connection: ``max_pipelined`` requests in flight, and about 1 MiB of replies the client
   has not read yet, before reading from it pauses; ``max_line`` bytes per request (a longer
   one closes the connection with a warning, after the replies to the requests before it).
+
+A client that is gone (a reset, or a write that fails) is closed at once; its requests still
+queued in the pool are cancelled, not run: ``connection_counters().cancelled`` counts them, and
+``counters()`` leaves them out of ``submitted`` and ``completed`` (they are neither completed nor
+failed).
 
 Stop (the Component protocol): ``close()`` stops accepting (the listening socket is closed) and
 stops reading new requests. ``drain(deadline)`` runs the requests already read, writes their
@@ -35,14 +52,16 @@ On Windows the selector is ``select()``, which handles at most 512 sockets: keep
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
+import math
 import os
 import selectors
 import socket
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -66,6 +85,10 @@ _ACCEPT_BATCH = 64  # accepts per wake-up, so a connection storm cannot starve t
 _ACCEPT_RETRY = 0.1  # pause accepting this long after EMFILE and the like
 _ABORT_GRACE = 2.0  # how long drain waits for the selector thread after asking it to abort
 _FAILED = object()  # a completion whose handler raised
+_CANCELLED = object()  # a request of a closed connection, taken off the pool without running
+_FD_MARGIN = 64  # descriptors beyond max_connections: listener, selector, wake-up pair, logs, files
+_EVICT_SCAN = 16  # unfinished-request connections looked at for one with nothing in flight
+_NO_ROOM = (errno.EMFILE, errno.ENFILE)
 
 _OPEN, _FINISHING, _LINGERING = 0, 1, 2  # connection states, in this order only
 _LISTENER, _WAKE = object(), object()  # selector keys' data for the two special sockets
@@ -143,10 +166,19 @@ class ConnectionCounters:
     """Connections closed because a request was longer than the framing allows."""
     errors: int
     """Connections ended by a reset or another socket error."""
+    evicted: int = 0
+    """Connections closed to make room for a new client (the longest-idle first)."""
+    idle_timeouts: int = 0
+    """Connections closed after ``idle_timeout`` without a request, or without reading replies."""
+    read_timeouts: int = 0
+    """Connections whose request did not arrive whole within ``read_timeout`` of its first byte."""
+    cancelled: int = 0
+    """Requests of closed connections taken off the pool without running (not completed, not failed)."""
 
     def summary(self) -> str:
         return (f"{self.name}: {self.open} open, {self.accepted} accepted, {self.refused} refused, "
-                f"{self.oversize} oversize, {self.errors} errors")
+                f"{self.evicted} evicted, {self.idle_timeouts + self.read_timeouts} timed out, "
+                f"{self.oversize} oversize, {self.errors} errors, {self.cancelled} requests cancelled")
 
 
 class _Conn:
@@ -154,7 +186,7 @@ class _Conn:
 
     __slots__ = (
         "sock", "peer", "label", "inbuf", "out", "out_replies", "next_seq", "flush_seq", "done",
-        "state", "mask", "parked", "backlog", "feed_ok", "eof", "failed", "closed", "linger_until",
+        "state", "mask", "parked", "backlog", "feed_ok", "eof", "failed", "closed",
     )
 
     def __init__(self, sock: socket.socket, peer: Any) -> None:
@@ -175,7 +207,6 @@ class _Conn:
         self.eof = False  # the client closed its sending side
         self.failed = False  # a handler raised: replies after it are dropped
         self.closed = False
-        self.linger_until = 0.0
 
     @property
     def pending(self) -> int:
@@ -196,6 +227,9 @@ class _Serve:
         self.__module__ = getattr(handler, "__module__", None) or ""
 
     def __call__(self, conn: _Conn, seq: int, request: bytes) -> None:
+        if conn.closed:  # the client is gone (set by the selector thread): nobody wants the reply
+            self.post(conn, seq, _CANCELLED)
+            return
         try:
             reply = self.handler(request, conn.peer)
             if reply is not None and not isinstance(reply, (bytes, bytearray, memoryview)):
@@ -214,6 +248,8 @@ class EventServer:
     the constructor only checks its arguments. ``handler`` runs on the pool's threads, so it may
     block; it must be thread-safe. It raising closes that client's connection (after the replies
     to its earlier requests) and is logged and counted as a failed task.
+
+    ``idle_timeout`` and ``read_timeout`` are seconds (None: never); see the module docstring.
     """
 
     def __init__(
@@ -230,6 +266,8 @@ class EventServer:
         max_pipelined: int = 128,
         framing: Framing | None = None,
         backlog: int = 128,
+        idle_timeout: float | None = 60.0,
+        read_timeout: float | None = 10.0,
     ) -> None:
         for label, value in (("workers", workers), ("queue_size", queue_size),
                              ("max_connections", max_connections), ("max_pipelined", max_pipelined),
@@ -238,6 +276,9 @@ class EventServer:
                 raise ValueError(f"{name}: {label} must be >= 1, got {value}")
         if not 0 <= port <= 65535:
             raise ValueError(f"{name}: port must be 0-65535, got {port}")
+        for label, limit in (("idle_timeout", idle_timeout), ("read_timeout", read_timeout)):
+            if limit is not None and not (isinstance(limit, (int, float)) and math.isfinite(limit) and limit > 0):
+                raise ValueError(f"{name}: {label} must be a number of seconds > 0 (or None: never), got {limit!r}")
         self.handler = handler
         self.host = host
         self.port = port
@@ -247,6 +288,8 @@ class EventServer:
         self.max_connections = max_connections
         self.max_pipelined = max_pipelined
         self.backlog = backlog
+        self.idle_timeout = idle_timeout
+        self.read_timeout = read_timeout
         self.framing: Framing = framing if framing is not None else LineFraming(max_line)
         self._capacity = queue_size + workers  # requests in the pool (queued + running) at most
         self._pool: ThreadPool | None = None
@@ -262,14 +305,22 @@ class EventServer:
         # Selector-thread state.
         self._conns: set[_Conn] = set()
         self._parked: deque[_Conn] = deque()
-        self._lingering: list[_Conn] = []
+        # Connections waiting for their client, each map in the order its timer started (so the
+        # first entry expires first, and the first idle one is the longest idle): value = when.
+        self._idle: OrderedDict[_Conn, float] = OrderedDict()  # nothing in progress, reading
+        self._partial: OrderedDict[_Conn, float] = OrderedDict()  # a request begun, not complete
+        self._unread: OrderedDict[_Conn, float] = OrderedDict()  # replies not taken since then
+        self._lingering: OrderedDict[_Conn, float] = OrderedDict()  # half-closed, until
+        self._now = _monotonic()  # the selector thread's clock, read once per wake-up
         self._outstanding = 0
         self._listening = False  # the listener is registered with the selector
         self._listener_closed = False
         self._applied_paused = False
         self._accept_retry_at: float | None = None
         self._refusing = False
+        self._evicting = False
         self._accepted = self._refused = self._oversize = self._errors = 0
+        self._evicted = self._idle_timeouts = self._read_timeouts = self._cancelled = 0
 
     # -- start ----------------------------------------------------------------------------------
     def start(self) -> EventServer:
@@ -280,6 +331,7 @@ class EventServer:
         if self._thread is not None or self._closing:
             raise RuntimeError(f"{self.name}: start() called twice, or after close()")
         self._listener = self._bind()
+        self._room_for_descriptors()
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -323,6 +375,28 @@ class EventServer:
         host, port = sock.getsockname()[:2]
         self._address = (host, port)
         return sock
+
+    def _room_for_descriptors(self) -> None:
+        """Raise the soft open-file limit to what max_connections needs, up to the hard limit
+        (the way systemd documents for programs that can handle many descriptors: its default
+        soft limit, 1024, exists for select() users; this server does not use select() on POSIX)."""
+        if os.name == "nt":
+            return
+        import resource
+
+        needed = self.max_connections + _FD_MARGIN
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft == resource.RLIM_INFINITY or soft >= needed:
+            return
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        if target > soft:
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+                soft = target
+            except (ValueError, OSError) as exc:
+                logs.notify_failed(log, f"raising the open-file limit to {target}: {exc}")
+        if soft < needed:
+            logs.open_files_limited(log, self.name, soft, self.max_connections, _FD_MARGIN)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -389,14 +463,22 @@ class EventServer:
     # -- observation ----------------------------------------------------------------------------
     def counters(self) -> Counters:
         """Requests: submitted (read and handed to the pool), completed, failed (the handler
-        raised), in flight, queued; sampled handler run times."""
+        raised), in flight, queued; sampled handler run times. Cancelled requests (their client
+        was gone before they started) are in neither ``submitted`` nor ``completed``."""
         if self._pool is None:
             return Counters(self.name, 0, 0, 0, 0, 0)
-        return self._pool.counters()
+        counters = self._pool.counters()
+        cancelled = self._cancelled
+        if not cancelled:
+            return counters
+        # A cancelled request ran as a no-op pool task: the pool counted it as completed.
+        return dataclasses.replace(counters, submitted=max(0, counters.submitted - cancelled),
+                                   completed=max(0, counters.completed - cancelled))
 
     def connection_counters(self) -> ConnectionCounters:
         return ConnectionCounters(self.name, self._accepted, len(self._conns), self._refused,
-                                  self._oversize, self._errors)
+                                  self._oversize, self._errors, self._evicted, self._idle_timeouts,
+                                  self._read_timeouts, self._cancelled)
 
     def beats(self) -> Iterator[Beat]:
         """One per pool thread: busy since when, in which handler."""
@@ -426,7 +508,9 @@ class EventServer:
         select = self._selector.select
         try:
             while True:
-                for key, mask in select(self._timeout()):
+                events = select(self._timeout())
+                self._now = _monotonic()
+                for key, mask in events:
                     what = key.data
                     if what is _WAKE:
                         self._on_wake()
@@ -450,7 +534,18 @@ class EventServer:
             self._finish_loop()
 
     def _timeout(self) -> float | None:
-        times = [c.linger_until for c in self._lingering]
+        """Seconds until the next timer expires (None: no timer runs). O(1): each map's first
+        entry is its earliest."""
+        times = []
+        if self._lingering:
+            times.append(_first(self._lingering))
+        if self.idle_timeout is not None:
+            if self._idle:
+                times.append(_first(self._idle) + self.idle_timeout)
+            if self._unread:
+                times.append(_first(self._unread) + self.idle_timeout)
+        if self.read_timeout is not None and self._partial:
+            times.append(_first(self._partial) + self.read_timeout)
         if self._accept_retry_at is not None:
             times.append(self._accept_retry_at)
         return max(0.0, min(times) - _monotonic()) if times else None
@@ -493,20 +588,39 @@ class EventServer:
             self._listening = False
 
     def _tick(self) -> None:
-        if not self._lingering and self._accept_retry_at is None:
-            return
-        now = _monotonic()
-        if self._lingering:
-            still = []
-            for conn in self._lingering:
-                if conn.closed:
-                    continue
-                if now >= conn.linger_until:
-                    logs.connection_closed(log, self.name, conn.label, f"the client did not close within {_LINGER}s")
-                    self._close(conn)
-                else:
-                    still.append(conn)
-            self._lingering = still
+        """Expire the timers that are due: only the first entries of each map are looked at."""
+        now = self._now = _monotonic()
+        lingering = self._lingering
+        while lingering and _first(lingering) <= now:
+            conn, _ = lingering.popitem(last=False)
+            logs.connection_closed(log, self.name, conn.label, f"the client did not close within {_LINGER}s")
+            self._close(conn)
+        if self.idle_timeout is not None:
+            expired = now - self.idle_timeout
+            idle = self._idle
+            while idle and _first(idle) <= expired:
+                conn, _ = idle.popitem(last=False)
+                self._idle_timeouts += 1
+                logs.connection_closed(log, self.name, conn.label, f"idle for idle_timeout={self.idle_timeout:g}s")
+                self._close(conn)
+            unread = self._unread
+            while unread and _first(unread) <= expired:
+                conn, _ = unread.popitem(last=False)
+                self._idle_timeouts += 1
+                logs.connection_closed(log, self.name, conn.label,
+                                       f"read none of its replies for idle_timeout={self.idle_timeout:g}s")
+                self._close(conn)
+        if self.read_timeout is not None:
+            expired = now - self.read_timeout
+            partial = self._partial
+            while partial and _first(partial) <= expired:
+                conn, _ = partial.popitem(last=False)
+                self._read_timeouts += 1
+                logs.connection_closed(
+                    log, self.name, conn.label,
+                    f"a request not complete {self.read_timeout:g}s after its first byte (read_timeout); "
+                    "closed after the replies before it")
+                self._stop_reading(conn)
         if self._accept_retry_at is not None and now >= self._accept_retry_at:
             self._accept_retry_at = None
             if not self._listener_closed and not self._paused:
@@ -522,11 +636,15 @@ class EventServer:
             except ConnectionAbortedError:
                 continue  # the client gave up while waiting in the backlog
             except OSError as exc:  # EMFILE, ENFILE, ENOBUFS: out of descriptors or memory
+                if exc.errno in _NO_ROOM and not self._closing and self._make_room():
+                    continue  # a descriptor is free again: take the client it was refused for
                 logs.accept_failed(log, self.name, exc, _ACCEPT_RETRY)
                 self._stop_listening()
                 self._accept_retry_at = _monotonic() + _ACCEPT_RETRY
                 return
-            if self._closing or len(self._conns) >= self.max_connections:
+            if len(self._conns) < self.max_connections and not self._closing:
+                self._refusing = self._evicting = False  # a full episode, if any, is over
+            elif self._closing or not self._make_room():
                 self._refused += 1  # counted first: the client may look as soon as it sees EOF
                 sock.close()
                 if not self._refusing and not self._closing:
@@ -543,6 +661,28 @@ class EventServer:
             self._conns.add(conn)
             self._accepted += 1
             self._set_interest(conn)
+
+    def _make_room(self) -> bool:
+        """Close one connection nobody is waiting on, to let a new client in: a half-closed one,
+        else the longest idle, else the oldest unfinished request with nothing in flight.
+        False when every connection has work in progress."""
+        conn = _first_key(self._lingering) or _first_key(self._idle)
+        if conn is None:
+            for n, candidate in enumerate(self._partial):
+                if n == _EVICT_SCAN:
+                    break
+                if candidate.pending == 0 and not candidate.out:
+                    conn = candidate
+                    break
+        if conn is None:
+            return False
+        self._evicted += 1
+        if not self._evicting:
+            self._evicting = True
+            logs.connections_evicted(log, self.name, self.max_connections, self._evicted)
+        logs.connection_closed(log, self.name, conn.label, "the longest idle: closed to make room for a new client")
+        self._close(conn)
+        return True
 
     # -- reading --------------------------------------------------------------------------------
     def _read(self, conn: _Conn) -> None:
@@ -604,11 +744,10 @@ class EventServer:
         except FrameTooLong as exc:
             self._oversize += 1
             logs.connection_error(log, self.name, conn.label, f"{exc}; closing it after the replies before it")
-            conn.inbuf.clear()
-            conn.feed_ok = False
-            conn.backlog = False
-            conn.state = max(conn.state, _FINISHING)
+            self._stop_reading(conn)
             return
+        if requests:  # what is left in the buffer begins a new request: its read timer restarts
+            self._partial.pop(conn, None)
         submit = self._pool.submit  # type: ignore[union-attr]
         serve = self._serve
         for request in requests:
@@ -626,6 +765,14 @@ class EventServer:
         if conn.backlog and self._outstanding >= self._capacity:
             self._park(conn)
 
+    def _stop_reading(self, conn: _Conn) -> None:
+        """Drop the unfinished request and read no more; answer what is in flight, then close."""
+        conn.inbuf.clear()
+        conn.feed_ok = False
+        conn.backlog = False
+        conn.state = max(conn.state, _FINISHING)
+        self._settle(conn)
+
     # -- replies --------------------------------------------------------------------------------
     def _complete(self) -> None:
         touched: dict[_Conn, None] = {}
@@ -634,6 +781,9 @@ class EventServer:
         while done:
             conn, seq, reply = done.popleft()
             self._outstanding -= 1
+            if reply is _CANCELLED:
+                self._cancelled += 1
+                continue
             if conn.closed:
                 continue
             conn.done[seq] = reply
@@ -675,7 +825,9 @@ class EventServer:
             except OSError as exc:
                 self._drop(conn, exc)
                 return
-            del conn.out[:sent]
+            if sent:
+                del conn.out[:sent]
+                self._unread.pop(conn, None)  # the client reads: its timer restarts
             if not conn.out:
                 conn.out_replies = 0
         self._settle(conn)
@@ -702,8 +854,7 @@ class EventServer:
                 return
             conn.state = _LINGERING
             conn.inbuf = bytearray()
-            conn.linger_until = _monotonic() + _LINGER
-            self._lingering.append(conn)
+            self._lingering[conn] = self._now + _LINGER
         self._set_interest(conn)
 
     def _set_interest(self, conn: _Conn) -> None:
@@ -715,15 +866,38 @@ class EventServer:
             want = selectors.EVENT_READ
         if conn.out:
             want |= selectors.EVENT_WRITE
-        if want == conn.mask:
+        if want != conn.mask:
+            if conn.mask == 0:
+                self._selector.register(conn.sock, want, conn)
+            elif want == 0:
+                self._selector.unregister(conn.sock)
+            else:
+                self._selector.modify(conn.sock, want, conn)
+            conn.mask = want
+        self._track(conn)
+
+    def _track(self, conn: _Conn) -> None:
+        """Start or stop the timers of what ``conn`` waits for from its client. A timer already
+        running keeps its start (a dripping client does not restart its read timer)."""
+        if conn.closed:
             return
-        if conn.mask == 0:
-            self._selector.register(conn.sock, want, conn)
-        elif want == 0:
-            self._selector.unregister(conn.sock)
-        else:
-            self._selector.modify(conn.sock, want, conn)
-        conn.mask = want
+        now = self._now
+        reading = conn.state == _OPEN and conn.mask & selectors.EVENT_READ
+        if reading and not conn.inbuf and not conn.pending and not conn.out:
+            if conn not in self._idle:
+                self._idle[conn] = now
+        elif self._idle:
+            self._idle.pop(conn, None)
+        if reading and conn.inbuf:  # only an unfinished request: complete ones stop the reading
+            if conn not in self._partial:
+                self._partial[conn] = now
+        elif self._partial:
+            self._partial.pop(conn, None)
+        if conn.out:
+            if conn not in self._unread:
+                self._unread[conn] = now
+        elif self._unread:
+            self._unread.pop(conn, None)
 
     def _drop(self, conn: _Conn, exc: OSError) -> None:
         """A socket error (usually a reset by the client): close at once."""
@@ -740,8 +914,8 @@ class EventServer:
             conn.mask = 0
         conn.sock.close()
         self._conns.discard(conn)
-        if len(self._conns) < self.max_connections:
-            self._refusing = False
+        for timers in (self._idle, self._partial, self._unread, self._lingering):
+            timers.pop(conn, None)
 
     def _finish_loop(self) -> None:
         """On the way out (done, aborted at the deadline, or crashed): count, then close all."""
@@ -766,6 +940,15 @@ class EventServer:
         self._selector.close()
         self._wake_r.close()
         self._wake_w.close()
+
+
+def _first(timers: OrderedDict[_Conn, float]) -> float:
+    """The earliest time in a (non-empty) timer map."""
+    return next(iter(timers.values()))
+
+
+def _first_key(timers: OrderedDict[_Conn, float]) -> _Conn | None:
+    return next(iter(timers), None)
 
 
 def _address(addr: Any) -> str:

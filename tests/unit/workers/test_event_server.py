@@ -152,18 +152,28 @@ def test_an_oversize_line_closes_only_that_connection_after_earlier_replies(capl
     assert len(warnings) == 2 and "longer than 100" in warnings[0].getMessage()
 
 
-def test_beyond_max_connections_a_client_is_accepted_then_closed_and_counted(caplog):
+def test_beyond_max_connections_with_every_connection_busy_a_client_is_accepted_then_closed(caplog):
+    gate = threading.Event()
+
+    def gated(request: bytes, peer) -> bytes:
+        if request.startswith(b"busy"):
+            gate.wait(GUARD)
+        return request.upper()
+
     with caplog.at_level(logging.WARNING, logger="servicehost.workers"):
-        with EventServer(upper, max_connections=3) as server:
+        with EventServer(gated, max_connections=3) as server:
             held = [connect(server) for _ in range(3)]
-            for i, sock in enumerate(held):  # a round trip proves each one is being served
-                sock.sendall(b"c%d\n" % i)
-                assert read_lines(sock, 1) == [b"C%d\n" % i]
+            for i, sock in enumerate(held):  # each has a request in flight: none may be evicted
+                sock.sendall(b"busy%d\n" % i)
+            wait_until(lambda: server.counters().submitted == 3, "three requests in flight")
             with connect(server) as extra:
                 extra.sendall(b"refused?\n")
                 assert read_to_eof(extra) == b""
             cc = server.connection_counters()
-            assert (cc.open, cc.refused) == (3, 1)
+            assert (cc.open, cc.refused, cc.evicted) == (3, 1, 0)
+            gate.set()
+            for i, sock in enumerate(held):
+                assert read_lines(sock, 1) == [b"BUSY%d\n" % i]
             held.pop().close()
             wait_until(lambda: server.connection_counters().open == 2, "a slot freed")
             with connect(server) as again:
@@ -341,3 +351,154 @@ def test_line_framing_splits_only_complete_lines_up_to_the_limit():
     assert framing.split(buf, 10) == [b"cd"]
     assert buf == bytearray(b"efg")
     assert framing.encode(b"x") == b"x\n" and framing.encode(b"y\n") == b"y\n"
+
+
+# -- issue 7, item 7: idle and slow clients never lock the others out ------------------------------
+CLIENT_GUARD = 10.0  # seconds each new client may take to get its reply: a hang guard, not a timing
+
+
+def _room_for_descriptors(needed: int) -> None:
+    """Raise this process's soft open-file limit to ``needed`` (both ends of every connection live
+    here); skip, saying why, only when the hard limit does not allow it."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - Windows
+        pytest.skip("no resource module: cannot raise the open-file limit here")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        if hard != resource.RLIM_INFINITY and hard < needed:
+            pytest.skip(f"needs {needed} open files, the hard limit is {hard} (raise it: ulimit -Hn {needed})")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+
+
+def _answered(server: EventServer, text: bytes) -> bytes:
+    with socket.create_connection(server.address, timeout=CLIENT_GUARD) as sock:
+        sock.sendall(text + b"\n")
+        return sock.makefile("rb").readline()
+
+
+@pytest.mark.parametrize("max_connections", [10, None], ids=["small-limit", "default-limit"])
+def test_idle_connections_beyond_max_connections_do_not_lock_new_clients_out(max_connections):
+    kwargs = {} if max_connections is None else {"max_connections": max_connections}
+    with EventServer(upper, **kwargs) as server:
+        limit = server.max_connections
+        idle_count = limit + -(-limit // 10)  # max_connections + 10%, rounded up
+        _room_for_descriptors(2 * idle_count + 256)
+        idle = []
+        try:
+            for _ in range(idle_count):  # connect and say nothing
+                idle.append(socket.create_connection(server.address, timeout=CLIENT_GUARD))
+            taken = lambda: server.connection_counters().accepted + server.connection_counters().refused  # noqa: E731
+            wait_until(lambda: taken() >= idle_count, "every idle client taken in", CLIENT_GUARD)
+            new = [socket.create_connection(server.address, timeout=CLIENT_GUARD) for _ in range(5)]
+            idle += new  # closed in the end, with the others; all five stay connected until then
+            for n, sock in enumerate(new):
+                sock.sendall(b"client %d\n" % n)
+            assert [sock.makefile("rb").readline() for sock in new] == [b"CLIENT %d\n" % n for n in range(5)]
+            cc = server.connection_counters()
+            assert cc.open <= limit and cc.refused == 0
+            assert cc.evicted == idle_count + 5 - limit  # the longest-idle made room, one each
+        finally:
+            for sock in idle:
+                sock.close()
+
+
+def test_eviction_takes_the_longest_idle_connection_never_one_with_a_request_in_flight():
+    gate = threading.Event()
+
+    def gated(request: bytes, peer) -> bytes:
+        if request.startswith(b"wait"):
+            gate.wait(GUARD)
+        return request.upper()
+
+    with EventServer(gated, max_connections=3) as server:
+        busy = connect(server)
+        busy.sendall(b"wait for me\n")
+        wait_until(lambda: server.counters().in_flight == 1, "the busy request running")
+        oldest, newer = connect(server), connect(server)
+        newer.sendall(b"hi\n")  # a round trip: newer was active after oldest
+        assert read_lines(newer, 1) == [b"HI\n"]
+        wait_until(lambda: server.connection_counters().accepted == 3, "three accepted")
+        assert _answered(server, b"newcomer") == b"NEWCOMER\n"
+        assert read_to_eof(oldest) == b""  # the longest idle one made room
+        newer.sendall(b"still here\n")
+        assert read_lines(newer, 1) == [b"STILL HERE\n"]
+        gate.set()
+        assert read_lines(busy, 1) == [b"WAIT FOR ME\n"]  # never chosen: its request was in flight
+        for sock in (busy, oldest, newer):
+            sock.close()
+        assert server.connection_counters().evicted == 1
+
+
+def test_a_dripping_client_is_closed_after_the_read_timeout_counted_from_its_first_byte():
+    with EventServer(upper, read_timeout=0.5, idle_timeout=60) as server:
+        with connect(server) as dripper:
+            stop = threading.Event()
+
+            def drip() -> None:  # one byte every 50 ms, never a newline: each byte is "activity"
+                try:
+                    while not stop.wait(0.05):
+                        dripper.send(b"x")
+                except OSError:
+                    pass  # closed by the server: what this test waits for
+
+            t = threading.Thread(target=drip, daemon=True)
+            t.start()
+            try:
+                assert read_to_eof(dripper) == b""  # hang guard: GUARD (the socket's timeout)
+            finally:
+                stop.set()
+                t.join(GUARD)
+            assert _answered(server, b"others are served") == b"OTHERS ARE SERVED\n"
+        cc = server.connection_counters()
+        assert cc.read_timeouts == 1 and cc.idle_timeouts == 0
+
+
+def test_an_idle_connection_is_closed_after_the_idle_timeout_but_a_slow_request_is_not():
+    gate = threading.Event()
+
+    def gated(request: bytes, peer) -> bytes:
+        gate.wait(GUARD)
+        return request.upper()
+
+    with EventServer(gated, idle_timeout=0.3) as server:
+        with connect(server) as busy, connect(server) as idle:
+            busy.sendall(b"slow\n")
+            wait_until(lambda: server.counters().in_flight == 1, "the slow request running")
+            assert read_to_eof(idle) == b""  # closed: it said nothing for idle_timeout
+            wait_until(lambda: server.connection_counters().idle_timeouts == 1, "counted")
+            gate.set()
+            assert read_lines(busy, 1) == [b"SLOW\n"]  # waiting for the handler is not idling
+        assert server.connection_counters().idle_timeouts == 1
+
+
+def test_a_disconnected_clients_queued_requests_are_cancelled_not_run():
+    gate = threading.Event()
+    ran: list[bytes] = []
+
+    def gated(request: bytes, peer) -> bytes:
+        ran.append(request)
+        gate.wait(GUARD)
+        return request
+
+    with EventServer(gated, workers=1) as server:
+        sock = connect(server)
+        sock.sendall(b"".join(b"r%d\n" % i for i in range(20)))
+        wait_until(lambda: server.counters().submitted == 20, "20 requests read")
+        wait_until(lambda: len(ran) == 1, "the first one running")
+        # Gone for good: a reset (SO_LINGER 0) rather than a half-close, which still wants replies.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        sock.close()
+        wait_until(lambda: server.connection_counters().open == 0, "the server saw it go")
+        gate.set()
+        wait_until(lambda: server.counters().in_flight == 0 and server.counters().queue_depth == 0, "pool idle")
+        assert ran == [b"r0"]  # the 19 not started never ran
+        wait_until(lambda: server.connection_counters().cancelled == 19, "19 cancelled")
+        counters = server.counters()
+        assert (counters.submitted, counters.completed, counters.failed) == (1, 1, 0)
+
+
+def test_timeouts_are_checked_on_construction():
+    for bad in ({"idle_timeout": 0}, {"read_timeout": -1}, {"idle_timeout": float("nan")}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            EventServer(upper, **bad)
