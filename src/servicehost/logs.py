@@ -91,11 +91,6 @@ connection_closed = _event(3010, "connection_closed", DEBUG, "%s: connection %s 
 accept_failed = _event(3011, "accept_failed", WARNING, "%s: accept failed (%s); accepting again in %.1fs")
 worker_process_died = _event(3012, "worker_process_died", ERROR, "%s: worker process %s (pid %s) died with exit code %s %s")
 process_pool_broken = _event(3013, "process_pool_broken", CRITICAL, "%s: worker process %s could not start; the pool takes no more tasks")
-
-# -- 4xxx: config and command line -----------------------------------------------------------------
-config_loaded = _event(4001, "config_loaded", DEBUG, "config from: %s")
-config_error = _event(4002, "config_error", ERROR, "%s")
-
 # 302x: EventServer (workers/event_server.py)
 connections_evicted = _event(
     3020, "connections_evicted", WARNING,
@@ -105,6 +100,11 @@ open_files_limited = _event(
     3021, "open_files_limited", WARNING,
     "%s: the open-file limit is %d, below max_connections=%d plus %d: when it is reached, the longest-idle "
     "connection makes room (raise LimitNOFILE= or ulimit -n to hold more)")
+
+# -- 4xxx: config and command line -----------------------------------------------------------------
+config_loaded = _event(4001, "config_loaded", DEBUG, "config from: %s")
+config_error = _event(4002, "config_error", ERROR, "%s")
+
 # -- 5xxx: platforms -------------------------------------------------------------------------------
 platform_chosen = _event(5001, "platform_chosen", INFO, "running under %s (%s)")
 signal_received = _event(5002, "signal_received", INFO, "signal %s received")
