@@ -579,7 +579,7 @@ def report(res: Result) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
     parser.add_argument("--quick", action="store_true", help="a short smoke run (fewer tasks)")
     parser.add_argument("--only", metavar="NAMES", help=f"comma-separated: {', '.join(BENCHMARKS)}")
     parser.add_argument("--json", metavar="FILE", help="write every sample and verdict here")

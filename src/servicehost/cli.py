@@ -6,7 +6,10 @@
 TARGET is ``path/to/file.py[:Class]`` or ``package.module:Class``. Commands are registered in
 :data:`COMMANDS` (``@command``); the manager issues add install/start/stop/… the same way.
 Every setting flag takes exactly one value (``--syslog true``), as its environment variable does.
-Errors print one line to stderr and exit with a documented :class:`~servicehost.errors.ExitCode`.
+Options are never abbreviated (``--work 3`` is an error, not ``--workers 3``): every parser is an
+:class:`ArgumentParser` from here. Errors print one line to stderr and exit with a documented
+:class:`~servicehost.errors.ExitCode` (bad input: 2); ``debug`` also shows the traceback of a
+target that fails to import.
 """
 
 from __future__ import annotations
@@ -17,7 +20,10 @@ import importlib.util
 import inspect
 import logging
 import os
+import re
+import stat
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,10 +32,87 @@ from typing import NoReturn
 
 from . import config as config_mod
 from . import logs
-from .errors import ExitCode, ServiceHostError, UsageError
+from .errors import ConfigError, ExitCode, ServiceHostError, UsageError
 
 log = logging.getLogger("servicehost.cli")
 PROG = "servicehost"
+_NEGATIVE_NUMBER = re.compile(r"-\d+$|-\d*\.\d+$")  # a value, not an option (as argparse decides)
+_SHOWN = 300  # longest message taken from an exception into the one-line error
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """The project's only parser class: options are never abbreviated (``--work`` does not mean
+    ``--workers``; ``--password`` is not ``--password-stdin``), and a parse error raises
+    :class:`UsageError` (one line, exit 2) instead of printing usage and exiting. The value
+    given to an unknown option is never repeated (it may be a secret typed in the wrong place)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+    def error(self, message: str) -> NoReturn:
+        prog = getattr(getattr(self, "chosen", None), "prog", self.prog)
+        raise UsageError(f"{message} (see: {prog} --help)")
+
+    def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
+        argv = list(sys.argv[1:] if args is None else args)
+        parsed, extras = self.parse_known_args(argv, namespace)
+        if extras:
+            self.error(self._unrecognized(argv, extras))
+        return parsed
+
+    def _unrecognized(self, argv: list[str], extras: list[str]) -> str:
+        options = [t.partition("=")[0] for t in extras if t.startswith("-") and t != "-"]
+        if options:
+            import difflib  # only on this error path
+
+            known = [o for o in _option_strings(self) if o.startswith("--")]
+            hint = difflib.get_close_matches(options[0], known, 1)
+            return f"unknown option {one_line(options[0][:_SHOWN])}" + (f" (did you mean {hint[0]}?)" if hint else "")
+        where = len(argv) - argv[::-1].index(extras[0]) if extras[0] in argv else 0  # its last use
+        return (f"an unexpected argument (word {where} of the command line; every option takes the form "
+                "--OPTION VALUE, and only one TARGET is given)")
+
+
+def number(kind: type = float, *, min: float | None = None, max: float | None = None,
+           ) -> Callable[[str], int | float]:
+    """An argparse ``type=`` for a command option's number, as strict as a setting's: ASCII
+    digits only, finite, within [min, max] (``--wait ٣``, ``--wait nan`` are errors)."""
+    kind_name = "an integer" if kind is int else "a number"
+    bounds = (f" from {min:g} to {max:g}" if min is not None and max is not None else
+              f" >= {min:g}" if min is not None else f" <= {max:g}" if max is not None else "")
+
+    def convert(text: str) -> int | float:
+        value = config_mod.text_number(text, kind)
+        if value is None or (min is not None and value < min) or (max is not None and value > max):
+            raise argparse.ArgumentTypeError(f"expected {kind_name}{bounds}, found {config_mod.shown(text)}")
+        return value
+
+    convert.__name__ = kind.__name__  # what argparse calls the type in its messages
+    return convert
+
+
+def service_name(text: str) -> str:
+    """An argparse ``type=`` for ``--name``: a name a manager can hold (each manager checks its own
+    rules again): not empty, no surrounding spaces, control characters or path separators."""
+    problem = ("it is empty" if not text.strip() else "it has spaces around it" if text != text.strip()
+               else "it is longer than 256 characters" if len(text) > 256
+               else "it holds a path separator" if "/" in text or "\\" in text
+               else config_mod.text_problem(text))
+    if problem:
+        raise argparse.ArgumentTypeError(f"expected a service name, found {config_mod.shown(text)}: {problem} "
+                                         "(leave --name out for the class's name)")
+    return text
+
+
+def _option_strings(parser: argparse.ArgumentParser) -> list[str]:
+    """Every option string ``parser`` and its chosen command's parser know."""
+    out = list(getattr(parser, "_option_string_actions", {}))
+    chosen = getattr(parser, "chosen", None)
+    if chosen is not None:
+        out += _option_strings(chosen)
+    return out
 
 
 @dataclass
@@ -81,24 +164,69 @@ def service_classes(module: ModuleType) -> list[type]:
     ]
 
 
+def _import_error(target: str, exc: BaseException) -> UsageError:
+    """``file:line: Kind: message`` for an exception raised while importing a target: a target
+    that cannot be imported is bad input (exit 2, no restart), whatever went wrong inside it."""
+    if isinstance(exc, SyntaxError):
+        where = f"{exc.filename}:{exc.lineno}"
+        message = exc.msg
+    else:
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith("<frozen")]
+        where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else target
+        message = str(exc)
+    if len(message) > _SHOWN:
+        message = message[:_SHOWN] + "..."
+    error = UsageError(f"{where}: {exc.__class__.__name__}: {message} (importing target {target!r}; "
+                       "servicehost debug TARGET shows the traceback)")
+    error.detail = "".join(traceback.format_exception(exc))
+    return error
+
+
+def _target_file(target: str, where: str) -> Path:
+    """The target's file: a readable regular file, named as a module can be (UsageError otherwise)."""
+    path = Path(where)
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        raise UsageError(f"target {target!r}: no such file {where!r}") from None
+    except OSError as exc:
+        raise UsageError(f"target {target!r}: {exc.strerror or exc}") from None
+    except ValueError:
+        raise UsageError(f"target {target!r}: a file name cannot hold a NUL byte") from None
+    if not stat.S_ISREG(mode):
+        raise UsageError(f"target {target!r}: expected a Python file, found {config_mod.file_kind(mode)}")
+    try:
+        os.close(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)))
+    except OSError as exc:
+        raise UsageError(f"target {target!r}: cannot read it: {exc.strerror or exc} (run as a user who may, "
+                         "or change its permissions)") from None
+    if path.suffix != ".py" or not path.stem or "." in path.stem:
+        raise UsageError(f"target {target!r}: expected a Python file named like a module (name.py)")
+    return path
+
+
 def load_target(target: str) -> type:
-    """Import ``file.py[:Class]`` or ``module:Class`` and return the service class."""
+    """Import ``file.py[:Class]`` or ``module:Class`` and return the service class.
+
+    Every way this can fail is a UsageError (exit 2): a missing, unreadable or non-regular file,
+    a module that does not import (``file:line: message``, for a SyntaxError as for any exception
+    its code raises), no or several Service classes.
+    """
     from .service import Service
 
     drive = target[:2] if target[1:2] == ":" and target[2:3] in ("\\", "/") else ""  # C:\app\svc.py:Class
     where, _, cls_name = target[len(drive):].partition(":")
     where = drive + where
     if where.endswith(".py") or os.sep in where or "/" in where:
-        path = Path(where)
-        if not path.is_file():
-            raise UsageError(f"target {target!r}: no such file {str(path)!r}")
+        path = _target_file(target, where)
         # Import it under its own name from its folder, so spawned worker processes can too.
-        folder = str(path.resolve().parent)
+        real = os.path.realpath(path)
+        folder = os.path.dirname(real)
         if folder not in sys.path:
             sys.path.insert(0, folder)
         module_name = path.stem
         existing = sys.modules.get(module_name)
-        if existing is not None and Path(getattr(existing, "__file__", "") or "").resolve() != path.resolve():
+        if existing is not None and os.path.realpath(getattr(existing, "__file__", "") or "") != real:
             raise UsageError(f"target {target!r}: its name {module_name!r} clashes with module {existing.__name__}; rename the file")
     else:
         module_name = where
@@ -107,9 +235,11 @@ def load_target(target: str) -> type:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
+        if exc.name and (module_name + ".").startswith(exc.name + "."):
             raise UsageError(f"target {target!r}: no module named {exc.name!r} (is it installed, or on PYTHONPATH?)") from None
-        raise
+        raise _import_error(target, exc) from None
+    except Exception as exc:  # SyntaxError, ImportError, OSError, anything its module-level code raises
+        raise _import_error(target, exc) from None
     if cls_name:
         cls = getattr(module, cls_name, None)
         if not (isinstance(cls, type) and issubclass(cls, Service)):
@@ -125,19 +255,27 @@ def load_target(target: str) -> type:
     return found_classes[0]
 
 
-# -- parsing ----------------------------------------------------------------------------------------
-def _split_target(argv: Sequence[str]) -> str | None:
-    """The first positional token (every option takes one value, so this needs no parser)."""
-    skip = False
-    for token in argv:
-        if skip:
-            skip = False
-        elif token in ("-h", "--help"):
-            continue
-        elif token.startswith("--"):
-            skip = "=" not in token
-        elif not token.startswith("-"):
+# -- parsing ---------------------------------------------------------------------------------------
+def _command_name(argv: Sequence[str]) -> str | None:
+    """The command: the first word (only -h/--help/--version may come before it)."""
+    return next((t for t in argv if t not in ("-h", "--help", "--version")), None)
+
+
+def _find_target(tokens: Sequence[str], flags: set[str]) -> str | None:
+    """The TARGET among a command's arguments, found as argparse will find it, before the target's
+    own setting flags are known: every option takes one value except the ``flags``; ``--`` ends
+    the options; ``-`` and negative numbers are words."""
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        if token == "--":
+            return tokens[i + 1] if i + 1 < len(tokens) else None
+        if token.startswith("-") and token != "-" and not _NEGATIVE_NUMBER.match(token):
+            if "=" not in token and token not in flags:
+                i += 1  # its value
+        else:
             return token
+        i += 1
     return None
 
 
@@ -151,31 +289,47 @@ class _Version(argparse.Action):
         parser.exit(0, f"{parser.prog} {_version()}\n")
 
 
-def _parser(service_cls: type | None, with_target: bool, chosen: str | None = None) -> argparse.ArgumentParser:
-    """The parser; only the ``chosen`` command gets its full set of options (the rest are
-    listed by name), so that starting a service does not build every command's options."""
-    parser = argparse.ArgumentParser(
+def _parser(with_target: bool, chosen: str | None = None) -> tuple[ArgumentParser, argparse._ArgumentGroup | None]:
+    """The parser, and the group the chosen command's setting flags go in (the host's are there;
+    :func:`_add_settings` adds a service's). Only the ``chosen`` command gets its full set of
+    options (the rest are listed by name), so that starting a service does not build every
+    command's options."""
+    parser = ArgumentParser(
         prog=PROG if with_target else Path(sys.argv[0]).name,
         description="Run a multithreaded background service in the foreground or under a service manager.",
         epilog="exit codes: " + ", ".join(f"{c.value} {c.name}" for c in ExitCode),
     )
     parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    settings_cls = getattr(service_cls, "Settings", None) if service_cls else None
+    group = None
     for cmd in COMMANDS.values():
         p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
         if cmd.name != chosen:
             continue
+        parser.chosen = p  # type: ignore[attr-defined]
         if with_target:
             p.add_argument("target", metavar="TARGET", help="path/to/file.py[:Class] or package.module:Class")
         p.add_argument("--config", metavar="FILE", help="TOML settings file (also $SERVICEHOST_CONFIG)")
         group = p.add_argument_group("settings (each also a TOML key and a SERVICEHOST_* variable)")
-        for spec in config_mod.all_specs(settings_cls):
-            group.add_argument(spec.flag, dest=f"setting_{spec.name}", metavar=spec.type.__name__.upper(),
-                               help=f"{spec.doc} [{spec.expected}; default {spec.default!s}]")
+        _add_settings(group, config_mod.specs(config_mod.HostConfig))
         if cmd.add_arguments:
             cmd.add_arguments(p)
-    return parser
+    return parser, group
+
+
+def _add_settings(group: argparse._ArgumentGroup, specs: Sequence[config_mod.SettingSpec]) -> None:
+    for spec in specs:
+        try:
+            group.add_argument(spec.flag, dest=f"setting_{spec.name}", metavar=spec.type.__name__.upper(),
+                               help=f"{spec.doc} [{spec.expected}; default {spec.default!s}]")
+        except argparse.ArgumentError:
+            raise UsageError(f"{spec.owner.__name__}.{spec.name}: its flag {spec.flag} is already a servicehost "
+                             "option; rename the setting") from None
+
+
+def _flags_without_value(parser: argparse.ArgumentParser) -> set[str]:
+    actions = getattr(parser, "_option_string_actions", {})
+    return {option for option, action in actions.items() if action.nargs == 0}
 
 
 def _version() -> str:
@@ -190,26 +344,36 @@ def _version() -> str:
 def parse(argv: Sequence[str], service_cls: type | None = None) -> Invocation:
     """Parse a command line into an Invocation (loads the target and the settings)."""
     with_target = service_cls is None
+    command_name = _command_name(argv)
+    parser, group = _parser(with_target, command_name)
+    chosen = getattr(parser, "chosen", None)
     target = ""
-    command_name = _split_target(argv)
-    if with_target:
+    if with_target and chosen is not None:
         rest = list(argv)
-        if command_name in COMMANDS:
-            rest.remove(command_name)
-            target = _split_target(rest) or ""
+        rest.remove(command_name)  # type: ignore[arg-type]
+        target = _find_target(rest, _flags_without_value(chosen)) or ""
         if target:
             service_cls = load_target(target)
-    else:
-        target = f"{service_cls.__module__}:{service_cls.__qualname__}"  # type: ignore[union-attr]
-    args = _parser(service_cls, with_target, command_name).parse_args(argv)
-    assert service_cls is not None
+    elif service_cls is not None:
+        target = f"{service_cls.__module__}:{service_cls.__qualname__}"
+    settings_cls = getattr(service_cls, "Settings", None)
+    if group is not None and settings_cls is not None:
+        _add_settings(group, config_mod.all_specs(settings_cls)[len(config_mod.specs(config_mod.HostConfig)):])
+    args = parser.parse_args(argv)
+    if with_target and args.target != target:  # argparse read the words otherwise than _find_target
+        raise UsageError(f"cannot tell the target from the options ({one_line(args.target[:_SHOWN])!r}?): "
+                         f"give it right after the command: {PROG} {args.command} TARGET [--OPTION VALUE ...]")
+    assert service_cls is not None  # argparse requires TARGET when no class was given
     cli_values = {k.removeprefix("setting_"): v for k, v in vars(args).items()
                   if k.startswith("setting_") and v is not None}
     config_file = args.config or os.environ.get("SERVICEHOST_CONFIG") or None
-    config_path = Path(config_file).absolute() if config_file else None
+    try:
+        config_path = Path(config_file).absolute() if config_file else None
+    except OSError as exc:  # the working directory is gone
+        raise ConfigError("command line", "--config", "an absolute path", exc.strerror or exc) from None
     loaded = config_mod.load(
         service_name=getattr(service_cls, "name", "") or service_cls.__name__,
-        service_settings=getattr(service_cls, "Settings", None),
+        service_settings=settings_cls,
         config_file=config_path, cli=cli_values,
     )
     return Invocation(args, service_cls, target, loaded, config_path, cli_values)
@@ -225,7 +389,12 @@ def _run(inv: Invocation, *, debug: bool) -> ExitCode:
     log_file = None
     if not debug and hc.log_file.lower() != "none":
         log_file = Path(hc.log_file) if hc.log_file else hc.state_dir / "logs" / f"{name}.log"
-    logs.configure(level="DEBUG" if debug else hc.log_level, console=True, log_file=log_file, syslog=hc.syslog)
+    try:
+        logs.configure(level="DEBUG" if debug else hc.log_level, console=True, log_file=log_file, syslog=hc.syslog)
+    except OSError as exc:  # a log file that cannot be opened is a setting to fix, not a crash
+        key = "syslog" if log_file is None else "log_file" if hc.log_file else "state_dir"
+        found = f"{exc.strerror or exc}" + (f": {exc.filename}" if getattr(exc, "filename", None) else "")
+        raise ConfigError("settings", key, "a log destination this user can write", found) from None
     logs.config_loaded(log, ", ".join(inv.loaded.sources))
     platform, reason = platforms.detect(choice="foreground" if debug else hc.manager)
     logs.platform_chosen(log, platform.name, reason)
@@ -256,23 +425,30 @@ def _cmd_settings(inv: Invocation) -> ExitCode:
         if obj is None:
             continue
         for spec in config_mod.specs(type(obj)):
-            print(f"{spec.name} = {getattr(obj, spec.name)!s}")
+            print(f"{spec.name} = {one_line(str(getattr(obj, spec.name)))}")
     return ExitCode.OK
 
 
 def one_line(text: str) -> str:
-    """Escape control characters, so an error is always one line whatever the input held."""
+    """Escape control characters (and undecodable bytes), so an error is always one line whatever
+    the input held, and prints on any console."""
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 # -- entry points -----------------------------------------------------------------------------------
 def run_cli(argv: Sequence[str] | None = None, service_cls: type | None = None) -> int:
-    """Parse and run one command; return the exit code (never raises for input errors)."""
+    """Parse and run one command; return the exit code (never raises for input errors).
+
+    An error is one line on stderr; ``debug`` first shows its detail (the traceback of a target
+    that failed to import), which ``run`` keeps off the console a manager logs.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         inv = parse(argv, service_cls)
         return int(COMMANDS[inv.args.command].handler(inv))
     except ServiceHostError as exc:
+        if exc.detail and _command_name(argv) == "debug":
+            print(exc.detail, end="", file=sys.stderr)
         print(f"{PROG}: error: {one_line(str(exc))}", file=sys.stderr)
         return int(exc.exit_code)
     except KeyboardInterrupt:

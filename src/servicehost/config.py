@@ -11,6 +11,12 @@ one flat namespace with the host's (a clash is a programming error, reported at 
 Bad input raises :class:`~servicehost.errors.ConfigError` naming source, key, expected, found.
 Unknown ``SERVICEHOST_*`` environment variables are ignored (as most tools do); unknown TOML
 keys and flags are errors.
+
+Validation is strict and happens in one place, :func:`convert`, for every source: TOML values
+must have the setting's TOML type (``workers = "4"`` is refused), text from the environment and
+the command line must be ASCII digits for numbers, strings and paths may not hold control
+characters, paths must fit the OS limits, and a setting declared ``path="dir"``/``"file"`` must
+be usable as one (:func:`check_path`). The config file is read bounded (:func:`read_toml`).
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import re
+import stat
 import sys
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -30,6 +38,15 @@ from .errors import ConfigError, UsageError
 ENV_PREFIX = "SERVICEHOST_"
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
+_INT_TEXT = re.compile(r"[+-]?[0-9]+")
+_FLOAT_TEXT = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
+MAX_CONFIG_BYTES = 1024 * 1024
+"""A config file larger than this is refused (a settings file is a few hundred bytes)."""
+NAME_MAX = 255
+"""Longest file name (one path component, in bytes) the supported file systems accept."""
+PATH_MAX = 4096
+"""Longest path (in bytes) Linux accepts in one system call."""
+_SHOWN = 60
 
 
 def setting(
@@ -40,11 +57,20 @@ def setting(
     max: float | None = None,
     choices: Iterable[str] | None = None,
     unit: str = "",
+    path: str | None = None,
 ) -> Any:
-    """Declare one setting: a dataclass field carrying its doc and limits."""
+    """Declare one setting: a dataclass field carrying its doc and limits.
+
+    ``path="dir"`` or ``path="file"``: a non-empty value (other than ``none`` for a str setting)
+    names a directory / a regular file that must be usable as one: if it exists it has that
+    kind, and the nearest existing parent is a directory (:func:`check_path`).
+    """
+    if path not in (None, "dir", "file"):
+        raise TypeError(f"setting(path=...) is 'dir' or 'file', not {path!r}")
     return field(
         default=default,
-        metadata={"doc": doc, "min": min, "max": max, "choices": tuple(choices or ()), "unit": unit},
+        metadata={"doc": doc, "min": min, "max": max, "choices": tuple(choices or ()), "unit": unit,
+                  "path": path},
     )
 
 
@@ -60,6 +86,8 @@ class SettingSpec:
     max: float | None
     choices: tuple[str, ...]
     owner: type
+    path: str | None = None
+    """'dir' or 'file' when the value names one (see :func:`setting`)."""
 
     @property
     def env(self) -> str:
@@ -86,43 +114,108 @@ class SettingSpec:
 @functools.cache
 def specs(cls: type) -> list[SettingSpec]:
     """The settings a frozen dataclass declares, in declaration order (computed once per class)."""
-    hints = get_type_hints(cls)
+    name = getattr(cls, "__qualname__", repr(cls))
+    if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+        raise UsageError(f"{name}: settings are declared as a @dataclass(frozen=True, kw_only=True) class")
+    try:
+        hints = get_type_hints(cls)
+    except Exception as exc:  # an annotation naming something that does not exist
+        raise UsageError(f"{name}: its annotations cannot be resolved ({exc.__class__.__name__}: {exc})") from None
     out = []
     for f in dataclasses.fields(cls):
         kind = hints[f.name]
         if kind not in (bool, int, float, str, Path):
-            raise TypeError(f"{cls.__name__}.{f.name}: settings must be bool, int, float, str or Path, not {kind}")
+            raise UsageError(f"{name}.{f.name}: settings must be bool, int, float, str or Path, not {kind}")
+        if f.default is dataclasses.MISSING:
+            raise UsageError(f"{name}.{f.name}: a setting needs a default: declare it with setting(default, doc)")
         md = f.metadata
         out.append(
             SettingSpec(f.name, kind, f.default, md.get("doc", ""), md.get("min"), md.get("max"),
-                        tuple(md.get("choices", ())), cls)
+                        tuple(md.get("choices", ())), cls, md.get("path"))
         )
     return out
 
 
-def convert(spec: SettingSpec, raw: Any, source: str, key: str | None = None) -> Any:
-    """Turn a raw value (a string from env/CLI, or a TOML value) into the setting's type; validate.
+def shown(raw: Any) -> str:
+    """How a found value is shown in an error: short, one line (a table or array by its kind)."""
+    if isinstance(raw, dict):
+        return "a table"
+    if isinstance(raw, list):
+        return "an array"
+    text = repr(raw)
+    return text if len(text) <= _SHOWN else text[:_SHOWN] + "...' (" + f"{len(str(raw))} characters)"
 
+
+def text_problem(text: str) -> str | None:
+    """What makes a string unusable as a setting value (control characters), or None."""
+    for c in text:
+        if c < " " or c == "\x7f" or "\x80" <= c <= "\x9f":
+            return f"a control character {c!r}"
+    return None
+
+
+def text_number(text: str, kind: type) -> int | float | None:
+    """``text`` as an int or a float if it is one in ASCII digits (no NaN, no infinities), else None."""
+    if not (_INT_TEXT if kind is int else _FLOAT_TEXT).fullmatch(text):
+        return None
+    try:
+        value = kind(text)
+    except ValueError:  # more digits than int() converts
+        return None
+    return None if value in (float("inf"), float("-inf")) else value
+
+
+def path_problem(text: str) -> str | None:
+    """What makes ``text`` unusable as a path on this OS (before touching the file system)."""
+    problem = text_problem(text)
+    if problem:
+        return problem
+    try:
+        data = os.fsencode(text)
+    except UnicodeError:
+        return "characters the file system cannot encode"
+    if len(data) > PATH_MAX:
+        return f"a path of {len(data)} bytes (at most {PATH_MAX})"
+    longest = max(data.replace(b"\\", b"/").split(b"/"), key=len)
+    if len(longest) > NAME_MAX:
+        return f"a name of {len(longest)} bytes (at most {NAME_MAX} in one path component)"
+    return None
+
+
+def convert(spec: SettingSpec, raw: Any, source: str, key: str | None = None, *, typed: bool = False) -> Any:
+    """Turn a raw value into the setting's type; validate it. The one place values are coerced.
+
+    ``typed``: the value comes from a typed source (TOML): it must already have the setting's
+    type; a string is parsed only when it comes from text (the environment, the command line).
     ``key`` is how the source spells the setting (a flag, a variable); default: its name.
     """
 
-    def bad() -> ConfigError:
-        return ConfigError(source, key or spec.name, spec.expected, repr(raw))
+    def bad(found: str | None = None) -> ConfigError:
+        return ConfigError(source, key or spec.name, spec.expected, found or shown(raw))
 
-    if isinstance(raw, str) and spec.type is not str and spec.type is not Path:
-        text = raw.strip().lower()
+    value: Any
+    if isinstance(raw, str) and spec.type not in (str, Path):
+        if typed:  # TOML says what it means: "4" is a string, 4 a number
+            try:
+                if len(raw) > _SHOWN:
+                    raise bad()
+                as_text = convert(spec, raw, source, key)
+                fix = f"{spec.name} = {str(as_text).lower() if spec.type is bool else raw}"
+            except ConfigError:
+                fix = f"{spec.name} = {'true' if spec.type is bool else spec.default}"
+            raise bad(f"the string {shown(raw)} (write it without quotes: {fix})")
         if spec.type is bool:
+            text = raw.lower() if raw.isascii() else raw
             if text in _TRUE:
-                value: Any = True
+                value = True
             elif text in _FALSE:
                 value = False
             else:
                 raise bad()
         else:
-            try:
-                value = spec.type(text)
-            except ValueError:
-                raise bad() from None
+            value = text_number(raw, spec.type)
+            if value is None:
+                raise bad()
     elif spec.type is bool:
         if not isinstance(raw, bool):
             raise bad()
@@ -130,18 +223,31 @@ def convert(spec: SettingSpec, raw: Any, source: str, key: str | None = None) ->
     elif spec.type is float:
         if isinstance(raw, bool) or not isinstance(raw, (int, float)):
             raise bad()
-        value = float(raw)
+        try:
+            value = float(raw)
+        except OverflowError:  # an int too large for a float
+            raise bad() from None
     elif spec.type is int:
         if isinstance(raw, bool) or not isinstance(raw, int):
             raise bad()
         value = raw
     elif spec.type is Path:
-        if not isinstance(raw, (str, Path)):
+        if not isinstance(raw, (str, Path)) or (typed and not isinstance(raw, str)):
             raise bad()
+        problem = path_problem(str(raw))
+        if problem:
+            raise bad(f"{shown(str(raw))}: {problem}")
         value = Path(raw)
     else:
         if not isinstance(raw, str):
             raise bad()
+        problem = text_problem(raw)
+        if problem:
+            raise bad(f"{shown(raw)}: {problem}")
+        if spec.path and raw.lower() != "none":
+            problem = path_problem(raw)
+            if problem:
+                raise bad(f"{shown(raw)}: {problem}")
         value = raw
     if spec.type in (int, float):
         if value != value or value in (float("inf"), float("-inf")):  # NaN, infinities
@@ -150,9 +256,57 @@ def convert(spec: SettingSpec, raw: Any, source: str, key: str | None = None) ->
             raise bad()
     if spec.choices and value not in spec.choices:
         raise bad()
-    if spec.type is str and "\x00" in value:
-        raise bad()
     return value
+
+
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISREG, "a file"), (stat.S_ISFIFO, "a FIFO"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def file_kind(mode: int) -> str:
+    """'a directory', 'a file', 'a FIFO', ... for an ``st_mode``."""
+    return next((name for test, name in _KINDS if test(mode)), "a special file")
+
+
+def check_path(spec: SettingSpec, value: Any, source: str, key: str | None = None) -> None:
+    """A ``path="dir"``/``"file"`` setting's value must be usable as one (ConfigError otherwise):
+    if it exists, it has that kind; if not, its nearest existing parent is a directory that this
+    user can reach. Whether it is writable is left to the service (it may run as another user)."""
+    if spec.path is None or str(value) in ("", ".") or str(value).lower() == "none" and spec.type is str:
+        return
+    want = "a directory" if spec.path == "dir" else "a regular file"
+    path = Path(os.path.expanduser(str(value)))
+
+    def bad(found: str) -> ConfigError:
+        return ConfigError(source, key or spec.name, want, f"{shown(str(value))}: {found}")
+
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        pass
+    except NotADirectoryError:
+        mode = None
+    except OSError as exc:
+        raise bad(exc.strerror or str(exc)) from None
+    else:
+        is_dir = stat.S_ISDIR(mode)
+        if spec.path == "dir" and not is_dir or spec.path == "file" and not stat.S_ISREG(mode):
+            raise bad(f"{file_kind(mode)}" + (" (give a file name, or 'none' for no file)" if is_dir else ""))
+        return
+    parent = path.absolute().parent
+    while True:
+        try:
+            mode = os.stat(parent).st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            if parent == parent.parent:
+                return
+            parent = parent.parent
+            continue
+        except OSError as exc:
+            raise bad(f"{parent}: {exc.strerror or exc}") from None
+        if not stat.S_ISDIR(mode):
+            raise bad(f"{shown(str(parent))} is {file_kind(mode)}, not a directory")
+        return
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -171,10 +325,11 @@ class HostConfig:
     log_level: str = setting(
         "INFO", "lowest level logged", choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
     log_file: str = setting(
-        "", "rotating log file; empty: <state_dir>/logs/<service>.log; 'none': no file")
+        "", "rotating log file; empty: <state_dir>/logs/<service>.log; 'none': no file", path="file")
     syslog: bool = setting(False, "also log to the local syslog (/dev/log)")
     state_dir: Path = setting(
-        Path(""), "where the service keeps its state; empty: $STATE_DIRECTORY, else a per-user default")
+        Path(""), "where the service keeps its state; empty: $STATE_DIRECTORY, else a per-user default",
+        path="dir")
     manager: str = setting(
         "auto", "service manager to run under: auto (detect), or a platform name (servicehost managers)")
 
@@ -214,18 +369,53 @@ def all_specs(service_settings: type | None) -> list[SettingSpec]:
 
 
 def read_toml(path: Path) -> dict[str, Any]:
+    """Parse a TOML settings file, bounded: only a regular file (opened without blocking, so a
+    FIFO or a device is refused, never waited on), at most :data:`MAX_CONFIG_BYTES`, UTF-8,
+    valid TOML of any nesting (too deep is an error, not a crash). ConfigError otherwise."""
     source = f"config file {path}"
+
+    def bad(expected: str, found: object) -> ConfigError:
+        return ConfigError(source, None, expected, found)
+
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
     try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh)
+        fd = os.open(path, flags)
     except FileNotFoundError:
-        raise ConfigError(source, None, "a readable TOML file", "no such file") from None
+        raise bad("a readable TOML file", "no such file") from None
     except OSError as exc:
-        raise ConfigError(source, None, "a readable TOML file", exc.strerror or exc) from None
+        raise bad("a readable TOML file", exc.strerror or exc) from None
+    except ValueError:  # a NUL byte in the name
+        raise bad("a file name", "a NUL byte in it") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise bad("a regular TOML file", file_kind(mode))
+        chunks, size = [], 0
+        while size <= MAX_CONFIG_BYTES:
+            chunk = os.read(fd, MAX_CONFIG_BYTES + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise bad("a readable TOML file", exc.strerror or exc) from None
+    finally:
+        os.close(fd)
+    if size > MAX_CONFIG_BYTES:
+        raise bad(f"a TOML file of at most {MAX_CONFIG_BYTES // 1024} KiB", "a larger file")
+    data = b"".join(chunks)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise bad("UTF-8 TOML", f"bytes that are not UTF-8 (at byte {exc.start})") from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(source, None, "valid TOML", f"a syntax error ({exc})") from None
-    except UnicodeDecodeError:
-        raise ConfigError(source, None, "UTF-8 TOML", "bytes that are not UTF-8") from None
+        raise bad("valid TOML", f"a syntax error ({exc})") from None
+    except RecursionError:
+        raise bad("valid TOML nested at most a few hundred levels", "deeper nesting") from None
+    except ValueError as exc:  # e.g. an integer with more digits than Python converts
+        raise bad("valid TOML", f"a value it cannot hold ({exc})") from None
 
 
 def load(
@@ -244,6 +434,7 @@ def load(
     table = all_specs(service_settings)
     by_name = {s.name: s for s in table}
     values: dict[str, Any] = {}
+    origin: dict[str, tuple[str, str]] = {}  # name -> (source, how the source spells it)
     sources = ["defaults"]
 
     if config_file is not None:
@@ -255,17 +446,19 @@ def load(
                 import difflib  # only on this error path
 
                 hint = difflib.get_close_matches(key, by_name, 1)
+                known = f" (did you mean {hint[0]}?)" if hint else f" ({', '.join(sorted(by_name))})"
                 raise ConfigError(
-                    source, key, "a known setting" + (f" (did you mean {hint[0]}?)" if hint else
-                                                      f" ({', '.join(sorted(by_name))})"),
+                    source, key if len(key) <= _SHOWN else key[:_SHOWN] + "...", "a known setting" + known,
                     "an unknown key")
-            values[key] = convert(spec, raw, source)
+            values[key] = convert(spec, raw, source, typed=True)
+            origin[key] = (source, key)
         sources.append(source)
 
     env_used = False
     for spec in table:
         if spec.env in env:
             values[spec.name] = convert(spec, env[spec.env], "environment", spec.env)
+            origin[spec.name] = ("environment", spec.env)
             env_used = True
     if env_used:
         sources.append("environment")
@@ -275,17 +468,28 @@ def load(
         if spec is None:
             raise ConfigError("command line", "--" + key.replace("_", "-"), "a known option", "an unknown option")
         values[key] = convert(spec, raw, "command line", spec.flag)
+        origin[key] = ("command line", spec.flag)
     if cli:
         sources.append("command line")
 
     host_values = {k: v for k, v in values.items() if by_name[k].owner is HostConfig}
     if not str(host_values.get("state_dir", "")) or str(host_values.get("state_dir")) == ".":
         host_values["state_dir"] = default_state_dir(service_name, env)
+        origin["state_dir"] = ("the default state_dir ($STATE_DIRECTORY, else per user)", "state_dir")
     try:
         host_values["state_dir"] = Path(host_values["state_dir"]).expanduser().absolute()
     except RuntimeError:  # "~someone" naming no user
-        raise ConfigError("settings", "state_dir", "a path (~ only for an existing user)",
-                          repr(str(host_values["state_dir"]))) from None
+        source, key = origin.get("state_dir", ("settings", "state_dir"))
+        raise ConfigError(source, key, "a path (~ only for an existing user)",
+                          shown(str(host_values["state_dir"]))) from None
+    except OSError as exc:  # the working directory is gone
+        raise ConfigError("settings", "state_dir", "an absolute path, or a working directory that exists",
+                          exc.strerror or exc) from None
+    values["state_dir"] = host_values["state_dir"]
+    for spec in table:
+        if spec.path and spec.name in values:
+            source, key = origin.get(spec.name, ("defaults", spec.name))
+            check_path(spec, values[spec.name], source, key)
     host = HostConfig(**host_values)
     service = None
     if service_settings is not None:

@@ -85,6 +85,9 @@ class ServiceHostError(Exception):
     """Base of every error servicehost raises on purpose. ``exit_code`` says how to end."""
 
     exit_code: ExitCode = ExitCode.CRASH
+    detail: str = ""
+    """More than the one-line message (e.g. the traceback of a target that failed to import):
+    shown by ``debug``, never on the console of ``run``."""
 
 
 class ConfigError(ServiceHostError):

@@ -10,19 +10,28 @@ from __future__ import annotations
 
 import argparse
 from . import platforms
-from .cli import Invocation, command
+from .cli import Invocation, command, number, service_name
 from .errors import ExitCode, ServiceHostError, UsageError
 from .platforms.base import START_MODES, InstallOptions, Manager, launch_command, refusals
 
 
 def _wait_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--wait", type=float, metavar="SECONDS", default=None,
+    p.add_argument("--wait", type=number(float, min=0), metavar="SECONDS", default=None,
                    help="wait up to SECONDS for the service to reach the new state (default: the manager's)")
+
+
+def _env_pair(text: str) -> tuple[str, str]:
+    """``--env KEY=VALUE`` → (KEY, VALUE); an error names the key only (the value may be a secret)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key or key != key.strip():
+        shown = repr(key[:40]) if sep else "a word without '='"
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE with a non-empty KEY, found {shown}")
+    return key, value
 
 
 def _install_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("install options (one set for every manager; refused where a manager has no equivalent)")
-    g.add_argument("--name", help="service name (default: the class's name)")
+    g.add_argument("--name", type=service_name, help="service name (default: the class's name)")
     g.add_argument("--display-name", default="", help="display name (Windows)")
     g.add_argument("--description", default=None, help="one-line description (default: the class's)")
     g.add_argument("--start", dest="start_mode", choices=START_MODES, default="auto", help="start mode")
@@ -30,11 +39,13 @@ def _install_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--username", default="", help="account to run as (default: the least-privileged account the manager offers)")
     g.add_argument("--password-stdin", action="store_true",
                    help="read the account's password from stdin (never give it on the command line)")
-    g.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="environment variable (repeatable)")
+    g.add_argument("--env", action="append", default=[], type=_env_pair, metavar="KEY=VALUE",
+                   help="environment variable (repeatable)")
     g.add_argument("--workdir", default="", help="working directory of the service")
     g.add_argument("--no-restart", action="store_true", help="do not restart after a failure exit")
-    g.add_argument("--restart-delay", type=float, default=5.0, metavar="SECONDS", help="delay before a restart")
-    g.add_argument("--watchdog", type=float, default=0.0, metavar="SECONDS",
+    g.add_argument("--restart-delay", type=number(float, min=0, max=86400), default=5.0, metavar="SECONDS",
+                   help="delay before a restart")
+    g.add_argument("--watchdog", type=number(float, min=0, max=86400), default=0.0, metavar="SECONDS",
                    help="restart when workers stop heartbeating for SECONDS (0: off)")
 
 
@@ -47,17 +58,13 @@ def _manager(inv: Invocation) -> Manager:
 
 
 def _service_name(inv: Invocation) -> str:
-    return getattr(inv.args, "name", None) or getattr(inv.service_cls, "name", "") or inv.service_cls.__name__
+    name = getattr(inv.args, "name", None)  # --name, checked while parsing: never empty
+    return name if name is not None else getattr(inv.service_cls, "name", "") or inv.service_cls.__name__
 
 
 def install_options(inv: Invocation) -> InstallOptions:
     a = inv.args
-    env = []
-    for pair in a.env:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise UsageError(f"--env {pair!r}: expected KEY=VALUE")
-        env.append((key, value))
+    env = list(a.env)  # (KEY, VALUE) pairs, checked while parsing
     return InstallOptions(
         name=_service_name(inv),
         display_name=a.display_name,
@@ -116,7 +123,7 @@ def _cmd_update(inv: Invocation) -> ExitCode:
 
 
 def _remove_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--name", help="service name (default: the class's name)")
+    p.add_argument("--name", type=service_name, help="service name (default: the class's name)")
     p.add_argument("--purge", action="store_true", help="also delete its state and logs")
 
 
@@ -129,7 +136,7 @@ def _cmd_remove(inv: Invocation) -> ExitCode:
 
 
 def _name_wait(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--name", help="service name (default: the class's name)")
+    p.add_argument("--name", type=service_name, help="service name (default: the class's name)")
     _wait_arg(p)
 
 
@@ -158,7 +165,7 @@ def _cmd_restart(inv: Invocation) -> ExitCode:
 
 
 def _name_only(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--name", help="service name (default: the class's name)")
+    p.add_argument("--name", type=service_name, help="service name (default: the class's name)")
 
 
 @command("status", "show state, pid, uptime, restarts and last exit (the same on every manager)", _name_only)
@@ -182,7 +189,7 @@ def _cmd_continue(inv: Invocation) -> ExitCode:
 
 def _control_args(p: argparse.ArgumentParser) -> None:
     _name_only(p)
-    p.add_argument("code", type=int, metavar="CODE", help="custom control code, 128-255")
+    p.add_argument("code", type=number(int, min=128, max=255), metavar="CODE", help="custom control code, 128-255")
 
 
 @command("control", "send a custom control code (128-255) to the running service", _control_args)
@@ -202,7 +209,8 @@ def _cmd_reload(inv: Invocation) -> ExitCode:
 
 def _logs_args(p: argparse.ArgumentParser) -> None:
     _name_only(p)
-    p.add_argument("--bytes", type=int, default=16384, metavar="N", help="how much of the end of the log to show")
+    p.add_argument("--bytes", type=number(int, min=1, max=1 << 30), default=16384, metavar="N",
+                   help="how much of the end of the log to show")
 
 
 @command("logs", "show the end of the installed service's log, as its manager keeps it", _logs_args)

@@ -329,6 +329,28 @@ else:
         print("'run': run the service as a service manager launches it (servicehost).")
         sys.exit(1)
 
+    def _refuse_abbreviations(argv: Sequence[str], shortopts: str, longopts: Sequence[str]) -> None:
+        """getopt takes a unique prefix for a long option (``--user`` for ``--username``, ``--pass``
+        for ``--password``); servicehost never abbreviates options: an inexact one is an error."""
+        names = {o.rstrip("="): o.endswith("=") for o in longopts}
+        i = 0
+        while i < len(argv):
+            token = argv[i]
+            if token == "--" or not token.startswith("-") or token == "-":
+                return  # getopt stops here too: the rest are arguments
+            if token.startswith("--"):
+                name, eq, _ = token[2:].partition("=")
+                if name not in names:
+                    raise getopt.GetoptError(f"option --{name} not recognized (options are never abbreviated)", name)
+                i += 2 if names[name] and not eq else 1
+                continue
+            for j, letter in enumerate(token[1:], 1):  # -abc, -ovalue, -o value
+                if shortopts.find(letter + ":") >= 0:
+                    i += 1 if j < len(token) - 1 else 2
+                    break
+            else:
+                i += 1
+
     def HandleCommandLine(cls: type, serviceClassString: str | None = None, argv: Sequence[str] | None = None,
                           customInstallOptions: str = "",
                           customOptionHandler: Callable[..., Any] | None = None) -> int:
@@ -338,10 +360,10 @@ else:
             usage()
         name = cls._svc_name_  # type: ignore[attr-defined]
         display = cls._svc_display_name_  # type: ignore[attr-defined]
+        longopts = ["password=", "username=", "startup=", "perfmonini=", "perfmondll=", "interactive", "wait="]
         try:
-            opts, args = getopt.getopt(argv[1:], customInstallOptions,
-                                       ["password=", "username=", "startup=", "perfmonini=", "perfmondll=",
-                                        "interactive", "wait="])
+            _refuse_abbreviations(argv[1:], customInstallOptions, longopts)
+            opts, args = getopt.getopt(argv[1:], customInstallOptions, longopts)
         except getopt.error as details:
             print(details)
             usage()
