@@ -180,13 +180,16 @@ def test_a_broken_peer_does_not_stop_the_channel(base, running):
     path = base / "Recorder" / "control.sock"
     with ControlServer(running.host, path):
         with socket.socket(socket.AF_UNIX) as raw:  # a length far over the limit
+            raw.settimeout(HANG_GUARD)
             raw.connect(str(path))
             raw.sendall(struct.pack(">I", 10 ** 9))
-            assert raw.recv(10) == b""  # dropped
+            assert "over the 65536-byte limit" in _reply(raw)["error"]
+            assert raw.recv(10) == b""  # then dropped: its framing is lost
         with socket.socket(socket.AF_UNIX) as raw:  # not JSON
+            raw.settimeout(HANG_GUARD)
             raw.connect(str(path))
             raw.sendall(struct.pack(">I", 3) + b"{{{")
-            assert raw.recv(10) == b""
+            assert "not JSON" in _reply(raw)["error"]
         with socket.socket(socket.AF_UNIX) as raw:  # several requests on one connection
             raw.connect(str(path))
             for _ in range(2):
@@ -340,3 +343,197 @@ def test_the_client_refuses_a_server_of_an_unexpected_uid(base, running):
     with ControlServer(running.host, path):
         with pytest.raises(ControlChannelError, match=rf"served by uid {os.geteuid()}, not by the service's"):
             ControlClient(path, server_uids=frozenset({os.geteuid() + 1})).call("ping")
+
+
+# -- issue 7, item 8: hostile frames and peers never take the channel down ------------------------------
+def _frame(body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + body
+
+
+def _reply(raw: socket.socket) -> dict:
+    """Read one length-prefixed reply from a raw socket (hang guard: its timeout)."""
+    reader = raw.makefile("rb")
+    head = reader.read(4)
+    assert len(head) == 4, f"no reply, got {head!r}"
+    return json.loads(reader.read(struct.unpack(">I", head)[0]))
+
+
+def test_a_deeply_nested_frame_is_refused_and_pause_status_stop_still_work(base, running):
+    path = base / "Recorder" / "control.sock"
+    with ControlServer(running.host, path):
+        # 100,000 deep: 200 kB, refused from its length header alone, with a reply
+        with socket.socket(socket.AF_UNIX) as raw:
+            raw.settimeout(HANG_GUARD)
+            raw.connect(str(path))
+            try:
+                raw.sendall(_frame(b"[" * 100_000 + b"]" * 100_000))
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the server answered from the header and closed: the reply is still there
+            reply = _reply(raw)
+            assert reply["ok"] is False and "over the 65536-byte limit" in reply["error"]
+        # 30,000 deep inside the size limit: refused before parsing, and the connection goes on
+        deep = b'{"command":"ping","args":{"a":' + b"[" * 30_000 + b"]" * 30_000 + b"}}"
+        with socket.socket(socket.AF_UNIX) as raw:
+            raw.settimeout(HANG_GUARD)
+            raw.connect(str(path))
+            raw.sendall(_frame(deep))
+            reply = _reply(raw)
+            assert reply["ok"] is False and "nested deeper than" in reply["error"]
+            raw.sendall(_frame(b'{"command":"ping"}'))
+            assert _reply(raw)["ok"] is True
+        client = ControlClient(path, timeout=HANG_GUARD)
+        assert client.call("pause")["state"] == "paused"
+        assert client.call("status")["state"] == "paused"
+        assert client.call("resume")["state"] == "running"
+        client.call("stop")
+        assert running.host.lifecycle.wait_for({HostState.STOPPED}, HANG_GUARD)
+    assert running.code is ExitCode.OK
+
+
+@pytest.mark.parametrize("body, says", [
+    (b"{{{", "not JSON"),
+    (b"\xff\xfe{}", "UTF-8"),
+    (b"[1, 2]", "JSON object"),
+    (b'{"command": "ping", "args": ' + b"9" * 60_000 + b"}", "not JSON"),
+    (b'{"command": "ping", "args": []}', "args must be a JSON object"),
+])
+def test_a_bad_frame_gets_an_error_reply_and_the_connection_goes_on(base, running, body, says):
+    path = base / "Recorder" / "control.sock"
+    with ControlServer(running.host, path), socket.socket(socket.AF_UNIX) as raw:
+        raw.settimeout(HANG_GUARD)
+        raw.connect(str(path))
+        raw.sendall(_frame(body))
+        reply = _reply(raw)
+        assert reply["ok"] is False and says in reply["error"]
+        raw.sendall(_frame(b'{"command":"ping"}'))
+        assert _reply(raw)["result"]["ready"] is True
+
+
+def test_an_oversized_length_header_is_refused_before_any_body_is_read_or_allocated(base, running):
+    import tracemalloc
+
+    path = base / "Recorder" / "control.sock"
+    with ControlServer(running.host, path), socket.socket(socket.AF_UNIX) as raw:
+        raw.settimeout(HANG_GUARD)
+        raw.connect(str(path))
+        tracemalloc.start()
+        try:
+            raw.sendall(struct.pack(">I", 0xFFFF_FFFF))  # 4 GiB announced, nothing sent after it
+            reply = _reply(raw)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert reply == {"ok": False, "error": (
+            "control message of 4294967295 bytes is over the 65536-byte limit; closing the connection")}
+        assert peak < 1 << 20  # nothing near the announced size was allocated
+        assert raw.recv(10) == b""  # the framing is lost: the server closed
+
+
+def _drip(path: Path, stop: threading.Event, every: float) -> tuple[socket.socket, threading.Thread]:
+    """A peer announcing a 100-byte request and sending it one byte at a time."""
+    sock = socket.socket(socket.AF_UNIX)
+    sock.settimeout(HANG_GUARD)
+    sock.connect(str(path))
+    data = _frame(b" " * 100)
+
+    def drip() -> None:
+        try:
+            for i in range(len(data)):
+                if stop.wait(every):
+                    return
+                sock.send(data[i:i + 1])
+        except OSError:
+            pass  # the server gave up on it
+
+    t = threading.Thread(target=drip, daemon=True)
+    t.start()
+    return sock, t
+
+
+def test_a_silent_peer_and_a_dripper_do_not_hold_up_legitimate_requests(base, running):
+    path = base / "Recorder" / "control.sock"
+    stop = threading.Event()
+    with ControlServer(running.host, path) as server:
+        silent = socket.socket(socket.AF_UNIX)
+        silent.connect(str(path))
+        dripper, t = _drip(path, stop, 0.5)
+        try:
+            control_wait(lambda: server.open_connections == 2, "both peers accepted")
+            client = ControlClient(path, timeout=HANG_GUARD / 3)  # the old server held these for 50 s
+            for _ in range(5):
+                assert client.call("ping")["ready"] is True
+            control_wait(lambda: server.open_connections <= 2, "the pings' connections ended")
+        finally:
+            stop.set()
+            silent.close()
+            dripper.close()
+            t.join(HANG_GUARD)
+
+
+def test_the_peer_timeout_covers_the_whole_request_not_each_read(base, running):
+    path = base / "Recorder" / "control.sock"
+    stop = threading.Event()
+    with ControlServer(running.host, path, peer_timeout=1.0):
+        dripper, t = _drip(path, stop, 0.1)  # 104 bytes at 10/s: would take 10 s
+        try:
+            reply = _reply(dripper)  # hang guard: HANG_GUARD
+            assert reply["ok"] is False and "not complete within 1s" in reply["error"]
+            assert dripper.recv(10) == b""
+        finally:
+            stop.set()
+            dripper.close()
+            t.join(HANG_GUARD)
+
+
+def test_connections_beyond_the_limit_are_refused_with_a_reply_and_served_again_later(base, running):
+    path = base / "Recorder" / "control.sock"
+    with ControlServer(running.host, path, max_connections=2, peer_timeout=0.5) as server:
+        silent = [socket.socket(socket.AF_UNIX) for _ in range(2)]
+        for sock in silent:
+            sock.connect(str(path))
+        control_wait(lambda: server.open_connections == 2, "both silent peers accepted")
+        with pytest.raises(ControlChannelError, match="busy: 2 control connections are open"):
+            ControlClient(path, timeout=HANG_GUARD).call("ping")
+        control_wait(lambda: server.open_connections == 0, "the silent peers timed out")
+        assert ControlClient(path, timeout=HANG_GUARD).call("ping")["ready"] is True
+        for sock in silent:
+            sock.close()
+
+
+def test_the_client_gives_up_on_a_dripping_server_within_its_timeout(base):
+    path = base / "fake.sock"
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(path))
+    listener.listen(1)
+    stop = threading.Event()
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            reply = _frame(json.dumps({"ok": True, "result": "x" * 100}).encode())
+            for i in range(len(reply)):
+                if stop.wait(0.1):
+                    return
+                try:
+                    conn.send(reply[i:i + 1])
+                except OSError:
+                    return
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        with pytest.raises(ControlChannelError, match="no answer from .* within 1s"):
+            ControlClient(path, timeout=1.0).call("ping")  # each byte comes within 0.1 s
+    finally:
+        stop.set()
+        t.join(HANG_GUARD)
+        listener.close()
+
+
+def control_wait(predicate, what: str) -> None:
+    import time
+
+    end = time.monotonic() + HANG_GUARD
+    while not predicate():
+        assert time.monotonic() < end, f"hang guard: {what}"
+        time.sleep(0.01)

@@ -20,9 +20,18 @@ the socket); then the server reads each peer's credentials (``SO_PEERCRED``) and
 and the service's own uid. Anyone else gets a refusal, and it is logged (event 5202).
 
 Protocol: every message is a 4-byte big-endian length, then that many bytes of UTF-8 JSON (at most
-64 KiB). Request ``{"command": NAME, "args": {...}}``; reply ``{"ok": true, "result": ...}`` or
-``{"ok": false, "error": "what went wrong"}``. A connection may carry several requests.
-Connections are served one at a time on one thread, each with a short timeout.
+64 KiB, nested at most 32 deep). Request ``{"command": NAME, "args": {...}}``; reply
+``{"ok": true, "result": ...}`` or ``{"ok": false, "error": "what went wrong"}``. A connection may
+carry several requests.
+
+Hostile or broken peers cost the channel nothing but their own connection: each connection has
+its own thread (at most ``max_connections``, 16; one more gets a "busy" reply and is closed). A
+request must arrive whole within ``peer_timeout`` (5 s) of its first byte, however slowly it
+drips, and a connection that starts no request within that time is closed. The size is checked
+from the length header before the body is read (an oversized one gets a reply, then the connection
+closes: its framing is lost), the nesting depth by a scan without recursion before the JSON is
+parsed, and anything wrong with one request (not UTF-8, not JSON, not an object, a handler that
+raises) gets an error reply; the connection goes on.
 
 Commands are a table, name → handler(:class:`Request`) (:data:`COMMANDS`). Another issue adds one
 by passing ``commands={**COMMANDS, "name": handler}`` to the server; nothing else changes.
@@ -51,6 +60,7 @@ from .. import logs
 from ..errors import IllegalTransition, StartupError, UsageError
 from ..host import Host
 from ..lifecycle import HostState
+from ..stopping import Deadline
 
 log = logging.getLogger("servicehost.platforms.control")
 
@@ -58,9 +68,15 @@ ENV_RUNTIME_DIR = "SERVICEHOST_RUNTIME_DIR"
 SOCKET_NAME = "control.sock"
 READY_MARKER = "ready"
 MAX_MESSAGE = 64 * 1024
-#: Seconds a connected peer may take to send a request (a hang guard; requests are tiny).
+#: How deep a message's JSON may nest (requests and replies are flat; the stdlib parser recurses).
+MAX_DEPTH = 32
+#: Seconds a peer has to send one whole request, from its first byte, and to begin one.
 PEER_TIMEOUT = 5.0
+#: Control connections served at once (each on its own thread); one more is refused with a reply.
+MAX_CONNECTIONS = 16
 _LENGTH = struct.Struct(">I")
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_BRACKET = re.compile(rb"[][{}]")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}")
 #: Host states in which the service counts as ready (it has reached RUNNING and not begun stopping).
 READY_STATES = frozenset({HostState.RUNNING, HostState.PAUSING, HostState.PAUSED, HostState.RESUMING})
@@ -72,6 +88,19 @@ class ControlChannelError(UsageError):
 
 class ControlUnavailable(ControlChannelError):
     """Nothing answers at the control socket: the service is not running (or not ready yet)."""
+
+
+class MessageError(ValueError):
+    """One message cannot be taken (not UTF-8, not JSON, too deep, not an object); the framing
+    is intact, so the connection can go on."""
+
+
+class FrameTooLarge(MessageError):
+    """A length header over :data:`MAX_MESSAGE`: the body is not read, so the framing is lost."""
+
+
+class RequestTimeout(TimeoutError):
+    """A message began but did not arrive whole in time."""
 
 
 # -- where ------------------------------------------------------------------------------------------
@@ -133,39 +162,113 @@ def _private_dir(path: Path, mode: int, *, create_parents: bool) -> None:
 
 
 # -- the wire ---------------------------------------------------------------------------------------
-def send_message(sock: socket.socket, message: Mapping[str, Any]) -> None:
+def encode_message(message: Mapping[str, Any]) -> bytes:
+    """The frame for ``message``: length header and JSON body (ValueError if over MAX_MESSAGE)."""
     data = json.dumps(message, separators=(",", ":")).encode()
     if len(data) > MAX_MESSAGE:
         raise ValueError(f"control message of {len(data)} bytes is over the {MAX_MESSAGE}-byte limit")
-    sock.sendall(_LENGTH.pack(len(data)) + data)
+    return _LENGTH.pack(len(data)) + data
 
 
-def receive_message(sock: socket.socket) -> dict[str, Any] | None:
-    """The next message, or None when the peer closed the connection between messages."""
-    head = _receive_exactly(sock, _LENGTH.size, allow_eof=True)
-    if head is None:
+def send_message(sock: socket.socket, message: Mapping[str, Any], *, deadline: float | None = None) -> None:
+    """Send one message, all of it before ``deadline`` (a ``time.monotonic()`` value; None: the
+    socket's own timeout for each write). TimeoutError when the peer does not read it in time."""
+    data = memoryview(encode_message(message))
+    if deadline is None:
+        sock.sendall(data)
+        return
+    saved = sock.gettimeout()
+    try:
+        while data:
+            sock.settimeout(_remaining(deadline))
+            data = data[sock.send(data):]
+    finally:
+        sock.settimeout(saved)
+
+
+def receive_message(sock: socket.socket, timeout: float | None = None, *,
+                    deadline: float | None = None) -> dict[str, Any] | None:
+    """The next message, or None when the peer closed the connection between messages.
+
+    Waiting for its first byte takes as long as the socket's timeout allows (TimeoutError). From
+    that byte on, the whole message must arrive within ``timeout`` seconds (None: the socket's
+    timeout) and before ``deadline`` (``time.monotonic()``), however slowly it drips: else
+    :class:`RequestTimeout`. :class:`FrameTooLarge` is raised from the length header alone;
+    :class:`MessageError` for a body that is not a JSON object within :data:`MAX_DEPTH`.
+    """
+    first = sock.recv(_LENGTH.size)
+    if not first:
         return None
+    if timeout is None:
+        timeout = sock.gettimeout()
+    if timeout is not None:
+        by = time.monotonic() + timeout
+        deadline = by if deadline is None else min(deadline, by)
+    head = first + _receive_exactly(sock, _LENGTH.size - len(first), deadline)
     (size,) = _LENGTH.unpack(head)
     if size > MAX_MESSAGE:
-        raise ValueError(f"control message of {size} bytes is over the {MAX_MESSAGE}-byte limit")
-    body = _receive_exactly(sock, size, allow_eof=False)
-    assert body is not None
-    message = json.loads(body.decode())
+        raise FrameTooLarge(f"control message of {size} bytes is over the {MAX_MESSAGE}-byte limit")
+    return parse_message(_receive_exactly(sock, size, deadline))
+
+
+def parse_message(body: bytes) -> dict[str, Any]:
+    """One message's body → the JSON object it holds; MessageError saying what is wrong with it.
+    The nesting is measured first, without recursion, so no input can exhaust the stack."""
+    depth = _nesting(body)
+    if depth > MAX_DEPTH:
+        raise MessageError(f"a control message may nest {MAX_DEPTH} levels deep; this one is nested deeper than that")
+    try:
+        message = json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise MessageError("a control message must be UTF-8 JSON; this one is not UTF-8") from None
+    except (ValueError, RecursionError) as exc:
+        raise MessageError(f"a control message must be a JSON object; this one is not JSON ({exc})") from None
     if not isinstance(message, dict):
-        raise ValueError("a control message must be a JSON object")
+        raise MessageError(f"a control message must be a JSON object, not {type(message).__name__}")
     return message
 
 
-def _receive_exactly(sock: socket.socket, size: int, *, allow_eof: bool) -> bytes | None:
+def _nesting(body: bytes) -> int:
+    """How deep ``body``'s brackets nest outside strings (stops counting past MAX_DEPTH)."""
+    depth = deepest = 0
+    for match in _BRACKET.finditer(_STRING.sub(b"", body)):
+        if match.group() in b"[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > MAX_DEPTH:
+                    break
+        else:
+            depth -= 1
+    return deepest
+
+
+def _remaining(deadline: float | None) -> float | None:
+    if deadline is None:
+        return None
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise RequestTimeout("timed out")
+    return left
+
+
+def _receive_exactly(sock: socket.socket, size: int, deadline: float | None) -> bytes:
     chunks, left = [], size
-    while left:
-        chunk = sock.recv(left)
-        if not chunk:
-            if allow_eof and left == size:
-                return None
-            raise ConnectionError("the peer closed the connection in the middle of a message")
-        chunks.append(chunk)
-        left -= len(chunk)
+    saved = sock.gettimeout()
+    try:
+        while left:
+            if deadline is not None:
+                sock.settimeout(_remaining(deadline))
+            try:
+                chunk = sock.recv(min(left, 65536))
+            except TimeoutError:
+                raise RequestTimeout("timed out") from None
+            if not chunk:
+                raise ConnectionError("the peer closed the connection in the middle of a message")
+            chunks.append(chunk)
+            left -= len(chunk)
+    finally:
+        sock.settimeout(saved)
     return b"".join(chunks)
 
 
@@ -257,23 +360,32 @@ COMMANDS: Mapping[str, Handler] = {
 
 # -- the server -------------------------------------------------------------------------------------
 class ControlServer:
-    """Serves the control channel of ``host`` on one daemon thread.
+    """Serves the control channel of ``host``: one daemon thread accepts, and each connection is
+    served on a daemon thread of its own (at most ``max_connections`` at once).
 
     ``start()`` makes the runtime directory (0700, or 0750 with ``group_access``), removes a stale
     socket, binds, and starts serving; it raises StartupError when another live process serves
     the same name or the directory cannot be made safe. ``close()`` (or leaving the ``with`` block)
     stops serving and removes the socket and the ready marker. While the host is ready, the
     directory holds a ``ready`` marker with the pid (for health checks that cannot connect).
+    ``peer_timeout`` bounds each whole request from its first byte, and the wait for one to begin.
     """
 
     def __init__(self, host: Host, path: Path, *, commands: Mapping[str, Handler] = COMMANDS,
-                 allowed_uids: frozenset[int] | None = None, group_access: bool = False) -> None:
+                 allowed_uids: frozenset[int] | None = None, group_access: bool = False,
+                 peer_timeout: float = PEER_TIMEOUT, max_connections: int = MAX_CONNECTIONS) -> None:
+        if not peer_timeout > 0:
+            raise ValueError(f"control channel: peer_timeout must be > 0 seconds, got {peer_timeout!r}")
+        if max_connections < 1:
+            raise ValueError(f"control channel: max_connections must be >= 1, got {max_connections}")
         self.host = host
         self.path = Path(path)
         self.commands = dict(commands)
         self.allowed_uids = allowed_uids if allowed_uids is not None else frozenset({0, os.geteuid()})
         self.dir_mode = 0o750 if group_access else 0o700
         self.socket_mode = 0o660 if group_access else 0o600
+        self.peer_timeout = peer_timeout
+        self.max_connections = max_connections
         self.marker = self.path.parent / READY_MARKER
         self.serving_since = time.monotonic()
         self._listener: socket.socket | None = None
@@ -281,6 +393,18 @@ class ControlServer:
         self._wake_r, self._wake_w = socket.socketpair()
         self._thread: threading.Thread | None = None
         self._closing = threading.Event()
+        # Open connections → True while a request is being answered (close() waits for those and
+        # ends the others at once). Guarded by _lock, with _threads and _refusing.
+        self._lock = threading.Lock()
+        self._open: dict[socket.socket, bool] = {}
+        self._threads: set[threading.Thread] = set()
+        self._refusing = False
+        self._served = 0
+
+    @property
+    def open_connections(self) -> int:
+        """Connections being served now."""
+        return len(self._open)
 
     def start(self) -> None:
         if len(os.fsencode(self.path)) >= 108:  # sun_path is 108 bytes with its NUL
@@ -336,46 +460,136 @@ class ControlServer:
         finally:
             probe.close()
 
+    # -- accepting (one thread) ---------------------------------------------------------------------
     def _serve(self) -> None:
         assert self._listener is not None
-        with selectors.DefaultSelector() as sel:
-            sel.register(self._listener, selectors.EVENT_READ)
-            sel.register(self._wake_r, selectors.EVENT_READ)
-            while not self._closing.is_set():
-                for key, _ in sel.select():
-                    if key.fileobj is self._wake_r:
-                        return
-                    try:
-                        conn, _ = self._listener.accept()
-                    except OSError as exc:  # e.g. the peer gave up already; keep serving
-                        logs.control_failed(log, "accept", exc)
-                        continue
-                    with conn:
-                        self._serve_one(conn)
-
-    def _serve_one(self, conn: socket.socket) -> None:
-        conn.settimeout(PEER_TIMEOUT)
-        peer = Peer.of(conn)
         try:
-            if peer.uid not in self.allowed_uids:
-                logs.control_refused(log, peer.pid, peer.uid, os.geteuid())
-                # Read its request first: closing with unread data would reset the connection
-                # before the peer could read why it was refused.
-                receive_message(conn)
-                send_message(conn, {"ok": False, "error": (
-                    f"uid {peer.uid} may not control this service: only root and uid {os.geteuid()} may")})
+            with selectors.DefaultSelector() as sel:
+                sel.register(self._listener, selectors.EVENT_READ)
+                sel.register(self._wake_r, selectors.EVENT_READ)
+                while not self._closing.is_set():
+                    for key, _ in sel.select():
+                        if key.fileobj is self._wake_r:
+                            return
+                        self._accept()
+        except BaseException as exc:  # never die silently: the channel is how the service is reached
+            logs.worker_crashed(log, "control channel", "servicehost-control", exc_info=exc)
+            raise
+
+    def _accept(self) -> None:
+        assert self._listener is not None
+        try:
+            conn, _ = self._listener.accept()
+        except OSError as exc:  # e.g. the peer gave up already, or out of descriptors; keep serving
+            logs.control_failed(log, "accept", exc)
+            return
+        with self._lock:
+            busy = len(self._open) >= self.max_connections
+            if not busy and not self._closing.is_set():
+                self._refusing = False
+                self._open[conn] = False
+                self._served += 1
+                thread = threading.Thread(target=self._serve_connection, args=(conn,),
+                                          name=f"servicehost-control-{self._served}", daemon=True)
+                self._threads.add(thread)
+                thread.start()
                 return
-            while (message := receive_message(conn)) is not None:
-                send_message(conn, self._answer(message, peer))
-        except (OSError, ValueError, ConnectionError) as exc:  # a broken or slow peer: drop it, keep serving
-            logs.control_failed(log, f"a request from pid {peer.pid}", exc)
+            first = busy and not self._refusing
+            self._refusing = self._refusing or busy
+        with conn:
+            if first:
+                logs.control_busy(log, self.max_connections)
+            # Never blocks: a fresh socket's buffer holds this short reply. Closing with the peer's
+            # request unread is fine on a unix socket: the peer still reads the reply first.
+            reason = (f"busy: {self.max_connections} control connections are open; try again" if busy
+                      else "the service is stopping")
+            try:
+                conn.setblocking(False)
+                conn.send(encode_message({"ok": False, "error": reason}))
+            except OSError:
+                pass  # the peer is gone already
+
+    # -- one connection (its own thread) ---------------------------------------------------------------
+    def _serve_connection(self, conn: socket.socket) -> None:
+        peer: Peer | None = None
+        try:
+            conn.settimeout(self.peer_timeout)  # the wait for a request to begin
+            peer = Peer.of(conn)
+            if peer.uid not in self.allowed_uids:
+                self._refuse_uid(conn, peer)
+                return
+            while not self._closing.is_set():
+                try:
+                    message = receive_message(conn, self.peer_timeout)
+                except MessageError as exc:
+                    logs.control_failed(log, f"a request from pid {peer.pid}", exc)
+                    self._reply(conn, {"ok": False, "error": _with_close(exc)})
+                    if isinstance(exc, FrameTooLarge):
+                        return  # its body was not read: the framing is lost
+                    continue
+                except RequestTimeout:
+                    self._reply(conn, {"ok": False, "error": (
+                        f"request not complete within {self.peer_timeout:g}s of its first byte; "
+                        "closing the connection")})
+                    logs.control_failed(log, f"a request from pid {peer.pid}",
+                                        f"not complete within {self.peer_timeout:g}s of its first byte")
+                    return
+                except TimeoutError:
+                    return  # no request began within peer_timeout: an idle connection, closed quietly
+                if message is None:
+                    return
+                with self._lock:  # close() now waits for this answer instead of cutting it off
+                    stopping = self._closing.is_set()
+                    self._open[conn] = True
+                reply = {"ok": False, "error": "the service is stopping"} if stopping else self._answer(message, peer)
+                self._reply(conn, reply, answering=True)
+        except (OSError, ValueError) as exc:  # a broken peer: drop it, keep serving the others
+            if not self._closing.is_set():
+                who = f"pid {peer.pid}" if peer else "a peer"
+                logs.control_failed(log, f"a request from {who}", exc)
+        except BaseException as exc:  # never die silently (and never take the channel with it)
+            logs.worker_crashed(log, "control channel", threading.current_thread().name, exc_info=exc)
+        finally:
+            with self._lock:
+                self._open.pop(conn, None)
+                self._threads.discard(threading.current_thread())
+            conn.close()
+
+    def _reply(self, conn: socket.socket, reply: Mapping[str, Any], *, answering: bool = False) -> None:
+        try:
+            send_message(conn, reply, deadline=time.monotonic() + self.peer_timeout)
+        finally:
+            if answering:
+                with self._lock:
+                    if conn in self._open:
+                        self._open[conn] = False
+
+    def _refuse_uid(self, conn: socket.socket, peer: Peer) -> None:
+        logs.control_refused(log, peer.pid, peer.uid, os.geteuid())
+        # Read its request first, so the refusal is the answer to it.
+        try:
+            receive_message(conn, self.peer_timeout)
+        except (MessageError, TimeoutError):
+            pass
+        self._reply(conn, {"ok": False, "error": (
+            f"uid {peer.uid} may not control this service: only root and uid {os.geteuid()} may")})
 
     def _answer(self, message: Mapping[str, Any], peer: Peer) -> dict[str, Any]:
+        """The reply to one request. Never raises (Exception): an error becomes the reply."""
+        try:
+            return self._run(message, peer)
+        except Exception as exc:  # noqa: BLE001 - one request's failure is its own reply, never the channel's
+            logs.control_failed(log, "a request", exc)
+            return {"ok": False, "error": f"internal error: {exc.__class__.__name__}: {exc}"}
+
+    def _run(self, message: Mapping[str, Any], peer: Peer) -> dict[str, Any]:
         name = message.get("command")
         handler = self.commands.get(name) if isinstance(name, str) else None
         if handler is None or not isinstance(name, str):
             return {"ok": False, "error": f"unknown command {name!r}; known: {', '.join(sorted(self.commands))}"}
-        args = message.get("args") or {}
+        args = message.get("args")
+        if args is None:
+            args = {}
         if not isinstance(args, dict):
             return {"ok": False, "error": "args must be a JSON object"}
         logs.control_command(log, name, peer.pid, peer.uid)
@@ -412,14 +626,26 @@ class ControlServer:
 
     # -- closing ------------------------------------------------------------------------------------
     def close(self, timeout: float = PEER_TIMEOUT * 2) -> None:
-        """Stop serving (waits up to ``timeout`` for a request being served), remove the socket."""
+        """Stop serving, remove the socket. Connections waiting for (or in the middle of
+        receiving) a request are ended at once; answers being made get up to ``timeout``."""
+        deadline = Deadline.after(timeout)
         self._closing.set()
         try:
             self._wake_w.send(b"x")
         except OSError:
             pass  # already closed
         if self._thread is not None:
-            self._thread.join(timeout)
+            self._thread.join(deadline.remaining())
+        with self._lock:
+            for conn, answering in self._open.items():
+                if not answering:
+                    try:  # wakes its thread from recv() with EOF; it closes the socket
+                        conn.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass  # the peer is gone already
+            threads = [t for t in self._threads if t is not threading.current_thread()]
+        for thread in threads:
+            thread.join(deadline.remaining())
         if self._listener is not None:
             self._listener.close()
             try:  # only our own socket: a newer instance may have replaced it
@@ -440,9 +666,14 @@ class ControlServer:
         self.close()
 
 
+def _with_close(exc: MessageError) -> str:
+    return f"{exc}; closing the connection" if isinstance(exc, FrameTooLarge) else str(exc)
+
+
 # -- the client -------------------------------------------------------------------------------------
 class ControlClient:
-    """Sends requests to a service's control channel. Each call blocks at most ``timeout`` seconds.
+    """Sends requests to a service's control channel. Each call blocks at most ``timeout`` seconds
+    in all (connecting, sending and receiving together, however slowly the answer comes).
 
     ``server_uids`` (optional): the uids the serving process may have; anything else is refused
     before a request is sent (so a socket put there by someone else is never trusted).
@@ -455,6 +686,12 @@ class ControlClient:
 
     def call(self, command: str, **args: Any) -> Any:
         """Run ``command`` in the service; its result. ControlChannelError says what went wrong."""
+        request = {"command": command, "args": args}
+        try:
+            encode_message(request)
+        except ValueError as exc:  # too big: say so before connecting
+            raise ControlChannelError(f"{command}: {exc}") from None
+        deadline = time.monotonic() + self.timeout
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
         try:
@@ -476,12 +713,19 @@ class ControlClient:
                         f"{self.path} is served by uid {server.uid}, not by the service's account; "
                         "not sending anything to it: remove the socket and restart the service")
             try:
-                send_message(sock, {"command": command, "args": args})
-                reply = receive_message(sock)
+                try:
+                    send_message(sock, request, deadline=deadline)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # refused at once (e.g. busy): the reason may be waiting to be read
+                sock.settimeout(_remaining(deadline))
+                reply = receive_message(sock, deadline=deadline)
             except TimeoutError:
                 raise ControlChannelError(
                     f"{command}: no answer from {self.path} within {self.timeout:g}s "
                     "(a hook may be blocking; see the service's log)") from None
+            except MessageError as exc:
+                raise ControlChannelError(f"{command}: {self.path} answered with something else than a "
+                                          f"control message: {exc}") from None
             except (OSError, ValueError) as exc:
                 if isinstance(exc, OSError) and exc.errno not in (None, errno.ECONNRESET, errno.EPIPE):
                     raise ControlChannelError(f"{command}: {self.path}: {exc.strerror or exc}") from None
