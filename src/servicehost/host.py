@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 from . import logs
 from .config import HostConfig
-from .errors import ExitCode, StartupError
+from .errors import ExitCode, ServiceHostError, StartupError
 from .lifecycle import HostState, Lifecycle
 from .service import Service
 from .stopping import Deadline, StopToken
@@ -124,7 +124,13 @@ class Host:
         try:
             service.start()
         except BaseException as exc:
-            logs.service_hook_failed(log, service.name, "start()", exc_info=exc)
+            if isinstance(exc, (OSError, ServiceHostError)):
+                # The environment (a path, a permission, a port) or a setting: one line names
+                # service, hook and error; the traceback is for `debug` (DEBUG), not the console.
+                logs.service_start_failed(log, service.name, "start()", f"{exc.__class__.__name__}: {exc}")
+                logs.service_hook_traceback(log, service.name, "start()", exc_info=exc)
+            else:  # a bug in start(): its traceback is what fixes it
+                logs.service_hook_failed(log, service.name, "start()", exc_info=exc)
             self._started.append(service)  # its components may hold threads: stop them too
             raise StartupError(f"{service.name}.start() raised {exc.__class__.__name__}: {exc}") from exc
         self._started.append(service)

@@ -76,6 +76,9 @@ service_stopped = _event(2004, "service_stopped", INFO, "%s: stopped")
 service_crashed = _event(2005, "service_crashed", CRITICAL, "%s: %s raised; the host stops")
 service_finished = _event(2006, "service_finished", INFO, "%s: run() returned; the host stops")
 service_hook_failed = _event(2007, "service_hook_failed", ERROR, "%s: %s raised")
+# 202x: a start that failed because of the environment or a setting (host.py): one line, traceback at DEBUG
+service_start_failed = _event(2020, "service_start_failed", ERROR, "%s: %s failed: %s")
+service_hook_traceback = _event(2021, "service_hook_traceback", DEBUG, "%s: %s raised (the traceback)")
 
 # -- 3xxx: workers ---------------------------------------------------------------------------------
 task_failed = _event(3001, "task_failed", ERROR, "%s: task %s raised")
@@ -117,9 +120,6 @@ control_refused = _event(
 control_command = _event(5203, "control_command", DEBUG, "control channel: %s from pid %d (uid %d)")
 control_failed = _event(5204, "control_failed", WARNING, "control channel: %s failed: %s")
 control_stale_socket = _event(5205, "control_stale_socket", INFO, "control channel: removed a stale socket %s")
-control_busy = _event(
-    5220, "control_busy", WARNING,
-    "control channel: %d connections open already: new ones get a 'busy' reply until one ends")
 supervisord_started = _event(5206, "supervisord_started", INFO, "started supervisord (%s, config %s)")
 supervisord_not_at_boot = _event(5207, "supervisord_not_at_boot", WARNING, "%s")
 supervisord_program_written = _event(5208, "supervisord_program_written", INFO, "%s: wrote %s")
