@@ -120,6 +120,9 @@ control_refused = _event(
 control_command = _event(5203, "control_command", DEBUG, "control channel: %s from pid %d (uid %d)")
 control_failed = _event(5204, "control_failed", WARNING, "control channel: %s failed: %s")
 control_stale_socket = _event(5205, "control_stale_socket", INFO, "control channel: removed a stale socket %s")
+control_busy = _event(
+    5220, "control_busy", WARNING,
+    "control channel: %d connections open already: new ones get a 'busy' reply until one ends")
 supervisord_started = _event(5206, "supervisord_started", INFO, "started supervisord (%s, config %s)")
 supervisord_not_at_boot = _event(5207, "supervisord_not_at_boot", WARNING, "%s")
 supervisord_program_written = _event(5208, "supervisord_program_written", INFO, "%s: wrote %s")
