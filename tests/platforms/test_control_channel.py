@@ -409,6 +409,23 @@ def test_a_bad_frame_gets_an_error_reply_and_the_connection_goes_on(base, runnin
         assert _reply(raw)["result"]["ready"] is True
 
 
+def test_a_handler_whose_result_cannot_be_sent_gets_an_error_reply(base, running):
+    def raising(req: Request) -> object:
+        raise RecursionError("maximum recursion depth exceeded")
+
+    commands = {**COMMANDS, "odd": lambda req: {1, 2}, "huge": lambda req: "x" * 100_000, "deep": raising}
+    path = base / "Recorder" / "control.sock"
+    with ControlServer(running.host, path, commands=commands):
+        client = ControlClient(path, timeout=HANG_GUARD)
+        with pytest.raises(ControlChannelError, match="odd: its result cannot be sent"):
+            client.call("odd")
+        with pytest.raises(ControlChannelError, match="huge: its result cannot be sent: .*over the 65536-byte"):
+            client.call("huge")
+        with pytest.raises(ControlChannelError, match="RecursionError"):
+            client.call("deep")
+        assert client.call("ping")["ready"] is True
+
+
 def test_an_oversized_length_header_is_refused_before_any_body_is_read_or_allocated(base, running):
     import tracemalloc
 

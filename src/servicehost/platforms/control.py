@@ -599,7 +599,13 @@ class ControlServer:
             reason = str(exc) if type(exc) is ValueError else f"{exc.__class__.__name__}: {exc}"
             logs.control_failed(log, name, reason)
             return {"ok": False, "error": reason}
-        return {"ok": True, "result": result}
+        reply = {"ok": True, "result": result}
+        try:
+            encode_message(reply)
+        except (TypeError, ValueError) as exc:  # not JSON, or too big: the peer must still get a reply
+            logs.control_failed(log, name, f"its result cannot be sent: {exc}")
+            return {"ok": False, "error": f"{name}: its result cannot be sent: {exc}"}
+        return reply
 
     # -- the ready marker ---------------------------------------------------------------------------
     def _on_move(self, old: HostState, new: HostState) -> None:
