@@ -327,6 +327,20 @@ class Gated(Service):
                 self.ready()
                 break
         stop.wait()
+
+
+class ReadsSecret(Service):
+    """Records what it was given for TOKEN (a hash of the secret, never the secret) in its state dir."""
+
+    def start(self):
+        import hashlib, json
+        path = os.environ.get("TOKEN_FILE", "")
+        seen = {"TOKEN_FILE": path, "TOKEN": os.environ.get("TOKEN"), "MODE": os.environ.get("MODE"),
+                "uid": os.getuid(), "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest() if path else None}
+        (Path(os.environ["SEEN"]) / f"seen-{os.getpid()}.json").write_text(json.dumps(seen))
+
+    def run(self, stop):
+        stop.wait()
 '''
 
 
@@ -389,6 +403,143 @@ def test_status_says_starting_until_the_service_itself_is_ready(home, services):
     gate.unlink()
     manager.start("Gated", wait=HANG_GUARD)
     assert manager.status("Gated").state == "running"
+
+
+# -- secrets: --env NAME=@/path/to/file -------------------------------------------------------------
+def test_a_secret_is_rendered_as_the_path_of_its_copy_and_at_at_is_a_literal_at(tmp_path, supervisor_package):
+    layout = owned_layout(tmp_path)
+    layout.programs_dir.mkdir()
+    layout.log_dir.mkdir()
+    layout.conf.write_text(render_supervisord_conf(layout))
+    options = InstallOptions(name="svc", environment=(("TOKEN", "@/etc/hostname"), ("MODE", "@@fast"), ("A", "b")))
+    text = render_program(options, ["/bin/true"], layout=layout, runtime_dir=Path("/r"))
+    (layout.programs_dir / "svc.conf").write_text(text)
+    (program,) = _parsed(layout).process_group_configs[0].process_configs
+    assert program.environment == {"SERVICEHOST_RUNTIME_DIR": "/r", "MODE": "@fast", "A": "b",
+                                   "TOKEN_FILE": str(tmp_path / "credentials" / "svc" / "TOKEN")}
+    assert "/etc/hostname" not in text  # not even where the secret came from
+    for bad, why in ((("TOKEN", "@"),), "name the file"), ((("TOKEN", "@/a"), ("TOKEN_FILE", "x")), "given twice"):
+        with pytest.raises(UsageError, match=why):
+            render_program(InstallOptions(name="svc", environment=bad), ["/bin/true"], layout=layout,
+                           runtime_dir=Path("/r"))
+
+
+def _secret_file(path: Path, secret: bytes) -> Path:
+    path.write_bytes(secret)
+    path.chmod(0o600)
+    return path
+
+
+def _seen(state: Path) -> list[dict]:
+    import json
+
+    return [json.loads(p.read_text()) for p in sorted(state.glob("seen-*.json"), key=lambda p: p.stat().st_mtime)]
+
+
+def _everywhere_but(secret: bytes, roots: list[Path], allowed: set[Path]) -> list[str]:
+    """Every file under ``roots`` (but ``allowed``) and every process's cmdline/environ holding ``secret``."""
+    found = []
+    for root in roots:
+        for path in root.rglob("*"):
+            if path.is_file() and not path.is_symlink() and path not in allowed and secret in path.read_bytes():
+                found.append(str(path))
+    for proc in Path("/proc").iterdir():
+        for part in ("cmdline", "environ"):
+            try:
+                if secret in (proc / part).read_bytes():
+                    found.append(str(proc / part))
+            except OSError:
+                pass  # gone, or a kernel thread
+    return found
+
+
+@pytest.mark.real_manager
+def test_a_secret_file_reaches_the_service_as_name_file_and_nowhere_else(home, services):
+    import hashlib
+    import uuid
+
+    secret = f"s3cr3t-{uuid.uuid4().hex}".encode()
+    source = _secret_file(home / "token.txt", secret)
+    state = home / "state" / "ReadsSecret"
+    target = f"{services}:ReadsSecret"
+    _cli("install", target, "--state-dir", str(state), "--env", f"TOKEN=@{source}", "--env", "MODE=@@fast",
+         "--env", f"SEEN={state}")
+    manager = SupervisordManager()
+    copy = manager.layout.credentials_dir("ReadsSecret") / "TOKEN"
+    assert copy.read_bytes() == secret
+    assert stat.S_IMODE(copy.stat().st_mode) == 0o400 and copy.stat().st_uid == os.geteuid()
+    assert stat.S_IMODE(copy.parent.stat().st_mode) == 0o700 and copy.parent.stat().st_uid == os.geteuid()
+    _cli("start", target)
+    (seen,) = _seen(state)
+    assert seen == {"TOKEN_FILE": str(copy), "TOKEN": None, "MODE": "@fast", "uid": os.geteuid(),
+                    "sha256": hashlib.sha256(secret).hexdigest()}
+    _cli("reload", target)  # more log lines while it runs
+    assert _everywhere_but(secret, [home / "sv", state], {copy}) == []
+    assert secret not in manager.logs("ReadsSecret").encode()
+
+    # update with a new file replaces the copy (atomically, same modes); the next start sees it
+    newer = f"n3w-{uuid.uuid4().hex}".encode()
+    _cli("update", target, "--state-dir", str(state), "--env", f"TOKEN=@{_secret_file(home / 'token2.txt', newer)}",
+         "--env", f"SEEN={state}")
+    assert copy.read_bytes() == newer and stat.S_IMODE(copy.stat().st_mode) == 0o400
+    assert sorted(p.name for p in copy.parent.iterdir()) == ["TOKEN"]  # no leftovers of the write
+    _cli("restart", target)
+    assert _seen(state)[-1]["sha256"] == hashlib.sha256(newer).hexdigest()
+    assert _everywhere_but(newer, [home / "sv", state], {copy}) == []
+    _cli("stop", target)
+    _cli("remove", target)
+    assert not copy.parent.exists()  # remove takes the secrets with it
+
+
+@pytest.mark.real_manager
+def test_a_missing_or_unreadable_secret_file_is_one_line_exit_2_and_installs_nothing(home, services):
+    target = f"{services}:ReadsSecret"
+    fifo = home / "fifo"
+    os.mkfifo(fifo)
+    for value, found in ((f"@{home / 'absent'}", "no such file"), (f"@{home}", "a directory"),
+                         (f"@{fifo}", "not a regular file"), ("@/dev/zero", "not a regular file"),
+                         ("@", "name the file holding the secret")):
+        proc = subprocess.run([sys.executable, "-m", "servicehost", "install", target, "--env", f"TOKEN={value}",
+                               "--manager", "supervisord"], capture_output=True, text=True, timeout=HANG_GUARD)
+        assert proc.returncode == ExitCode.CONFIG_ERROR, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1 and found in proc.stderr and "Traceback" not in proc.stderr
+        assert not SupervisordManager().layout.program_file("ReadsSecret").exists()
+        assert not SupervisordManager().layout.credentials_dir("ReadsSecret").exists()
+
+
+@pytest.mark.real_manager
+def test_a_secret_is_owned_by_the_services_account_which_reads_it(home, services):
+    """user=nobody: the copy is nobody's (0400) in nobody's 0700 folder; the service, switched to
+    nobody by supervisord, reads it. The interpreter is the system's (root's pyenv is 0700)."""
+    import hashlib
+
+    if os.geteuid() != 0 or not os.access("/usr/bin/python3", os.X_OK):
+        pytest.fail("needs root and /usr/bin/python3 (CI has both)") if IN_CI else pytest.skip("needs root")
+    nobody = pwd.getpwnam("nobody")
+    secret = b"only-nobody-reads-this"
+    source = _secret_file(home / "token.txt", secret)
+    home.chmod(0o755)
+    services.chmod(0o644)
+    state = home / "state" / "nobodys"
+    manager = SupervisordManager()
+    options = InstallOptions(name="nobodys", account="nobody", state_dir=str(state), environment=(
+        ("TOKEN", f"@{source}"), ("SEEN", str(state)), ("PYTHONPATH", str(ROOT / "src"))))
+    command = launch_command(f"{services}:ReadsSecret", state_dir=str(state), interpreter="/usr/bin/python3")
+    manager.install(options, command)
+    copy = manager.layout.credentials_dir("nobodys") / "TOKEN"
+    assert (copy.stat().st_uid, copy.parent.stat().st_uid) == (nobody.pw_uid, nobody.pw_uid)
+    assert (stat.S_IMODE(copy.stat().st_mode), stat.S_IMODE(copy.parent.stat().st_mode)) == (0o400, 0o700)
+    manager.start("nobodys", wait=HANG_GUARD)
+    (seen,) = _seen(state)
+    assert (seen["uid"], seen["sha256"]) == (nobody.pw_uid, hashlib.sha256(secret).hexdigest())
+    manager.stop("nobodys", wait=HANG_GUARD)
+    manager.remove("nobodys")
+    assert not copy.parent.exists()
+    # a home the account cannot enter: refused, saying which folder, and nothing left behind
+    home.chmod(0o700)
+    with pytest.raises(UsageError, match=rf"account nobody cannot reach its secrets .*{home} \(mode 0700"):
+        manager.install(options, command)
+    assert not manager.layout.program_file("nobodys").exists() and not copy.parent.exists()
 
 
 # -- the seed sample, installed and driven through the command line ---------------------------------

@@ -236,6 +236,24 @@ def test_a_secret_goes_in_as_a_credential_never_into_the_unit(tmp_path, verify):
     verify(write(tmp_path, unit.text, unit.name))
 
 
+def test_at_at_is_a_literal_at_and_every_other_at_names_a_file(tmp_path, monkeypatch):
+    """The same rule under every manager (base.split_environment): never a silent literal '@...'."""
+    monkeypatch.chdir(tmp_path)
+    unit = render_unit(options(environment=(("MODE", "@@fast"), ("TOKEN", "@token.txt"))), launch_command(SAMPLE))
+    assert '"MODE=@fast"' in value(unit.text, "Environment")
+    assert unit.credentials == (("TOKEN", str(tmp_path / "token.txt")),)  # relative: from where install runs
+    with pytest.raises(UsageError, match="name the file holding the secret"):
+        render_unit(options(environment=(("TOKEN", "@"),)), launch_command(SAMPLE))
+    with pytest.raises(UsageError, match="given twice"):
+        render_unit(options(environment=(("TOKEN", "@/a"), ("TOKEN_FILE", "/b"))), launch_command(SAMPLE))
+
+
+def test_a_missing_secret_file_is_a_config_error_naming_it(tmp_path):
+    opts = options(environment=(("TOKEN", f"@{tmp_path / 'absent'}"),))
+    with pytest.raises(ConfigError, match=rf"--env TOKEN=@{tmp_path}/absent: expected a readable regular file"):
+        SystemdManager().render(opts, launch_command(SAMPLE))
+
+
 @pytest.mark.parametrize("key", ["DB_PASSWORD", "GITHUB_TOKEN", "api_key", "AWS_SECRET_ACCESS_KEY", "SECRET"])
 def test_a_secret_in_the_environment_is_refused_without_showing_it(key):
     secret = "hunter2-s3cr3t-value"
@@ -334,7 +352,8 @@ def valid_options(draw: st.DrawFn, *, user_unit: bool = False) -> tuple[InstallO
     dependencies = USER_DEPENDENCIES if user_unit else REAL_DEPENDENCIES
     name = draw(_name)
     account = "" if user_unit else draw(st.sampled_from(["", "", "root", "daemon", "daemon:daemon", "nobody"]))
-    env = draw(st.lists(st.tuples(_key, _text), max_size=4, unique_by=lambda kv: kv[0]))
+    env = draw(st.lists(st.tuples(_key, _text.map(lambda t: "@" + t if t.startswith("@") else t)), max_size=4,
+                        unique_by=lambda kv: kv[0]))  # a plain value starting with @ is written @@
     creds = draw(st.lists(st.tuples(_key.map(lambda k: k + "_PASSWORD"), st.just("@/etc/hostname")), max_size=2,
                           unique_by=lambda kv: kv[0]))
     if account and not user_unit:

@@ -62,7 +62,7 @@ class Wine:
         )
         proc.stdout, proc.stderr = proc.stdout.replace("\r\n", "\n"), proc.stderr.replace("\r\n", "\n")
         if check and proc.returncode != 0:
-            raise AssertionError(f"wine python {args!r} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+            raise AssertionError(failure_report(args, proc))
         return proc
 
     def servicehost(self, *args: str, input: str | None = None, check: bool = True,
@@ -85,6 +85,29 @@ class Wine:
         with open(self.eventlog, "rb") as fh:
             fh.seek(offset)
             return fh.read().decode("utf-8", "replace")
+
+
+def failure_report(args: tuple[str, ...], proc: subprocess.CompletedProcess[str]) -> str:
+    """Why a Windows process failed, its gist on the FIRST line (pytest's summary shows only that
+    line): the exit code and the last line of stderr (a Python exception's type and message), or
+    that there was no output at all; then the command, stdout and stderr in full."""
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    if lines:
+        gist = lines[-1].strip()
+    elif proc.stdout.strip():
+        gist = "nothing on stderr; stdout below"
+    else:
+        gist = ("no output at all: not an uncaught Python exception (that prints a traceback) but sys.exit, "
+                "or the process was ended from outside, or Wine could not run it")
+    shown = [a if len(a) < 200 and "\n" not in a else f"<{len(a)} chars: {a.strip().splitlines()[0][:80]}...>"
+             for a in args]
+    return "\n".join([
+        f"wine python exited {proc.returncode}: {gist}",
+        f"--- command: {shown}",
+        *([f"--- code:", *args[args.index('-c') + 1].strip("\n").splitlines()] if "-c" in args else []),
+        "--- stdout:", proc.stdout.rstrip() or "(empty)",
+        "--- stderr:", proc.stderr.rstrip() or "(empty)",
+    ])
 
 
 READ_EVENTLOG = r"""

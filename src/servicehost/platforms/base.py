@@ -13,13 +13,16 @@
 
 from __future__ import annotations
 
+import os
+import re
+import stat
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from ..errors import ExitCode
+from ..errors import ConfigError, ExitCode, UsageError
 from ..host import Host
 
 
@@ -148,6 +151,13 @@ OPTION_SUPPORT: dict[str, dict[str, str | Refused]] = {
         "supervisord": "user= (supervisord must run as root to switch)",
     },
     "environment": {"windows": r"Services\<name>\Environment", "systemd": "Environment=", "supervisord": "environment="},
+    "environment=@file": {
+        "windows": r"NAME_FILE=%ProgramData%\servicehost\credentials\<name>\NAME: a copy whose DACL (protected, no "
+                   "inheritance) allows SYSTEM, Administrators and the service's own SID",
+        "systemd": "LoadCredential=NAME:/path + Environment=NAME_FILE=%d/NAME",
+        "supervisord": "NAME_FILE=<supervisord home>/credentials/<name>/NAME: a copy, mode 0400 in a 0700 folder, "
+                       "owned by user= (else the installing user)",
+    },
     "working_directory": {"windows": "set by the host at start", "systemd": "WorkingDirectory=", "supervisord": "directory="},
     "stop_timeout": {
         "windows": "STOP_PENDING wait hints + PRESHUTDOWN_INFO",
@@ -192,6 +202,92 @@ def refusals(options: InstallOptions, manager: str) -> list[str]:
         if isinstance(rule, Refused):
             out.append(f"{key}: {rule.reason}")
     return out
+
+
+# -- secrets: --env NAME=@/path/to/file -------------------------------------------------------------
+#: ``--env NAME=@PATH`` gives the service a secret kept in the file PATH: every manager hands the
+#: service ``NAME_FILE``, the path of a copy only the service's account (and the administrators)
+#: can read; the secret itself never goes into the manager's config, the environment, a process's
+#: command line, a log or an error. ``--env NAME=@@text`` is the literal value ``@text``.
+SECRET_MARK = "@"
+#: A secret file larger than this is refused (a secret is small; /dev/zero would never end).
+SECRET_MAX_BYTES = 64 * 1024
+_SECRET_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+@dataclass(frozen=True)
+class Secret:
+    """One ``--env NAME=@PATH``: the service reads the secret from the file named by ``NAME_FILE``."""
+
+    key: str
+    path: str
+    """Absolute path of the file given at install (relative paths are taken from the current directory)."""
+
+    @property
+    def variable(self) -> str:
+        """The variable the service gets: ``NAME_FILE``."""
+        return f"{self.key}_FILE"
+
+    def read(self) -> bytes:
+        """The secret's bytes, for a manager to copy (never to show). ConfigError (exit 2, one line)
+        when the file is missing, unreadable, not a regular file or larger than SECRET_MAX_BYTES."""
+        where = f"--env {self.key}=@{self.path}"
+        expected = f"a readable regular file holding the secret (at most {SECRET_MAX_BYTES // 1024} KiB)"
+        flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
+        try:
+            fd = os.open(self.path, flags)  # non-blocking: a FIFO must not hang install
+        except OSError as exc:
+            raise ConfigError(where, None, expected, _why(exc)) from None
+        try:
+            mode = os.fstat(fd).st_mode
+            if not stat.S_ISREG(mode):
+                kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file (a device, FIFO or socket)"
+                raise ConfigError(where, None, expected, kind)
+            chunks, size = [], 0
+            while chunk := os.read(fd, SECRET_MAX_BYTES + 1 - size):
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > SECRET_MAX_BYTES:
+                    raise ConfigError(where, None, expected, f"a file larger than {SECRET_MAX_BYTES} bytes")
+        except OSError as exc:
+            raise ConfigError(where, None, expected, _why(exc)) from None
+        finally:
+            os.close(fd)
+        return b"".join(chunks)
+
+
+def _why(exc: OSError) -> str:
+    return (exc.strerror or type(exc).__name__).lower()
+
+
+def split_environment(pairs: Sequence[tuple[str, str]]) -> tuple[list[tuple[str, str]], list[Secret]]:
+    """(plain variables, secrets) of ``--env`` pairs, the same for every manager.
+
+    ``NAME=@PATH`` is a secret (PATH made absolute); ``NAME=@@text`` is the plain value ``@text``;
+    any other value is plain. UsageError (exit 2) for ``NAME=@`` with no path, a secret whose name
+    is not a variable name, and a secret's NAME or NAME_FILE given twice.
+    """
+    plain: list[tuple[str, str]] = []
+    secrets: list[Secret] = []
+    for key, value in pairs:
+        if value.startswith(SECRET_MARK * 2):
+            plain.append((key, value[1:]))
+        elif value.startswith(SECRET_MARK):
+            path = value[1:]
+            if not _SECRET_KEY.fullmatch(key):
+                raise UsageError(f"--env {key}=@...: a secret's name must be a variable name (letters, digits "
+                                 f"and _, not starting with a digit): the service gets it as NAME_FILE")
+            if not path or "\x00" in path:
+                raise UsageError(f"--env {key}=@: name the file holding the secret after the @ "
+                                 f"(--env {key}=@/path/to/file), or write @@ for a value starting with @")
+            secrets.append(Secret(key, os.path.abspath(path)))
+        else:
+            plain.append((key, value))
+    names = [k for k, _ in plain] + [s.key for s in secrets]
+    for key in [s.key for s in secrets] + [s.variable for s in secrets]:
+        if names.count(key) + [s.variable for s in secrets].count(key) > 1:
+            raise UsageError(f"--env {key}: given twice (a secret NAME=@file also sets NAME_FILE); give it once")
+    return plain, secrets
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ import shlex
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -65,7 +66,7 @@ from ..errors import (
 )
 from ..host import Host
 from ..stopping import Deadline
-from .base import InstallOptions, ServiceStatus, refusals
+from .base import InstallOptions, Secret, ServiceStatus, refusals, split_environment
 from .control import (
     ChannelOperations,
     ControlChannelError,
@@ -102,6 +103,10 @@ STARTS_FILE = "starts"
 #: Environment passed to a supervisord servicehost starts: its programs inherit it, so nothing else
 #: from the admin's shell (tokens, keys) leaks into services.
 SUPERVISORD_ENV = ("PATH", "LANG", "LC_ALL", "TZ")
+#: The folder (in the supervisord's home) holding each service's copies of its secrets: the service
+#: gets ``NAME_FILE`` = ``<home>/credentials/<service>/NAME`` (folder 0700, file 0400, both owned by
+#: its account), never the secret itself (base.split_environment).
+CREDENTIALS = "credentials"
 
 # supervisor.xmlrpc.Faults (not imported: the manager may talk to a supervisord of another Python).
 BAD_NAME, NO_FILE, FAILED, SPAWN_ERROR, ALREADY_STARTED, NOT_RUNNING, ALREADY_ADDED, STILL_RUNNING, \
@@ -135,6 +140,10 @@ class Layout:
 
     def program_file(self, name: str) -> Path:
         return self.programs_dir / f"{check_name(name)}.conf"
+
+    def credentials_dir(self, name: str) -> Path:
+        """Copies of the service's ``--env NAME=@file`` secrets (0700, owned by its account)."""
+        return self.home / CREDENTIALS / check_name(name)
 
     @property
     def pidfile(self) -> Path:
@@ -306,12 +315,14 @@ def render_program(options: InstallOptions, command: Sequence[str], *, layout: L
     name = check_name(options.name)
     if options.start_mode not in ("auto", "manual") or options.dependencies:
         raise UsageError("supervisord cannot honour: " + "; ".join(refusals(options, "supervisord")))
+    plain, secrets = split_environment(options.environment)
+    given_env = plain + [(s.variable, str(layout.credentials_dir(name) / s.key)) for s in secrets]
     env: list[tuple[str, str]] = [("SERVICEHOST_RUNTIME_DIR", str(runtime_dir))]
-    given = {k for k, _ in options.environment}
+    given = {k for k, _ in given_env}
     if account is not None:  # supervisord switches uid only: give the account its own identity
         env += [(k, v) for k, v in (("HOME", account.pw_dir), ("USER", account.pw_name),
                                     ("LOGNAME", account.pw_name)) if k not in given]
-    env += list(options.environment)
+    env += given_env
     about = " ".join(filter(None, [options.display_name, options.description])).replace("\n", " ")
     lines = [
         "; Written by servicehost install; change it with: servicehost update (then restart)",
@@ -558,7 +569,8 @@ class SupervisordManager(ChannelOperations):
                 "install it first, or give the right --name")
         return read_program(path)
 
-    def _write_program(self, options: InstallOptions, command: list[str]) -> None:
+    def _write_program(self, options: InstallOptions, command: list[str],
+                       secrets: Sequence[tuple[Secret, bytes]] = ()) -> None:
         account = _account(options.account)
         if account is not None and account.pw_uid != os.geteuid():
             # supervisord (root) switches the program to the account: give it a runtime directory
@@ -577,10 +589,39 @@ class SupervisordManager(ChannelOperations):
             base = runtime_base(self.env)
         self.layout.log_dir.mkdir(mode=0o750, parents=True, exist_ok=True)
         text = render_program(options, command, layout=self.layout, runtime_dir=base, account=account)
+        self._store_secrets(options.name, secrets, account)  # the paths text names exist before supervisord reads it
         path = self.layout.program_file(options.name)
         self.layout.programs_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
         _write_private(path, text)
         logs.supervisord_program_written(log, options.name, path)
+
+    def _store_secrets(self, name: str, secrets: Sequence[tuple[Secret, bytes]],
+                       account: pwd.struct_passwd | None) -> None:
+        """Make ``credentials/<name>/`` hold exactly these secrets: each replaced atomically, created
+        0400 and owned by ``account`` (else the installing user) in a 0700 folder it owns."""
+        own = self.layout.credentials_dir(name)
+        if not secrets:
+            _remove_tree(own)
+            return
+        uid, gid = (account.pw_uid, account.pw_gid) if account is not None else (os.geteuid(), os.getegid())
+        own.parent.mkdir(mode=0o711, parents=True, exist_ok=True)
+        os.chmod(own.parent, 0o711)  # the accounts may pass through, not list who has secrets
+        with contextlib.suppress(FileExistsError):
+            own.mkdir(mode=0o700)
+        if own.is_symlink() or not own.is_dir():
+            raise UsageError(f"{own} is not a folder: remove it, then install again")
+        if (uid, gid) != (os.geteuid(), os.getegid()):
+            os.chown(own, uid, gid, follow_symlinks=False)
+        os.chmod(own, 0o700)
+        for secret, data in secrets:
+            _write_secret(own / secret.key, data, uid, gid)
+        keep = {secret.key for secret, _ in secrets}
+        for old in own.iterdir():  # secrets no longer given, and leftovers of an interrupted write
+            if old.name not in keep:
+                old.unlink()
+        if account is not None and (where := _unreachable(own, account)):
+            raise UsageError(f"--env {secrets[0][0].key}=@...: account {account.pw_name} cannot reach its "
+                             f"secrets in {own}: {where}; choose a supervisord home it can enter ({ENV_HOME})")
 
     def _reread(self, undo: Path | None = None) -> tuple[list[str], list[str], list[str]]:
         """Let supervisord re-read its config; with ``undo``, a refused file is removed again."""
@@ -610,9 +651,15 @@ class SupervisordManager(ChannelOperations):
         if path.exists():
             raise UsageError(f"{options.name} is already installed under supervisord ({path}): "
                              "use update, or remove it first")
+        secrets = _read_secrets(options)  # a bad @file changes nothing
         self.ensure_running()
-        self._write_program(options, command)
-        self._reread(undo=path)
+        try:
+            self._write_program(options, command, secrets)
+            self._reread(undo=path)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            _remove_tree(self.layout.credentials_dir(options.name))
+            raise
         self._write_boot_unit()
         hint = boot_hint(self.layout, sys.executable)
         if hint:
@@ -621,8 +668,9 @@ class SupervisordManager(ChannelOperations):
     def update(self, options: InstallOptions, command: list[str]) -> None:
         """Rewrite the program file; supervisord applies it at the next ``restart`` (not now)."""
         self._installed(options.name)
+        secrets = _read_secrets(options)  # a bad @file changes nothing
         self.ensure_running()
-        self._write_program(options, command)
+        self._write_program(options, command, secrets)
         self._reread()
         self._write_boot_unit()
 
@@ -637,6 +685,7 @@ class SupervisordManager(ChannelOperations):
             self._reread()
         else:
             path.unlink()
+        _remove_tree(self.layout.credentials_dir(name))  # its secrets go with it, purge or not
         if purge:
             for target in [Path(meta.get("state_dir") or ""), Path(meta.get("runtime_dir") or "") / name]:
                 if target.is_absolute() and len(target.parts) >= 3 and target.is_dir():
@@ -806,6 +855,54 @@ def _write_private(path: Path, text: str, mode: int = 0o600) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _read_secrets(options: InstallOptions) -> list[tuple[Secret, bytes]]:
+    """Every ``--env NAME=@file`` secret's bytes (ConfigError, one line, for a file that cannot be read)."""
+    return [(secret, secret.read()) for secret in split_environment(options.environment)[1]]
+
+
+def _write_secret(path: Path, data: bytes, uid: int, gid: int) -> None:
+    """Replace ``path`` atomically by a file holding ``data``, mode 0400, owned by ``uid:gid`` from
+    its creation on (never readable by anyone else, not even briefly)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o400)
+    try:
+        try:
+            if (uid, gid) != (os.geteuid(), os.getegid()):
+                os.fchown(fd, uid, gid)
+            os.fchmod(fd, 0o400)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _unreachable(path: Path, account: pwd.struct_passwd) -> str | None:
+    """Why ``account`` cannot enter every folder above ``path`` (None: it can)."""
+    groups = set(os.getgrouplist(account.pw_name, account.pw_gid))
+    for folder in reversed(path.parents):
+        st = folder.stat()
+        if account.pw_uid == 0:
+            continue
+        bit = 0o100 if st.st_uid == account.pw_uid else 0o010 if st.st_gid in groups else 0o001
+        if not st.st_mode & bit:
+            return f"{folder} (mode {stat.S_IMODE(st.st_mode):04o}, owner uid {st.st_uid}) does not let it in"
+    return None
+
+
+def _remove_tree(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _account(name: str) -> pwd.struct_passwd | None:

@@ -44,8 +44,9 @@ How the install options map (:func:`render_unit`, a pure function of the options
     account              empty: DynamicUser=yes; "user" or "user:group": User= / Group=
     environment          Environment="K=V" (quoted, %-escaped); a value "@/path" is a credential:
                          LoadCredential=K:/path and Environment=K_FILE=%d/K, so the secret is never
-                         in the unit; a secret-looking name (…PASSWORD, …TOKEN, …SECRET, API_KEY…)
-                         with a plain value is refused, so are secret-looking flags in the command
+                         in the unit ("@@x" is the value "@x"); a secret-looking name (…PASSWORD,
+                         …TOKEN, …SECRET, API_KEY…) with a plain value is refused, so are
+                         secret-looking flags in the command
     working_directory    WorkingDirectory= (default /)
     stop_timeout         TimeoutStopSec = stop_timeout + STOP_MARGIN
     restart              Restart=on-failure, RestartSec=restart_delay, StartLimitBurst/IntervalSec
@@ -115,7 +116,8 @@ from ..errors import (
 )
 from ..host import Host
 from ..lifecycle import HostState
-from .base import InstallOptions, ServiceStatus, refusals
+from .base import InstallOptions, Secret, ServiceStatus, refusals
+from .base import split_environment as split_secrets
 from .control import COMMANDS as CONTROL_COMMANDS
 from .control import (
     ChannelOperations,
@@ -655,15 +657,16 @@ def split_account(account: str) -> tuple[str, str]:
 
 
 def split_environment(pairs: Sequence[tuple[str, str]]) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """(plain variables, credentials): a value ``@/path`` names a credential file. A secret-looking
+    """(plain variables, credentials): a value ``@PATH`` names a credential file, ``@@text`` is the
+    value ``@text`` (``base.split_environment``, the same for every manager). A secret-looking
     name with a plain value is refused (a unit is readable by every local user)."""
-    plain, credentials = [], []
-    for key, value in pairs:
+    given, secrets = split_secrets(pairs)
+    plain: list[tuple[str, str]] = []
+    credentials = [(s.key, _abs_path(s.path, f"--env {s.key}=@", spaces=False)) for s in secrets]
+    for key, value in given:
         if not _ENV_KEY.fullmatch(key):
             raise UsageError(f"--env {key!r}: a variable name is letters, digits and _ (not starting with a digit)")
-        if value.startswith("@/"):
-            credentials.append((key, _abs_path(value[1:], f"--env {key}=@", spaces=False)))
-        elif looks_secret(key):
+        if looks_secret(key):
             raise UsageError(
                 f"--env {key}=...: this looks like a secret, and Environment= is readable by every local user "
                 f"(systemctl show); put it in a file only root can read and give --env {key}=@/path/to/file: "
@@ -1103,8 +1106,7 @@ class SystemdManager(ChannelOperations):
                         "(e.g. a venv made with /usr/bin/python3 under /opt or /srv), or install with --username "
                         "of an account that can read them")
         for key, path in unit.credentials:
-            if not os.path.isfile(path):
-                raise UsageError(f"--env {key}=@{path}: no such file; create it (mode 0600, owner root) first")
+            Secret(key, path).read()  # ConfigError (one line, exit 2) if missing, unreadable, not a file
         return unit
 
     def _write(self, unit: Unit) -> Path:
