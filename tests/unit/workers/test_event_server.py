@@ -502,3 +502,45 @@ def test_timeouts_are_checked_on_construction():
     for bad in ({"idle_timeout": 0}, {"read_timeout": -1}, {"idle_timeout": float("nan")}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             EventServer(upper, **bad)
+
+
+_LOW_LIMIT_SERVER = """
+import resource, sys, logging
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))  # soft and hard: the server cannot raise it
+logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(message)s")
+from servicehost.workers.event_server import EventServer
+server = EventServer(lambda request, peer: request.upper(), max_connections=1024).start()
+print(server.address[1], flush=True)
+sys.stdin.read()  # until the test closes it
+cc = server.connection_counters()
+print(cc.evicted, cc.refused, flush=True)
+server.shutdown(5)
+"""
+
+
+def test_out_of_file_descriptors_the_longest_idle_connection_makes_room(tmp_path):
+    """A real process whose open-file limit (64) is far below max_connections (1024)."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("resource")
+    child = subprocess.Popen([sys.executable, "-c", _LOW_LIMIT_SERVER], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    idle = []
+    try:
+        port = int(child.stdout.readline())
+        for _ in range(100):  # more than 64 descriptors' worth
+            idle.append(socket.create_connection(("127.0.0.1", port), timeout=CLIENT_GUARD))
+        new = [socket.create_connection(("127.0.0.1", port), timeout=CLIENT_GUARD) for _ in range(5)]
+        idle += new
+        for n, sock in enumerate(new):
+            sock.sendall(b"client %d\n" % n)
+        assert [sock.makefile("rb").readline() for sock in new] == [b"CLIENT %d\n" % n for n in range(5)]
+    finally:
+        for sock in idle:
+            sock.close()
+        out, err = child.communicate(timeout=GUARD)
+    evicted, refused = map(int, out.split())
+    assert refused == 0 and evicted >= 105 - 64
+    assert b"the open-file limit is 64, below max_connections=1024" in err
+    assert child.returncode == 0, err
