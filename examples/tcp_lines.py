@@ -2,7 +2,9 @@
 
 One selector thread holds every client connection; each request line runs on a pool of
 threads, and the replies of one connection come back in the order of its requests (so a client
-may pipeline). A stop (SIGTERM, Ctrl-C, the SCM) stops accepting, answers every request
+may pipeline). Idle and slow clients cannot lock the others out: a client that sends nothing for
+``--idle-timeout`` seconds is closed, a request line must arrive within ``--read-timeout`` of its
+first byte, and when ``--max-connections`` are open the longest-idle client makes room. A stop (SIGTERM, Ctrl-C, the SCM) stops accepting, answers every request
 already read, then closes the connections; the process exits 0.
 
 Protocol, one line per request and one line per reply:
@@ -13,7 +15,7 @@ Protocol, one line per request and one line per reply:
     anything else → ERR unknown command
 
     servicehost run examples/tcp_lines.py            # or: python examples/tcp_lines.py run
-    servicehost run examples/tcp_lines.py --port 9000 --workers 32
+    servicehost run examples/tcp_lines.py --port 9000 --workers 32 --max-connections 5000
     printf 'UPPER hello\\nHASH abc\\n' | nc 127.0.0.1 7070
 """
 
@@ -35,6 +37,11 @@ class Settings:
     host: str = setting("127.0.0.1", "address to listen on (0.0.0.0: every interface)")
     port: int = setting(7070, "TCP port to listen on", min=0, max=65535)
     workers: int = setting(16, "threads answering requests", min=1, max=1024)
+    max_connections: int = setting(
+        1024, "clients connected at once; when full, the longest-idle one makes room", min=1, max=1_000_000)
+    idle_timeout: float = setting(
+        60.0, "seconds a client may stay connected sending no request (or reading no reply)", min=0.1)
+    read_timeout: float = setting(10.0, "seconds one request line may take to arrive, from its first byte", min=0.1)
 
 
 def answer(request: bytes, peer: object) -> bytes:
@@ -66,7 +73,9 @@ class TcpLines(Service):
     def start(self) -> None:
         s = self.settings
         # Binding happens here, so a port in use fails the start (exit code 3) with its address.
-        self.server = self.use(EventServer(answer, s.host, s.port, name="lines", workers=s.workers))
+        self.server = self.use(EventServer(
+            answer, s.host, s.port, name="lines", workers=s.workers, max_connections=s.max_connections,
+            idle_timeout=s.idle_timeout, read_timeout=s.read_timeout))
         self.server.start()
         host, port = self.server.address
         self.log.info("answering on %s:%d", host, port)

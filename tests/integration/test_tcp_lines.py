@@ -7,10 +7,13 @@ exits 0. Timeouts are hang guards only.
 from __future__ import annotations
 
 import hashlib
+import re
 import signal
 import socket
 import threading
 import time
+
+import pytest
 
 from servicehost.errors import ExitCode
 
@@ -99,3 +102,75 @@ def test_a_port_in_use_fails_the_start_with_code_3_naming_the_address(tmp_path):
         out = "\n".join(svc.output())
     assert code == ExitCode.START_FAILURE, out
     assert f"127.0.0.1:{port}" in out and "already in use" in out
+
+
+CLIENT_GUARD = 10.0  # seconds each new client may take to be answered: a hang guard
+
+
+def _room_for_descriptors(needed: int) -> None:
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        if hard != resource.RLIM_INFINITY and hard < needed:
+            pytest.skip(f"needs {needed} open files, the hard limit is {hard} (raise it: ulimit -Hn {needed})")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+
+
+@pytest.mark.parametrize("limit", [20, 1024], ids=["max-connections-20", "default-1024"])
+def test_idle_clients_beyond_max_connections_never_lock_new_clients_out(tmp_path, limit):
+    port = free_port()
+    extra = () if limit == 1024 else ("--max-connections", str(limit))
+    idle_count = limit + -(-limit // 10)  # max_connections + 10%
+    _room_for_descriptors(idle_count + 256)
+    idle: list[socket.socket] = []
+    with start(tmp_path, port, *extra) as svc:
+        svc.ready()
+        try:
+            idle.append(connect(port))
+            for _ in range(idle_count - 1):
+                idle.append(socket.create_connection(("127.0.0.1", port), timeout=CLIENT_GUARD))
+            new = [socket.create_connection(("127.0.0.1", port), timeout=CLIENT_GUARD) for _ in range(5)]
+            idle += new
+            for n, sock in enumerate(new):
+                sock.sendall(b"UPPER new client %d\n" % n)
+            replies = [sock.makefile("rb").readline() for sock in new]
+            assert replies == [b"NEW CLIENT %d\n" % n for n in range(5)]
+        finally:
+            for sock in idle:
+                sock.close()
+        svc.signal(signal.SIGTERM)
+        code = svc.wait()
+        out = "\n".join(svc.output())
+    assert code == ExitCode.OK, out
+    assert f"max_connections={limit} reached: the longest-idle connection is closed to make room" in out
+    assert re.search(r"stopping: lines: \d+ open, \d+ accepted, 0 refused, \d+ evicted", out), out
+
+
+def test_a_client_dripping_one_byte_at_a_time_is_closed_by_the_read_timeout(tmp_path):
+    port = free_port()
+    with start(tmp_path, port, "--read-timeout", "0.5") as svc:
+        svc.ready()
+        with connect(port) as dripper:
+            stop = threading.Event()
+
+            def drip() -> None:  # one byte every 50 ms, never a newline
+                try:
+                    while not stop.wait(0.05):
+                        dripper.send(b"U")
+                except OSError:
+                    pass  # closed by the service: what this test waits for
+
+            t = threading.Thread(target=drip, daemon=True)
+            t.start()
+            dripper.settimeout(CLIENT_GUARD)
+            try:
+                assert dripper.recv(100) == b""  # EOF: the service gave up reading from it
+            finally:
+                stop.set()
+                t.join(HANG_GUARD)
+        with connect(port) as other:
+            other.sendall(b"UPPER still served\n")
+            assert other.makefile("rb").readline() == b"STILL SERVED\n"
+        svc.signal(signal.SIGTERM)
+        assert svc.wait() == ExitCode.OK
