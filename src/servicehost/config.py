@@ -46,7 +46,7 @@ NAME_MAX = 255
 """Longest file name (one path component, in bytes) the supported file systems accept."""
 PATH_MAX = 4096
 """Longest path (in bytes) Linux accepts in one system call."""
-_SHOWN = 60
+_SHOWN = 200  # longest found value shown in an error (then: its length)
 
 
 def setting(

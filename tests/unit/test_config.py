@@ -1,3 +1,4 @@
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,3 +93,177 @@ def test_every_host_setting_is_documented_and_in_the_table():
         assert f.metadata["doc"], name
         assert f"`{name}`" in table
     assert "`SERVICEHOST_DROP_DIR`" in table and "`--drop-dir`" in table
+
+
+# -- strict types, for every source -----------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("toml", "key", "fix"),
+    [
+        ('workers = "4"', "workers", "write it without quotes: workers = 4"),
+        ('shutdown_timeout = "2.5"', "shutdown_timeout", "shutdown_timeout = 2.5"),
+        ('compress = "true"', "compress", "compress = true"),
+        ('syslog = "no"', "syslog", "syslog = false"),
+        ('workers = "many"', "workers", "workers = 4"),
+        ("state_dir = 3", "state_dir", "a path"),
+        ("log_file = true", "log_file", "a string"),
+        ("workers = [4]", "workers", "found an array"),
+        ("workers = {n = 4}", "workers", "found a table"),
+        ("shutdown_timeout = 1979-05-27", "shutdown_timeout", "a number"),
+    ],
+)
+def test_toml_values_must_have_the_setting_s_type(tmp_path, toml, key, fix):
+    path = tmp_path / "typed.toml"
+    path.write_text(toml + "\n")
+    with pytest.raises(ConfigError) as err:
+        load(service_name="s", service_settings=DropSettings, config_file=path, env={})
+    assert f"config file {path}: {key}: expected" in str(err.value) and fix in str(err.value)
+
+
+@pytest.mark.parametrize("text", ["٣", "３", "3\u200b", "1_000", " 3", "3 ", "0x10", "1e3", "+", "", "٣.٥", "nan", "inf",
+                                  "-inf", "9" * 5000])
+def test_numbers_from_text_are_ascii_digits_only(text):
+    with pytest.raises(ConfigError, match="command line: --workers: expected an integer"):
+        load(service_name="s", service_settings=DropSettings, env={}, cli={"workers": text})
+    if text not in ("1e3",):
+        with pytest.raises(ConfigError, match="environment: SERVICEHOST_SHUTDOWN_TIMEOUT: expected a number"):
+            load(service_name="s", env={"SERVICEHOST_SHUTDOWN_TIMEOUT": text})
+
+
+def test_valid_text_still_converts():
+    got = load(service_name="s", service_settings=DropSettings, env={"SERVICEHOST_SYSLOG": "Yes"},
+               cli={"workers": "+8", "shutdown_timeout": "1e1", "start_timeout": ".5", "compress": "OFF"})
+    assert (got.service.workers, got.host.shutdown_timeout, got.host.start_timeout) == (8, 10.0, 0.5)
+    assert got.host.syslog is True and got.service.compress is False
+
+
+@pytest.mark.parametrize("text", ["a\nb", "tab\there", "bell\x07", "c1\x85"])
+def test_strings_and_paths_hold_no_control_characters(text):
+    for name in ("log_file", "state_dir", "manager"):
+        with pytest.raises(ConfigError, match=f"--{name.replace('_', '-')}: .*a control character"):
+            load(service_name="s", env={}, cli={name: text})
+
+
+# -- paths: checked in one validator, whatever the source -------------------------------------------
+def test_a_state_dir_must_be_usable_as_a_directory(tmp_path):
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    with pytest.raises(ConfigError, match=r"command line: --state-dir: expected a directory, found '.*file': a file"):
+        load(service_name="s", env={}, cli={"state_dir": str(a_file)})
+    with pytest.raises(ConfigError, match=r"environment: SERVICEHOST_STATE_DIR: .*'.*file' is a file, not a directory"):
+        load(service_name="s", env={"SERVICEHOST_STATE_DIR": str(a_file / "below" / "deeper")})
+    toml = tmp_path / "c.toml"
+    toml.write_text('state_dir = "/etc/passwd"\n')
+    with pytest.raises(ConfigError, match=f"config file {toml}: state_dir: expected a directory"):
+        load(service_name="s", env={}, config_file=toml)
+    with pytest.raises(ConfigError, match=r"STATE_DIRECTORY.*state_dir: expected a directory"):
+        load(service_name="s", env={"STATE_DIRECTORY": str(a_file)})
+    assert load(service_name="s", env={}, cli={"state_dir": str(tmp_path / "new" / "dir")}).host.state_dir == \
+        tmp_path / "new" / "dir"  # not there yet: the service makes it
+
+
+def test_a_log_file_must_be_usable_as_a_file(tmp_path):
+    for bad, found in ((tmp_path, "a directory"), ("/dev/null", "a character device"),
+                       (tmp_path / "f" / "x.log", "is a file, not a directory")):
+        (tmp_path / "f").write_text("x")
+        with pytest.raises(ConfigError, match=f"--log-file: expected a regular file, found .*{found}"):
+            load(service_name="s", env={}, cli={"log_file": str(bad)})
+    for good in ("none", "NONE", "", str(tmp_path / "new.log")):
+        assert load(service_name="s", env={}, cli={"log_file": good}).host.log_file == good
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("a\x00b", "a control character '\\x00'"),
+        ("x" * 256, "a name of 256 bytes (at most 255"),
+        ("/tmp/" + "é" * 128, "a name of 256 bytes"),
+        ("/" + "d/" * 2100, "a path of 4201 bytes (at most 4096)"),
+    ],
+)
+def test_path_values_fit_the_os_limits(tmp_path, value, problem):
+    for source, kwargs in (("command line: --state-dir", {"cli": {"state_dir": value}, "env": {}}),
+                           ("environment: SERVICEHOST_LOG_FILE", {"env": {"SERVICEHOST_LOG_FILE": value}}),
+                           ("command line: --drop-dir", {"cli": {"drop_dir": value}, "env": {}})):
+        with pytest.raises(ConfigError) as err:
+            load(service_name="s", service_settings=DropSettings, **kwargs)
+        assert str(err.value).startswith(source) and problem in str(err.value)
+    toml = tmp_path / "c.toml"
+    toml.write_text(f"state_dir = {json.dumps(value)}\n", encoding="utf-8")  # a JSON string is a TOML one
+    with pytest.raises(ConfigError, match=f"config file {toml}: state_dir: expected a path"):
+        load(service_name="s", env={}, config_file=toml)
+
+
+# -- the config file: read bounded, never blocking --------------------------------------------------
+def _load_in_thread(path: Path) -> BaseException | None:
+    import threading
+
+    result: list[BaseException | None] = []
+
+    def attempt() -> None:
+        try:
+            load(service_name="s", env={}, config_file=path)
+            result.append(None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            result.append(exc)
+
+    thread = threading.Thread(target=attempt, daemon=True)
+    thread.start()
+    thread.join(60)  # a hang guard: a FIFO without a writer would block forever
+    assert not thread.is_alive(), f"reading {path} blocked"
+    return result[0]
+
+
+def test_a_config_that_is_not_a_regular_file_is_refused_without_reading_it(tmp_path):
+    import os
+
+    fifo = tmp_path / "settings.toml"
+    os.mkfifo(fifo)
+    for path, kind in ((fifo, "a FIFO"), (Path("/dev/zero"), "a character device"), (tmp_path, "a directory")):
+        err = _load_in_thread(path)
+        assert isinstance(err, ConfigError) and f"expected a regular TOML file, found {kind}" in str(err)
+
+
+def test_a_config_file_is_read_bounded(tmp_path):
+    big = tmp_path / "big.toml"
+    big.write_text("# padding\n" * 200_000)  # 2 MB of comments: valid TOML, but no settings file is that big
+    with pytest.raises(ConfigError, match="expected a TOML file of at most 1024 KiB, found a larger file"):
+        load(service_name="s", env={}, config_file=big)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["x = " + "[" * 1000 + "]" * 1000, "x = " + "{a = " * 1000 + "1" + "}" * 1000,
+     "[" + ".".join(["a"] * 3000) + "]", "workers = " + "9" * 5000],
+)
+def test_a_pathological_toml_document_is_one_config_error(tmp_path, text):
+    path = tmp_path / "deep.toml"
+    path.write_text(text + "\n")
+    with pytest.raises(ConfigError) as err:
+        load(service_name="s", service_settings=DropSettings, config_file=path, env={})
+    assert str(err.value).startswith(f"config file {path}")
+
+
+def test_a_config_path_with_a_nul_byte_is_a_config_error():
+    with pytest.raises(ConfigError, match="NUL byte"):
+        load(service_name="s", env={}, config_file=Path("a\x00b.toml"))
+
+
+# -- a service's Settings class: a programming error in the target is one line too ------------------
+def test_a_malformed_settings_class_is_a_usage_error():
+    class NotADataclass:
+        workers: int = 4
+
+    @dataclass(frozen=True)
+    class NoDefault:
+        workers: int
+
+    @dataclass(frozen=True)
+    class BadType:
+        workers: tuple = setting((), "x")  # type: ignore[assignment]
+
+    for cls, message in ((NotADataclass, "declared as a @dataclass"), (NoDefault, "needs a default"),
+                         (BadType, "must be bool, int, float, str or Path")):
+        with pytest.raises(UsageError, match=message):
+            load(service_name="s", service_settings=cls, env={})
+    with pytest.raises(TypeError, match="'dir' or 'file'"):
+        setting(Path(""), "x", path="folder")
