@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 from . import logs
 from .config import HostConfig
-from .errors import ExitCode, ServiceHostError, StartupError
+from .errors import ExitCode, QueueClosed, ServiceHostError, StartupError
 from .lifecycle import HostState, Lifecycle
 from .service import Service
 from .stopping import Deadline, StopToken
@@ -36,6 +36,18 @@ from .workers._supervision import Beat, Component, Counters, Unfinished
 
 log = logging.getLogger("servicehost.host")
 S = HostState
+
+#: Seconds a forced stop waits for a drain under way to finish handing work back (well inside the
+#: 10 s the managers allow past the stop timeout before they kill).
+HAND_BACK_GRACE = 5.0
+
+
+@dataclass
+class _Drain:
+    """One component's drain: done once it returned; what it left."""
+
+    done: threading.Event = field(default_factory=threading.Event)
+    left: Unfinished | None = None
 
 
 @dataclass
@@ -72,7 +84,7 @@ class Host:
         self._run_threads: dict[str, threading.Thread] = {}
         self._changed = threading.Condition()
         self._ops = threading.Lock()
-        self._drained: dict[int, Unfinished | None] = {}
+        self._drains: dict[int, _Drain] = {}  # one drain per component, whoever starts it
         self._drain_lock = threading.Lock()
         self._report_closed = False
         self._stopper_done = threading.Event()
@@ -160,9 +172,18 @@ class Host:
     def _run_service(self, service: Service) -> None:
         try:
             service.run(self.stop_token)
-        except BaseException as exc:  # a service's crash fails the host; the manager restarts it
-            logs.service_crashed(log, service.name, "run()", exc_info=exc)
-            self._fail(ExitCode.CRASH, f"{service.name}.run() raised {exc.__class__.__name__}: {exc}")
+        except BaseException as exc:
+            if not self.stop_token.stop_requested:  # a crash fails the host; the manager restarts it
+                logs.service_crashed(log, service.name, "run()", exc_info=exc)
+                self._fail(ExitCode.CRASH, f"{service.name}.run() raised {exc.__class__.__name__}: {exc}")
+            elif isinstance(exc, QueueClosed):
+                # The stop closed the intake it was blocked on (submit, put): that is how it ends.
+                logs.run_ended_by_stop(log, service.name, exc.__class__.__name__)
+            else:
+                # Raised while a stop was under way (e.g. from a socket stop() closed): the stop
+                # was asked for, so it stays a stop — as a stop() hook that raises: logged, collected.
+                logs.service_hook_failed(log, service.name, "run() while stopping", exc_info=exc)
+                self.report.errors.append(exc)
             return
         if not self.stop_token.stop_requested:
             logs.service_finished(log, service.name)
@@ -245,14 +266,14 @@ class Host:
                 self.report.still_stopping = [s.name for s in self._started]
             self._report_closed = True  # a stopper still running from here on reports nothing
         if self.report.forced:
-            for component in self.components():
-                if id(component) not in self._drained:
-                    self._record(component, component.drain(Deadline(0.0)), final=True)
+            left = [self._drain_forced(c) for c in self.components()]
             reported = {u.component for u in self.report.unfinished}
             for name, thread in self._run_threads.items():
                 if thread.is_alive() and name not in reported:
                     self.report.unfinished.append(Unfinished(name, "run() thread", 0, 1, False, (f"{name}.run",)))
-        self.report.unfinished[:0] = [left for left in self._drained.values() if left is not None and left.total]
+        else:
+            left = [d.left for d in self._drains.values()]
+        self.report.unfinished[:0] = [u for u in left if u is not None and u.total]
         for item in self.report.unfinished:
             logs.work_unfinished(
                 log, item.component, item.total, item.kind, item.queued,
@@ -278,7 +299,7 @@ class Host:
                 if thread is not None:
                     thread.join(deadline.remaining())
                 for component in reversed(service.components):
-                    self._drain(component, deadline)
+                    self._drain_once(component, deadline)
                 if thread is not None and thread.is_alive():
                     with self._drain_lock:
                         if not self._report_closed:
@@ -291,20 +312,41 @@ class Host:
             self._stopper_done.set()
             self._wake.set()
 
-    def _drain(self, component: Component, deadline: Deadline) -> None:
+    def _drain_once(self, component: Component, deadline: Deadline) -> _Drain:
+        """Drain ``component`` unless a drain of it has begun: one drain per component, one report."""
+        with self._drain_lock:
+            entry = self._drains.get(id(component))
+            if entry is not None:
+                return entry
+            entry = self._drains[id(component)] = _Drain()
         try:
-            left = component.drain(deadline)
+            entry.left = component.drain(deadline)
         except BaseException as exc:
             logs.service_hook_failed(log, component.name, "drain()", exc_info=exc)
             self.report.errors.append(exc)
-            return
-        self._record(component, left)
+        finally:
+            entry.done.set()
+        return entry
 
-    def _record(self, component: Component, left: Unfinished | None, final: bool = False) -> None:
-        """Keep one drain result per component; after the report is closed only ``final`` ones."""
-        with self._drain_lock:
-            if not self._report_closed or final:
-                self._drained.setdefault(id(component), left)
+    def _drain_forced(self, component: Component) -> Unfinished | None:
+        """At a forced stop: what ``component`` left. A drain the stopper has under way may be
+        joining its workers until its own deadline: take back what it has not, now, with an
+        expired deadline (a component takes work back and hands it over under its own lock, so
+        two drains never give back the same task, and this one returns after a hand-back in
+        progress). When the stop deadline has passed, the stopper's drain is finishing: give it a
+        short grace so that its report counts too; otherwise count it only if it is done."""
+        entry = self._drain_once(component, Deadline(0.0))  # here, unless the stopper has begun
+        if entry.done.is_set():
+            return entry.left
+        try:
+            late = component.drain(Deadline(0.0))
+        except BaseException as exc:
+            logs.service_hook_failed(log, component.name, "drain()", exc_info=exc)
+            self.report.errors.append(exc)
+            late = None
+        if self.stop_token.deadline.expired:
+            entry.done.wait(HAND_BACK_GRACE)
+        return Unfinished.merge(entry.left, late) if entry.done.is_set() else late
 
     def _exit_code(self) -> ExitCode:
         if self._failure is not None:

@@ -76,6 +76,8 @@ service_stopped = _event(2004, "service_stopped", INFO, "%s: stopped")
 service_crashed = _event(2005, "service_crashed", CRITICAL, "%s: %s raised; the host stops")
 service_finished = _event(2006, "service_finished", INFO, "%s: run() returned; the host stops")
 service_hook_failed = _event(2007, "service_hook_failed", ERROR, "%s: %s raised")
+run_ended_by_stop = _event(
+    2008, "run_ended_by_stop", DEBUG, "%s: run() ended by the stop (%s: its intake was closed)")
 # 202x: a start that failed because of the environment or a setting (host.py): one line, traceback at DEBUG
 service_start_failed = _event(2020, "service_start_failed", ERROR, "%s: %s failed: %s")
 service_hook_traceback = _event(2021, "service_hook_traceback", DEBUG, "%s: %s raised (the traceback)")

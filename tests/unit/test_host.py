@@ -257,3 +257,64 @@ def test_idle_workers_are_healthy():
     assert "pool: 0 done" in host.status_line()
     host.request_stop()
     assert host.wait() is ExitCode.OK
+
+
+@pytest.mark.parametrize("call", ["submit", "submit_many", "map"])
+def test_a_stop_while_run_is_blocked_on_a_full_pool_is_a_clean_stop(call):
+    """The stop closes the intake run() is blocked on: the QueueClosed it gets ends run(), it is
+    not a crash (exit 1 would make the manager restart a service the admin stopped)."""
+    release = threading.Event()
+    blocked = threading.Event()
+
+    class Producer(Service):
+        def start(self):
+            self.pool = self.use(ThreadPool(1, queue_size=1))
+
+        def run(self, stop):
+            self.pool.submit(release.wait, HANG_GUARD)
+            while True:
+                blocked.set()
+                if call == "submit":
+                    self.pool.submit(time.sleep, 0)
+                elif call == "submit_many":
+                    self.pool.submit_many(time.sleep, [0] * 10, chunksize=1)
+                else:
+                    self.pool.map(time.sleep, [0] * 10, chunksize=1)
+
+    host = Host([Producer()], HostConfig(shutdown_timeout=HANG_GUARD))
+    t, out = run_in_thread(host)
+    wait_running(host)
+    assert blocked.wait(HANG_GUARD)
+    time.sleep(0.05)  # run() is now blocked in the full queue
+    host.request_stop("test")
+    release.set()
+    t.join(HANG_GUARD)
+    assert out["code"] is ExitCode.OK and host.report.errors == []
+
+
+def test_an_error_run_raises_while_stopping_is_collected_not_a_crash():
+    class ClosesUnderItsFeet(Service):
+        def run(self, stop):
+            stop.wait()
+            raise OSError("socket closed by stop()")
+
+    host = Host([ClosesUnderItsFeet()])
+    t, out = run_in_thread(host)
+    wait_running(host)
+    host.request_stop("test")
+    t.join(HANG_GUARD)
+    assert out["code"] is ExitCode.OK and len(host.report.errors) == 1
+    assert host.state is HostState.STOPPED
+
+
+def test_closing_its_own_pool_and_submitting_is_still_a_crash():
+    class Buggy(Service):
+        def start(self):
+            self.pool = self.use(ThreadPool(1))
+
+        def run(self, stop):
+            self.pool.close()
+            self.pool.submit(print)
+
+    host = Host([Buggy()])
+    assert host.run() is ExitCode.CRASH

@@ -12,7 +12,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
 
 from ..stopping import Deadline
@@ -82,8 +82,9 @@ class Counters:
     latency_p99: float | None = None
 
     @classmethod
-    def from_workers(cls, name: str, submitted: int, workers: Iterable[WorkerStats]) -> Counters:
-        """Sum per-worker counters. Queue depth is derived: accepted, not finished, not running."""
+    def from_workers(cls, name: str, submitted: int, workers: Iterable[WorkerStats], *, not_run: int = 0) -> Counters:
+        """Sum per-worker counters. Queue depth is derived: accepted, not finished, not running,
+        not taken back at a stop deadline (``not_run``)."""
         completed = failed = in_flight = 0
         samples: list[float] = []
         for w in workers:
@@ -96,7 +97,7 @@ class Counters:
             samples.sort()
             p50 = samples[len(samples) // 2]
             p99 = samples[min(len(samples) - 1, int(len(samples) * 0.99))]
-        queue_depth = max(0, submitted - completed - failed - in_flight)
+        queue_depth = max(0, submitted - completed - failed - in_flight - not_run)
         return cls(name, submitted, completed, failed, in_flight, queue_depth, p50, p99)
 
     def summary(self) -> str:
@@ -124,9 +125,11 @@ class Beat:
 class Unfinished:
     """What a component still held when its drain ended at the deadline.
 
-    ``queued`` tasks never started; they were handed back (``handed_back``) to the component's
-    ``on_unfinished`` hook when it has one, so a durable source can take them back. ``running``
-    tasks were still executing on threads Python cannot kill.
+    ``queued`` tasks never started. ``to_waiters`` of them had a waiter (``submit_result``,
+    ``map``), which was told (QueueClosed); the others were handed back (``handed_back``) to the
+    component's ``on_unfinished`` hook when it has one, so a durable source can take them back.
+    ``running`` tasks were still executing on threads Python cannot kill (or in processes that
+    were then terminated). See ``workers/_tasks.py`` for the rule every model keeps.
     """
 
     component: str
@@ -135,10 +138,28 @@ class Unfinished:
     running: int
     handed_back: bool = False
     running_what: Sequence[str] = field(default_factory=tuple)
+    to_waiters: int = 0
 
     @property
     def total(self) -> int:
         return self.queued + self.running
+
+    @staticmethod
+    def merge(first: Unfinished | None, later: Unfinished | None) -> Unfinished | None:
+        """Two drains of one component (a forced stop overtaking the graceful one): the tasks both
+        took back, and what still ran at the later one."""
+        if first is None or later is None:
+            return later if first is None else first
+        merged = {
+            "queued": first.queued + later.queued,
+            "to_waiters": first.to_waiters + later.to_waiters,
+            "handed_back": first.handed_back or later.handed_back,
+        }
+        by_stage = getattr(later, "queued_by_stage", None)
+        if by_stage is not None:
+            before = getattr(first, "queued_by_stage", {})
+            merged["queued_by_stage"] = {k: before.get(k, 0) + by_stage.get(k, 0) for k in {*before, *by_stage}}
+        return replace(later, **merged)
 
 
 HandBack = Callable[[list[Any]], object]

@@ -28,6 +28,7 @@ from .. import logs
 from ..errors import QueueClosed, QueueFull
 from ..stopping import Deadline
 from ._supervision import Beat, Counters, HandBack, Unfinished, WorkerStats, describe
+from ._tasks import report_unfinished
 
 log = logging.getLogger("servicehost.workers")
 _monotonic = time.monotonic
@@ -69,6 +70,8 @@ class Dispatcher:
         self._ready: deque[Hashable] = deque()  # keys with tasks queued and no task running
         self._depth = 0  # tasks queued over all keys
         self._accepted = 0
+        self._not_run = 0  # tasks taken back at a deadline
+        self._hand_back_lock = threading.Lock()
         self._closed = False
         self._paused = False
         self._stats = [WorkerStats(f"{name}-{i}") for i in range(workers)]
@@ -194,29 +197,23 @@ class Dispatcher:
         self.close()
         for thread in self._threads:
             thread.join(deadline.remaining())
-        left: list[tuple[Hashable, Callable[..., Any], tuple[Any, ...]]] = []
-        with self._lock:
-            for key, tasks in list(self._keys.items()):
-                left.extend((key, fn, args) for fn, args in tasks)
-                tasks.clear()
-            for key in self._ready:  # not running: nothing else will remove them
-                del self._keys[key]
-            self._ready.clear()
-            self._depth = 0
-            self._has_work.notify_all()
-            if not self._keys:
-                self._all_done.notify_all()
-        running = [s for s in self._stats if s.busy_since is not None]
-        if not left and not running:
-            return None
-        handed_back = False
-        if left and self.on_unfinished is not None:
-            self.on_unfinished(left)
-            handed_back = True
-        return Unfinished(
-            self.name, "tasks", len(left), len(running), handed_back,
-            tuple(describe(s.current) for s in running),
-        )
+        with self._hand_back_lock:  # one drain at a time takes back and hands over
+            left: list[tuple[Hashable, Callable[..., Any], tuple[Any, ...]]] = []
+            with self._lock:
+                for key, tasks in list(self._keys.items()):
+                    left.extend((key, fn, args) for fn, args in tasks)
+                    tasks.clear()
+                for key in self._ready:  # not running: nothing else will remove them
+                    del self._keys[key]
+                self._ready.clear()
+                self._depth = 0
+                self._has_work.notify_all()
+                if not self._keys:
+                    self._all_done.notify_all()
+                self._not_run += len(left)
+            # Workers take a task and mark themselves busy under the same lock: nothing is between.
+            running = [describe(s.current) for s in self._stats if s.busy_since is not None]
+            return report_unfinished(self.name, "tasks", left, self.on_unfinished, running)
 
     def shutdown(self, timeout: float | None = None) -> Unfinished | None:
         """Close and drain with a deadline ``timeout`` seconds away (None: wait for all)."""
@@ -235,7 +232,7 @@ class Dispatcher:
         return len(self._keys)
 
     def counters(self) -> Counters:
-        return Counters.from_workers(self.name, self._accepted, self._stats)
+        return Counters.from_workers(self.name, self._accepted, self._stats, not_run=self._not_run)
 
     def beats(self) -> Iterator[Beat]:
         for s in self._stats:

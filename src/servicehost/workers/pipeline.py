@@ -30,6 +30,7 @@ from .. import logs
 from ..errors import QueueClosed
 from ..stopping import Deadline
 from ._supervision import Beat, Counters, HandBack, PauseGate, Unfinished, WorkerStats, describe
+from ._tasks import Claim, report_unfinished
 from .queues import ClosableQueue
 
 log = logging.getLogger("servicehost.workers")
@@ -92,7 +93,10 @@ class _StageRunner:
         self.stage = stage
         self.name = stage.name
         self.label = f"{pipeline}/{stage.name}"
-        self.queue: ClosableQueue[Any] = ClosableQueue(stage.queue_size)
+        # Items travel as one-item claims: at a deadline the drain takes back every item that a
+        # worker has not started, even one a worker has just taken off the queue.
+        self.queue: ClosableQueue[Claim] = ClosableQueue(stage.queue_size, track=True)
+        self.not_run = 0
         self.stats = [_StageWorker(f"{self.label}-{i}") for i in range(stage.workers)]
         for s in self.stats:
             s.current = stage.fn
@@ -151,40 +155,48 @@ class Pipeline:
 
         Raises QueueClosed after ``close()``; QueueFull on timeout.
         """
-        self._stages[0].queue.put(item, timeout)
+        self._stages[0].queue.put(Claim((item,)), timeout)
 
     # -- the worker loop -------------------------------------------------------------------------
     def _work(self, runner: _StageRunner, stats: _StageWorker) -> None:
-        get = runner.queue.get
+        get, settle = runner.queue.get, runner.queue.settle
         fn = runner.stage.fn
         following = runner.next
         try:
             while True:
                 try:
-                    item = get()
+                    claim = get()
                 except QueueClosed:
                     return
                 if self._gate.paused:
                     self._gate.wait()
                 started = stats.busy_since = _monotonic()
                 try:
+                    item = claim.take()
+                except IndexError:  # taken back at a stop deadline before it started
+                    stats.busy_since = None
+                    settle(claim)
+                    continue
+                try:
                     value = fn(item)
                 except BaseException as exc:  # a stage's error never ends the worker
                     stats.failed += 1
                     stats.busy_since = None
+                    settle(claim)
                     self._failed(runner, item, exc)
                     continue
                 stats.completed += 1
                 stats.sample(started)
-                stats.busy_since = None
-                if following is None:
-                    continue
-                if value is None:
-                    stats.dropped += 1
+                if following is None or value is None:
+                    stats.dropped += following is not None
+                    stats.busy_since = None
+                    settle(claim)
                     continue
                 stats.forwarding = True
+                stats.busy_since = None
+                settle(claim)
                 try:
-                    following.queue.put(value)  # blocks while the next stage is full: backpressure
+                    following.queue.put(Claim((value,)))  # blocks while the next stage is full: backpressure
                 except QueueClosed:  # only a drain that reached its deadline closes it this early
                     self._hand_back_late(following.name, value)
                 finally:
@@ -246,29 +258,26 @@ class Pipeline:
         for runner in self._stages:
             for thread in runner.threads:
                 thread.join(deadline.remaining())
-        left: list[tuple[str, Any]] = []
-        queued_by_stage: dict[str, int] = {}
-        for runner in self._stages:  # a no-op when every worker has ended
-            runner.queue.close()
-            items = runner.queue.take_all()
-            queued_by_stage[runner.name] = len(items)
-            left.extend((runner.name, item) for item in items)
-        running = [
-            (runner, s) for runner in self._stages for s in runner.stats
-            if s.busy_since is not None or s.forwarding
-        ]
-        if not left and not running:
-            return None
-        handed_back = False
-        if left and self.on_unfinished is not None:
-            with self._hand_back_lock:
-                self.on_unfinished(left)
-            handed_back = True
-        return PipelineUnfinished(
-            self.name, "items", len(left), len(running), handed_back,
-            tuple(f"{runner.name}: {describe(runner.stage.fn)}" for runner, _ in running),
-            queued_by_stage,
-        )
+        with self._hand_back_lock:  # one drain (or late hand-back) at a time
+            left: list[tuple[str, Any]] = []
+            queued_by_stage: dict[str, int] = {}
+            for runner in self._stages:  # a no-op when every worker has ended
+                queue = runner.queue
+                queue.close()
+                owned = set(queue.take_all())
+                items = [item for claim in queue.outstanding() for item in claim.revoke()]
+                for claim in owned:
+                    queue.settle(claim)
+                runner.not_run += len(items)
+                queued_by_stage[runner.name] = len(items)
+                left.extend((runner.name, item) for item in items)
+            running = [
+                f"{runner.name}: {describe(runner.stage.fn)}" for runner in self._stages for s in runner.stats
+                if s.busy_since is not None or s.forwarding
+            ]
+            return report_unfinished(self.name, "items", left, self.on_unfinished, running,
+                                     cls=PipelineUnfinished,
+                                     queued_by_stage=queued_by_stage)
 
     def shutdown(self, timeout: float | None = None) -> PipelineUnfinished | None:
         """Close and drain with a deadline ``timeout`` seconds away (None: wait for all)."""
@@ -285,7 +294,7 @@ class Pipeline:
         """Per stage: accepted, done (including dropped), failed, running, queued, run times."""
         return [
             StageCounters(
-                **vars(Counters.from_workers(r.label, r.queue.accepted, r.stats)),
+                **vars(Counters.from_workers(r.label, r.queue.accepted, r.stats, not_run=r.not_run)),
                 dropped=sum(s.dropped for s in r.stats),
             )
             for r in self._stages

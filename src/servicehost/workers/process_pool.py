@@ -62,8 +62,8 @@ from .. import logs
 from ..errors import QueueClosed
 from ..stopping import Deadline
 from ._supervision import Beat, Counters, HandBack, PauseGate, Unfinished, WorkerStats, describe
+from ._tasks import Batch, Claim, Result, not_run, report_unfinished, tell_waiter
 from .queues import ClosableQueue
-from .thread_pool import Result, _Batch
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -147,7 +147,11 @@ class ProcessPool:
         self.executable = _resolve_executable(executable)
         if initializer is not None:
             self._pickle((initializer, self.initargs), "initializer", initializer)
-        self._queue: ClosableQueue[tuple[Any, ...]] = ClosableQueue(queue_size)
+        # Each hand-off travels as a one-element claim: at a deadline the drain takes back every
+        # hand-off no child has started, even one a parent thread has just taken off the queue.
+        self._queue: ClosableQueue[Claim] = ClosableQueue(queue_size, track=True)
+        self._not_run = 0
+        self._hand_back_lock = threading.Lock()
         self._gate = PauseGate()
         self._terminating = False  # the deadline passed: children are being killed, not replaced
         self._broken: BaseException | None = None
@@ -168,7 +172,7 @@ class ProcessPool:
         on timeout."""
         self._check_open()
         payload = self._pickle((_SINGLE, fn, args), "task", fn)
-        self._queue.put((fn, args, payload, None, _SINGLE, 1), timeout)
+        self._queue.put(Claim(((fn, args, payload, None, _SINGLE, 1),), fn, None, _SINGLE), timeout)
 
     def submit_result(self, fn: Callable[..., R], *args: Any, timeout: float | None = None) -> Result[R]:
         """Queue ``fn(*args)`` and return a :class:`~servicehost.workers.thread_pool.Result`.
@@ -177,7 +181,7 @@ class ProcessPool:
         self._check_open()
         result: Result[R] = Result()
         payload = self._pickle((_SINGLE, fn, args), "task", fn)
-        self._queue.put((fn, args, payload, result, _SINGLE, 1), timeout)
+        self._queue.put(Claim(((fn, args, payload, result, _SINGLE, 1),), fn, result, _SINGLE), timeout)
         return result
 
     def map(
@@ -197,10 +201,11 @@ class ProcessPool:
         while chunk := list(islice(it, chunksize)):
             chunks.append(chunk)
         payloads = [self._pickle((_CHUNK, fn, chunk), "task", fn) for chunk in chunks]
-        batch = _Batch(len(seq), len(chunks))
+        batch = Batch(len(seq), len(chunks))
         offset = 0
         for chunk, payload in zip(chunks, payloads):
-            self._queue.put((fn, chunk, payload, batch, offset, len(chunk)), deadline.remaining(), len(chunk))
+            hand_off = (fn, chunk, payload, batch, offset, len(chunk))
+            self._queue.put(Claim((hand_off,), fn, batch, offset), deadline.remaining(), len(chunk))
             offset += len(chunk)
         if chunks:
             left = deadline.remaining()
@@ -226,22 +231,33 @@ class ProcessPool:
     # -- the parent thread of one child ---------------------------------------------------------
     def _work(self, slot: _Slot) -> None:
         stats = slot.stats
-        get = self._queue.get
+        get, settle = self._queue.get, self._queue.settle
         try:
             self._spawn(slot)
             while True:
                 try:
-                    item = get()
+                    claim = get()
                 except QueueClosed:
                     return
                 if self._gate.paused:
                     self._gate.wait()
-                fn, _, payload, _, _, count = item
-                if self._broken is not None or self._terminating:
-                    self._settle(stats, item, None, self._not_run())
+                if self._broken is not None:
+                    # Nothing will run here any more. A waiter is told now; fire-and-forget work
+                    # stays outstanding, for the drain to hand back with the rest.
+                    if claim.sink is not None:
+                        for item in claim.revoke():
+                            self._settle(stats, item, None, self._not_run_error())
+                        settle(claim)
                     continue
-                stats.current = fn
+                stats.current = claim.fn
                 started = stats.busy_since = _monotonic()
+                try:
+                    item = claim.take()
+                except IndexError:  # taken back at the stop deadline before a child got it
+                    stats.busy_since = None
+                    settle(claim)
+                    continue
+                fn, _, payload, _, _, count = item
                 try:
                     reply = self._call(slot, payload, fn)
                 except WorkerDied as exc:
@@ -256,6 +272,7 @@ class ProcessPool:
                         self._retire(slot)
                         if not self._queue.closed:
                             self._spawn(slot)
+                settle(claim)
         except BaseException as exc:  # the loop itself broke: never die silently
             logs.worker_crashed(log, self.name, stats.name, exc_info=exc)
             raise
@@ -377,12 +394,12 @@ class ProcessPool:
                 sink.errors.extend(errors)
         sink.chunk_done()
 
-    def _not_run(self) -> BaseException:
+    def _not_run_error(self, count: int = 1) -> BaseException:
         if self._broken is not None:
             error: BaseException = WorkerDied(f"{self.name}: not run, the pool is broken: {self._broken!r}")
             error.__cause__ = self._broken
             return error
-        return QueueClosed(f"{self.name}: not run, the pool stopped at its deadline")
+        return not_run(self.name, count)
 
     def _reap(self, slot: _Slot) -> int | None:
         """Forget the slot's dead (or dying) child; return its exit code."""
@@ -443,32 +460,36 @@ class ProcessPool:
         for slot in self._slots:
             assert slot.thread is not None
             slot.thread.join(deadline.remaining())
-        running = [s for s in self._slots if s.stats.busy_since is not None]
-        running_what = tuple(describe(s.stats.current) for s in running)
-        left = self._queue.take_all()
-        if not left and all(not s.thread.is_alive() for s in self._slots if s.thread is not None):
-            return None
-        self._terminating = True
-        for item in left:  # their waiters must not wait forever
-            self._settle(WorkerStats("-"), item, None, self._not_run())
-        procs = [s.proc for s in self._slots if s.proc is not None]
-        ended = _end_processes(procs)
-        if ended:
-            logs.process_pool_terminated(log, self.name, ended)
-        for slot in self._slots:
-            assert slot.thread is not None
-            slot.thread.join(_REAP_WAIT)  # each wakes on its child's sentinel and exits
-        queued = sum(item[5] for item in left)
-        handed_back = False
-        if left and self.on_unfinished is not None:
-            tasks: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
-            for fn, args, _, _, offset, _ in left:
-                tasks.extend([(fn, args)] if offset == _SINGLE else [(fn, (x,)) for x in args])
-            self.on_unfinished(tasks)
-            handed_back = True
-        if not queued and not running:
-            return None
-        return Unfinished(self.name, "tasks", queued, len(running), handed_back, running_what)
+        with self._hand_back_lock:  # one drain at a time takes back and hands over
+            # Every hand-off no child has started is taken back now, for good: queued ones, and one a
+            # parent thread has just taken off the queue. Taken out of the queue here, a claim never
+            # reaches a thread: the drain owns it (and closes its chunk for ``map``).
+            owned = set(self._queue.take_all())
+            never_started: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
+            to_waiters = 0
+            for claim in self._queue.outstanding():
+                for fn, args, _, sink, offset, count in claim.revoke():
+                    self._not_run += count
+                    if sink is None:
+                        never_started.extend([(fn, args)] if offset == _SINGLE else [(fn, (x,)) for x in args])
+                    else:
+                        to_waiters += count
+                        tell_waiter(sink, self._not_run_error(count), chunk_owner=claim in owned)
+                if claim in owned:
+                    self._queue.settle(claim)
+            running = [s for s in self._slots if s.stats.busy_since is not None]
+            running_what = tuple(describe(s.stats.current) for s in running)
+            if running or any(s.thread is not None and s.thread.is_alive() for s in self._slots):
+                self._terminating = True
+                procs = [s.proc for s in self._slots if s.proc is not None]
+                ended = _end_processes(procs)
+                if ended:
+                    logs.process_pool_terminated(log, self.name, ended)
+                for slot in self._slots:
+                    assert slot.thread is not None
+                    slot.thread.join(_REAP_WAIT)  # each wakes on its child's sentinel and exits
+            return report_unfinished(self.name, "tasks", never_started, self.on_unfinished, running_what,
+                                     to_waiters=to_waiters)
 
     def shutdown(self, timeout: float | None = None) -> Unfinished | None:
         """Close and drain with a deadline ``timeout`` seconds away (None: wait for all)."""
@@ -490,7 +511,8 @@ class ProcessPool:
 
     # -- observation ------------------------------------------------------------------------------
     def counters(self) -> Counters:
-        return Counters.from_workers(self.name, self._queue.accepted, [s.stats for s in self._slots])
+        return Counters.from_workers(self.name, self._queue.accepted, [s.stats for s in self._slots],
+                                     not_run=self._not_run)
 
     def beats(self) -> Iterator[Beat]:
         """One per child: busy since when (tracked in the parent), running which function."""

@@ -7,7 +7,11 @@ and a producer blocked in ``put()`` on a full queue cannot be woken at all. Here
   :class:`~servicehost.errors.QueueClosed` once the queue is closed;
 * ``close()`` stops intake at once and wakes blocked producers; consumers still get every item
   that was accepted (close-and-drain), then ``QueueClosed``;
-* ``take_all()`` removes what is left, for handing it back at a stop deadline.
+* ``take_all()`` removes what is left, for handing it back at a stop deadline;
+* with ``track=True`` the queue also remembers every item it accepted until a consumer
+  settles it (``settle``): ``outstanding()`` then names the items in the queue *and* those a consumer
+  has taken but not finished — with no gap between the two, because the item is recorded under
+  the same mutex that accepts it. A drain uses this to find every accepted task at a deadline.
 
 Consumers block inside ``SimpleQueue.get`` (C code) and take no lock on the way out: the depth
 is ``SimpleQueue.qsize()``. Only a producer facing a full queue uses the condition variable; it
@@ -33,7 +37,7 @@ _CLOSED = object()  # put once, after the last accepted item; each consumer that
 class ClosableQueue(Generic[T]):
     """Bounded multi-producer multi-consumer FIFO with close-and-drain semantics."""
 
-    def __init__(self, maxsize: int) -> None:
+    def __init__(self, maxsize: int, *, track: bool = False) -> None:
         if maxsize < 1:
             raise ValueError(f"maxsize must be >= 1, got {maxsize}")
         self.maxsize = maxsize
@@ -44,6 +48,7 @@ class ClosableQueue(Generic[T]):
         self._accepted = 0
         self._producers_waiting = 0
         self._closed = False
+        self._outstanding: dict[T, None] | None = {} if track else None  # insertion order = FIFO
 
     @property
     def depth(self) -> int:
@@ -59,11 +64,12 @@ class ClosableQueue(Generic[T]):
     def closed(self) -> bool:
         return self._closed
 
-    def put(self, item: T, timeout: float | None = None, weight: int = 1) -> None:
+    def put(self, item: T, timeout: float | None = None, weight: int = 1, *, track: bool = True) -> None:
         """Append ``item``; block while full, up to ``timeout`` seconds (None: until space).
 
         ``weight`` is how many tasks the item carries (a chunk counts its tasks), added to
-        ``accepted``. Raises QueueClosed if the queue is (or becomes) closed, QueueFull on timeout.
+        ``accepted``. ``track=False`` keeps a marker out of ``outstanding``.
+        Raises QueueClosed if the queue is (or becomes) closed, QueueFull on timeout.
         """
         with self._mutex:
             if self._closed:
@@ -71,6 +77,8 @@ class ClosableQueue(Generic[T]):
             if self._items.qsize() >= self.maxsize:
                 self._wait_for_space(timeout)
             self._accepted += weight
+            if track and self._outstanding is not None:
+                self._outstanding[item] = None
             # Inside the mutex, so no item can land after close()'s end marker.
             self._items.put(item)
 
@@ -129,3 +137,13 @@ class ClosableQueue(Generic[T]):
                 self._items.put(_CLOSED)
             self._not_full.notify_all()
         return taken
+
+    def settle(self, item: T) -> None:
+        """A consumer is done with ``item`` (tracking queues): it leaves ``outstanding``."""
+        self._outstanding.pop(item, None)  # type: ignore[union-attr]
+
+    def outstanding(self) -> list[T]:
+        """Every tracked item accepted and not yet settled (queued, or held by a consumer), in
+        the order they were accepted."""
+        with self._mutex:
+            return list(self._outstanding or ())

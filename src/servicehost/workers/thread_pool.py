@@ -20,69 +20,24 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import islice
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 from .. import logs
-from ..errors import QueueClosed
+from ..errors import QueueClosed, QueueFull
 from ..stopping import Deadline
 from ._supervision import Beat, Counters, HandBack, PauseGate, Unfinished, WorkerStats, describe
+from ._tasks import Batch, Claim, Result, not_run, report_unfinished, tell_waiter
 from .queues import ClosableQueue
+
+__all__ = ["Result", "ThreadPool"]
 
 T = TypeVar("T")
 R = TypeVar("R")
 log = logging.getLogger("servicehost.workers")
 _monotonic = time.monotonic
-_SINGLE = -1  # offset value marking a single task (payload = args tuple)
+_SINGLE = -1  # offset value marking a single task (its one element is the args tuple)
 _JOIN = object()  # join() marker: every worker meets at a barrier
-
-
-class Result(Generic[T]):
-    """The outcome of one ``submit_result`` task. Cheaper than a Future: one lock as a latch."""
-
-    __slots__ = ("_latch", "_value", "_error")
-
-    def __init__(self) -> None:
-        self._latch = threading.Lock()
-        self._latch.acquire()
-        self._value: Any = None
-        self._error: BaseException | None = None
-
-    def _set(self, value: Any, error: BaseException | None) -> None:
-        self._value, self._error = value, error
-        self._latch.release()
-
-    def done(self) -> bool:
-        return not self._latch.locked()
-
-    def result(self, timeout: float | None = None) -> T:
-        """Block up to ``timeout`` seconds for the value; re-raise the task's exception."""
-        if not self._latch.acquire(timeout=-1 if timeout is None else timeout):
-            raise TimeoutError("task not finished")
-        self._latch.release()
-        if self._error is not None:
-            raise self._error
-        return self._value  # type: ignore[no-any-return]
-
-
-class _Batch:
-    """Shared by the chunks of one ``map`` call: results in order, and a latch for the last."""
-
-    __slots__ = ("results", "errors", "pending", "lock", "latch")
-
-    def __init__(self, size: int, chunks: int) -> None:
-        self.results: list[Any] = [None] * size
-        self.errors: list[BaseException] = []
-        self.pending = chunks
-        self.lock = threading.Lock()
-        self.latch = threading.Lock()
-        self.latch.acquire()
-
-    def chunk_done(self) -> None:
-        with self.lock:
-            self.pending -= 1
-            last = self.pending == 0
-        if last:
-            self.latch.release()
+_Batch = Batch  # the name process_pool and older code use
 
 
 class ThreadPool:
@@ -90,8 +45,10 @@ class ThreadPool:
 
     Threads start in the constructor and block in the queue while idle (they never poll).
     ``queue_size`` bounds the hand-offs waiting (a chunk counts once): producers block when it
-    is full. ``on_unfinished(tasks)`` receives, at a stop deadline, the ``(fn, args)`` pairs that
-    never started, so a durable source can take them back.
+    is full. ``on_unfinished(tasks)`` receives, at a stop deadline, the ``(fn, args)`` pairs of
+    fire-and-forget tasks that never started — including the rest of a chunk a worker had begun —
+    so a durable source can take them back; a task someone waits on goes back to its waiter
+    instead (QueueClosed). A task given back never runs afterwards (``workers/_tasks.py``).
     """
 
     def __init__(
@@ -107,7 +64,9 @@ class ThreadPool:
         self.name = name
         self.workers = workers
         self.on_unfinished = on_unfinished
-        self._queue: ClosableQueue[tuple[Callable[..., Any], Any, Any, int]] = ClosableQueue(queue_size)
+        self._queue: ClosableQueue[Claim] = ClosableQueue(queue_size, track=True)
+        self._not_run = 0  # tasks taken back at a deadline (never run): out of the queue depth
+        self._hand_back_lock = threading.Lock()
         self._stats = [WorkerStats(f"{name}-{i}") for i in range(workers)]
         self._gate = PauseGate()
         self._join_lock = threading.Lock()
@@ -124,41 +83,55 @@ class ThreadPool:
 
         Raises QueueClosed after ``close()``; QueueFull on timeout.
         """
-        self._queue.put((fn, args, None, _SINGLE), timeout)
+        self._queue.put(Claim((args,), fn, None, _SINGLE), timeout)
 
     def submit_result(self, fn: Callable[..., R], *args: Any, timeout: float | None = None) -> Result[R]:
         """Queue ``fn(*args)`` and return a :class:`Result` to wait on."""
         result: Result[R] = Result()
-        self._queue.put((fn, args, result, _SINGLE), timeout)
+        self._queue.put(Claim((args,), fn, result, _SINGLE), timeout)
         return result
 
     def submit_many(
         self, fn: Callable[[T], Any], items: Iterable[T], *, chunksize: int | None = None,
         timeout: float | None = None,
     ) -> int:
-        """Queue ``fn(item)`` for every item, fire-and-forget, in chunks. Returns the count."""
+        """Queue ``fn(item)`` for every item, fire-and-forget, in chunks. Returns the count.
+
+        On QueueClosed / QueueFull the items before the failing chunk were accepted (and will be
+        run or handed back); the exception's ``accepted`` attribute says how many.
+        """
         count = 0
-        for chunk in self._chunks(items, chunksize):
-            self._queue.put((fn, chunk, None, 0), timeout, len(chunk))
-            count += len(chunk)
+        put = self._queue.put
+        try:
+            for chunk in self._chunks(items, chunksize):
+                put(Claim(chunk, fn, None, 0), timeout, len(chunk))
+                count += len(chunk)
+        except (QueueClosed, QueueFull) as exc:
+            exc.accepted = count  # type: ignore[attr-defined]
+            raise
         return count
 
     def map(
         self, fn: Callable[[T], R], items: Iterable[T], *, chunksize: int | None = None,
         timeout: float | None = None,
     ) -> list[R]:
-        """``[fn(x) for x in items]`` on the pool, in order. Raises the first task error.
+        """``[fn(x) for x in items]`` on the pool, in order. Raises the first task error
+        (QueueClosed for tasks the pool stopped before running).
 
         ``timeout`` bounds the whole call (queueing and waiting).
         """
         seq = items if isinstance(items, Sequence) else list(items)
         deadline = Deadline.after(timeout)
         chunks = list(self._chunks(seq, chunksize))
-        batch = _Batch(len(seq), len(chunks))
+        batch = Batch(len(seq), len(chunks))
         offset = 0
-        for chunk in chunks:
-            self._queue.put((fn, chunk, batch, offset), deadline.remaining(), len(chunk))
-            offset += len(chunk)
+        try:
+            for chunk in chunks:
+                self._queue.put(Claim(chunk, fn, batch, offset), deadline.remaining(), len(chunk))
+                offset += len(chunk)
+        except (QueueClosed, QueueFull) as exc:  # the chunks before were accepted, as for submit_many
+            exc.accepted = offset  # type: ignore[attr-defined]
+            raise
         if chunks:
             left = deadline.remaining()
             if not batch.latch.acquire(timeout=-1 if left is None else left):
@@ -180,28 +153,35 @@ class ThreadPool:
     # -- the worker loop -------------------------------------------------------------------------
     def _work(self, stats: WorkerStats) -> None:
         get = self._queue.get
+        settle = self._queue.settle
         try:
             while True:
                 try:
-                    item = get()
+                    claim = get()
                 except QueueClosed:
                     return
                 if self._gate.paused:
                     self._gate.wait()
-                if item is _JOIN:
+                if claim is _JOIN:
                     assert self._barrier is not None
                     self._barrier.wait()
                     continue
-                fn, payload, sink, offset = item
-                stats.current = fn
+                fn = stats.current = claim.fn
                 started = stats.busy_since = _monotonic()
-                if offset == _SINGLE:
-                    self._run_one(stats, fn, payload, sink)
-                    stats.sample(started)
+                if claim.offset == _SINGLE:
+                    try:
+                        args = claim.take()
+                    except IndexError:
+                        pass  # taken back at a stop deadline before it ran
+                    else:
+                        self._run_one(stats, fn, args, claim.sink)
+                        stats.sample(started)
                 else:
-                    self._run_chunk(stats, fn, payload, sink, offset)
-                    stats.sample(started, len(payload))
+                    ran = self._run_chunk(stats, claim)
+                    if ran:
+                        stats.sample(started, ran)
                 stats.busy_since = None
+                settle(claim)
         except BaseException as exc:  # the loop itself broke: never die silently
             logs.worker_crashed(log, self.name, stats.name, exc_info=exc)
             raise
@@ -220,27 +200,39 @@ class ThreadPool:
         if sink is not None:
             sink._set(value, None)
 
-    def _run_chunk(self, stats: WorkerStats, fn: Callable[[Any], Any], chunk: list[Any], batch: _Batch | None, offset: int) -> None:
-        failed = 0
-        if batch is None:
-            for x in chunk:
-                try:
-                    fn(x)
-                except BaseException as exc:  # a task's error never ends the worker
-                    failed += 1
-                    logs.task_failed(log, self.name, describe(fn), exc_info=exc)
-        else:
-            results = batch.results
-            for i, x in enumerate(chunk, offset):
-                try:
-                    results[i] = fn(x)
-                except BaseException as exc:
-                    failed += 1
-                    with batch.lock:
-                        batch.errors.append(exc)
-            batch.chunk_done()
-        stats.failed += failed
-        stats.completed += len(chunk) - failed
+    def _run_chunk(self, stats: WorkerStats, claim: Claim) -> int:
+        """Run the chunk's tasks one by one, taking each from the claim (a drain at the deadline
+        may take the rest). Returns how many ran."""
+        fn, batch, take = claim.fn, claim.sink, claim.take
+        ran = failed = 0
+        try:
+            if batch is None:
+                while True:
+                    x = take()  # IndexError: nothing left (done, or taken back)
+                    ran += 1
+                    try:
+                        fn(x)
+                    except BaseException as exc:  # a task's error never ends the worker
+                        failed += 1
+                        logs.task_failed(log, self.name, describe(fn), exc_info=exc)
+            else:
+                results, offset = batch.results, claim.offset
+                while True:
+                    x = take()
+                    try:
+                        results[offset + ran] = fn(x)
+                    except BaseException as exc:
+                        failed += 1
+                        batch.fail(exc)
+                    ran += 1
+        except IndexError:
+            pass
+        finally:
+            stats.failed += failed
+            stats.completed += ran - failed
+            if batch is not None:
+                batch.chunk_done()  # the worker took this chunk from the queue: it closes it
+        return ran
 
     # -- control ----------------------------------------------------------------------------------
     def join(self, timeout: float | None = None) -> bool:
@@ -251,7 +243,7 @@ class ThreadPool:
         with self._join_lock:
             self._barrier = threading.Barrier(self.workers + 1)
             for _ in range(self.workers):
-                self._queue.put(_JOIN, timeout)  # type: ignore[arg-type]
+                self._queue.put(_JOIN, timeout, track=False)  # type: ignore[arg-type]
             try:
                 self._barrier.wait(timeout)
             except threading.BrokenBarrierError:
@@ -275,38 +267,35 @@ class ThreadPool:
         self.resume()  # a paused pool must still drain when the service stops
 
     def drain(self, deadline: Deadline) -> Unfinished | None:
-        """Close, wait for the workers until ``deadline``; report and hand back what is left.
+        """Close, wait for the workers until ``deadline``; report and give back what is left.
 
-        Fire-and-forget tasks that never ran go to ``on_unfinished``; waited-for ones
-        (``submit_result``, ``map``) fail their waiter with QueueClosed instead."""
+        Every task that has not started by then — queued, or waiting in a chunk a worker has
+        begun — is taken back for good: fire-and-forget ones go to ``on_unfinished``, waited-for
+        ones (``submit_result``, ``map``) fail their waiter with QueueClosed. Running tasks are
+        counted; they finish on their threads (Python cannot stop them)."""
         self.close()
         for thread in self._threads:
             thread.join(deadline.remaining())
-        running = [s for s in self._stats if s.busy_since is not None]
-        left = [item for item in self._queue.take_all() if item is not _JOIN]
-        if not left and not running:
-            return None
-        queued = sum(1 if offset == _SINGLE else len(payload) for _, payload, _, offset in left)
-        # Someone waits on these: tell them, rather than hand the work back behind their back.
-        for _, payload, sink, offset in left:
-            if isinstance(sink, Result):
-                sink._set(None, QueueClosed(f"{self.name}: stopped before the task ran"))
-            elif isinstance(sink, _Batch):
-                with sink.lock:
-                    sink.errors.append(QueueClosed(f"{self.name}: stopped before {len(payload)} task(s) ran"))
-                sink.chunk_done()
-        forgettable = [item for item in left if item[2] is None]
-        handed_back = False
-        if forgettable and self.on_unfinished is not None:
-            tasks: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
-            for fn, payload, _, offset in forgettable:
-                tasks.extend([(fn, payload)] if offset == _SINGLE else [(fn, (x,)) for x in payload])
-            self.on_unfinished(tasks)
-            handed_back = True
-        return Unfinished(
-            self.name, "tasks", queued, len(running), handed_back,
-            tuple(describe(s.current) for s in running),
-        )
+        with self._hand_back_lock:  # one drain at a time takes back and hands over
+            # Taken out of the queue here, these claims will never reach a worker: the drain owns them.
+            owned = {c for c in self._queue.take_all() if c is not _JOIN}
+            never_started: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
+            to_waiters = 0
+            for claim in self._queue.outstanding():  # queued, and held by workers
+                tasks = claim.revoke()
+                if tasks:
+                    self._not_run += len(tasks)
+                    if claim.sink is None:
+                        fn = claim.fn
+                        never_started.extend([(fn, tasks[0])] if claim.offset == _SINGLE else [(fn, (x,)) for x in tasks])
+                    else:
+                        to_waiters += len(tasks)
+                        tell_waiter(claim.sink, not_run(self.name, len(tasks)), chunk_owner=claim in owned)
+                if claim in owned:
+                    self._queue.settle(claim)
+            running = [describe(s.current) for s in self._stats if s.busy_since is not None]
+            return report_unfinished(self.name, "tasks", never_started, self.on_unfinished, running,
+                                     to_waiters=to_waiters)
 
     def shutdown(self, timeout: float | None = None) -> Unfinished | None:
         """Close and drain with a deadline ``timeout`` seconds away (None: wait for all)."""
@@ -320,7 +309,7 @@ class ThreadPool:
 
     # -- observation -------------------------------------------------------------------------------
     def counters(self) -> Counters:
-        return Counters.from_workers(self.name, self._queue.accepted, self._stats)
+        return Counters.from_workers(self.name, self._queue.accepted, self._stats, not_run=self._not_run)
 
     def beats(self) -> Iterator[Beat]:
         for s in self._stats:

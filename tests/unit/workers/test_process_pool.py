@@ -233,9 +233,10 @@ def test_drain_at_the_deadline_terminates_children_and_reports(caplog):
         left = pool.drain(Deadline.after(0.3))
     assert time.monotonic() - began < GUARD
     assert left is not None and left.kind == "tasks"
-    assert (left.queued, left.running, left.handed_back) == (5, 2, True)
+    assert (left.queued, left.to_waiters, left.running, left.handed_back) == (5, 4, 2, True)
     assert all("slow_square" in what for what in left.running_what)
-    assert sorted(args for _, args in handed) == [(1,), (2,), (3,), (9,), (10,)]
+    # One owner each: the fire-and-forget task is handed back; the waited ones go to their waiters.
+    assert handed == [(square, (10,))]
     for result in running:
         with pytest.raises(WorkerDied, match="terminated at the stop deadline"):
             result.result(GUARD)

@@ -1,0 +1,162 @@
+"""Task plumbing the pools share: how accepted work travels, who owns each task, and the tail
+that reports and hands back what never ran at a stop deadline.
+
+The rule every model keeps (ThreadPool, Pipeline, Dispatcher, ProcessPool): when the stop report
+is made, every accepted task is done, running (counted), or never started (counted, and given
+back to exactly one owner). A task that never started goes back
+
+* to its **waiter**, when someone waits on it (``submit_result``'s :class:`Result`, ``map``):
+  the wait raises :class:`~servicehost.errors.QueueClosed` ("not run"), and the task is *not*
+  also passed to ``on_unfinished`` — the waiter owns the retry, so nothing runs twice;
+* to the component's ``on_unfinished(tasks)`` hook otherwise (fire-and-forget work), so that a
+  durable source can take it back. Without a hook it is counted and logged, nothing more.
+
+A task given back is never run afterwards: the worker and the drain take tasks out of the same
+:class:`Claim` with one atomic operation each, so each task is taken exactly once.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, TypeVar
+
+from ..errors import QueueClosed
+from ._supervision import HandBack, Unfinished
+
+T = TypeVar("T")
+
+
+class Result(Generic[T]):
+    """The outcome of one ``submit_result`` task. Cheaper than a Future: one lock as a latch."""
+
+    __slots__ = ("_latch", "_value", "_error")
+
+    def __init__(self) -> None:
+        self._latch = threading.Lock()
+        self._latch.acquire()
+        self._value: Any = None
+        self._error: BaseException | None = None
+
+    def _set(self, value: Any, error: BaseException | None) -> None:
+        self._value, self._error = value, error
+        self._latch.release()
+
+    def done(self) -> bool:
+        return not self._latch.locked()
+
+    def result(self, timeout: float | None = None) -> T:
+        """Block up to ``timeout`` seconds for the value; re-raise the task's exception
+        (:class:`~servicehost.errors.QueueClosed` if the pool stopped before it ran)."""
+        if not self._latch.acquire(timeout=-1 if timeout is None else timeout):
+            raise TimeoutError("task not finished")
+        self._latch.release()
+        if self._error is not None:
+            raise self._error
+        return self._value  # type: ignore[no-any-return]
+
+
+class Batch:
+    """Shared by the chunks of one ``map`` call: results in order, and a latch for the last.
+
+    ``chunk_done`` is called exactly once per chunk, by whoever held the chunk last: the
+    worker that took it, or the drain that took it out of the queue."""
+
+    __slots__ = ("results", "errors", "pending", "lock", "latch")
+
+    def __init__(self, size: int, chunks: int) -> None:
+        self.results: list[Any] = [None] * size
+        self.errors: list[BaseException] = []
+        self.pending = chunks
+        self.lock = threading.Lock()
+        self.latch = threading.Lock()
+        self.latch.acquire()
+
+    def fail(self, error: BaseException) -> None:
+        with self.lock:
+            self.errors.append(error)
+
+    def chunk_done(self) -> None:
+        with self.lock:
+            self.pending -= 1
+            last = self.pending == 0
+        if last:
+            self.latch.release()
+
+
+class Claim(deque):  # type: ignore[type-arg]
+    """One hand-off of accepted tasks (a chunk, or a single task) on its way to a worker.
+
+    The worker takes tasks from the left (``take``, i.e. ``popleft``); a drain at the deadline
+    takes what is left from the right (``revoke``). Both are single atomic deque operations, so
+    each task is taken by exactly one of them: it runs, or it is given back — never both, never
+    neither. ``fn``/``sink``/``offset`` say what to do with the tasks: the callable, who waits
+    (None, a :class:`Result` or a :class:`Batch`) and the chunk's first index in its batch.
+    Identity-hashed, so a queue can track the claims it accepted and not yet settled.
+    """
+
+    __slots__ = ("fn", "sink", "offset")
+    __hash__ = object.__hash__  # type: ignore[assignment]
+
+    def __init__(self, tasks: Sequence[Any], fn: Any = None, sink: Any = None, offset: int = 0) -> None:
+        super().__init__(tasks)
+        self.fn, self.sink, self.offset = fn, sink, offset
+
+    def __eq__(self, other: object) -> bool:  # identity, as the hash
+        return self is other
+
+    take = deque.popleft
+
+    def revoke(self) -> list[Any]:
+        """Take every task not taken yet (in order); from now on ``take`` raises IndexError."""
+        taken = []
+        pop = self.pop
+        while True:
+            try:
+                taken.append(pop())
+            except IndexError:
+                break
+        taken.reverse()
+        return taken
+
+
+def not_run(component: str, count: int = 1) -> QueueClosed:
+    return QueueClosed(f"{component}: stopped before {count} task(s) ran")
+
+
+def tell_waiter(sink: Any, error: BaseException, *, chunk_owner: bool) -> None:
+    """Fail the waiter of tasks that never ran. ``chunk_owner``: the caller took the whole chunk
+    out of the queue, so it also closes the chunk for its batch."""
+    if isinstance(sink, Result):
+        sink._set(None, error)
+    elif isinstance(sink, Batch):
+        sink.fail(error)
+        if chunk_owner:
+            sink.chunk_done()
+
+
+def report_unfinished(
+    component: str,
+    kind: str,
+    never_started: list[Any],
+    on_unfinished: HandBack | None,
+    running_what: Sequence[str],
+    *,
+    to_waiters: int = 0,
+    cls: Callable[..., Unfinished] = Unfinished,
+    **extra: Any,
+) -> Unfinished | None:
+    """The tail of every drain (called under the component's hand-back lock, so that two drains
+    never hand over at once): give ``never_started`` (fire-and-forget tasks, already taken out
+    for good) to ``on_unfinished`` once, and report them with the ``to_waiters`` tasks whose
+    waiters were told, and what still runs. None when nothing is left."""
+    queued = len(never_started) + to_waiters
+    if not queued and not running_what:
+        return None
+    handed_back = False
+    if never_started and on_unfinished is not None:
+        on_unfinished(never_started)
+        handed_back = True
+    return cls(component, kind, queued, len(running_what), handed_back, tuple(running_what),
+               to_waiters=to_waiters, **extra)
