@@ -13,9 +13,10 @@ How a request travels:
 
 Bounds (nothing grows without limit):
 
-* ``max_connections`` clients at once. When a new client comes while the server is full, the
-  connection idle the longest makes room (closed, counted as evicted, logged once per episode);
-  failing that, one with an unfinished request that has no request in flight; a connection whose
+* ``max_connections`` clients at once. When a new client comes while the server is full, a
+  connection makes room (closed, counted as evicted, logged once per episode): one already
+  closing (half-closed, all answered), else the one idle the longest, else one with an unfinished
+  request that has no request in flight; a connection whose
   requests are running or whose replies are being written is never chosen. Only when every
   connection is busy is the newcomer accepted and closed at once (counted as refused). Running out
   of file descriptors (EMFILE) makes room the same way. ``start()`` raises the process's soft
@@ -393,8 +394,8 @@ class EventServer:
             try:
                 resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
                 soft = target
-            except (ValueError, OSError) as exc:
-                logs.notify_failed(log, f"raising the open-file limit to {target}: {exc}")
+            except (ValueError, OSError):
+                pass  # not allowed here (e.g. a sandbox): the warning below says what the limit is
         if soft < needed:
             logs.open_files_limited(log, self.name, soft, self.max_connections, _FD_MARGIN)
 
@@ -680,7 +681,7 @@ class EventServer:
         if not self._evicting:
             self._evicting = True
             logs.connections_evicted(log, self.name, self.max_connections, self._evicted)
-        logs.connection_closed(log, self.name, conn.label, "the longest idle: closed to make room for a new client")
+        logs.connection_closed(log, self.name, conn.label, "closed to make room for a new client (max_connections)")
         self._close(conn)
         return True
 

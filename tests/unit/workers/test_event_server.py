@@ -544,3 +544,15 @@ def test_out_of_file_descriptors_the_longest_idle_connection_makes_room(tmp_path
     assert refused == 0 and evicted >= 105 - 64
     assert b"the open-file limit is 64, below max_connections=1024" in err
     assert child.returncode == 0, err
+
+
+def test_a_client_that_reads_none_of_its_replies_is_closed_after_the_idle_timeout():
+    def big(request: bytes, peer) -> bytes:
+        return b"x" * 1_000_000 if request == b"big" else request.upper()
+
+    with EventServer(big, idle_timeout=0.3) as server:
+        with connect(server) as sock:
+            sock.sendall(b"big\n" * 32)  # 32 MB of replies: far more than the socket buffers hold
+            wait_until(lambda: server.connection_counters().idle_timeouts == 1, "closed for not reading")
+            wait_until(lambda: server.connection_counters().open == 0, "closed")
+        assert _answered(server, b"others are served") == b"OTHERS ARE SERVED\n"
