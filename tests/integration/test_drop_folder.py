@@ -65,7 +65,7 @@ def check_exactly_once(state: Path, made: dict[str, bytes]) -> None:
 
 def start(state: Path, *extra: str) -> ServiceProcess:
     svc = ServiceProcess("run", TARGET, "--state-dir", str(state), "--scan-interval", "0.05",
-                         "--log-file", "none", *extra)
+                         "--settle", "0.2", "--log-file", "none", *extra)
     svc.ready()
     return svc
 
@@ -117,9 +117,20 @@ def test_a_stop_deadline_leaves_unfinished_files_in_place_and_says_so(tmp_path):
     check_exactly_once(tmp_path, made)
 
 
-def test_an_unwritable_state_dir_is_a_start_failure_with_code_3(tmp_path):
+def test_an_unusable_state_dir_is_a_config_error_with_code_2(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     svc = ServiceProcess("run", TARGET, "--state-dir", str(blocker / "sub"), "--log-file", "none")
-    assert svc.wait() == ExitCode.START_FAILURE
-    assert "start failed" in "\n".join(svc.output())
+    assert svc.wait() == ExitCode.CONFIG_ERROR
+    out = "\n".join(svc.output())
+    assert "--state-dir" in out and "Traceback" not in out, out
+
+
+def test_bad_paths_in_the_examples_own_settings_are_a_start_failure_in_one_line(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    for flags in (["--drop-dir", str(blocker / "sub")], ["--out-dir", str(tmp_path / "state" / "drop")]):
+        svc = ServiceProcess("run", TARGET, "--state-dir", str(tmp_path / "state"), "--log-file", "none", *flags)
+        assert svc.wait() == ExitCode.START_FAILURE
+        out = "\n".join(svc.output())
+        assert "start failed" in out and "Traceback" not in out, out
