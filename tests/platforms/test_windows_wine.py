@@ -110,6 +110,16 @@ def _parse_message_table(dll: bytes) -> dict[int, str]:
     return out
 
 
+def test_a_secret_copy_is_readable_by_system_administrators_and_the_service_alone():
+    service = win.virtual_account_sid("svc")
+    aces = win.secret_aces(service)
+    assert win.granted_access(aces, [service, "S-1-5-80-0", *win.SERVICE_GROUP_SIDS]) == win.FILE_GENERIC_READ
+    assert win.granted_access(aces, [win.SYSTEM_SID]) == win.granted_access(aces, ["S-1-5-32-544"]) == 0x1F01FF
+    for other in (win.virtual_account_sid("other"), "S-1-5-21-1-2-3-1001"):  # another service, a user
+        assert win.granted_access(aces, [other, *win.SERVICE_GROUP_SIDS]) == 0
+    assert [a.sid for a in win.secret_aces(win.SYSTEM_SID)] == [win.SYSTEM_SID, "S-1-5-32-544"]  # LocalSystem
+
+
 def test_message_file_holds_every_event_id():
     dll = win.resource_dll(win.message_table(win.event_ids()))
     assert len(dll) % 0x200 == 0
@@ -206,7 +216,7 @@ def traced(wine: Wine, tmp_path_factory) -> Iterator[tuple[str, Path, str]]:
     target = winpath(SERVICES) + ":Traced"
     proc = wine.servicehost(
         "install", target, "--name", name, "--state-dir", winpath(state), "--start", "manual",
-        "--display-name", "servicehost traced", "--description", "records its hooks", "--env", "SH_TEST_ENV=hello",
+        "--display-name", f"servicehost traced {TAG}", "--description", "records its hooks", "--env", "SH_TEST_ENV=hello",
         "--restart-delay", "2")
     yield name, state, target + "\n" + proc.stdout + proc.stderr
     _remove(wine, name)
@@ -248,7 +258,7 @@ def test_install_registers_the_service_its_options_and_its_event_source(wine, tr
     ids = [0, 1002, 2005, 5301, max(logs.EVENTS), 0x40001002]  # the last: pywin32's PYS_SERVICE_STARTED
     got = wine.script(REGISTRY_PROBE, name, ",".join(map(str, ids)))
     config, service, parameters = got["config"], got["service"], got["parameters"]
-    assert config[1] == 3 and config[8] == "servicehost traced"  # SERVICE_DEMAND_START, display name
+    assert config[1] == 3 and config[8] == f"servicehost traced {TAG}"  # SERVICE_DEMAND_START, display name
     assert config[7] == f"NT SERVICE\\{name}"  # least privilege: the virtual account
     image = config[3]
     assert image.startswith(win.command_line([wine.base_python, "-S", "-s", "-P", "-c", win.BOOT]))
@@ -506,6 +516,123 @@ def test_stop_stops_the_dependents_first(wine, tmp_path):
         _remove(wine, dependent, base)
 
 
+SECRET_PROBE = r"""
+import hashlib, json, os, sys, winreg
+name = sys.argv[1]
+def tree(path):
+    out = []
+    try:
+        key = winreg.OpenKey(winreg.HKEY_LOCAL_MACHINE, path)
+    except OSError:
+        return out
+    with key:
+        subkeys, values, _ = winreg.QueryInfoKey(key)
+        out += [[path, *winreg.EnumValue(key, i)[:2]] for i in range(values)]
+        for i in range(subkeys):
+            out += tree(path + "\\" + winreg.EnumKey(key, i))
+    return out
+base = r"SYSTEM\CurrentControlSet\Services" + "\\" + name
+folder = os.path.join(os.environ["PROGRAMDATA"], "servicehost", "credentials", name)
+copy = os.path.join(folder, "TOKEN")
+values = tree(base) + tree(r"SYSTEM\CurrentControlSet\Services\EventLog\Application" + "\\" + name)
+env = [v for p, n, v in values if p == base and n == "Environment"]
+digest = None
+if os.path.exists(copy):
+    with open(copy, "rb") as fh:
+        digest = hashlib.sha256(fh.read()).hexdigest()
+print(json.dumps({"environment": env[0] if env else None, "values": values, "copy": copy, "sha256": digest,
+                  "files": sorted(os.listdir(folder)) if os.path.isdir(folder) else None}, default=str))
+"""
+
+
+def _sha256(data: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(data.encode()).hexdigest()
+
+
+@pytest.mark.real_manager
+def test_a_secret_file_reaches_the_service_as_name_file_and_the_registry_holds_only_its_path(wine, tmp_path):
+    import uuid
+
+    name = f"shsecret{TAG}"
+    target = winpath(SERVICES) + ":Traced"
+    state = tmp_path / "state"
+    secret, newer = f"s3cr3t-{uuid.uuid4().hex}", f"n3w-{uuid.uuid4().hex}"
+    (tmp_path / "token.txt").write_text(secret)
+    (tmp_path / "token2.txt").write_text(newer)
+    common = ["--name", name, "--state-dir", winpath(state), "--start", "manual", "--env", "MODE=@@fast"]
+    offset = wine.eventlog_size()
+    try:
+        # an @file that cannot be read: one line, exit 2, nothing registered
+        bad = wine.servicehost("install", target, *common, "--env", f"TOKEN=@{winpath(tmp_path / 'absent')}",
+                               check=False)
+        assert bad.returncode == ExitCode.CONFIG_ERROR and "Traceback" not in bad.stderr, bad.stderr
+        assert len(bad.stderr.strip().splitlines()) == 1 and "expected a readable regular file" in bad.stderr
+        assert _field(wine.servicehost("status", target, "--name", name).stdout, "state") == "not-installed"
+
+        wine.servicehost("install", target, *common, "--env", f"TOKEN=@{winpath(tmp_path / 'token.txt')}")
+        got = wine.script(SECRET_PROBE, name)
+        copy = got["copy"]
+        assert got["environment"] == ["MODE=@fast", f"TOKEN_FILE={copy}"]  # the path, never the secret
+        assert got["sha256"] == _sha256(secret) and got["files"] == ["TOKEN"]
+        assert secret not in json.dumps(got["values"])
+        wine.servicehost("start", target, "--name", name)
+        wine.servicehost("stop", target, "--name", name)
+        (started,) = [r for r in _trace(state) if r["hook"] == "start"]
+        assert started["secret"] == {"TOKEN_FILE": copy, "TOKEN": None, "MODE": "@fast", "sha256": _sha256(secret)}
+        assert not [str(p) for p in state.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+        assert secret not in wine.eventlog_since(offset)
+
+        # update with a new file replaces the copy; the next start reads the new secret
+        wine.servicehost("update", target, *common, "--env", f"TOKEN=@{winpath(tmp_path / 'token2.txt')}")
+        got = wine.script(SECRET_PROBE, name)
+        assert (got["sha256"], got["files"]) == (_sha256(newer), ["TOKEN"])
+        wine.servicehost("start", target, "--name", name)
+        wine.servicehost("stop", target, "--name", name)
+        assert [r for r in _trace(state) if r["hook"] == "start"][-1]["secret"]["sha256"] == _sha256(newer)
+
+        wine.servicehost("remove", target, "--name", name)
+        assert wine.script(SECRET_PROBE, name)["files"] is None  # remove took the copies with it
+    finally:
+        _remove(wine, name)
+
+
+SECRET_ACL_PROBE = r"""
+import json, os, sys, win32security as s
+folder = os.path.join(os.environ["PROGRAMDATA"], "servicehost", "credentials", sys.argv[1])
+out = {}
+for path in (folder, os.path.join(folder, "TOKEN")):
+    sd = s.GetNamedSecurityInfo(path, s.SE_FILE_OBJECT, s.DACL_SECURITY_INFORMATION)
+    dacl = sd.GetSecurityDescriptorDacl()
+    aces = [dacl.GetAce(i) for i in range(dacl.GetAceCount())]
+    out[os.path.basename(path)] = {
+        "protected": bool(sd.GetSecurityDescriptorControl()[0] & s.SE_DACL_PROTECTED),
+        "aces": sorted([a[0][0], a[0][1], a[1] & 0xFFFFFFFF, s.ConvertSidToStringSid(a[2])] for a in aces)}
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.real_manager
+def test_a_secret_copy_has_a_protected_dacl_for_system_administrators_and_the_service(wine, tmp_path):
+    _wine_lacks("run as another account", "services run as the Wine user, and Wine keeps no file DACL "
+                "(SetNamedSecurityInfo succeeds; GetNamedSecurityInfo shows the Unix mode)")
+    name = f"shsecacl{TAG}"
+    target = winpath(SERVICES) + ":Traced"
+    (tmp_path / "token.txt").write_text("acl-secret")
+    try:
+        wine.servicehost("install", target, "--name", name, "--state-dir", winpath(tmp_path / "state"),
+                         "--start", "manual", "--env", f"TOKEN=@{winpath(tmp_path / 'token.txt')}")
+        got = wine.script(SECRET_ACL_PROBE, name)
+        service = win.virtual_account_sid(name)
+        for entry, flags in ((name, 3), ("TOKEN", 0)):  # the folder's ACEs are inherited by its files (OI|CI)
+            assert got[entry]["protected"]
+            assert got[entry]["aces"] == sorted([[0, flags, 0x1F01FF, win.SYSTEM_SID], [0, flags, 0x1F01FF, "S-1-5-32-544"],
+                                                 [0, flags, win.FILE_GENERIC_READ, service]])
+    finally:
+        _remove(wine, name)
+
+
 @pytest.mark.real_manager
 def test_a_service_in_a_venv_runs_from_the_venv_alone(wine, tmp_path):
     """The ImagePath runs the base python.exe with the venv as prefix: the venv's site-packages (and
@@ -604,7 +731,7 @@ def test_install_again_updates_in_place(wine, traced):
     name, state, _ = traced
     proc = wine.servicehost(
         "install", winpath(SERVICES) + ":Traced", "--name", name, "--state-dir", winpath(state), "--start", "manual",
-        "--display-name", "servicehost traced", "--description", "changed in place", "--env", "SH_TEST_ENV=again")
+        "--display-name", f"servicehost traced {TAG}", "--description", "changed in place", "--env", "SH_TEST_ENV=again")
     assert f"{name} is already installed: updating it instead" in proc.stderr
     got = wine.script(REGISTRY_PROBE, name, "0")
     assert got["description"] == "changed in place" and got["service"]["Environment"] == ["SH_TEST_ENV=again"]

@@ -30,6 +30,19 @@ def square(n: int) -> int:
     return n * n
 
 
+def secret_seen() -> dict[str, object]:
+    """What the service got for ``--env TOKEN=@file``: the path, and a hash of what it read there
+    (never the secret itself: the tests look for the secret in every file)."""
+    import hashlib
+
+    path = os.environ.get("TOKEN_FILE")
+    digest = None
+    if path:
+        with open(path, "rb") as fh:
+            digest = hashlib.sha256(fh.read()).hexdigest()
+    return {"TOKEN_FILE": path, "TOKEN": os.environ.get("TOKEN"), "MODE": os.environ.get("MODE"), "sha256": digest}
+
+
 class Traced(Service):
     """Records every hook; misbehaves on request (see the module docstring)."""
 
@@ -54,7 +67,8 @@ class Traced(Service):
         self.ready_on_start = "slow-start" not in self.args
         self.record("start", args=list(self.args), env=os.environ.get("SH_TEST_ENV"), cwd=os.getcwd(),
                     prefix=sys.prefix, servicehost=servicehost.__file__, pywin32=sys.modules["win32service"].__file__,
-                    executable=sys.executable, path=sys.path, pid=os.getpid(), user=win32api.GetUserName())
+                    executable=sys.executable, path=sys.path, pid=os.getpid(), user=win32api.GetUserName(),
+                    secret=secret_seen())
         if "crash-in-start" in self.args:
             raise RuntimeError("asked to fail in start()")
         if "stdio" in self.args:

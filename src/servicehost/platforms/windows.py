@@ -68,7 +68,7 @@ from ..errors import (
 from ..host import Host
 from ..lifecycle import HostState
 from ..stopping import Deadline
-from .base import InstallOptions, Manager, ServiceStatus
+from .base import InstallOptions, Manager, Secret, ServiceStatus, split_environment
 
 log = logging.getLogger("servicehost.platforms.windows")
 
@@ -110,6 +110,8 @@ SERVICE_GROUP_SIDS = ("S-1-1-0", "S-1-5-11", "S-1-5-32-545", "S-1-5-6", "S-1-2-0
 FILE_READ_DATA, FILE_WRITE_DATA, FILE_APPEND_DATA, FILE_EXECUTE = 0x1, 0x2, 0x4, 0x20
 NEED_READ = FILE_READ_DATA | FILE_EXECUTE       # read a file / list a folder, and run / traverse it
 NEED_WRITE = FILE_WRITE_DATA | FILE_APPEND_DATA
+FILE_ALL_ACCESS, FILE_GENERIC_READ = 0x1F01FF, 0x120089
+SYSTEM_SID, ADMINISTRATORS_SID = "S-1-5-18", "S-1-5-32-544"
 
 _ALLOWED_PYWIN32 = ("win32serviceutil", "win32service", "win32event", "servicemanager")
 
@@ -215,6 +217,15 @@ def granted_access(aces: Sequence[Ace] | None, sids: Iterable[str]) -> int:
     return allowed
 
 
+def secret_aces(account_sid: str) -> list[Ace]:
+    """The whole DACL of a service's secret copies (set protected: nothing inherited): SYSTEM and
+    Administrators full control, the service's own account (its SID) read, nobody else anything."""
+    aces = [Ace(True, FILE_ALL_ACCESS, SYSTEM_SID), Ace(True, FILE_ALL_ACCESS, ADMINISTRATORS_SID)]
+    if account_sid not in (SYSTEM_SID, ADMINISTRATORS_SID):
+        aces.append(Ace(True, FILE_GENERIC_READ, account_sid))
+    return aces
+
+
 MESSAGE_TEXT = "%1\r\n"
 
 
@@ -280,6 +291,15 @@ def service_data_dir(name: str, env: Mapping[str, str] | None = None) -> Path:
     """``%ProgramData%\\servicehost\\<name>``: where install puts the Event Log message file."""
     env = os.environ if env is None else env
     return Path(env.get("PROGRAMDATA", r"C:\ProgramData")) / "servicehost" / name
+
+
+def credentials_dir(name: str, env: Mapping[str, str] | None = None) -> Path:
+    """``%ProgramData%\\servicehost\\credentials\\<name>``: copies of the service's ``--env NAME=@file``
+    secrets, each readable by SYSTEM, Administrators and the service's account only
+    (:func:`secret_aces`); the service gets ``NAME_FILE`` = the copy's path. Outside the state
+    directory, whose inheritable grants must not reach it."""
+    env = os.environ if env is None else env
+    return Path(env.get("PROGRAMDATA", r"C:\ProgramData")) / "servicehost" / "credentials" / name
 
 
 # -- the service process: stdio, Event Log, status reports, controls --------------------------------
@@ -797,6 +817,10 @@ class InstallPlan:
     state_dir: Path
     working_directory: Path
     check: list[tuple[Path, int]] = field(default_factory=list)
+    environment: list[str] = field(default_factory=list)
+    """The service key's ``Environment`` entries: plain ``K=V`` and ``NAME_FILE=<copy>`` (never a secret)."""
+    secrets: list[tuple[Secret, bytes]] = field(default_factory=list, repr=False)
+    """``--env NAME=@file``: read before anything is registered, copied by :meth:`WindowsManager._store_secrets`."""
 
 
 class WindowsManager:
@@ -835,6 +859,7 @@ class WindowsManager:
             except BaseException:
                 ws.DeleteService(handle)
                 self._remove_event_source(options.name)
+                _remove_tree(credentials_dir(options.name))
                 raise
             finally:
                 ws.CloseServiceHandle(handle)
@@ -870,6 +895,7 @@ class WindowsManager:
             except self._win_error as exc:
                 raise self._error(exc, f"remove {name}") from None
         self._remove_event_source(name)
+        _remove_tree(credentials_dir(name))  # its secrets go with it, purge or not
         data_dir = service_data_dir(name)
         (data_dir / "messages.dll").unlink(missing_ok=True)
         if purge:
@@ -894,6 +920,10 @@ class WindowsManager:
                            START_TYPES[options.start_mode], state_dir, workdir)
         plan.check = [(path, NEED_READ) for path in self._code_paths(image, options)]
         self._check_reachable(plan)
+        plain, secrets = split_environment(options.environment)
+        copies = credentials_dir(options.name)
+        plan.environment = [f"{k}={v}" for k, v in plain] + [f"{s.variable}={copies / s.key}" for s in secrets]
+        plan.secrets = [(secret, secret.read()) for secret in secrets]  # ConfigError (exit 2) before any change
         return plan
 
     def _configure(self, handle: Any, options: InstallOptions, plan: InstallPlan) -> None:
@@ -929,6 +959,7 @@ class WindowsManager:
         if plan.account.lower().startswith("nt service\\"):
             self._config2(handle, ws.SERVICE_CONFIG_SERVICE_SID_INFO, ws.SERVICE_SID_TYPE_UNRESTRICTED,
                           "service SIDs", "ACLs granted to the virtual account may not apply")
+        self._store_secrets(plan)
         self._write_parameters(name, options, plan)
         self._register_event_source(name)
         if needs_password(plan.account):
@@ -955,9 +986,8 @@ class WindowsManager:
 
         base = rf"SYSTEM\CurrentControlSet\Services\{name}"
         with winreg.OpenKey(winreg.HKEY_LOCAL_MACHINE, base, 0, winreg.KEY_ALL_ACCESS) as key:
-            if options.environment:
-                winreg.SetValueEx(key, "Environment", 0, winreg.REG_MULTI_SZ,
-                                  [f"{k}={v}" for k, v in options.environment])
+            if plan.environment:
+                winreg.SetValueEx(key, "Environment", 0, winreg.REG_MULTI_SZ, plan.environment)
             else:
                 try:
                     winreg.DeleteValue(key, "Environment")
@@ -966,6 +996,51 @@ class WindowsManager:
         with winreg.CreateKeyEx(winreg.HKEY_LOCAL_MACHINE, base + r"\Parameters", 0, winreg.KEY_ALL_ACCESS) as key:
             winreg.SetValueEx(key, "WorkingDirectory", 0, winreg.REG_SZ, str(plan.working_directory))
             winreg.SetValueEx(key, "StateDirectory", 0, winreg.REG_SZ, str(plan.state_dir))
+
+    def _store_secrets(self, plan: InstallPlan) -> None:
+        """Make ``credentials\\<name>`` hold exactly the plan's secrets: the folder's DACL is set
+        (protected) before anything is written into it, each copy gets the same DACL and replaces
+        the old one atomically (MoveFileEx REPLACE_EXISTING)."""
+        own = credentials_dir(plan.name)
+        if not plan.secrets:
+            _remove_tree(own)
+            return
+        own.mkdir(parents=True, exist_ok=True)
+        self._protect(own, plan, folder=True)
+        for secret, data in plan.secrets:
+            tmp = own / f".{secret.key}.{os.getpid()}.tmp"
+            tmp.unlink(missing_ok=True)
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                self._protect(tmp, plan, folder=False)
+                os.replace(tmp, own / secret.key)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+        keep = {secret.key for secret, _ in plan.secrets}
+        for old in own.iterdir():  # secrets no longer given, and leftovers of an interrupted write
+            if old.name not in keep:
+                old.unlink()
+
+    def _protect(self, path: Path, plan: InstallPlan, *, folder: bool) -> None:
+        """Set :func:`secret_aces` as the whole, protected DACL of ``path`` (inherited by what a
+        folder will hold)."""
+        security = pywin32("win32security")
+        inherit = security.OBJECT_INHERIT_ACE | security.CONTAINER_INHERIT_ACE if folder else 0
+        dacl = security.ACL()
+        for ace in secret_aces(plan.account_sids[0]):
+            dacl.AddAccessAllowedAceEx(security.ACL_REVISION_DS, inherit, ace.mask,
+                                       security.ConvertStringSidToSid(ace.sid))
+        try:
+            security.SetNamedSecurityInfo(
+                str(path), security.SE_FILE_OBJECT,
+                security.DACL_SECURITY_INFORMATION | security.PROTECTED_DACL_SECURITY_INFORMATION,
+                None, None, dacl, None)
+        except self._win_error as exc:
+            raise self._error(exc, f"restrict {path} to SYSTEM, Administrators and {plan.account} "
+                                   "(--env NAME=@file)") from None
 
     def _parameter(self, name: str, value: str) -> str:
         import winreg
@@ -1342,6 +1417,15 @@ def dependents(name: str) -> list[str]:
 
     visit(name)
     return order
+
+
+def _remove_tree(path: Path) -> None:
+    import shutil
+
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _strerror(exc: BaseException) -> str:
