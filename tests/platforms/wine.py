@@ -42,6 +42,9 @@ class Wine:
     env: dict[str, str]
     base_python: str = ""
     prefix: str = ""
+    system: dict[str, list[tuple[int, int]]] | None = None
+    """Wine's own processes (wineserver, services.exe) when the harness started: a failure report
+    says whether they were restarted since (another run's ``wine-python-env.sh stop``, a crash)."""
 
     @property
     def site_packages(self) -> Path:
@@ -62,7 +65,12 @@ class Wine:
         )
         proc.stdout, proc.stderr = proc.stdout.replace("\r\n", "\n"), proc.stderr.replace("\r\n", "\n")
         if check and proc.returncode != 0:
-            raise AssertionError(failure_report(args, proc))
+            report = failure_report(args, proc)
+            if not NATIVE and not (proc.stdout.strip() or proc.stderr.strip()):
+                now = wine_system()
+                same = "unchanged" if now == self.system else f"CHANGED: then {self.system}, now"
+                report += f"\n--- Wine's own processes (pid, start tick) since the harness started: {same} {now}"
+            raise AssertionError(report)
         return proc
 
     def servicehost(self, *args: str, input: str | None = None, check: bool = True,
@@ -85,6 +93,22 @@ class Wine:
         with open(self.eventlog, "rb") as fh:
             fh.seek(offset)
             return fh.read().decode("utf-8", "replace")
+
+
+def wine_system() -> dict[str, list[tuple[int, int]]]:
+    """The running wineserver and services.exe processes: name → [(pid, start time in ticks)]."""
+    found: dict[str, list[tuple[int, int]]] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            stat = (proc / "stat").read_text()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        if comm.startswith("wineserver") or comm == "services.exe":
+            found.setdefault(comm, []).append((int(proc.name), int(stat[stat.rindex(")") + 2:].split()[19])))
+    return {k: sorted(v) for k, v in sorted(found.items())}
 
 
 def failure_report(args: tuple[str, ...], proc: subprocess.CompletedProcess[str]) -> str:
@@ -142,7 +166,7 @@ def start_wine(tools: Path, in_ci: bool) -> Wine:
         if line.startswith("export "):
             key, _, value = line[len("export "):].partition("=")
             env[key] = value.strip("'")
-    wine = Wine(tools, env)
+    wine = Wine(tools, env, system=wine_system())
     pth = wine.site_packages / "servicehost-checkout.pth"
     want = winpath(ROOT / "src") + "\r\n"
     if not pth.exists() or pth.read_text() != want:
