@@ -23,7 +23,10 @@ writer, a writer that closes and reopens. A file is taken only when complete:
 * a file still open for writing is never taken, however long its writer pauses: on Linux,
   inotify shows a write not yet followed by a close, and for files the service owns (or as
   root) a read lease, which the kernel refuses while anyone has the file open for writing,
-  says so even for writers that started before the service did.
+  says so even for writers that started before the service did. Where no lease can be taken,
+  a file written in the last minute that was already there when the service started (after a
+  crash, say) is held until its writer's close is seen, or for a minute (``max(60, 10 *
+  settle)`` seconds; also the limit for a file created or written and never closed).
 
 Elsewhere (or with ``--watch scan``, or on a file system without inotify or leases) only the
 settle interval guards: pick one longer than your slowest writer's longest pause, or drop
@@ -90,7 +93,8 @@ class DropSettings:
     out_dir: Path = setting(Path(""), "where compressed copies go; empty: <state_dir>/out")
     database: Path = setting(Path(""), "SQLite file of processed files; empty: <state_dir>/files.sqlite3")
     workers: int = setting(4, "threads hashing and compressing", min=1, max=256)
-    scan_interval: float = setting(0.5, "seconds between two scans of the drop folder", min=0.01, max=3600)
+    scan_interval: float = setting(0.5, "seconds between two scans of the drop folder (with inotify, a safety "
+                                        "net: at least 5)", min=0.01, max=3600)
     settle: float = setting(2.0, "seconds a file written in place must stay unchanged before it is taken "
                                  "(renamed-in files are taken at once)", min=0.0, max=86400)
     watch: str = setting("auto", "auto: inotify and write checks where the OS offers them (Linux); "
@@ -253,6 +257,7 @@ class Entry:
     renamed: bool = False         # arrived by rename: complete at once
     writing: bool = False         # inotify: written to (or created) and not closed since
     cannot_tell: bool = False     # the OS could not say whether a writer has it open
+    unseen: bool = False          # found by a scan while inotify ran: its history is unknown
     taken: bool = False           # in the pipeline
     not_before: float = 0.0       # tried again no earlier (after trouble on our side)
     tries: int = 0
@@ -362,8 +367,10 @@ class DropFolder(Service):
     # -- the watcher (the run thread): which files are complete ------------------------------------
     def run(self, stop: StopToken) -> None:
         s = self.settings
+        rescan = s.scan_interval
         if self.inotify is not None:
             stop.on_stop(self.inotify.wake)
+            rescan = max(rescan, 5.0)  # events say what changed; a scan only catches what they cannot
         next_scan = next_summary = time.monotonic()
         last_summary = self.tally()
         try:
@@ -371,14 +378,15 @@ class DropFolder(Service):
                 now = time.monotonic()
                 if now >= next_scan:
                     self.scan(now)
-                    next_scan = now + s.scan_interval
+                    next_scan = now + rescan
                 soonest = self.feed(now, until=now + s.scan_interval)
                 if s.summary_interval and now >= next_summary:
                     if self.tally() != last_summary:
                         last_summary = self.tally()
                         self.summarize("")
                     next_summary = now + s.summary_interval
-                wake = min(next_scan, soonest if soonest is not None else next_scan)
+                wake = min(next_scan, next_summary if s.summary_interval else next_scan,
+                           soonest if soonest is not None else next_scan)
                 timeout = max(0.0, wake - time.monotonic())
                 if self.inotify is None:
                     stop.wait(timeout)
@@ -401,7 +409,7 @@ class DropFolder(Service):
                 except OSError:
                     continue
                 if stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
-                    self.entries[name] = Entry(name, now, signature(st))
+                    self.entries[name] = Entry(name, now, signature(st), unseen=self.inotify is not None)
 
     def on_events(self, events: list[tuple[int, str]]) -> bool:
         """Apply inotify events to the entries; True if the kernel's queue overflowed."""
@@ -413,7 +421,7 @@ class DropFolder(Service):
                 if mask & I.OVERFLOW:
                     inotify_overflow(self.log, shown(self.drop))
                     for e in self.entries.values():  # what was missed is unknown: look again
-                        e.since, e.writing, e.renamed = now, False, False
+                        e.since, e.writing, e.renamed, e.unseen = now, False, False, True
                     overflowed = True
                     continue
                 if mask & (I.IGNORED | I.DELETE_SELF | I.MOVE_SELF):
@@ -438,7 +446,7 @@ class DropFolder(Service):
                     e.sig = signature(st)
                     if mask & I.CREATE:  # created by open(O_CREAT): a writer has it (not a hard link)
                         e.writing = stat.S_ISREG(st.st_mode) and st.st_nlink == 1
-                e.since = now
+                e.since, e.unseen = now, False
                 if mask & I.MOVED_TO:
                     e.renamed, e.writing = True, False
                 elif mask & I.CLOSE_WRITE:
@@ -517,6 +525,10 @@ class DropFolder(Service):
         if writing is False:
             e.writing, e.cannot_tell = False, False
             return True
+        if e.unseen and time.time() - st.st_mtime < self.hold:
+            # There before the watch began (a restart), written recently, and no way to check:
+            # its writer may only be pausing; hold it until an event tells more, or for long.
+            e.writing, e.unseen = True, False
         if e.writing and now - e.since < self.hold:  # created or written, not closed, and no way to check
             e.cannot_tell = True
             return False
