@@ -40,7 +40,8 @@ def _install_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--password-stdin", action="store_true",
                    help="read the account's password from stdin (never give it on the command line)")
     g.add_argument("--env", action="append", default=[], type=_env_pair, metavar="KEY=VALUE",
-                   help="environment variable (repeatable)")
+                   help="environment variable (repeatable); KEY=@/path/to/file: a secret, read by the "
+                   "service from the file named by $KEY_FILE (never in the manager's config); @@ for a literal @")
     g.add_argument("--workdir", default="", help="working directory of the service")
     g.add_argument("--no-restart", action="store_true", help="do not restart after a failure exit")
     g.add_argument("--restart-delay", type=number(float, min=0, max=86400), default=5.0, metavar="SECONDS",
