@@ -63,16 +63,19 @@ def test_kill_9_at_random_moments_while_files_arrive_every_way(tmp_path):
     threads = [threading.Thread(target=writer, args=(random.Random(rng.random()),)) for _ in range(3)]
     for t in threads:
         t.start()
-    kills = 0
+    kills = mid_work = 0
     try:
         for _ in range(KILLS):
             svc = start(tmp_path, "--workers", str(rng.choice([1, 2, 4, 8])), settle=0.3, wait_ready=False)
             with svc:
+                before = len(rows(tmp_path))
                 time.sleep(rng.uniform(0.1, 1.5))  # the random moment: starting, scanning, hashing, recording
+                waiting = [n for n in os.listdir(drop) if not n.startswith(".")]
                 svc.signal(signal.SIGKILL)
                 code = svc.wait()
                 assert code == -signal.SIGKILL, "the service ended before the kill:\n" + "\n".join(svc.output())
             kills += 1
+            mid_work += bool(waiting) and len(rows(tmp_path)) > before  # it was working, with more to do
     finally:
         for t in threads:
             t.join()
@@ -85,7 +88,7 @@ def test_kill_9_at_random_moments_while_files_arrive_every_way(tmp_path):
         assert svc.wait() == ExitCode.OK, "\n".join(svc.output())
     counts = check_exactly_once(tmp_path, made)
     kinds = {k: sum(1 for kind, _, _ in jobs if kind == k) for k in ("renamed", "in place", "reopened")}
-    print(f"kill campaign: {kills} kill -9; {counts['files']} files ({kinds['renamed']} renamed in, "
+    print(f"kill campaign: {kills} kill -9 ({mid_work} while recording with files waiting); {counts['files']} files ({kinds['renamed']} renamed in, "
           f"{kinds['in place']} written in place slowly, {kinds['reopened']} closed and reopened); "
           f"{counts['rows']} rows; exactly-once violations: {counts['twice']} twice, 0 lost, 0 corrupt")
 
