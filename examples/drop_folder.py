@@ -97,8 +97,8 @@ class DropSettings:
                                         "net: at least 5)", min=0.01, max=3600)
     settle: float = setting(2.0, "seconds a file written in place must stay unchanged before it is taken "
                                  "(renamed-in files are taken at once)", min=0.0, max=86400)
-    watch: str = setting("auto", "auto: inotify and write checks where the OS offers them (Linux); "
-                                 "scan: the settle interval only", choices=("auto", "scan"))
+    watch: str = setting("auto", "auto: inotify and the open-for-writing check where the OS offers them "
+                                 "(Linux); scan: the settle interval only", choices=("auto", "scan"))
     summary_interval: float = setting(5.0, "seconds between two progress summaries while files flow "
                                            "(0: only at stop)", min=0.0, max=86400)
     compress_level: int = setting(6, "gzip compression level", min=1, max=9)
