@@ -58,10 +58,19 @@ class Service:
 
     # -- composition ------------------------------------------------------------------------------
     def use(self, component: C) -> C:
-        """Register a worker component: the host drains it on stop, pauses it on pause, watches
-        its heartbeats and reports its counters. Returns it, for ``self.pool = self.use(...)``."""
+        """Register a worker component and make it live: the host drains it on stop, pauses it on
+        pause, watches its heartbeats and reports its counters. Returns it, for
+        ``self.pool = self.use(...)``.
+
+        One rule for every model: a component is live once ``use`` returns — its threads run, a
+        server listens (``use`` calls the component's ``start()`` when it has one; starting an
+        already started component does nothing). So when ``start()`` returns, "ready" is true,
+        and a server that cannot bind fails the start (exit code 3)."""
         if not isinstance(component, Component):
             raise TypeError(f"{component!r} is not a servicehost component (close/drain/counters/beats)")
+        start = getattr(component, "start", None)
+        if callable(start):
+            start()
         self.components.append(component)
         return component
 

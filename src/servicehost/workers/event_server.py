@@ -325,12 +325,16 @@ class EventServer:
 
     # -- start ----------------------------------------------------------------------------------
     def start(self) -> EventServer:
-        """Bind, listen and start the selector thread and the pool. Returns self.
+        """Bind, listen and start the selector thread and the pool. Returns self. ``Service.use``
+        calls it; calling it again while the server runs does nothing (it is already live).
 
-        Raises BindError (address in use, unknown host, no permission) naming ``host:port``.
+        Raises BindError (address in use, unknown host, no permission) naming ``host:port``;
+        RuntimeError after ``close()``.
         """
-        if self._thread is not None or self._closing:
-            raise RuntimeError(f"{self.name}: start() called twice, or after close()")
+        if self._closing:
+            raise RuntimeError(f"{self.name}: start() after close()")
+        if self._thread is not None:
+            return self
         self._listener = self._bind()
         self._room_for_descriptors()
         self._selector = selectors.DefaultSelector()

@@ -556,3 +556,45 @@ def test_a_client_that_reads_none_of_its_replies_is_closed_after_the_idle_timeou
             wait_until(lambda: server.connection_counters().idle_timeouts == 1, "closed for not reading")
             wait_until(lambda: server.connection_counters().open == 0, "closed")
         assert _answered(server, b"others are served") == b"OTHERS ARE SERVED\n"
+
+
+def test_a_server_handed_to_use_is_listening_when_start_returns():
+    """One rule for every component: live once use() returns. An explicit start() after use()
+    (as examples/tcp_lines.py does) is harmless."""
+    import socket as _socket
+
+    from servicehost.config import HostConfig
+    from servicehost.host import Host
+    from servicehost.service import Service
+
+    class Echo(Service):
+        def start(self):
+            self.server = self.use(EventServer(lambda line, peer: line, port=0))
+
+    class Twice(Service):
+        def start(self):
+            self.server = self.use(EventServer(lambda line, peer: line, port=0))
+            self.server.start()
+
+    for cls in (Echo, Twice):
+        service = cls()
+        host = Host([service], HostConfig(shutdown_timeout=30))
+        host.start()
+        try:
+            with _socket.create_connection(service.server.address, timeout=30) as c:
+                c.sendall(b"hi\n")
+                assert c.makefile("rb").readline() == b"hi\n"
+        finally:
+            host.request_stop()
+            host.wait()
+
+
+def test_every_model_imports_from_servicehost_workers():
+    import servicehost
+    import servicehost.workers as workers
+
+    for name in workers.__all__:
+        assert getattr(workers, name) is getattr(servicehost, name, getattr(workers, name))
+    from servicehost.workers import EventServer as E  # noqa: N814
+
+    assert E is EventServer
