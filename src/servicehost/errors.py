@@ -6,7 +6,6 @@ Library code raises; only ``cli.py`` turns an exception into a message and an ex
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 
 
 class ExitCode(enum.IntEnum):
@@ -26,7 +25,7 @@ class ExitCode(enum.IntEnum):
     ======================  ====  ==================================================  ==========
 
     ``STOP_INCOMPLETE`` is a success for every manager: a stop an admin asked for must never
-    trigger recovery (see :data:`MANAGER_EXIT_STATUS`).
+    trigger recovery (``platforms.entry.EXIT_STATUS``, given to every manager).
     """
 
     OK = 0
@@ -45,40 +44,6 @@ class ExitCode(enum.IntEnum):
     def restartable(self) -> bool:
         """True when restarting may help (not for bad config or a service that cannot start)."""
         return self in (ExitCode.CRASH, ExitCode.HUNG)
-
-
-@dataclass(frozen=True)
-class ManagerExitStatus:
-    """How one manager is told which exit codes are success and which must not restart."""
-
-    success: tuple[int, ...]
-    """Exit codes the manager counts as a clean stop."""
-    prevent_restart: tuple[int, ...]
-    """Failure codes the manager must not restart on (it would only fail again)."""
-
-
-#: The one ExitCode mapping per manager.
-#: * systemd: ``SuccessExitStatus=`` and ``RestartPreventExitStatus=``.
-#: * supervisord: ``exitcodes=`` lists success + prevent_restart (``autorestart=unexpected``
-#:   restarts only on the others); supervisord has no separate "failed, do not restart" list, so
-#:   CONFIG_ERROR/START_FAILURE are "expected" there and ``status`` shows them as the last exit.
-#: * Windows SCM: the code is the service-specific exit code; ``win32ExitCode`` is
-#:   ERROR_SERVICE_SPECIFIC_ERROR (1066) for failures and 0 for the success codes, so failure
-#:   actions (with the non-crash flag) run only for failures.
-MANAGER_EXIT_STATUS: dict[str, ManagerExitStatus] = {
-    "systemd": ManagerExitStatus(
-        success=(ExitCode.OK, ExitCode.STOP_INCOMPLETE),
-        prevent_restart=(ExitCode.CONFIG_ERROR, ExitCode.START_FAILURE),
-    ),
-    "supervisord": ManagerExitStatus(
-        success=(ExitCode.OK, ExitCode.STOP_INCOMPLETE),
-        prevent_restart=(ExitCode.CONFIG_ERROR, ExitCode.START_FAILURE),
-    ),
-    "windows": ManagerExitStatus(
-        success=(ExitCode.OK, ExitCode.STOP_INCOMPLETE),
-        prevent_restart=(ExitCode.CONFIG_ERROR, ExitCode.START_FAILURE),
-    ),
-}
 
 
 class ServiceHostError(Exception):

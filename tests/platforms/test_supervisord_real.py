@@ -24,7 +24,8 @@ from pathlib import Path
 import pytest
 
 from servicehost import platforms
-from servicehost.errors import MANAGER_EXIT_STATUS, ConfigError, ExitCode, StartupError, UsageError
+from servicehost.platforms import exit_status
+from servicehost.errors import ConfigError, ExitCode, StartupError, UsageError
 from servicehost.platforms.base import InstallOptions, launch_command
 from servicehost.platforms.supervisord import (
     STARTS_FILE,
@@ -163,7 +164,7 @@ def test_program_file_as_supervisor_reads_it(tmp_path, supervisor_package):
     (program,) = group.process_configs
     assert shlex.split(program.command) == command
     assert program.exitcodes == [0, 2, 3, 4] == sorted(
-        MANAGER_EXIT_STATUS["supervisord"].success + MANAGER_EXIT_STATUS["supervisord"].prevent_restart)
+        exit_status("supervisord").success + exit_status("supervisord").prevent_restart)
     assert program.stopwaitsecs == 18 == stop_wait_secs(12.5)  # stop_timeout rounded up + 5 s margin
     assert (program.autostart, program.autorestart, program.startsecs) == (False, False, 1)
     assert program.stopasgroup and program.killasgroup and program.stopsignal == signal.SIGTERM

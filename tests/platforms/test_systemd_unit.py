@@ -25,8 +25,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from servicehost import platforms
+from servicehost.platforms import exit_status
 from servicehost.errors import (
-    MANAGER_EXIT_STATUS,
     ConfigError,
     ServiceHostError,
     UsageError,
@@ -140,7 +140,7 @@ def test_default_unit_maps_every_option(tmp_path):
     assert value(text, "StateDirectory") == ["servicehost/SampleService"]
     assert value(text, "LogsDirectory") == ["servicehost/SampleService"]
     assert value(text, "RuntimeDirectory") == ["servicehost/SampleService"]
-    status = MANAGER_EXIT_STATUS["systemd"]
+    status = exit_status("systemd")
     assert value(text, "SuccessExitStatus") == [" ".join(str(int(c)) for c in status.success if c)]
     assert value(text, "RestartPreventExitStatus") == [" ".join(str(int(c)) for c in status.prevent_restart)]
     assert value(text, "WantedBy") == ["multi-user.target"]

@@ -1,7 +1,11 @@
-"""Platforms: the one table of service managers, and ``detect()``, the one place one is chosen.
+"""Platforms: the one list of service managers, and ``detect()``, the one place one is chosen.
 
-Modules are imported only when chosen, so ``import servicehost`` never loads pywin32.
-Manager issues add rows here (and their commands to ``cli.COMMANDS``); nothing else changes.
+Each platform is a module or package ``servicehost.platforms.<name>`` whose light top level
+declares ``ENTRY`` (:class:`~servicehost.platforms.entry.PlatformEntry`): the class to import when
+chosen, the environment markers its manager leaves in its children, the operating systems it runs
+on, how its manager is told the exit codes, and how it maps each install option. The registry
+collects them; a platform's code is imported only when it is chosen, so ``import servicehost``
+never loads pywin32. Adding a platform = one package + one name in ``PLATFORMS``.
 """
 
 from __future__ import annotations
@@ -13,24 +17,31 @@ from collections.abc import Mapping
 
 from ..errors import PlatformUnavailable
 from .base import Platform
+from .entry import ManagerExitStatus, PlatformEntry
 
-#: name → "module:Class", in detection order; foreground last (it is always present).
-PLATFORMS: dict[str, str] = {
-    "windows": "servicehost.platforms.windows:WindowsPlatform",
-    "systemd": "servicehost.platforms.systemd:SystemdPlatform",
-    "supervisord": "servicehost.platforms.supervisord:SupervisordPlatform",
-    "foreground": "servicehost.platforms.foreground:ForegroundPlatform",
-}
+#: Platform names, in detection order; foreground last (it is always present).
+PLATFORMS: tuple[str, ...] = ("windows", "systemd", "supervisord", "foreground")
+
+
+def entry(name: str) -> PlatformEntry:
+    """What the registry knows of platform ``name`` (imports only its light top level)."""
+    if name not in PLATFORMS:
+        raise PlatformUnavailable(f"no platform {name!r}; known: {', '.join(PLATFORMS)} (see: servicehost managers)")
+    found: PlatformEntry = importlib.import_module(f"{__name__}.{name}").ENTRY
+    return found
+
+
+def exit_status(name: str) -> ManagerExitStatus:
+    """How manager ``name`` is told which exit codes are success and which must not restart."""
+    status = entry(name).exit_status
+    if status is None:
+        raise PlatformUnavailable(f"{name} is not a service manager (it has no exit-status mapping)")
+    return status
 
 
 def load(name: str) -> Platform:
     """The platform called ``name``; PlatformUnavailable if there is no such platform."""
-    try:
-        spec = PLATFORMS[name]
-    except KeyError:
-        raise PlatformUnavailable(
-            f"no platform {name!r}; known: {', '.join(PLATFORMS)} (see: servicehost managers)") from None
-    module, _, cls = spec.partition(":")
+    module, _, cls = entry(name).platform.partition(":")
     return getattr(importlib.import_module(module), cls)()  # type: ignore[no-any-return]
 
 
@@ -41,7 +52,7 @@ def detect(env: Mapping[str, str] | None = None, choice: str = "auto") -> tuple[
         platform = load(choice)
         return platform, "chosen with --manager"
     for name in PLATFORMS:
-        if not _may_run_under(name, env):
+        if not _may_run_under(entry(name), env):
             continue  # not worth importing: its modules are big and a foreground run needs none
         platform = load(name)
         reason = platform.detect(env)
@@ -50,23 +61,18 @@ def detect(env: Mapping[str, str] | None = None, choice: str = "auto") -> tuple[
     raise PlatformUnavailable("no platform detected")  # unreachable: foreground always detects
 
 
-#: A cheap first filter for ``detect``: the environment every manager leaves in its children.
-#: A platform is imported and asked only when one of its markers is present.
-RUN_MARKERS: dict[str, tuple[str, ...]] = {
-    "systemd": ("NOTIFY_SOCKET", "INVOCATION_ID"),
-    "supervisord": ("SUPERVISOR_ENABLED",),
-}
-
-
-def _may_run_under(name: str, env: Mapping[str, str]) -> bool:
-    if name == "windows":
-        return sys.platform == "win32" or "servicehost.platforms.windows" in sys.modules
-    markers = RUN_MARKERS.get(name)
-    return markers is None or any(m in env for m in markers)
+def _may_run_under(e: PlatformEntry, env: Mapping[str, str]) -> bool:
+    """A cheap first filter for ``detect``: the OS, and the markers its manager leaves. A platform
+    whose code is already imported (e.g. the Windows service boot) is always asked."""
+    if e.platform.partition(":")[0] in sys.modules:
+        return True
+    if e.os_names and sys.platform not in e.os_names:
+        return False
+    return not e.run_markers or any(m in env for m in e.run_markers)
 
 
 def detect_for_install(env: Mapping[str, str] | None = None, choice: str = "auto") -> tuple[Platform, str]:
-    """The manager to install into, and why: ``choice``, else the first platform (in table order)
+    """The manager to install into, and why: ``choice``, else the first platform (in list order)
     whose ``installable(env)`` gives a reason. PlatformUnavailable when none can install here."""
     env = os.environ if env is None else env
     if choice != "auto":

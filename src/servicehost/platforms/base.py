@@ -5,7 +5,8 @@
 * :class:`Manager` — install/update/remove/start/stop/restart/status/pause/continue/control/reload
   of an installed service, one implementation per manager; the CLI commands call only this.
 * :class:`InstallOptions` — the one set of install options for every manager, and
-  :data:`OPTION_SUPPORT`, per manager, how each option maps — or why it is refused.
+  :func:`option_support`, per manager, how each option maps — or why it is refused (each
+  platform states its own column in its ``ENTRY``).
 * :class:`ServiceStatus` — the status record every manager's ``status`` fills
   (a field the manager cannot tell stays ``None`` and prints ``unknown``).
 * :func:`launch_command` — the exact command line a manager launches.
@@ -24,6 +25,7 @@ from typing import Protocol
 
 from ..errors import ConfigError, ExitCode, UsageError
 from ..host import Host
+from .entry import Refused
 
 
 class Platform(Protocol):
@@ -86,7 +88,7 @@ START_MODES = ("auto", "delayed", "manual", "disabled")
 
 @dataclass(frozen=True, kw_only=True)
 class InstallOptions:
-    """Install options, one set for every manager (mapped per manager by :data:`OPTION_SUPPORT`)."""
+    """Install options, one set for every manager (mapped per manager: :func:`option_support`)."""
 
     name: str
     """Service name (the SCM key, the unit name, the supervisord program name)."""
@@ -115,80 +117,37 @@ class InstallOptions:
             raise ValueError(f"start_mode must be one of {', '.join(START_MODES)}, got {self.start_mode!r}")
 
 
-@dataclass(frozen=True)
-class Refused:
-    """An option a manager has no equivalent for: install stops with this reason."""
+#: The install options whose mapping each platform states in its ``ENTRY.options`` (how the
+#: manager maps it, or ``Refused(reason)``); a value is checked only when it differs from the default.
+OPTION_KEYS = (
+    'start_mode',
+    'start_mode=delayed',
+    'start_mode=disabled',
+    'dependencies',
+    'account',
+    'environment',
+    'environment=@file',
+    'working_directory',
+    'stop_timeout',
+    'restart',
+    'restart_delay',
+    'restart_delay!=default',
+    'watchdog',
+)
 
-    reason: str
 
+def option_support() -> dict[str, dict[str, str | Refused]]:
+    """Per option, per manager: how it maps or why it is refused (collected from the platforms)."""
+    from . import PLATFORMS, entry
 
-#: Per option and manager: how it maps (a string naming the manager's form) or why it is refused.
-#: A value is checked only when it differs from the default; the manager issues render from it.
-OPTION_SUPPORT: dict[str, dict[str, str | Refused]] = {
-    "start_mode": {
-        "windows": "StartType (auto/manual/disabled) + DELAYED_AUTO_START_INFO for delayed",
-        "systemd": "enable (auto) / no enable (manual) / mask (disabled); delayed: " + "refused",
-        "supervisord": "autostart=true (auto) / false (manual); delayed, disabled: refused",
-    },
-    "start_mode=delayed": {
-        "windows": "DELAYED_AUTO_START_INFO",
-        "systemd": Refused("systemd has no delayed start; order the unit After= another instead"),
-        "supervisord": Refused("supervisord has no delayed start; use manual and start it later"),
-    },
-    "start_mode=disabled": {
-        "windows": "SERVICE_DISABLED",
-        "systemd": "systemctl mask",
-        "supervisord": Refused("supervisord cannot disable a program; remove it instead"),
-    },
-    "dependencies": {
-        "windows": "lpDependencies (StopServiceWithDeps stops dependents first)",
-        "systemd": "Requires= + After=",
-        "supervisord": Refused("supervisord has no dependencies; use priority= ordering by hand"),
-    },
-    "account": {
-        "windows": r"virtual account NT SERVICE\<name> by default, or --username (password from a prompt/stdin)",
-        "systemd": "DynamicUser=yes by default, or User=",
-        "supervisord": "user= (supervisord must run as root to switch)",
-    },
-    "environment": {"windows": r"Services\<name>\Environment", "systemd": "Environment=", "supervisord": "environment="},
-    "environment=@file": {
-        "windows": r"NAME_FILE=%ProgramData%\servicehost\credentials\<name>\NAME: a copy whose DACL (protected, no "
-                   "inheritance) allows SYSTEM, Administrators and the service's own SID",
-        "systemd": "LoadCredential=NAME:/path + Environment=NAME_FILE=%d/NAME",
-        "supervisord": "NAME_FILE=<supervisord home>/credentials/<name>/NAME: a copy, mode 0400 in a 0700 folder, "
-                       "owned by user= (else the installing user)",
-    },
-    "working_directory": {"windows": "set by the host at start", "systemd": "WorkingDirectory=", "supervisord": "directory="},
-    "stop_timeout": {
-        "windows": "STOP_PENDING wait hints + PRESHUTDOWN_INFO",
-        "systemd": "TimeoutStopSec= (stop_timeout + margin)",
-        "supervisord": "stopwaitsecs= (stop_timeout + margin)",
-    },
-    "restart": {
-        "windows": "failure actions + FAILURE_ACTIONS_FLAG",
-        "systemd": "Restart=on-failure",
-        "supervisord": "autorestart=unexpected",
-    },
-    "restart_delay": {
-        "windows": "failure action delays (restart_delay, then doubled)",
-        "systemd": "RestartSec=",
-        "supervisord": "supervisord restarts at once; a non-default restart_delay is refused",
-    },
-    "restart_delay!=default": {
-        "windows": "failure action delays",
-        "systemd": "RestartSec=",
-        "supervisord": Refused("supervisord has no restart delay (it restarts at once, backing off only on failed starts)"),
-    },
-    "watchdog": {
-        "windows": "the host exits with HUNG (5) and failure actions restart it",
-        "systemd": "WatchdogSec= fed only while workers heartbeat",
-        "supervisord": "the host exits with HUNG (5); autorestart restarts it",
-    },
-}
+    entries = [entry(name) for name in PLATFORMS]
+    return {key: {e.name: e.options[key] for e in entries if key in e.options} for key in OPTION_KEYS}
 
 
 def refusals(options: InstallOptions, manager: str) -> list[str]:
     """Every reason ``manager`` cannot honour ``options`` (empty: it can)."""
+    from . import entry
+
     keys = []
     if options.start_mode in ("delayed", "disabled"):
         keys.append(f"start_mode={options.start_mode}")
@@ -198,7 +157,7 @@ def refusals(options: InstallOptions, manager: str) -> list[str]:
         keys.append("restart_delay!=default")
     out = []
     for key in keys:
-        rule = OPTION_SUPPORT[key].get(manager)
+        rule = entry(manager).options.get(key)
         if isinstance(rule, Refused):
             out.append(f"{key}: {rule.reason}")
     return out

@@ -20,6 +20,9 @@ from .. import logs
 from ..errors import ExitCode, PlatformUnavailable
 from ..host import Host
 from .base import Manager
+from .entry import PlatformEntry
+
+ENTRY = PlatformEntry(name="foreground", platform="servicehost.platforms.foreground:ForegroundPlatform")
 
 log = logging.getLogger("servicehost.platforms")
 

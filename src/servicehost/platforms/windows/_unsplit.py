@@ -56,19 +56,19 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, NoReturn
 
-from .. import logs
-from ..errors import (
-    MANAGER_EXIT_STATUS,
+from ... import logs
+from ...errors import (
     ExitCode,
     PlatformUnavailable,
     ServiceHostError,
     StartupError,
     UsageError,
 )
-from ..host import Host
-from ..lifecycle import HostState
-from ..stopping import Deadline
-from .base import InstallOptions, Manager, Secret, ServiceStatus, split_environment
+from ...host import Host
+from ...lifecycle import HostState
+from ...stopping import Deadline
+from . import ENTRY
+from ..base import InstallOptions, Manager, Secret, ServiceStatus, split_environment
 
 log = logging.getLogger("servicehost.platforms.windows")
 
@@ -138,11 +138,11 @@ def pywin32_module(name: str) -> ModuleType:
 def scm_exit_status(code: int) -> tuple[int, int]:
     """``(win32ExitCode, ServiceSpecificExitCode)`` for a servicehost exit code.
 
-    Success codes (OK, STOP_INCOMPLETE: ``errors.MANAGER_EXIT_STATUS``) report win32 exit code 0, so
+    Success codes (OK, STOP_INCOMPLETE: this platform's ``ENTRY.exit_status``) report win32 exit code 0, so
     recovery never restarts a service an admin stopped; every other code reports
     ERROR_SERVICE_SPECIFIC_ERROR (1066) with the servicehost code, so failure actions run.
     """
-    if code in MANAGER_EXIT_STATUS["windows"].success:
+    if code in ENTRY.exit_status.success:
         return 0, int(code)
     return ERROR_SERVICE_SPECIFIC_ERROR, int(code)
 
@@ -665,7 +665,7 @@ def _include_system_site_packages() -> None:
 
 def service_main(argv: Sequence[str] | None = None) -> NoReturn:
     """The entry point of every servicehost ImagePath (after :data:`BOOT`): ``NAME run TARGET ...``."""
-    from .. import cli
+    from ... import cli
 
     args = list(sys.argv[1:] if argv is None else argv)
     name, rest = args[0], args[1:]
@@ -716,7 +716,7 @@ class WindowsPlatform:
 
     def run(self, host: Host, *, debug: bool = False) -> ExitCode:
         """Run ``host`` as the SCM's service (main thread); in a console, run it in the foreground."""
-        from .foreground import ForegroundPlatform
+        from ..foreground import ForegroundPlatform
 
         session = _SESSION
         if not debug and sys.platform == "win32" and session is None:

@@ -24,8 +24,8 @@ controls it through supervisord's XML-RPC interface on its unix socket. Which su
    ``servicehost-supervisord.service`` (a systemd unit running ``supervisord -n``) beside it and
    says how to enable it, or to use ``supervisord -n -c CONF`` as a container's entrypoint.
 
-How each install option maps: ``OPTION_SUPPORT`` in ``base.py``; exit codes: ``exitcodes`` =
-the success and no-restart codes of ``MANAGER_EXIT_STATUS["supervisord"]`` with
+How each install option maps: ``ENTRY.options`` in this package's ``__init__``; exit codes: ``exitcodes`` =
+the success and no-restart codes of ``ENTRY.exit_status`` with
 ``autorestart=unexpected``, so a crash (1), a hang (5) or a signal restarts the service and a
 clean stop (0, 4), bad config (2) or a failed start (3) does not.
 """
@@ -54,9 +54,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import logs
-from ..errors import (
-    MANAGER_EXIT_STATUS,
+from ... import logs
+from ...errors import (
     ConfigError,
     ExitCode,
     PlatformUnavailable,
@@ -64,10 +63,11 @@ from ..errors import (
     StopIncomplete,
     UsageError,
 )
-from ..host import Host
-from ..stopping import Deadline
-from .base import InstallOptions, Secret, ServiceStatus, refusals, split_environment
-from .control import (
+from ...host import Host
+from ...stopping import Deadline
+from . import ENTRY
+from ..base import InstallOptions, Secret, ServiceStatus, refusals, split_environment
+from ..control import (
     ChannelOperations,
     ControlChannelError,
     ControlClient,
@@ -76,7 +76,7 @@ from .control import (
     runtime_base,
     socket_path,
 )
-from .foreground import signals_to_host
+from ..foreground import signals_to_host
 
 if TYPE_CHECKING:  # pwd does not exist on Windows, where this module is imported by detect()
     import pwd
@@ -285,7 +285,7 @@ files = {home}/programs/*.conf
 
 def exit_codes() -> tuple[int, ...]:
     """supervisord's ``exitcodes``: every code that must not restart the service."""
-    status = MANAGER_EXIT_STATUS["supervisord"]
+    status = ENTRY.exit_status
     return tuple(sorted({int(c) for c in status.success + status.prevent_restart}))
 
 
@@ -789,7 +789,7 @@ class SupervisordManager(ChannelOperations):
         shown = {"STARTING": "starting", "BACKOFF": "starting", "STOPPING": "stopping", "STOPPED": "stopped",
                  "FATAL": "failed", "UNKNOWN": "unknown"}.get(state, "unknown")
         if state == "EXITED":  # ended by itself: a clean stop, or a failure not worth a restart
-            shown = "stopped" if info["exitstatus"] in MANAGER_EXIT_STATUS["supervisord"].success else "failed"
+            shown = "stopped" if info["exitstatus"] in ENTRY.exit_status.success else "failed"
         if state == "BACKOFF" and info.get("spawnerr"):
             detail["note"] = info["spawnerr"]
         if state == "RUNNING":

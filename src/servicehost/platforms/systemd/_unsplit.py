@@ -58,7 +58,7 @@ How the install options map (:func:`render_unit`, a pure function of the options
                          the config file, else the default)
     always               Type=notify, NotifyAccess=main, KillMode=mixed (the host stops its pool
                          children itself; SIGKILL for all only at the timeout),
-                         SuccessExitStatus / RestartPreventExitStatus from MANAGER_EXIT_STATUS,
+                         SuccessExitStatus / RestartPreventExitStatus from ENTRY.exit_status,
                          LimitNOFILE=, LogsDirectory=, RuntimeDirectory= (control channel),
                          ExecReload= (SIGHUP), and the hardening in HARDENING (exposure ~1.3 by
                          ``systemd-analyze security``). ProtectHome= becomes read-only, and
@@ -102,10 +102,9 @@ from itertools import pairwise
 from pathlib import Path, PurePosixPath
 from typing import Any, Self, cast
 
-from .. import config as config_mod
-from .. import logs
-from ..errors import (
-    MANAGER_EXIT_STATUS,
+from ... import config as config_mod
+from ... import logs
+from ...errors import (
     ConfigError,
     ExitCode,
     PlatformUnavailable,
@@ -114,12 +113,13 @@ from ..errors import (
     StopIncomplete,
     UsageError,
 )
-from ..host import Host
-from ..lifecycle import HostState
-from .base import InstallOptions, Secret, ServiceStatus, refusals
-from .base import split_environment as split_secrets
-from .control import COMMANDS as CONTROL_COMMANDS
-from .control import (
+from ...host import Host
+from ...lifecycle import HostState
+from . import ENTRY
+from ..base import InstallOptions, Secret, ServiceStatus, refusals
+from ..base import split_environment as split_secrets
+from ..control import COMMANDS as CONTROL_COMMANDS
+from ..control import (
     ChannelOperations,
     ControlClient,
     ControlServer,
@@ -127,7 +127,7 @@ from .control import (
     check_name,
     socket_path,
 )
-from .foreground import signals_to_host
+from ..foreground import signals_to_host
 
 log = logging.getLogger("servicehost.platforms.systemd")
 
@@ -774,7 +774,7 @@ def render_unit(options: InstallOptions, command: Sequence[str], *, scope: Scope
         notes.append("DynamicUser= makes /home and /root read-only; the account must still be allowed to read "
                      "them (a 0700 home directory is not)")
 
-    status = MANAGER_EXIT_STATUS["systemd"]
+    status = ENTRY.exit_status
     success = [str(int(c)) for c in status.success if int(c) != 0]
     prevent = [str(int(c)) for c in status.prevent_restart]
     lines: list[str] = [

@@ -1,0 +1,58 @@
+"""What the registry knows of a platform before importing it: one :class:`PlatformEntry` per
+platform, declared as ``ENTRY`` in the platform's own (light) module, collected by
+``platforms/__init__.py``. Adding a platform = one package with an ``ENTRY`` + one name in
+``PLATFORMS``; nothing else changes.
+
+This module imports nothing heavy: detection reads entries on every start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from ..errors import ExitCode
+
+
+@dataclass(frozen=True)
+class ManagerExitStatus:
+    """How one manager is told which exit codes are success and which must not restart."""
+
+    success: tuple[int, ...]
+    """Exit codes the manager counts as a clean stop."""
+    prevent_restart: tuple[int, ...]
+    """Failure codes the manager must not restart on (it would only fail again)."""
+
+
+#: The exit-code meaning every manager is given, derived from ExitCode itself: success = not a
+#: failure (OK, STOP_INCOMPLETE: a stop an admin asked for never triggers recovery);
+#: prevent_restart = failures a restart cannot mend (CONFIG_ERROR, START_FAILURE).
+EXIT_STATUS = ManagerExitStatus(
+    success=tuple(c for c in ExitCode if not c.is_failure),
+    prevent_restart=tuple(c for c in ExitCode if c.is_failure and not c.restartable),
+)
+
+
+@dataclass(frozen=True)
+class Refused:
+    """An install option a manager has no equivalent for: install stops with this reason."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class PlatformEntry:
+    """A platform as the registry sees it, without importing its code."""
+
+    name: str
+    platform: str
+    """``"module:Class"`` of the :class:`~servicehost.platforms.base.Platform`, imported when chosen."""
+    run_markers: tuple[str, ...] = ()
+    """Environment variables the manager leaves in its children: detection imports and asks the
+    platform only when one is present (empty: always ask)."""
+    os_names: tuple[str, ...] = ()
+    """``sys.platform`` values the platform runs on (empty: any)."""
+    exit_status: ManagerExitStatus | None = None
+    """How its manager is told the exit codes (None: no manager, e.g. the foreground)."""
+    options: Mapping[str, str | Refused] = field(default_factory=dict)
+    """Per install option (see ``base.OPTION_KEYS``): how the manager maps it, or why it is refused."""
