@@ -93,17 +93,32 @@ def number(kind: type = float, *, min: float | None = None, max: float | None = 
     return convert
 
 
-def service_name(text: str) -> str:
+def service_name(value: str) -> str:
     """An argparse ``type=`` for ``--name``: a name a manager can hold (each manager checks its own
     rules again): not empty, no surrounding spaces, control characters or path separators."""
-    problem = ("it is empty" if not text.strip() else "it has spaces around it" if text != text.strip()
-               else "it is longer than 256 characters" if len(text) > 256
-               else "it holds a path separator" if "/" in text or "\\" in text
-               else config_mod.text_problem(text))
+    problem = ("it is empty" if not value.strip() else "it has spaces around it" if value != value.strip()
+               else "it is longer than 256 characters" if len(value) > 256
+               else "it holds a path separator" if "/" in value or "\\" in value
+               else config_mod.text_problem(value))
     if problem:
-        raise argparse.ArgumentTypeError(f"expected a service name, found {config_mod.shown(text)}: {problem} "
-                                         "(leave --name out for the class's name)")
-    return text
+        raise argparse.ArgumentTypeError(f"expected a service name, found {config_mod.shown(value)}: {problem}")
+    return value
+
+
+def text(value: str) -> str:
+    """An argparse ``type=`` for free text (a display name, an account): no control characters."""
+    problem = config_mod.text_problem(value)
+    if problem:
+        raise argparse.ArgumentTypeError(f"expected text on one line, found {config_mod.shown(value)}: {problem}")
+    return value
+
+
+def path(value: str) -> str:
+    """An argparse ``type=`` for a path a manager is given: it fits the OS limits, no control characters."""
+    problem = config_mod.path_problem(value)
+    if problem:
+        raise argparse.ArgumentTypeError(f"expected a path, found {config_mod.shown(value)}: {problem}")
+    return value
 
 
 def _option_strings(parser: argparse.ArgumentParser) -> list[str]:
@@ -158,8 +173,13 @@ def service_classes(module: ModuleType) -> list[type]:
     """The Service subclasses a module defines (not ones it imports)."""
     from .service import Service
 
+    try:
+        members = inspect.getmembers(module, inspect.isclass)
+    except Exception as exc:  # a module __getattr__ that raises
+        raise UsageError(f"module {module.__name__}: listing its classes raised {exc.__class__.__name__}: "
+                         f"{str(exc)[:_SHOWN]}") from None
     return [
-        obj for _, obj in inspect.getmembers(module, inspect.isclass)
+        obj for _, obj in members
         if issubclass(obj, Service) and obj is not Service and obj.__module__ == module.__name__
     ]
 
@@ -241,7 +261,10 @@ def load_target(target: str) -> type:
     except Exception as exc:  # SyntaxError, ImportError, OSError, anything its module-level code raises
         raise _import_error(target, exc) from None
     if cls_name:
-        cls = getattr(module, cls_name, None)
+        try:
+            cls = getattr(module, cls_name, None)
+        except Exception:  # a module __getattr__ that raises something else than AttributeError
+            cls = None
         if not (isinstance(cls, type) and issubclass(cls, Service)):
             found = ", ".join(c.__name__ for c in service_classes(module)) or "none"
             raise UsageError(f"target {target!r}: {cls_name!r} is not a Service subclass in {module_name} (services there: {found})")
@@ -366,7 +389,9 @@ def parse(argv: Sequence[str], service_cls: type | None = None) -> Invocation:
     assert service_cls is not None  # argparse requires TARGET when no class was given
     cli_values = {k.removeprefix("setting_"): v for k, v in vars(args).items()
                   if k.startswith("setting_") and v is not None}
-    config_file = args.config or os.environ.get("SERVICEHOST_CONFIG") or None
+    if args.config == "":
+        raise ConfigError("command line", "--config", "a TOML file", "an empty name (leave --config out for none)")
+    config_file = args.config or os.environ.get("SERVICEHOST_CONFIG") or None  # an empty variable: none
     try:
         config_path = Path(config_file).absolute() if config_file else None
     except OSError as exc:  # the working directory is gone

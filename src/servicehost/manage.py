@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import argparse
 from . import platforms
-from .cli import Invocation, command, number, service_name
+from .cli import Invocation, command, number, path, service_name, text
 from .errors import ExitCode, ServiceHostError, UsageError
 from .platforms.base import START_MODES, InstallOptions, Manager, launch_command, refusals
 
 
 def _wait_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--wait", type=number(float, min=0), metavar="SECONDS", default=None,
+    p.add_argument("--wait", type=number(float, min=0, max=86400), metavar="SECONDS", default=None,
                    help="wait up to SECONDS for the service to reach the new state (default: the manager's)")
 
 
@@ -32,17 +32,18 @@ def _env_pair(text: str) -> tuple[str, str]:
 def _install_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("install options (one set for every manager; refused where a manager has no equivalent)")
     g.add_argument("--name", type=service_name, help="service name (default: the class's name)")
-    g.add_argument("--display-name", default="", help="display name (Windows)")
-    g.add_argument("--description", default=None, help="one-line description (default: the class's)")
+    g.add_argument("--display-name", type=text, default="", help="display name (Windows)")
+    g.add_argument("--description", type=text, default=None, help="one-line description (default: the class's)")
     g.add_argument("--start", dest="start_mode", choices=START_MODES, default="auto", help="start mode")
-    g.add_argument("--depends", action="append", default=[], metavar="SERVICE", help="a service that must run first (repeatable)")
-    g.add_argument("--username", default="", help="account to run as (default: the least-privileged account the manager offers)")
+    g.add_argument("--depends", action="append", default=[], type=service_name, metavar="SERVICE",
+                   help="a service that must run first (repeatable)")
+    g.add_argument("--username", type=text, default="", help="account to run as (default: the least-privileged account the manager offers)")
     g.add_argument("--password-stdin", action="store_true",
                    help="read the account's password from stdin (never give it on the command line)")
     g.add_argument("--env", action="append", default=[], type=_env_pair, metavar="KEY=VALUE",
                    help="environment variable (repeatable); KEY=@/path/to/file: a secret, read by the "
                    "service from the file named by $KEY_FILE (never in the manager's config); @@ for a literal @")
-    g.add_argument("--workdir", default="", help="working directory of the service")
+    g.add_argument("--workdir", type=path, default="", help="working directory of the service")
     g.add_argument("--no-restart", action="store_true", help="do not restart after a failure exit")
     g.add_argument("--restart-delay", type=number(float, min=0, max=86400), default=5.0, metavar="SECONDS",
                    help="delay before a restart")
@@ -143,7 +144,7 @@ def _name_wait(p: argparse.ArgumentParser) -> None:
 
 def _start_args(p: argparse.ArgumentParser) -> None:
     _name_wait(p)
-    p.add_argument("--arg", dest="start_args", action="append", default=[], metavar="ARG",
+    p.add_argument("--arg", dest="start_args", action="append", default=[], type=text, metavar="ARG",
                    help="a start argument passed to the service (Windows; repeatable)")
 
 

@@ -259,7 +259,7 @@ def test_the_pywin32_shaped_command_line_does_not_abbreviate(tmp_path):
         (["remove", CONFIGURED, "--name", " svc"], "spaces around it"),
         (["start", CONFIGURED, "--name", "a/b"], "path separator"),
         (["stop", CONFIGURED, "--name", "a\nb"], "control character"),
-        (["start", CONFIGURED, "--wait", "٣"], "--wait: expected a number >= 0, found '٣'"),
+        (["start", CONFIGURED, "--wait", "٣"], "--wait: expected a number from 0 to 86400, found '٣'"),
         (["stop", CONFIGURED, "--wait", "nan"], "--wait: expected a number"),
         (["install", CONFIGURED, "--restart-delay", "-1"], "--restart-delay: expected a number from 0 to 86400"),
         (["install", CONFIGURED, "--watchdog", "inf"], "--watchdog"),
@@ -290,3 +290,28 @@ def test_values_that_are_not_valid_utf8_print_escaped(tmp_path):
                           env=_child_env(), capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stderr
     assert "st\\udcff" in proc.stdout and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["install", CONFIGURED, "--display-name", "a\nb"], "--display-name: expected text on one line"),
+        (["install", CONFIGURED, "--description", "a\x1bb"], "--description: expected text on one line"),
+        (["install", CONFIGURED, "--username", "bob\x00"], "--username: expected text on one line"),
+        (["install", CONFIGURED, "--depends", ""], "--depends: expected a service name"),
+        (["install", CONFIGURED, "--workdir", "/" + "n" * 300], "--workdir: expected a path"),
+        (["start", CONFIGURED, "--arg", "a\rb"], "--arg: expected text on one line"),
+        (["stop", CONFIGURED, "--wait", "1e308"], "--wait: expected a number from 0 to 86400"),
+        (["settings", CONFIGURED, "--config", ""], "--config: expected a TOML file, found an empty name"),
+    ],
+)
+def test_every_option_s_text_is_checked_while_parsing(capsys, argv, message):
+    assert run_cli([*argv, *SAFE]) == ExitCode.CONFIG_ERROR
+    assert message in one_error_line(capsys.readouterr().err)
+
+
+def test_a_module_whose_attributes_raise_is_one_line(tmp_path, capsys):
+    path = tmp_path / "lazy_module.py"
+    path.write_text("def __getattr__(name):\n    raise RuntimeError('lazy ' + name)\n")
+    assert run_cli(["settings", f"{path}:Svc"]) == ExitCode.CONFIG_ERROR
+    assert "'Svc' is not a Service subclass" in one_error_line(capsys.readouterr().err)

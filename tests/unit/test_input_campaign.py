@@ -330,7 +330,7 @@ def bad_options(draw: st.DrawFn) -> Case:
     """Command lines whose options are wrong: abbreviated, unknown, valueless, misplaced, or bad
     values for the manager commands' own options."""
     what = draw(st.sampled_from(["abbreviated", "unknown", "valueless", "extra", "password", "name", "number",
-                                 "env", "command"]))
+                                 "text", "env", "command"]))
     command = draw(st.sampled_from(sorted(COMMANDS)))
     if what == "abbreviated":
         option = draw(st.sampled_from(OPTIONS[command]))
@@ -367,8 +367,8 @@ def bad_options(draw: st.DrawFn) -> Case:
         return Case("options/name", _argv(command, "--name", name), "--name: expected a service name")
     if what == "number":
         command, option, kind, low, high = draw(st.sampled_from([
-            ("start", "--wait", float, 0, None), ("stop", "--wait", float, 0, None),
-            ("restart", "--wait", float, 0, None), ("install", "--restart-delay", float, 0, 86400),
+            ("start", "--wait", float, 0, 86400), ("stop", "--wait", float, 0, 86400),
+            ("restart", "--wait", float, 0, 86400), ("install", "--restart-delay", float, 0, 86400),
             ("update", "--watchdog", float, 0, 86400), ("logs", "--bytes", int, 1, 1 << 30),
             ("control", "CODE", int, 128, 255)]))
         spec = SettingSpec("x", kind, 0, "", low, high, (), object)
@@ -376,6 +376,11 @@ def bad_options(draw: st.DrawFn) -> Case:
         if option == "CODE":
             return Case("options/number", ["control", CONFIGURED, f"{value}", *SAFE], "argument CODE: expected")
         return Case("options/number", _argv(command, f"{option}={value}"), f"argument {option}: expected")
+    if what == "text":
+        command, option = draw(st.sampled_from([("install", "--display-name"), ("update", "--description"),
+                                                ("install", "--username"), ("update", "--workdir"),
+                                                ("start", "--arg"), ("install", "--depends")]))
+        return Case("options/text", _argv(command, f"{option}={draw(with_control())}"), f"argument {option}: expected")
     if what == "env":
         secret = "pw-" + draw(st.text(string.ascii_letters + string.digits, min_size=6, max_size=12))
         pair = draw(st.sampled_from(["=" + secret, " KEY=" + secret, "KEY =" + secret, secret]))
