@@ -67,6 +67,7 @@ control_received = _event(1010, "control_received", INFO, "control code %d recei
 worker_hung = _event(1011, "worker_hung", ERROR, "%s/%s hung: one task (%s) running for %.1fs > hang_timeout %.1fs")
 host_failing = _event(1012, "host_failing", ERROR, "host failing: %s")
 stop_took_long = _event(1013, "stop_took_long", WARNING, "%s is still stopping; %.1fs left before the deadline")
+log_flush_failed = _event(1014, "log_flush_failed", DEBUG, "a log handler could not be flushed before exit (ignored: %s)")
 
 # -- 2xxx: services --------------------------------------------------------------------------------
 service_starting = _event(2001, "service_starting", DEBUG, "%s: starting")
@@ -114,6 +115,7 @@ config_error = _event(4002, "config_error", ERROR, "%s")
 platform_chosen = _event(5001, "platform_chosen", INFO, "running under %s (%s)")
 signal_received = _event(5002, "signal_received", INFO, "signal %s received")
 notify_failed = _event(5003, "notify_failed", DEBUG, "manager notification failed (ignored: %s)")
+reload_failed = _event(5004, "reload_failed", DEBUG, "reload failed; the service keeps running (%s)")
 # 52xx: the control channel (platforms/control.py) and supervisord (platforms/supervisord.py)
 control_listening = _event(5201, "control_listening", DEBUG, "control channel listening on %s")
 control_refused = _event(
@@ -125,10 +127,12 @@ control_stale_socket = _event(5205, "control_stale_socket", INFO, "control chann
 control_busy = _event(
     5220, "control_busy", WARNING,
     "control channel: %d connections open already: new ones get a 'busy' reply until one ends")
+control_marker_failed = _event(
+    5221, "control_marker_failed", DEBUG, "control channel: %s the ready marker %s failed (ignored: %s)")
 supervisord_started = _event(5206, "supervisord_started", INFO, "started supervisord (%s, config %s)")
 supervisord_not_at_boot = _event(5207, "supervisord_not_at_boot", WARNING, "%s")
 supervisord_program_written = _event(5208, "supervisord_program_written", INFO, "%s: wrote %s")
-# 54xx: systemd (platforms/systemd.py)
+# 54xx: systemd (platforms/systemd/)
 systemd_notifying = _event(5401, "systemd_notifying", DEBUG, "systemd notifications to %s (watchdog: %s)")
 systemd_watchdog_starved = _event(
     5402, "systemd_watchdog_starved", ERROR,
@@ -143,6 +147,14 @@ systemd_restart_to_apply = _event(
     5407, "systemd_restart_to_apply", INFO, "%s runs with its old settings until it is restarted")
 systemd_stop_incomplete = _event(5408, "systemd_stop_incomplete", WARNING, "%s: %s")
 systemd_data_kept = _event(5409, "systemd_data_kept", INFO, "%s: kept its data in %s (remove --purge deletes it)")
+systemd_notify_socket_unsupported = _event(
+    5410, "systemd_notify_socket_unsupported", DEBUG, "systemd notifications off: %s")
+systemd_watchdog_env_invalid = _event(
+    5411, "systemd_watchdog_env_invalid", DEBUG, "systemd watchdog off: $WATCHDOG_USEC/$WATCHDOG_PID unreadable (%s)")
+systemd_move_not_told = _event(
+    5412, "systemd_move_not_told", DEBUG, "systemd not told of the move %s -> %s (ignored: %s)")
+systemd_tick_failed = _event(
+    5413, "systemd_tick_failed", DEBUG, "systemd tick (watchdog, status, timeout extension) failed (ignored: %s)")
 # 53xx: Windows — the Service Control Manager, the Event Log (platforms/windows.py) and servicehost.compat
 scm_connected = _event(5301, "scm_connected", INFO, "connected to the Service Control Manager as %s (start arguments: %s)")
 scm_not_a_service = _event(
@@ -236,4 +248,4 @@ def flush() -> None:
         try:
             handler.flush()
         except (OSError, ValueError) as exc:  # a closed stream at exit: nothing left to save
-            notify_failed(log, exc)
+            log_flush_failed(log, exc)

@@ -620,7 +620,7 @@ class ControlServer:
             tmp.write_text(f"{os.getpid()}\n")
             os.replace(tmp, self.marker)
         except OSError as exc:  # the channel still answers "ready"; the marker is a convenience
-            logs.notify_failed(log, exc)
+            logs.control_marker_failed(log, "writing", self.marker, exc)
 
     def _clear_marker(self) -> None:
         try:
@@ -628,7 +628,7 @@ class ControlServer:
         except FileNotFoundError:
             pass
         except OSError as exc:
-            logs.notify_failed(log, exc)
+            logs.control_marker_failed(log, "removing", self.marker, exc)
 
     # -- closing ------------------------------------------------------------------------------------
     def close(self, timeout: float = PEER_TIMEOUT * 2) -> None:

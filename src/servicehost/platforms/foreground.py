@@ -51,7 +51,7 @@ def signals_to_host(host: Host) -> Iterator[None]:
                 try:
                     host.reload()
                 except Exception as exc:  # the hook already logged it; keep serving
-                    logs.notify_failed(log, exc)
+                    logs.reload_failed(log, exc)
 
     worker = threading.Thread(target=act, name="servicehost-signals", daemon=True)
     worker.start()

@@ -1,7 +1,15 @@
 """systemd: run as a ``Type=notify`` unit (sd_notify, journald), render units, manage installed ones.
 
+    platform.py   SystemdPlatform: detect, installable, run (signals + notifications + control channel)
+    notify.py     running under systemd: Notifier (sd_notify datagrams), watchdog, NotifySession
+    journal.py    journald priority prefixes on stderr (JournalFormatter)
+    unit.py       rendering the unit file: Unit, UnitSettings, render_unit, escaping, secrets, read_meta
+    checks.py     install-time checks on this machine: probe_interpreter, code_paths, unreachable
+    manager.py    managing installed units: SystemdManager (systemctl, journalctl), Show
+
 This file is light on purpose: the registry (``platforms/__init__.py``) reads ``ENTRY`` on every
-start to decide whether this platform is worth importing. Everything else is imported on first use.
+start to decide whether this platform is worth importing. The names below are imported from their
+module on first use (``from servicehost.platforms.systemd import render_unit``).
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ from ..entry import EXIT_STATUS, PlatformEntry, Refused
 
 ENTRY = PlatformEntry(
     name='systemd',
-    platform="servicehost.platforms.systemd._unsplit:SystemdPlatform",
+    platform="servicehost.platforms.systemd.platform:SystemdPlatform",
     run_markers=('NOTIFY_SOCKET', 'INVOCATION_ID'),
     os_names=(),
     exit_status=EXIT_STATUS,
@@ -34,9 +42,78 @@ ENTRY = PlatformEntry(
     },
 )
 
+#: Where each name of the package lives: name → module (relative to this package).
+NAMES: dict[str, str] = {
+    # the platform entry
+    "BOOTED_MARKER": "platform",
+    "SystemdPlatform": "platform",
+    # running under systemd: sd_notify
+    "EXTEND_WINDOW": "notify",
+    "SEND_TIMEOUT": "notify",
+    "TICK": "notify",
+    "Notifier": "notify",
+    "NotifySession": "notify",
+    "monotonic_usec": "notify",
+    "watchdog_interval": "notify",
+    # journald
+    "PRIORITIES": "journal",
+    "JournalFormatter": "journal",
+    "priority": "journal",
+    "stderr_is_journal": "journal",
+    "use_journal_prefixes": "journal",
+    # the unit file
+    "HARDENING": "unit",
+    "HOME_ROOTS": "unit",
+    "LIMIT_NOFILE": "unit",
+    "MARKER": "unit",
+    "START_LIMIT_BURST": "unit",
+    "START_MARGIN": "unit",
+    "STOP_MARGIN": "unit",
+    "SYSTEM": "unit",
+    "SYSTEM_UNIT_DIR": "unit",
+    "TMP_ROOTS": "unit",
+    "Scope": "unit",
+    "Unit": "unit",
+    "UnitSettings": "unit",
+    "effective_setting": "unit",
+    "env_assignment": "unit",
+    "exec_line": "unit",
+    "exec_word": "unit",
+    "looks_secret": "unit",
+    "one_line": "unit",
+    "read_meta": "unit",
+    "render_unit": "unit",
+    "split_account": "unit",
+    "split_environment": "unit",
+    "start_limit_interval": "unit",
+    "under": "unit",
+    "unit_name": "unit",
+    "user_scope": "unit",
+    # install-time checks
+    "PROBE_TIMEOUT": "checks",
+    "Interpreter": "checks",
+    "checked_unit": "checks",
+    "code_paths": "checks",
+    "probe_interpreter": "checks",
+    "unreachable": "checks",
+    # managing installed units
+    "SHOW_PROPS": "manager",
+    "SYSTEMCTL_TIMEOUT": "manager",
+    "WAIT_SLACK": "manager",
+    "Show": "manager",
+    "SystemctlTimeout": "manager",
+    "SystemdManager": "manager",
+}
+
+__all__ = ["ENTRY", *NAMES]
+
 
 def __getattr__(attr: str) -> Any:
-    # The platform's code, imported on first use (``from servicehost.platforms.systemd import X``).
-    if attr.startswith("__"):
-        raise AttributeError(attr)
-    return getattr(importlib.import_module(f"{__name__}._unsplit"), attr)
+    module = NAMES.get(attr)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), attr)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *NAMES})
