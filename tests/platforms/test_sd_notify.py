@@ -28,7 +28,7 @@ from typing import BinaryIO
 import pytest
 
 from servicehost.errors import ExitCode
-from servicehost.platforms.systemd import Notifier
+from servicehost.platforms.systemd import Notifier, watchdog_interval
 
 ROOT = Path(__file__).resolve().parents[2]
 HANG_GUARD = 60.0  # seconds: only against hangs; every step here takes well under 3 s
@@ -294,3 +294,30 @@ def test_notify_with_nobody_listening_is_not_an_error(tmp_path):
     with pytest.raises(ValueError):
         notifier.notify("READY=1\nSTATUS=two lines")
     notifier.close()
+
+
+def _event_ids(caplog: pytest.LogCaptureFixture) -> list[int]:
+    return [getattr(r, "event_id", 0) for r in caplog.records]
+
+
+def test_each_way_of_not_telling_systemd_has_its_own_event(tmp_path, caplog):
+    caplog.set_level("DEBUG", logger="servicehost")
+    # A send that fails: the one meaning event 5003 keeps.
+    notifier = Notifier(str(tmp_path / "gone"))
+    assert notifier.notify("READY=1") is False
+    notifier.close()
+    assert _event_ids(caplog) == [5003]
+    caplog.clear()
+    # NOTIFY_SOCKET that is not AF_UNIX: no notifications at all.
+    env = {"NOTIFY_SOCKET": "vsock:2:1234"}
+    assert Notifier.from_env(env) is None and "NOTIFY_SOCKET" not in env
+    assert _event_ids(caplog) == [5410]
+    caplog.clear()
+    # WATCHDOG_USEC that is not a number: the watchdog is off.
+    env = {"WATCHDOG_USEC": "soon", "WATCHDOG_PID": str(os.getpid())}
+    assert watchdog_interval(env) is None and not env
+    assert _event_ids(caplog) == [5411]
+    caplog.clear()
+    assert watchdog_interval({"WATCHDOG_USEC": "4000000", "WATCHDOG_PID": str(os.getpid())}) == 2.0
+    assert watchdog_interval({"WATCHDOG_USEC": "4000000", "WATCHDOG_PID": "1"}) is None  # for another process
+    assert _event_ids(caplog) == []

@@ -10,6 +10,7 @@ Needs the shared tools and systemd's binaries (``.ci/setup-systemd.sh``); no run
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
 import os
@@ -464,3 +465,22 @@ def test_exec_start_is_one_line_and_keeps_every_word_apart(argv):
     # Every % and $ is doubled: nothing left for specifier or variable expansion.
     assert re.sub(r"%%", "", line).count("%") == 0 and re.sub(r"\$\$", "", line).count("$") == 0
     assert not line.endswith("\\")
+
+
+def test_the_package_is_light_and_names_where_each_name_lives():
+    # The registry imports the package on every start: it must load none of its modules.
+    code = ("import sys, servicehost.platforms.systemd as p; "
+            "print(sorted(m for m in sys.modules if m.startswith('servicehost.platforms.systemd.')))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert proc.stdout.strip() == "[]"
+    from servicehost.platforms import systemd
+
+    modules = set(systemd.NAMES.values())
+    assert modules == {"platform", "notify", "journal", "unit", "checks", "manager"}
+    for module in modules:
+        exported = importlib.import_module(f"servicehost.platforms.systemd.{module}").__all__
+        assert {n for n, m in systemd.NAMES.items() if m == module} == set(exported), module
+    assert getattr(systemd, "render_unit") is importlib.import_module("servicehost.platforms.systemd.unit").render_unit
+    with pytest.raises(AttributeError):
+        getattr(systemd, "not_a_name")
+    assert platforms.load("systemd").__class__ is SystemdPlatform
