@@ -295,7 +295,7 @@ def test_start_status_pause_continue_control_reload_stop_through_the_cli(wine, t
     status = wine.servicehost("status", target, "--name", name).stdout
     assert _field(status, "state") == "running" and _field(status, "pid") != pid
     refused = wine.servicehost("control", target, "--name", name, "127", check=False)
-    assert refused.returncode == ExitCode.CONFIG_ERROR and "128-255" in refused.stderr
+    assert refused.returncode == ExitCode.CONFIG_ERROR and "128 to 255" in refused.stderr
     wine.servicehost("stop", target, "--name", name)
     status = wine.servicehost("status", target, "--name", name).stdout
     assert _field(status, "state") == "stopped" and _field(status, "last exit") == "0 (OK)"
@@ -692,7 +692,8 @@ def test_named_account_password_comes_from_stdin_and_lands_nowhere(wine, tmp_pat
     name, password = f"shacct{TAG}", f"pw-{TAG}-never-stored"
     target = winpath(SERVICES) + ":Traced"
     refused = wine.servicehost("install", target, "--name", name, "--password", password, check=False)
-    assert refused.returncode == ExitCode.CONFIG_ERROR and "unrecognized arguments" in refused.stderr
+    assert refused.returncode == ExitCode.CONFIG_ERROR and "unknown option --password" in refused.stderr
+    assert password not in refused.stderr  # an unknown option's value is never repeated
     try:
         proc = wine.servicehost("install", target, "--name", name, "--state-dir", winpath(tmp_path / "state"),
                                 "--start", "manual", "--username", "root", "--password-stdin", input=password + "\n")
