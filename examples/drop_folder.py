@@ -24,9 +24,9 @@ writer, a writer that closes and reopens. A file is taken only when complete:
   inotify shows a write not yet followed by a close, and for files the service owns (or as
   root) a read lease, which the kernel refuses while anyone has the file open for writing,
   says so even for writers that started before the service did. Where no lease can be taken,
-  a file written in the last minute that was already there when the service started (after a
-  crash, say) is held until its writer's close is seen, or for a minute (``max(60, 10 *
-  settle)`` seconds; also the limit for a file created or written and never closed).
+  a recently written file that was already there when the service started (after a crash,
+  say) is held until its writer's close is seen, or for ``max(30, 10 * settle)`` seconds (also
+  how long a file created or written and never closed is held).
 
 Elsewhere (or with ``--watch scan``, or on a file system without inotify or leases) only the
 settle interval guards: pick one longer than your slowest writer's longest pause, or drop
@@ -336,7 +336,7 @@ class DropFolder(Service):
         self.lock = threading.Lock()
         self.entries: dict[str, Entry] = {}
         self.processed = self.failures = self.taken_total = 0
-        self.hold = max(60.0, 10 * s.settle)  # see due()
+        self.hold = max(30.0, 10 * s.settle)  # see due()
         self._temp_ids = itertools.count()
         self.inotify: Inotify | None = None
         how = "scan only"

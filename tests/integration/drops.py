@@ -76,7 +76,9 @@ def rows(state: Path) -> list[tuple[bytes, str, bytes]]:
     return [(raw(name), sha, raw(output)) for name, sha, output in got]
 
 
-def wait_until(predicate, what: str, timeout: float = HANG_GUARD) -> None:
+def wait_until(predicate, what: str, timeout: float = 3 * HANG_GUARD) -> None:
+    """A hang guard: where the OS cannot tell whether a file is open for writing, files found at
+    start are held up to max(30, 10 * settle) seconds, so this is well above that."""
     end = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > end:
