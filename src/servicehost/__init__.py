@@ -7,12 +7,17 @@ Layout (who may import whom: arrows point one way, down this list):
     lifecycle.py   HostState + the one transition table
     stopping.py    StopToken, Deadline: the only cancellation primitive
     config.py      settings declared once (frozen dataclasses) → TOML keys, SERVICEHOST_* vars, flags
-    errors.py      exceptions and ExitCode (+ its mapping onto each manager)
+    errors.py      exceptions and ExitCode
     logs.py        logging setup; every log message a named event with a stable id
-    workers/       ThreadPool, Pipeline, Dispatcher, PeriodicTimer, EventServer, ProcessPool, ClosableQueue
-    platforms/     foreground (+ the manager issues' platforms); detect(); the contracts in base.py
-    cli.py         run/debug/settings (+ registered manager commands); the only code that prints or exits
-The host never imports a platform; only platforms/windows.py may import win32*.
+    workers/       ThreadPool, Pipeline, Dispatcher, PeriodicTimer, EventServer, ProcessPool, ClosableQueue;
+                   the component contract (_supervision.py) and the shared task plumbing (_tasks.py)
+    platforms/     the registry (__init__), the contracts (base.py, entry.py), foreground, control,
+                   supervisord/, systemd/, windows/ (each a package split by side)
+    compat/        pywin32-shaped modules for porting pywin32 services
+    arguments.py   the parser class, argument types, Command, Invocation
+    manage.py      the manager commands (install, start, status, ...), on the Manager contract
+    cli.py         run/debug/settings + the one COMMANDS table; the only code that exits
+The host never imports a platform; no platform imports the CLI; only platforms/windows/ imports win32*.
 Names below are imported on first use, so ``import servicehost`` stays cheap.
 """
 

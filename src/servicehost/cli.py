@@ -3,8 +3,9 @@
     servicehost COMMAND [TARGET] [--config FILE] [--SETTING VALUE ...]
     python my_service.py COMMAND [--SETTING VALUE ...]        # servicehost.main(MyService)
 
-TARGET is ``path/to/file.py[:Class]`` or ``package.module:Class``. Commands are registered in
-:data:`COMMANDS` (``@command``); the manager issues add install/start/stop/… the same way.
+TARGET is ``path/to/file.py[:Class]`` or ``package.module:Class``. :data:`COMMANDS` is the one
+table of commands: run/debug/settings here, install/start/stop/… from ``manage.py`` (which knows
+nothing of this module: both build on ``arguments.py``).
 Every setting flag takes exactly one value (``--syslog true``), as its environment variable does.
 Options are never abbreviated (``--work 3`` is an error, not ``--workers 3``): every parser is an
 :class:`ArgumentParser` from here. Errors print one line to stderr and exit with a documented
@@ -24,151 +25,21 @@ import re
 import stat
 import sys
 import traceback
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import NoReturn
 
 from . import config as config_mod
-from . import logs
+from . import logs, manage
+from .arguments import _SHOWN, ArgumentParser, Command, Invocation, one_line
 from .errors import ConfigError, ExitCode, ServiceHostError, UsageError
 
 log = logging.getLogger("servicehost.cli")
 PROG = "servicehost"
 _NEGATIVE_NUMBER = re.compile(r"-\d+$|-\d*\.\d+$")  # a value, not an option (as argparse decides)
-_SHOWN = 300  # longest message taken from an exception into the one-line error
 
 
-class ArgumentParser(argparse.ArgumentParser):
-    """The project's only parser class: options are never abbreviated (``--work`` does not mean
-    ``--workers``; ``--password`` is not ``--password-stdin``), and a parse error raises
-    :class:`UsageError` (one line, exit 2) instead of printing usage and exiting. The value
-    given to an unknown option is never repeated (it may be a secret typed in the wrong place)."""
-
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        kwargs["allow_abbrev"] = False
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-
-    def error(self, message: str) -> NoReturn:
-        prog = getattr(getattr(self, "chosen", None), "prog", self.prog)
-        raise UsageError(f"{message} (see: {prog} --help)")
-
-    def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
-                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
-        argv = list(sys.argv[1:] if args is None else args)
-        parsed, extras = self.parse_known_args(argv, namespace)
-        if extras:
-            self.error(self._unrecognized(argv, extras))
-        return parsed
-
-    def _unrecognized(self, argv: list[str], extras: list[str]) -> str:
-        options = [t.partition("=")[0] for t in extras if t.startswith("-") and t != "-"]
-        if options:
-            import difflib  # only on this error path
-
-            known = [o for o in _option_strings(self) if o.startswith("--")]
-            hint = difflib.get_close_matches(options[0], known, 1)
-            return f"unknown option {one_line(options[0][:_SHOWN])}" + (f" (did you mean {hint[0]}?)" if hint else "")
-        where = len(argv) - argv[::-1].index(extras[0]) if extras[0] in argv else 0  # its last use
-        return (f"an unexpected argument (word {where} of the command line; every option takes the form "
-                "--OPTION VALUE, and only one TARGET is given)")
-
-
-def number(kind: type = float, *, min: float | None = None, max: float | None = None,
-           ) -> Callable[[str], int | float]:
-    """An argparse ``type=`` for a command option's number, as strict as a setting's: ASCII
-    digits only, finite, within [min, max] (``--wait ٣``, ``--wait nan`` are errors)."""
-    kind_name = "an integer" if kind is int else "a number"
-    bounds = (f" from {min:g} to {max:g}" if min is not None and max is not None else
-              f" >= {min:g}" if min is not None else f" <= {max:g}" if max is not None else "")
-
-    def convert(text: str) -> int | float:
-        value = config_mod.text_number(text, kind)
-        if value is None or (min is not None and value < min) or (max is not None and value > max):
-            raise argparse.ArgumentTypeError(f"expected {kind_name}{bounds}, found {config_mod.shown(text)}")
-        return value
-
-    convert.__name__ = kind.__name__  # what argparse calls the type in its messages
-    return convert
-
-
-def service_name(value: str) -> str:
-    """An argparse ``type=`` for ``--name``: a name a manager can hold (each manager checks its own
-    rules again): not empty, no surrounding spaces, control characters or path separators."""
-    problem = ("it is empty" if not value.strip() else "it has spaces around it" if value != value.strip()
-               else "it is longer than 256 characters" if len(value) > 256
-               else "it holds a path separator" if "/" in value or "\\" in value
-               else config_mod.text_problem(value))
-    if problem:
-        raise argparse.ArgumentTypeError(f"expected a service name, found {config_mod.shown(value)}: {problem}")
-    return value
-
-
-def text(value: str) -> str:
-    """An argparse ``type=`` for free text (a display name, an account): no control characters."""
-    problem = config_mod.text_problem(value)
-    if problem:
-        raise argparse.ArgumentTypeError(f"expected text on one line, found {config_mod.shown(value)}: {problem}")
-    return value
-
-
-def path(value: str) -> str:
-    """An argparse ``type=`` for a path a manager is given: it fits the OS limits, no control characters."""
-    problem = config_mod.path_problem(value)
-    if problem:
-        raise argparse.ArgumentTypeError(f"expected a path, found {config_mod.shown(value)}: {problem}")
-    return value
-
-
-def _option_strings(parser: argparse.ArgumentParser) -> list[str]:
-    """Every option string ``parser`` and its chosen command's parser know."""
-    out = list(getattr(parser, "_option_string_actions", {}))
-    chosen = getattr(parser, "chosen", None)
-    if chosen is not None:
-        out += _option_strings(chosen)
-    return out
-
-
-@dataclass
-class Invocation:
-    """What a command handler gets: parsed arguments, the service class, loaded settings."""
-
-    args: argparse.Namespace
-    service_cls: type
-    target: str
-    loaded: config_mod.Loaded
-    config_file: Path | None
-    cli_settings: dict[str, str]
-    """The settings given as flags, raw (a manager's launch command repeats them)."""
-
-
-@dataclass(frozen=True)
-class Command:
-    name: str
-    help: str
-    handler: Callable[[Invocation], ExitCode]
-    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
-
-
-#: Every command, by name. Manager issues register theirs with ``@command``.
-COMMANDS: dict[str, Command] = {}
-
-
-def command(name: str, help: str, add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
-            ) -> Callable[[Callable[[Invocation], ExitCode]], Callable[[Invocation], ExitCode]]:
-    """Register ``handler`` as the command ``name``."""
-
-    def register(handler: Callable[[Invocation], ExitCode]) -> Callable[[Invocation], ExitCode]:
-        if name in COMMANDS:
-            raise RuntimeError(f"command {name!r} registered twice")
-        COMMANDS[name] = Command(name, help, handler, add_arguments)
-        return handler
-
-    return register
-
-
-# -- targets ----------------------------------------------------------------------------------------
 def service_classes(module: ModuleType) -> list[type]:
     """The Service subclasses a module defines (not ones it imports)."""
     from .service import Service
@@ -433,17 +304,14 @@ def _run(inv: Invocation, *, debug: bool) -> ExitCode:
     return code
 
 
-@command("run", "run the service until it is stopped (what every service manager launches)")
 def _cmd_run(inv: Invocation) -> ExitCode:
     return _run(inv, debug=False)
 
 
-@command("debug", "run in the foreground with DEBUG logs on the console and no manager notifications")
 def _cmd_debug(inv: Invocation) -> ExitCode:
     return _run(inv, debug=True)
 
 
-@command("settings", "print every setting with its effective value and where values came from")
 def _cmd_settings(inv: Invocation) -> ExitCode:
     print(f"sources: {', '.join(inv.loaded.sources)}")
     for obj in (inv.loaded.host, inv.loaded.service):
@@ -453,11 +321,6 @@ def _cmd_settings(inv: Invocation) -> ExitCode:
             print(f"{spec.name} = {one_line(str(getattr(obj, spec.name)))}")
     return ExitCode.OK
 
-
-def one_line(text: str) -> str:
-    """Escape control characters (and undecodable bytes), so an error is always one line whatever
-    the input held, and prints on any console."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 # -- entry points -----------------------------------------------------------------------------------
@@ -480,10 +343,18 @@ def run_cli(argv: Sequence[str] | None = None, service_cls: type | None = None) 
         return int(ExitCode.STOP_INCOMPLETE)
 
 
+#: Every command, by name: run/debug/settings here, the manager commands from ``manage.py``.
+COMMANDS: dict[str, Command] = {c.name: c for c in (
+    Command("run", "run the service until it is stopped (what every service manager launches)", _cmd_run),
+    Command("debug", "run in the foreground with DEBUG logs on the console and no manager notifications", _cmd_debug),
+    Command("settings", "print every setting with its effective value and where values came from", _cmd_settings),
+    *manage.COMMANDS,
+)}
+
+
 def main(service_cls: type | None = None, argv: Sequence[str] | None = None) -> NoReturn:
     """The console entry point, and ``servicehost.main(MyService)`` from a user's script."""
     code = run_cli(argv, service_cls)
     logs.flush()
     sys.exit(code)
 
-from . import manage  # noqa: E402,F401  registers install/start/stop/... (manager commands)

@@ -1,6 +1,6 @@
 """Manager commands: install, update, remove, start, stop, restart, status, pause, continue,
 control, reload — one set for every service manager, each a thin call on the chosen platform's
-:class:`~servicehost.platforms.base.Manager`. Registered into ``cli.COMMANDS`` on import.
+:class:`~servicehost.platforms.base.Manager`. Listed in :data:`COMMANDS`, which ``cli.py`` joins to its own.
 
 The manager is chosen by ``--manager`` (a setting) or detected for installing: Windows → the SCM;
 Linux with systemd as PID 1 → systemd; otherwise supervisord (see ``servicehost managers``).
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 from . import platforms
-from .cli import Invocation, command, number, path, service_name, text
+from .arguments import Command, Invocation, number, path, service_name, text
 from .errors import ExitCode, ServiceHostError, UsageError
 from .platforms.base import START_MODES, InstallOptions, Manager, launch_command, refusals
 
@@ -106,7 +106,6 @@ def _checked(inv: Invocation, manager: Manager) -> InstallOptions:
     return options
 
 
-@command("install", "install the service into the service manager (then start it with: start)", _install_args)
 def _cmd_install(inv: Invocation) -> ExitCode:
     manager = _manager(inv)
     options = _checked(inv, manager)
@@ -115,7 +114,6 @@ def _cmd_install(inv: Invocation) -> ExitCode:
     return ExitCode.OK
 
 
-@command("update", "change the installed service's options (it is not restarted)", _install_args)
 def _cmd_update(inv: Invocation) -> ExitCode:
     manager = _manager(inv)
     options = _checked(inv, manager)
@@ -129,7 +127,6 @@ def _remove_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--purge", action="store_true", help="also delete its state and logs")
 
 
-@command("remove", "stop and uninstall the service (its data is kept unless --purge)", _remove_args)
 def _cmd_remove(inv: Invocation) -> ExitCode:
     manager = _manager(inv)
     manager.remove(_service_name(inv), purge=inv.args.purge)
@@ -148,19 +145,16 @@ def _start_args(p: argparse.ArgumentParser) -> None:
                    help="a start argument passed to the service (Windows; repeatable)")
 
 
-@command("start", "start the installed service", _start_args)
 def _cmd_start(inv: Invocation) -> ExitCode:
     _manager(inv).start(_service_name(inv), args=inv.args.start_args, wait=inv.args.wait)
     return ExitCode.OK
 
 
-@command("stop", "stop the installed service (dependents first)", _name_wait)
 def _cmd_stop(inv: Invocation) -> ExitCode:
     _manager(inv).stop(_service_name(inv), wait=inv.args.wait)
     return ExitCode.OK
 
 
-@command("restart", "stop, then start the installed service", _name_wait)
 def _cmd_restart(inv: Invocation) -> ExitCode:
     _manager(inv).restart(_service_name(inv), wait=inv.args.wait)
     return ExitCode.OK
@@ -170,20 +164,17 @@ def _name_only(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", type=service_name, help="service name (default: the class's name)")
 
 
-@command("status", "show state, pid, uptime, restarts and last exit (the same on every manager)", _name_only)
 def _cmd_status(inv: Invocation) -> ExitCode:
     status = _manager(inv).status(_service_name(inv))
     print("\n".join(status.lines()))
     return ExitCode.OK
 
 
-@command("pause", "pause the running service", _name_only)
 def _cmd_pause(inv: Invocation) -> ExitCode:
     _manager(inv).pause(_service_name(inv))
     return ExitCode.OK
 
 
-@command("continue", "continue a paused service", _name_only)
 def _cmd_continue(inv: Invocation) -> ExitCode:
     _manager(inv).resume(_service_name(inv))
     return ExitCode.OK
@@ -194,7 +185,6 @@ def _control_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("code", type=number(int, min=128, max=255), metavar="CODE", help="custom control code, 128-255")
 
 
-@command("control", "send a custom control code (128-255) to the running service", _control_args)
 def _cmd_control(inv: Invocation) -> ExitCode:
     code = inv.args.code
     if not 128 <= code <= 255:
@@ -203,7 +193,6 @@ def _cmd_control(inv: Invocation) -> ExitCode:
     return ExitCode.OK
 
 
-@command("reload", "ask the running service to reload (SIGHUP / PARAMCHANGE)", _name_only)
 def _cmd_reload(inv: Invocation) -> ExitCode:
     _manager(inv).reload(_service_name(inv))
     return ExitCode.OK
@@ -215,13 +204,11 @@ def _logs_args(p: argparse.ArgumentParser) -> None:
                    help="how much of the end of the log to show")
 
 
-@command("logs", "show the end of the installed service's log, as its manager keeps it", _logs_args)
 def _cmd_logs(inv: Invocation) -> ExitCode:
     print(_manager(inv).logs(_service_name(inv), inv.args.bytes), end="")
     return ExitCode.OK
 
 
-@command("managers", "say which service manager was detected (for running and for installing) and why")
 def _cmd_managers(inv: Invocation) -> ExitCode:
     run_platform, run_reason = platforms.detect()
     print(f"running under:  {run_platform.name} ({run_reason})")
@@ -233,3 +220,21 @@ def _cmd_managers(inv: Invocation) -> ExitCode:
     for name in platforms.PLATFORMS:
         print(f"  known: {name}")
     return ExitCode.OK
+
+
+#: The manager commands, in the order ``--help`` lists them.
+COMMANDS: tuple[Command, ...] = (
+    Command("install", "install the service into the service manager (then start it with: start)", _cmd_install, _install_args),
+    Command("update", "change the installed service's options (it is not restarted)", _cmd_update, _install_args),
+    Command("remove", "stop and uninstall the service (its data is kept unless --purge)", _cmd_remove, _remove_args),
+    Command("start", "start the installed service", _cmd_start, _start_args),
+    Command("stop", "stop the installed service (dependents first)", _cmd_stop, _name_wait),
+    Command("restart", "stop, then start the installed service", _cmd_restart, _name_wait),
+    Command("status", "show state, pid, uptime, restarts and last exit (the same on every manager)", _cmd_status, _name_only),
+    Command("pause", "pause the running service", _cmd_pause, _name_only),
+    Command("continue", "continue a paused service", _cmd_continue, _name_only),
+    Command("control", "send a custom control code (128-255) to the running service", _cmd_control, _control_args),
+    Command("reload", "ask the running service to reload (SIGHUP / PARAMCHANGE)", _cmd_reload, _name_only),
+    Command("logs", "show the end of the installed service's log, as its manager keeps it", _cmd_logs, _logs_args),
+    Command("managers", "say which service manager was detected (for running and for installing) and why", _cmd_managers),
+)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from servicehost import cli
+from servicehost.arguments import option_strings
 from servicehost.cli import COMMANDS, load_target, parse, run_cli
 from servicehost.errors import ExitCode, UsageError
 
@@ -186,7 +187,7 @@ def _long_options(command: str) -> list[str]:
     parser, group = cli._parser(True, command)
     cli._add_settings(group, cli.config_mod.all_specs(load_target(target).Settings)[9:]) if command != "managers" \
         else None
-    return sorted(o for o in cli._option_strings(parser) if o.startswith("--") and o not in ("--help", "--version"))
+    return sorted(o for o in option_strings(parser) if o.startswith("--") and o not in ("--help", "--version"))
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))

@@ -30,6 +30,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from servicehost import cli
+from servicehost.arguments import option_strings
 from servicehost.cli import COMMANDS, one_line, run_cli
 from servicehost.config import HostConfig, SettingSpec, all_specs, specs
 from servicehost.errors import ExitCode
@@ -310,7 +311,7 @@ def _options(command: str) -> list[str]:
     parser, group = cli._parser(True, command)
     if group is not None:
         cli._add_settings(group, SPECS[len(HOST_SPECS):])
-    return sorted(o for o in cli._option_strings(parser) if o.startswith("--") and o not in ("--help", "--version"))
+    return sorted(o for o in option_strings(parser) if o.startswith("--") and o not in ("--help", "--version"))
 
 
 OPTIONS = {command: _options(command) for command in COMMANDS}

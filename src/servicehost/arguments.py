@@ -1,0 +1,135 @@
+"""What the command line is made of: the parser class every command uses (options never
+abbreviated, errors as one line), the argument types shared by the commands, and the
+:class:`Command` / :class:`Invocation` records. ``cli.py`` (run, debug, settings, dispatch) and
+``manage.py`` (the manager commands) both build on it; neither imports the other's internals.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NoReturn
+
+from . import config as config_mod
+from .errors import ExitCode, UsageError
+
+_SHOWN = 300  # longest message taken from an exception into the one-line error
+
+def one_line(text: str) -> str:
+    """Escape control characters (and undecodable bytes), so an error is always one line whatever
+    the input held, and prints on any console."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """The project's only parser class: options are never abbreviated (``--work`` does not mean
+    ``--workers``; ``--password`` is not ``--password-stdin``), and a parse error raises
+    :class:`UsageError` (one line, exit 2) instead of printing usage and exiting. The value
+    given to an unknown option is never repeated (it may be a secret typed in the wrong place)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+    def error(self, message: str) -> NoReturn:
+        prog = getattr(getattr(self, "chosen", None), "prog", self.prog)
+        raise UsageError(f"{message} (see: {prog} --help)")
+
+    def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
+        argv = list(sys.argv[1:] if args is None else args)
+        parsed, extras = self.parse_known_args(argv, namespace)
+        if extras:
+            self.error(self._unrecognized(argv, extras))
+        return parsed
+
+    def _unrecognized(self, argv: list[str], extras: list[str]) -> str:
+        options = [t.partition("=")[0] for t in extras if t.startswith("-") and t != "-"]
+        if options:
+            import difflib  # only on this error path
+
+            known = [o for o in option_strings(self) if o.startswith("--")]
+            hint = difflib.get_close_matches(options[0], known, 1)
+            return f"unknown option {one_line(options[0][:_SHOWN])}" + (f" (did you mean {hint[0]}?)" if hint else "")
+        where = len(argv) - argv[::-1].index(extras[0]) if extras[0] in argv else 0  # its last use
+        return (f"an unexpected argument (word {where} of the command line; every option takes the form "
+                "--OPTION VALUE, and only one TARGET is given)")
+
+
+def number(kind: type = float, *, min: float | None = None, max: float | None = None,
+           ) -> Callable[[str], int | float]:
+    """An argparse ``type=`` for a command option's number, as strict as a setting's: ASCII
+    digits only, finite, within [min, max] (``--wait ٣``, ``--wait nan`` are errors)."""
+    kind_name = "an integer" if kind is int else "a number"
+    bounds = (f" from {min:g} to {max:g}" if min is not None and max is not None else
+              f" >= {min:g}" if min is not None else f" <= {max:g}" if max is not None else "")
+
+    def convert(text: str) -> int | float:
+        value = config_mod.text_number(text, kind)
+        if value is None or (min is not None and value < min) or (max is not None and value > max):
+            raise argparse.ArgumentTypeError(f"expected {kind_name}{bounds}, found {config_mod.shown(text)}")
+        return value
+
+    convert.__name__ = kind.__name__  # what argparse calls the type in its messages
+    return convert
+
+
+def service_name(value: str) -> str:
+    """An argparse ``type=`` for ``--name``: a name a manager can hold (each manager checks its own
+    rules again): not empty, no surrounding spaces, control characters or path separators."""
+    problem = ("it is empty" if not value.strip() else "it has spaces around it" if value != value.strip()
+               else "it is longer than 256 characters" if len(value) > 256
+               else "it holds a path separator" if "/" in value or "\\" in value
+               else config_mod.text_problem(value))
+    if problem:
+        raise argparse.ArgumentTypeError(f"expected a service name, found {config_mod.shown(value)}: {problem}")
+    return value
+
+
+def text(value: str) -> str:
+    """An argparse ``type=`` for free text (a display name, an account): no control characters."""
+    problem = config_mod.text_problem(value)
+    if problem:
+        raise argparse.ArgumentTypeError(f"expected text on one line, found {config_mod.shown(value)}: {problem}")
+    return value
+
+
+def path(value: str) -> str:
+    """An argparse ``type=`` for a path a manager is given: it fits the OS limits, no control characters."""
+    problem = config_mod.path_problem(value)
+    if problem:
+        raise argparse.ArgumentTypeError(f"expected a path, found {config_mod.shown(value)}: {problem}")
+    return value
+
+
+def option_strings(parser: argparse.ArgumentParser) -> list[str]:
+    """Every option string ``parser`` and its chosen command's parser know."""
+    out = list(getattr(parser, "_option_string_actions", {}))
+    chosen = getattr(parser, "chosen", None)
+    if chosen is not None:
+        out += option_strings(chosen)
+    return out
+
+
+@dataclass
+class Invocation:
+    """What a command handler gets: parsed arguments, the service class, loaded settings."""
+
+    args: argparse.Namespace
+    service_cls: type
+    target: str
+    loaded: config_mod.Loaded
+    config_file: Path | None
+    cli_settings: dict[str, str]
+    """The settings given as flags, raw (a manager's launch command repeats them)."""
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    handler: Callable[[Invocation], ExitCode]
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
