@@ -17,10 +17,15 @@ must have the setting's TOML type (``workers = "4"`` is refused), text from the 
 the command line must be ASCII digits for numbers, strings and paths may not hold control
 characters, paths must fit the OS limits, and a setting declared ``path="dir"``/``"file"`` must
 be usable as one (:func:`check_path`). The config file is read bounded (:func:`read_toml`).
+
+A closed set of values is a :class:`~enum.StrEnum` (``hang_policy: HangPolicy``): its values are
+the choices, spelled as the enum's values in TOML, the environment, flags and docs, and the
+loaded setting is the enum member.
 """
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import functools
 import os
@@ -30,6 +35,7 @@ import sys
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, get_type_hints
 
@@ -61,6 +67,8 @@ def setting(
 ) -> Any:
     """Declare one setting: a dataclass field carrying its doc and limits.
 
+    A setting annotated with a ``StrEnum`` takes one of its values (``choices`` is the enum's).
+
     ``path="dir"`` or ``path="file"``: a non-empty value (other than ``none`` for a str setting)
     names a directory / a regular file that must be usable as one: if it exists it has that
     kind, and the nearest existing parent is a directory (:func:`check_path`).
@@ -85,9 +93,12 @@ class SettingSpec:
     min: float | None
     max: float | None
     choices: tuple[str, ...]
-    owner: type
+    owner: builtins.type  # (the field ``type`` hides the builtin in this class body)
     path: str | None = None
     """'dir' or 'file' when the value names one (see :func:`setting`)."""
+    enum: builtins.type[StrEnum] | None = None
+    """The setting's closed set, when it is annotated with one: ``type`` is then ``str``,
+    ``choices`` are the enum's values and the loaded value is the member."""
 
     @property
     def env(self) -> str:
@@ -124,14 +135,24 @@ def specs(cls: type) -> list[SettingSpec]:
     out = []
     for f in dataclasses.fields(cls):
         kind = hints[f.name]
-        if kind not in (bool, int, float, str, Path):
-            raise UsageError(f"{name}.{f.name}: settings must be bool, int, float, str or Path, not {kind}")
+        enum = kind if isinstance(kind, type) and issubclass(kind, StrEnum) else None
+        if enum is None and kind not in (bool, int, float, str, Path):
+            raise UsageError(f"{name}.{f.name}: settings must be bool, int, float, str or Path "
+                             f"(or a StrEnum for a closed set), not {kind}")
         if f.default is dataclasses.MISSING:
             raise UsageError(f"{name}.{f.name}: a setting needs a default: declare it with setting(default, doc)")
         md = f.metadata
+        choices = tuple(md.get("choices", ()))
+        if enum is not None:
+            if choices:
+                raise UsageError(f"{name}.{f.name}: a {enum.__name__} setting's choices are its members; "
+                                 "leave choices= out")
+            if not isinstance(f.default, enum):
+                raise UsageError(f"{name}.{f.name}: its default {f.default!r} is not a {enum.__name__} member")
+            kind, choices = str, tuple(member.value for member in enum)
         out.append(
             SettingSpec(f.name, kind, f.default, md.get("doc", ""), md.get("min"), md.get("max"),
-                        tuple(md.get("choices", ())), cls, md.get("path"))
+                        choices, cls, md.get("path"), enum)
         )
     return out
 
@@ -256,7 +277,7 @@ def convert(spec: SettingSpec, raw: Any, source: str, key: str | None = None, *,
             raise bad()
     if spec.choices and value not in spec.choices:
         raise bad()
-    return value
+    return value if spec.enum is None else spec.enum(value)
 
 
 _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISREG, "a file"), (stat.S_ISFIFO, "a FIFO"),
@@ -282,10 +303,8 @@ def check_path(spec: SettingSpec, value: Any, source: str, key: str | None = Non
 
     try:
         mode = os.stat(path).st_mode
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         pass
-    except NotADirectoryError:
-        mode = None
     except OSError as exc:
         raise bad(exc.strerror or str(exc)) from None
     else:
@@ -309,6 +328,25 @@ def check_path(spec: SettingSpec, value: Any, source: str, key: str | None = Non
         return
 
 
+class HangPolicy(StrEnum):
+    """What a hung worker does (setting ``hang_policy``)."""
+
+    RESTART = "restart"
+    """Exit with code 5 (HUNG): the manager restarts the service."""
+    REPORT = "report"
+    """Log it and keep running."""
+
+
+class LogLevel(StrEnum):
+    """The lowest level logged (setting ``log_level``): the ``logging`` level names."""
+
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+    CRITICAL = "CRITICAL"
+
+
 @dataclass(frozen=True, kw_only=True)
 class HostConfig:
     """The framework's own settings (a service adds its own through ``Service.Settings``)."""
@@ -319,11 +357,10 @@ class HostConfig:
         60.0, "seconds every service has to become ready before the start counts as failed", min=0.1, max=86400, unit="s")
     hang_timeout: float = setting(
         300.0, "a worker running one task longer than this is hung (0: never)", min=0, max=86400, unit="s")
-    hang_policy: str = setting(
-        "restart", "what a hung worker does: restart (exit 5, the manager restarts) or report (log only)",
-        choices=("restart", "report"))
-    log_level: str = setting(
-        "INFO", "lowest level logged", choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
+    hang_policy: HangPolicy = setting(
+        HangPolicy.RESTART,
+        "what a hung worker does: restart (exit 5, the manager restarts) or report (log only)")
+    log_level: LogLevel = setting(LogLevel.INFO, "lowest level logged")
     log_file: str = setting(
         "", "rotating log file; empty: <state_dir>/logs/<service>.log; 'none': no file", path="file")
     syslog: bool = setting(False, "also log to the local syslog (/dev/log)")
@@ -332,6 +369,12 @@ class HostConfig:
         path="dir")
     manager: str = setting(
         "auto", "service manager to run under: auto (detect), or a platform name (servicehost managers)")
+
+    def __post_init__(self) -> None:
+        # HostConfig(hang_policy="report") written in code holds the member too, as a loaded one does
+        for spec in specs(HostConfig):
+            if spec.enum is not None:
+                object.__setattr__(self, spec.name, spec.enum(getattr(self, spec.name)))
 
 
 def default_state_dir(service_name: str, env: Mapping[str, str]) -> Path:

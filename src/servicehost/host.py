@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from . import logs
-from .config import HostConfig
+from .config import HangPolicy, HostConfig
 from .errors import ExitCode, QueueClosed, ServiceHostError, StartupError
 from .lifecycle import HostState, Lifecycle
 from .service import Service
@@ -222,7 +222,7 @@ class Host:
                 assert beat.busy_since is not None
                 logs.worker_hung(log, beat.component, beat.worker, beat.current,
                                  time.monotonic() - beat.busy_since, self.config.hang_timeout)
-                if self.config.hang_policy == "restart":
+                if self.config.hang_policy is HangPolicy.RESTART:
                     self._fail(ExitCode.HUNG, f"{beat.component}/{beat.worker} hung in {beat.current}")
                     # A hung thread never finishes: waiting out shutdown_timeout for it would only
                     # delay the restart. Stop now: report, hand back, exit 5.

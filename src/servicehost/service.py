@@ -14,6 +14,11 @@ Subclass it and override the hooks you need. The host calls them in this order:
 ``pause()``/``resume()``/``reload()``/``control(code)`` run on the thread that asked (a platform
 thread), one at a time. Readiness: a service is ready when ``start()`` returns, unless it sets
 ``ready_on_start = False`` and calls ``self.ready()`` itself (from ``start`` or ``run``).
+
+Settings: ``class Poller(Service[PollSettings])`` types ``self.settings`` as ``PollSettings`` (so a
+type checker catches ``self.settings.intervl``) and is enough for the host to load them; the
+older ``Settings = PollSettings`` class attribute works too, alone or beside it. A bare
+``Service`` is ``Service[Any]``.
 """
 
 from __future__ import annotations
@@ -22,31 +27,61 @@ import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, get_args, get_origin
 
 from .stopping import Deadline, StopToken
 from .workers._supervision import Component
 
 C = TypeVar("C", bound=Component)
+if TYPE_CHECKING:  # a default (PEP 696), so a bare ``Service`` stays valid under mypy --strict
+    from typing_extensions import TypeVar as DefaultTypeVar
+
+    S = DefaultTypeVar("S", default=Any)
+else:  # at run time the default changes nothing (and typing_extensions is not a dependency)
+    S = TypeVar("S")
 
 
-class Service:
-    """Base class of user services. See the module docstring for the order of hooks."""
+class Service(Generic[S]):
+    """Base class of user services. See the module docstring for the order of hooks.
+
+    ``S``: the service's settings class (``Service[PollSettings]``); ``self.settings`` has that type.
+    """
 
     #: The service's name (default: the class name). Used in logs and by managers.
     name: str = ""
     #: One-line description shown by service managers.
     description: ClassVar[str] = ""
-    #: A frozen dataclass of the service's own settings (see ``servicehost.config.setting``).
-    Settings: ClassVar[type | None] = None
+    #: A frozen dataclass of the service's own settings (see ``servicehost.config.setting``);
+    #: set from ``Service[X]`` when the class does not name it.
+    Settings: ClassVar[type[Any] | None] = None
     #: False: the service calls ``self.ready()`` itself; the host waits for it.
     ready_on_start: ClassVar[bool] = True
 
-    def __init__(self, settings: Any = None) -> None:
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """``class Poller(Service[PollSettings])`` without ``Settings = ...`` gets ``Settings =
+        PollSettings``; naming a class there that is not ``PollSettings`` (or a subclass) is a
+        TypeError where the class is defined."""
+        super().__init_subclass__(**kwargs)
+        for base in cls.__dict__.get("__orig_bases__", ()):
+            origin = get_origin(base)
+            if not (isinstance(origin, type) and issubclass(origin, Service)):
+                continue
+            (declared,) = get_args(base) or (None,)
+            if not isinstance(declared, type) or declared is type(None):
+                continue  # Service[None], Service[Any], or a type variable of a generic subclass
+            named = cls.__dict__.get("Settings")
+            if named is None:
+                cls.Settings = declared
+            elif not (isinstance(named, type) and issubclass(named, declared)):
+                raise TypeError(f"{cls.__qualname__}: Settings = {getattr(named, '__qualname__', named)!s} "
+                                f"but the class is Service[{declared.__qualname__}]; keep one of them")
+
+    def __init__(self, settings: S | None = None) -> None:
         self.name = self.name or type(self).__name__
         if settings is None and self.Settings is not None:
             settings = self.Settings()
-        self.settings = settings
+        #: The service's own settings, loaded and checked by the host (None without a Settings class).
+        self.settings: S = settings  # type: ignore[assignment]  # None only when there is no Settings
         self.log = logging.getLogger(f"servicehost.service.{self.name}")
         self.components: list[Component] = []
         #: Where the service keeps its state (the host sets it from ``state_dir`` before start).
