@@ -11,7 +11,8 @@ import pytest
 
 from servicehost.platforms.supervisord import SupervisordManager
 
-from .test_supervisord_real import HANG_GUARD, _until, home, supervisor_package  # noqa: F401 (fixtures)
+from .harness import HANG_GUARD, until
+from .test_supervisord_real import home  # noqa: F401 (the fixture)
 
 SEED = Path(__file__).resolve().parents[1] / "compat" / "seed_app.py"
 
@@ -44,10 +45,15 @@ def test_the_seed_via_compat_is_installed_started_stopped_and_removed_under_supe
     script = seed_that_waits(home / "app")
     assert "Service installed" in pywin32_cli(script, "install").stdout
     manager = SupervisordManager()
-    pywin32_cli(script, "start")
-    _until(lambda: manager.status("SampleService").state == "running", "the seed running under supervisord")
+    started = pywin32_cli(script, "start")  # pywin32's StartService queues the start and returns
+    assert "Error" not in started.stdout, started.stdout
+    until(lambda: manager.status("SampleService").state == "running", "the seed running under supervisord")
     pid = manager.status("SampleService").pid
     assert pid
+    restarted = pywin32_cli(script, "restart")  # stop (waited for), then a queued start
+    assert "Error" not in restarted.stdout and "Traceback" not in restarted.stderr, restarted.stdout + restarted.stderr
+    until(lambda: (s := manager.status("SampleService")).state == "running" and s.pid != pid and s,
+          "the seed running again in a new process")
     pywin32_cli(script, "--wait", "30", "stop")
     status = manager.status("SampleService")
     assert status.state == "stopped" and status.last_exit == 0  # SvcStop → a clean, requested stop

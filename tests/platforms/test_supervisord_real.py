@@ -7,18 +7,14 @@ config parser; the real-manager tests drive install → start → status → kil
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import pwd
 import re
 import shlex
-import shutil
 import signal
 import stat
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -45,10 +41,18 @@ from servicehost.platforms.supervisord import (
 )
 
 from ..conftest import IN_CI
+from .harness import (
+    HANG_GUARD,
+    need_supervisor_package,
+    read_pid,
+    supervisord_env,
+    supervisord_home,
+    until,
+    wait_gone,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = str(ROOT / "examples" / "sample_service.py")
-HANG_GUARD = 60.0  # seconds; only against hangs (the steps here take about 1-3 s)
 
 #: /etc/supervisor/supervisord.conf as Debian 12's package ships it (comments included).
 DEBIAN_CONF_TEXT = """\
@@ -130,11 +134,7 @@ def test_detection_for_running_and_for_installing(tmp_path):
 @pytest.fixture
 def supervisor_package() -> None:
     """The real supervisor package (the ``supervisor``/``test`` extras); CI must have it."""
-    if importlib.util.find_spec("supervisor") is None:
-        reason = f"the supervisor package is not installed for {sys.executable}: pip install -e '.[test]'"
-        if IN_CI:
-            pytest.fail(reason)
-        pytest.skip(reason)
+    need_supervisor_package()
 
 
 def _parsed(layout: Layout):
@@ -200,49 +200,13 @@ def test_last_exit_comes_from_supervisords_own_words():
 
 # -- a real supervisord ---------------------------------------------------------------------------------
 @pytest.fixture
-def home(monkeypatch, supervisor_package):
-    """A temp home for servicehost's own supervisord (short: socket paths are limited), its
-    runtime dirs beside it; supervisord is shut down (its programs with it) afterwards."""
-    path = Path(tempfile.mkdtemp(prefix="shs-"))
-    monkeypatch.setenv("SERVICEHOST_SUPERVISORD_HOME", str(path / "sv"))
-    monkeypatch.setenv("SERVICEHOST_RUNTIME_DIR", str(path / "run"))
-    yield path
-    manager = SupervisordManager(owned_layout(path / "sv"))
-    pid = _read_pid(manager.layout.pidfile)
-    if manager.is_running():
-        manager.rpc("shutdown")
-    if pid is not None:
-        _wait_gone(pid)
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def _read_pid(path: Path) -> int | None:
-    try:
-        return int(path.read_text().strip())
-    except (OSError, ValueError):
-        return None
-
-
-def _wait_gone(pid: int) -> None:
-    deadline = time.monotonic() + HANG_GUARD
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.05)
-    os.kill(pid, signal.SIGKILL)
-    raise AssertionError(f"supervisord {pid} did not shut down")
-
-
-def _until(predicate, what: str):
-    """Poll an outside process's state until ``predicate()`` is truthy (hang guard only)."""
-    deadline = time.monotonic() + HANG_GUARD
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+def home(monkeypatch):
+    """A temp home for servicehost's own supervisord and its services' runtime dirs
+    (``harness.supervisord_home``), used by this process and the ``servicehost`` it runs."""
+    with supervisord_home() as path:
+        for key, value in supervisord_env(path).items():
+            monkeypatch.setenv(key, value)
+        yield path
 
 
 def _options(name: str, home: Path, **kw) -> InstallOptions:
@@ -273,7 +237,7 @@ def test_install_starts_supervisord_then_start_kill_9_restart_stop_remove(home):
     assert first.detail["ready"] == "yes (running)"
 
     os.kill(first.pid, signal.SIGKILL)
-    again = _until(lambda: (s := manager.status("SampleService")).state == "running" and s.pid != first.pid and s,
+    again = until(lambda: (s := manager.status("SampleService")).state == "running" and s.pid != first.pid and s,
                    "supervisord to restart the killed service")
     assert again.restarts == 1 and again.last_exit == -signal.SIGKILL
     assert again.detail["last exit"] == "killed by SIGKILL"
@@ -284,13 +248,13 @@ def test_install_starts_supervisord_then_start_kill_9_restart_stop_remove(home):
     assert "SampleService stopping after" in manager.logs("SampleService")  # its stop hook ran
 
     # supervisord gone (as after a reboot without its unit): status says so, start brings both back
-    supervisord_pid = _read_pid(manager.layout.pidfile)
+    supervisord_pid = read_pid(manager.layout.pidfile)
     manager.rpc("shutdown")
-    _wait_gone(supervisord_pid)
+    wait_gone(supervisord_pid)
     down = manager.status("SampleService")
     assert down.state == "stopped" and "supervisord is not running" in down.detail["note"]
     manager.start("SampleService", wait=HANG_GUARD)
-    assert _read_pid(manager.layout.pidfile) != supervisord_pid
+    assert read_pid(manager.layout.pidfile) != supervisord_pid
     back = manager.status("SampleService")
     assert (back.state, back.restarts) == ("running", 0)
 
@@ -369,7 +333,7 @@ def test_exit_codes_decide_whether_supervisord_restarts(home, services):
     assert (failed.state, failed.last_exit, failed.restarts) == ("failed", ExitCode.START_FAILURE, 0)
     # a crash (exit 1) is not: supervisord starts it again
     manager.start("Crashes", wait=HANG_GUARD)
-    crashed = _until(lambda: (s := manager.status("Crashes")).restarts and s, "a restart after the crash")
+    crashed = until(lambda: (s := manager.status("Crashes")).restarts and s, "a restart after the crash")
     assert crashed.last_exit == ExitCode.CRASH and crashed.state in ("starting", "running")
     manager.stop("Crashes", wait=HANG_GUARD)
     # still exactly one start of FailsToStart, seconds later
@@ -386,13 +350,13 @@ def test_status_says_starting_until_the_service_itself_is_ready(home, services):
     manager.ensure_running()
     manager.rpc("reloadConfig")
     manager.rpc("addProcessGroup", "Gated")  # autostart=true: supervisord starts it now
-    _until(lambda: manager.rpc("getProcessInfo", "Gated")["statename"] == "RUNNING", "supervisord's RUNNING")
+    until(lambda: manager.rpc("getProcessInfo", "Gated")["statename"] == "RUNNING", "supervisord's RUNNING")
     waiting = manager.status("Gated")
     assert waiting.state == "starting" and waiting.detail["ready"] == "no (starting)"
     with pytest.raises(StartupError, match=r"Gated is not ready after 0.5s \(supervisord: RUNNING\)"):
         manager.start("Gated", wait=0.5)
     gate.touch()
-    _until(lambda: manager.status("Gated").state == "running", "the service to say it is ready")
+    until(lambda: manager.status("Gated").state == "running", "the service to say it is ready")
     manager.stop("Gated", wait=HANG_GUARD)
     assert manager.status("Gated").last_exit == ExitCode.OK
     # update changes the file only; the next start applies it (here: a gate that is open already)
@@ -571,13 +535,13 @@ def test_sample_service_under_supervisord_through_the_cli(home):
 
     _cli("pause", SAMPLE)
     assert _field(_cli("status", SAMPLE).stdout, "state") == "paused"
-    _until(lambda: logged("SampleService: paused"), "the pause hook")
+    until(lambda: logged("SampleService: paused"), "the pause hook")
     _cli("continue", SAMPLE)
     _cli("control", SAMPLE, "200")
     _cli("reload", SAMPLE)
     for text in ("running under supervisord (SUPERVISOR_PROCESS_NAME=SampleService set by supervisord)",
                  "SampleService: continued", "SampleService: control code 200", "SampleService: reloaded"):
-        _until(lambda text=text: logged(text), text)
+        until(lambda text=text: logged(text), text)
     _cli("stop", SAMPLE)
     stopped = _cli("status", SAMPLE).stdout
     assert _field(stopped, "state") == "stopped" and _field(stopped, "last exit") == "0 (OK)"

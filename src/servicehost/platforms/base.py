@@ -10,6 +10,7 @@
 * :class:`ServiceStatus` — the status record every manager's ``status`` fills
   (a field the manager cannot tell stays ``None`` and prints ``unknown``).
 * :func:`launch_command` — the exact command line a manager launches.
+* :func:`wait_until` — the one way a manager waits for an outside process to reach a state.
 """
 
 from __future__ import annotations
@@ -18,14 +19,18 @@ import os
 import re
 import stat
 import sys
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from ..errors import ConfigError, ExitCode, UsageError
 from ..host import Host
+from ..stopping import Deadline
 from .entry import Refused
+
+T = TypeVar("T")
 
 
 class Platform(Protocol):
@@ -47,27 +52,48 @@ class Platform(Protocol):
 
 
 class Manager(Protocol):
-    """Controls installed services under one service manager. Every call blocks at most ``wait``
-    seconds (None: the manager's own default; 0: queue the request and return, as the SCM's
-    StartService/ControlService do) and raises a ServiceHostError subclass with a
-    message saying what to fix; ``cli``/``manage`` print it."""
+    """Controls installed services under one service manager. Every manager keeps this contract;
+    ``tests/platforms/test_manager_contract.py`` runs one suite against each (supervisord, systemd,
+    the SCM), through the ``servicehost`` command line.
+
+    ``wait`` (start, stop, restart), the same everywhere:
+
+    * ``None``: the manager's own default (long enough for the service's start and stop timeouts);
+    * ``0``: queue the request and return as soon as the manager accepted it, as the SCM's
+      StartService/ControlService do; ``status`` shows ``starting``/``stopping`` meanwhile;
+    * ``N``: at most N seconds.
+
+    A waiting call returns once the state is reached and waits with :func:`wait_until`. Errors are
+    ServiceHostError subclasses whose message says what to fix (``cli``/``manage`` print it):
+    a service that is not installed is a UsageError (exit 2) for every call but ``status``
+    (state ``not-installed``); pause/continue/control/reload of a service that is not running
+    is exit 2 too.
+    """
 
     name: str
 
     def install(self, options: InstallOptions, command: list[str]) -> None:
-        """Register the service to run ``command`` (from :func:`launch_command`)."""
+        """Register the service to run ``command`` (from :func:`launch_command`); do not start it.
+        Already installed: UsageError saying so, except under the SCM, which updates it in place
+        (as pywin32's install does) and logs that it did."""
 
     def update(self, options: InstallOptions, command: list[str]) -> None:
-        """Change an installed service; never restarts it silently."""
+        """Change an installed service; never restarts it (a running service keeps its old
+        settings until ``restart``)."""
 
     def remove(self, name: str, *, purge: bool = False) -> None:
         """Stop (if running) and unregister; keep its data unless ``purge``."""
 
-    def start(self, name: str, *, args: Sequence[str] = (), wait: float | None = None) -> None: ...
+    def start(self, name: str, *, args: Sequence[str] = (), wait: float | None = None) -> None:
+        """Start it; return once every service said it is ready (``status``: running). Not ready
+        within ``wait``, or stopped while starting: StartupError (exit 3)."""
 
-    def stop(self, name: str, *, wait: float | None = None) -> None: ...
+    def stop(self, name: str, *, wait: float | None = None) -> None:
+        """Stop it (the graceful drain); return once it has stopped. Already stopped: nothing to do."""
 
-    def restart(self, name: str, *, wait: float | None = None) -> None: ...
+    def restart(self, name: str, *, wait: float | None = None) -> None:
+        """Stop, then start (a new process). ``wait=0``: the start is queued once the old process
+        is gone; a manager that cannot queue a start behind a stop waits for the stop (its default)."""
 
     def status(self, name: str) -> ServiceStatus: ...
 
@@ -75,12 +101,35 @@ class Manager(Protocol):
 
     def resume(self, name: str) -> None: ...
 
-    def control(self, name: str, code: int) -> None: ...
+    def control(self, name: str, code: int) -> None:
+        """Deliver a custom control code (128-255; anything else: UsageError) to the service."""
 
     def reload(self, name: str) -> None: ...
 
     def logs(self, name: str, size: int = 16384) -> str:
         """The last ``size`` bytes (about) of the service's log, as the manager keeps it."""
+
+
+def wait_until(done: Callable[[], T], deadline: Deadline, expired: Callable[[], BaseException], *,
+               first: float = 0.01, longest: float = 0.25) -> T:
+    """Ask ``done()`` until it returns something true, and return that: how every manager waits
+    for something outside this process (a service, a supervisord, the SCM) to reach a state.
+
+    Between two asks it sleeps ``first`` seconds, doubling up to ``longest`` (a quick change is
+    seen at once, a slow one costs few asks), never past ``deadline``; ``done()`` is asked once
+    more at the deadline. If it is still false then, ``expired()`` is raised: the caller's error,
+    saying what it waited for and what it saw last. ``done`` may raise to end the wait early (a
+    service that stopped while starting). With ``Deadline.never()`` only ``done`` ends the wait.
+    """
+    delay = first
+    while True:
+        value = done()
+        if value:
+            return value
+        if deadline.expired:
+            raise expired()
+        time.sleep(deadline.remaining(delay) or 0.0)
+        delay = min(delay * 2, longest)
 
 
 START_MODES = ("auto", "delayed", "manual", "disabled")

@@ -48,7 +48,6 @@ import stat
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,7 +65,7 @@ from ...errors import (
 from ...host import Host
 from ...stopping import Deadline
 from . import ENTRY
-from ..base import InstallOptions, Secret, ServiceStatus, refusals, split_environment
+from ..base import InstallOptions, Secret, ServiceStatus, refusals, split_environment, wait_until
 from ..control import (
     ChannelOperations,
     ControlChannelError,
@@ -526,13 +525,9 @@ class SupervisordManager(ChannelOperations):
         if proc.returncode != 0:
             raise PlatformUnavailable(
                 f"could not start supervisord with {shlex.join(argv)} (exit {proc.returncode}): {said or 'no output'}")
-        deadline = Deadline.after(wait)
-        while not self.is_running():
-            if deadline.expired:
-                raise PlatformUnavailable(
-                    f"supervisord started with {shlex.join(argv)} but does not answer on {self.layout.socket} "
-                    f"after {wait:g}s; see the logfile= named in {self.layout.conf}")
-            time.sleep(min(0.05, deadline.remaining() or 0.05))
+        wait_until(self.is_running, Deadline.after(wait), lambda: PlatformUnavailable(
+            f"supervisord started with {shlex.join(argv)} but does not answer on {self.layout.socket} "
+            f"after {wait:g}s; see the logfile= named in {self.layout.conf}"))
         logs.supervisord_started(log, self.layout.origin, self.layout.conf)
 
     def _check_socket_path(self) -> None:
@@ -694,7 +689,8 @@ class SupervisordManager(ChannelOperations):
                 old.unlink()
 
     def start(self, name: str, *, args: Sequence[str] = (), wait: float | None = None) -> None:
-        """Start the program (applying a changed file) and wait until the service says it is ready."""
+        """Start the program (applying a changed file) and wait until the service says it is ready
+        (``wait=0``: supervisord has spawned it; ``status`` says ``starting`` until it is ready)."""
         if args:
             raise UsageError("supervisord cannot pass start arguments to a program; use --env or a config file")
         meta = self._installed(name)
@@ -706,9 +702,17 @@ class SupervisordManager(ChannelOperations):
         if info is None or info["statename"] in STOPPED_STATES:
             starts.unlink(missing_ok=True)
         self._apply(name, running=info is not None and info["statename"] not in STOPPED_STATES)
-        with _fault_ok(ALREADY_STARTED):
-            self.rpc("startProcess", name, False)
-        self._wait_ready(name, meta, START_WAIT if wait is None else wait)
+        try:
+            with _fault_ok(ALREADY_STARTED):
+                self.rpc("startProcess", name, False)  # spawns it and returns (wait=False)
+        except _fault() as fault:
+            if fault.faultCode != SPAWN_ERROR:
+                raise
+            info = self._info(name) or {}
+            raise StartupError(f"{name} did not start: supervisord cannot spawn it ({info.get('spawnerr') or fault.faultString}); "
+                               f"its log: {info.get('stdout_logfile')}") from None
+        if wait != 0:
+            self._wait_ready(name, meta, START_WAIT if wait is None else wait)
 
     def _apply(self, name: str, *, running: bool) -> None:
         added, changed, _ = self._reread()
@@ -721,10 +725,13 @@ class SupervisordManager(ChannelOperations):
                 self.rpc("addProcessGroup", name)
 
     def _wait_ready(self, name: str, meta: Mapping[str, str], wait: float) -> None:
+        """Until supervisord calls it RUNNING and the service itself says it is ready (StartupError
+        as soon as it has stopped, or when ``wait`` has passed)."""
         deadline = Deadline.after(wait)
-        client = self._client(name, meta, timeout=2.0)
         state = "unknown"
-        while True:
+
+        def ready() -> bool:
+            nonlocal state
             info = self._info(name)
             state = info["statename"] if info else "not loaded"
             if info and state in STOPPED_STATES:
@@ -732,19 +739,20 @@ class SupervisordManager(ChannelOperations):
                 raise StartupError(
                     f"{name} did not start: supervisord says {state} ({why}); its log: "
                     f"{info.get('stdout_logfile')} (servicehost status --name {name})")
-            if state == "RUNNING":
-                with contextlib.suppress(ControlChannelError):
-                    if client.call("ping").get("ready"):
-                        return
-            if deadline.expired:
-                break
-            time.sleep(min(0.05, deadline.remaining() or 0.05))
-        raise StartupError(
+            if state != "RUNNING":
+                return False
+            client = self._client(name, meta, timeout=max(0.1, deadline.remaining(2.0) or 0.0))
+            with contextlib.suppress(ControlChannelError):
+                return bool(client.call("ping").get("ready"))
+            return False
+
+        wait_until(ready, deadline, lambda: StartupError(
             f"{name} is not ready after {wait:g}s (supervisord: {state}); it may still be starting: "
-            f"see {self.layout.log_dir / (name + '.log')} and: servicehost status --name {name}")
+            f"see {self.layout.log_dir / (name + '.log')} and: servicehost status --name {name}"))
 
     def stop(self, name: str, *, wait: float | None = None) -> None:
-        """Ask supervisord to stop the program (TERM, KILL after stopwaitsecs); wait until it has."""
+        """Ask supervisord to stop the program (TERM, KILL after stopwaitsecs); wait until it has
+        (``wait=0``: supervisord has sent TERM; ``status`` says ``stopping`` until it is gone)."""
         meta = self._installed(name)
         if not self.is_running():
             return  # nothing runs without its supervisord
@@ -752,17 +760,25 @@ class SupervisordManager(ChannelOperations):
         if info is None or info["statename"] in STOPPED_STATES:
             return
         with _fault_ok(NOT_RUNNING):
-            self.rpc("stopProcess", name, False)
+            self.rpc("stopProcess", name, False)  # sends stopsignal and returns (wait=False)
+        if wait == 0:
+            return
         limit = float(meta.get("stopwaitsecs") or 10) + 10 if wait is None else wait
-        deadline = Deadline.after(limit)
-        while (info := self._info(name)) is not None and info["statename"] not in STOPPED_STATES:
-            if deadline.expired:
-                raise StopIncomplete(f"{name} is still {info['statename']} after {limit:g}s; "
-                                     "supervisord kills it at stopwaitsecs")
-            time.sleep(min(0.05, deadline.remaining() or 0.05))
+        state = info["statename"]
+
+        def stopped() -> bool:
+            nonlocal state
+            now = self._info(name)
+            state = now["statename"] if now else "not loaded"
+            return now is None or state in STOPPED_STATES
+
+        wait_until(stopped, Deadline.after(limit), lambda: StopIncomplete(
+            f"{name} is still {state} after {limit:g}s; supervisord kills it at stopwaitsecs"))
 
     def restart(self, name: str, *, wait: float | None = None) -> None:
-        self.stop(name, wait=wait)
+        """Stop, then start. supervisord cannot queue a start behind a stop: with ``wait=0`` the
+        stop is waited for (its default), then the start is queued."""
+        self.stop(name, wait=None if wait == 0 else wait)
         self.start(name, wait=wait)
 
     def status(self, name: str) -> ServiceStatus:
