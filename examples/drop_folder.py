@@ -60,6 +60,7 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,15 @@ stale_removed = LogEvent(9010, "drop_stale_removed", INFO, "removed %d unfinishe
 move_failed = LogEvent(9011, "drop_move_failed", ERROR, "could not move %s to %s: %s")
 
 
+class Watch(StrEnum):
+    """How new files are noticed (setting ``watch``)."""
+
+    AUTO = "auto"
+    """inotify and the open-for-writing check where the OS offers them (Linux)"""
+    SCAN = "scan"
+    """the settle interval only"""
+
+
 @dataclass(frozen=True, kw_only=True)
 class DropSettings:
     drop_dir: Path = setting(Path(""), "folder to watch; empty: <state_dir>/drop")
@@ -97,8 +107,8 @@ class DropSettings:
                                         "net: at least 5)", min=0.01, max=3600)
     settle: float = setting(2.0, "seconds a file written in place must stay unchanged before it is taken "
                                  "(renamed-in files are taken at once)", min=0.0, max=86400)
-    watch: str = setting("auto", "auto: inotify and the open-for-writing check where the OS offers them "
-                                 "(Linux); scan: the settle interval only", choices=("auto", "scan"))
+    watch: Watch = setting(Watch.AUTO, "auto: inotify and the open-for-writing check where the OS offers them "
+                                       "(Linux); scan: the settle interval only")
     summary_interval: float = setting(5.0, "seconds between two progress summaries while files flow "
                                            "(0: only at stop)", min=0.0, max=86400)
     compress_level: int = setting(6, "gzip compression level", min=1, max=9)
@@ -219,7 +229,7 @@ class Inotify:
         ready, _, _ = select.select([self.fd, self._wake_r], [], [], max(0.0, timeout))
         if self.fd not in ready:
             return []
-        events = []
+        events: list[tuple[int, str]] = []
         while True:
             try:
                 buf = os.read(self.fd, 1 << 16)
@@ -307,12 +317,11 @@ class Progress:
         pass
 
 
-class DropFolder(Service):
+class DropFolder(Service[DropSettings]):
     """Hash, compress and record every file dropped into a folder; exactly once."""
 
     name = "dropfolder"
     description = "servicehost example: hashes and compresses dropped files, records them in SQLite"
-    Settings = DropSettings
 
     def start(self) -> None:
         s = self.settings
@@ -340,7 +349,7 @@ class DropFolder(Service):
         self._temp_ids = itertools.count()
         self.inotify: Inotify | None = None
         how = "scan only"
-        if s.watch == "auto" and LINUX:
+        if s.watch is Watch.AUTO and LINUX:
             try:
                 self.inotify = Inotify(self.drop)  # before the first scan: no change falls between
                 how = "inotify"
@@ -420,8 +429,8 @@ class DropFolder(Service):
             for mask, name in events:
                 if mask & I.OVERFLOW:
                     inotify_overflow(self.log, shown(self.drop))
-                    for e in self.entries.values():  # what was missed is unknown: look again
-                        e.since, e.writing, e.renamed, e.unseen = now, False, False, True
+                    for seen in self.entries.values():  # what was missed is unknown: look again
+                        seen.since, seen.writing, seen.renamed, seen.unseen = now, False, False, True
                     overflowed = True
                     continue
                 if mask & (I.IGNORED | I.DELETE_SELF | I.MOVE_SELF):
@@ -518,7 +527,7 @@ class DropFolder(Service):
         if sig != e.sig:
             e.sig, e.since, e.renamed = sig, now, False  # changed: the interval starts again
             return False
-        writing = probe(path) if self.settings.watch == "auto" else None
+        writing = probe(path) if self.settings.watch is Watch.AUTO else None
         if writing:
             e.since, e.writing, e.cannot_tell = now, True, False
             return False

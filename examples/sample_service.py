@@ -21,12 +21,11 @@ class SampleSettings:
     interval: float = setting(5.0, "seconds between two rounds of the main loop", min=0.01, max=3600)
 
 
-class SampleService(Service):
+class SampleService(Service[SampleSettings]):
     """Logs a line every ``interval`` seconds until stopped; answers pause, continue and controls."""
 
     name = "SampleService"
     description = "Sample Service: the seed's pywin32 example on servicehost"
-    Settings = SampleSettings
 
     def start(self) -> None:
         socket.setdefaulttimeout(60)

@@ -63,12 +63,11 @@ def answer(request: bytes, peer: object) -> bytes:
     return b"ERR unknown command"
 
 
-class TcpLines(Service):
+class TcpLines(Service[Settings]):
     """Answers UPPER/HASH/SLEEP lines over TCP."""
 
     name = "TcpLines"
     description = "servicehost example: an event-driven TCP line service"
-    Settings = Settings
 
     def start(self) -> None:
         s = self.settings

@@ -317,7 +317,8 @@ def _cmd_settings(inv: Invocation) -> ExitCode:
     for obj in (inv.loaded.host, inv.loaded.service):
         if obj is None:
             continue
-        for spec in config_mod.specs(type(obj)):
+        cls: type = type(obj)
+        for spec in config_mod.specs(cls):
             print(f"{spec.name} = {one_line(str(getattr(obj, spec.name)))}")
     return ExitCode.OK
 

@@ -102,6 +102,12 @@ class QueueClosed(Exception):
     """Raised by a closed :class:`~servicehost.workers.queues.ClosableQueue` (and the pools
     built on it) to a producer, or to a consumer once the queue is closed and empty."""
 
+    accepted: int
+    """Set when raised by ``submit_many``/``map``: how many items were taken before it."""
+
 
 class QueueFull(Exception):
     """A put on a bounded queue could not complete before its timeout."""
+
+    accepted: int
+    """Set when raised by ``submit_many``/``map``: how many items were taken before it."""

@@ -57,24 +57,35 @@ class Service(Generic[S]):
     #: False: the service calls ``self.ready()`` itself; the host waits for it.
     ready_on_start: ClassVar[bool] = True
 
+    #: What this class gives ``Service`` for ``S``: a class, or a type variable of its own (a
+    #: generic base such as ``class Base(Service[T])``), or None when it says nothing.
+    _settings_parameter: ClassVar[object] = None
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
-        """``class Poller(Service[PollSettings])`` without ``Settings = ...`` gets ``Settings =
-        PollSettings``; naming a class there that is not ``PollSettings`` (or a subclass) is a
-        TypeError where the class is defined."""
+        """``class Poller(Service[PollSettings])`` (or ``Base[PollSettings]`` of a generic
+        ``class Base(Service[T])``) without ``Settings = ...`` gets ``Settings = PollSettings``;
+        naming a class there that is not ``PollSettings`` (or a subclass) is a TypeError where the
+        class is defined."""
         super().__init_subclass__(**kwargs)
-        for base in cls.__dict__.get("__orig_bases__", ()):
-            origin = get_origin(base)
-            if not (isinstance(origin, type) and issubclass(origin, Service)):
-                continue
-            (declared,) = get_args(base) or (None,)
-            if not isinstance(declared, type) or declared is type(None):
-                continue  # Service[None], Service[Any], or a type variable of a generic subclass
-            named = cls.__dict__.get("Settings")
-            if named is None:
-                cls.Settings = declared
-            elif not (isinstance(named, type) and issubclass(named, declared)):
-                raise TypeError(f"{cls.__qualname__}: Settings = {getattr(named, '__qualname__', named)!s} "
-                                f"but the class is Service[{declared.__qualname__}]; keep one of them")
+        if "__orig_bases__" not in cls.__dict__:
+            return  # no parameter given here: Settings is inherited as it is
+        for base in cls.__dict__["__orig_bases__"]:
+            origin, args = get_origin(base), get_args(base)
+            if origin is Service:
+                cls._settings_parameter = args[0]
+            elif isinstance(origin, type) and issubclass(origin, Service):
+                given = origin._settings_parameter
+                params = getattr(origin, "__parameters__", ())
+                cls._settings_parameter = args[params.index(given)] if given in params else given
+        declared = cls._settings_parameter
+        if not isinstance(declared, type) or declared is type(None):
+            return  # Service[None], Service[Any], a type variable, or nothing said
+        named = cls.__dict__.get("Settings")
+        if named is None:
+            cls.Settings = declared
+        elif not (isinstance(named, type) and issubclass(named, declared)):
+            raise TypeError(f"{cls.__qualname__}: Settings = {getattr(named, '__qualname__', named)!s} "
+                            f"but the class is Service[{declared.__qualname__}]; keep one of them")
 
     def __init__(self, settings: S | None = None) -> None:
         self.name = self.name or type(self).__name__

@@ -150,7 +150,7 @@ class Unfinished:
         took back, and what still ran at the later one."""
         if first is None or later is None:
             return later if first is None else first
-        merged = {
+        merged: dict[str, Any] = {
             "queued": first.queued + later.queued,
             "to_waiters": first.to_waiters + later.to_waiters,
             "handed_back": first.handed_back or later.handed_back,

@@ -275,9 +275,10 @@ class Pipeline:
                 f"{runner.name}: {describe(runner.stage.fn)}" for runner in self._stages for s in runner.stats
                 if s.busy_since is not None or s.forwarding
             ]
-            return report_unfinished(self.name, "items", left, self.on_unfinished, running,
-                                     cls=PipelineUnfinished,
-                                     queued_by_stage=queued_by_stage)
+            report = report_unfinished(self.name, "items", left, self.on_unfinished, running,
+                                       cls=PipelineUnfinished, queued_by_stage=queued_by_stage)
+            assert report is None or isinstance(report, PipelineUnfinished)
+            return report
 
     def shutdown(self, timeout: float | None = None) -> PipelineUnfinished | None:
         """Close and drain with a deadline ``timeout`` seconds away (None: wait for all)."""

@@ -37,6 +37,8 @@ log = logging.getLogger("servicehost.workers")
 _monotonic = time.monotonic
 _SINGLE = -1  # offset value marking a single task (its one element is the args tuple)
 _JOIN = object()  # join() marker: every worker meets at a barrier
+#: The largest default chunk: beyond it a bigger hand-off saves nothing measurable.
+MAX_CHUNK = 512
 _Batch = Batch  # the name process_pool and older code use
 
 
@@ -107,7 +109,7 @@ class ThreadPool:
                 put(Claim(chunk, fn, None, 0), timeout, len(chunk))
                 count += len(chunk)
         except (QueueClosed, QueueFull) as exc:
-            exc.accepted = count  # type: ignore[attr-defined]
+            exc.accepted = count
             raise
         return count
 
@@ -130,7 +132,7 @@ class ThreadPool:
                 self._queue.put(Claim(chunk, fn, batch, offset), deadline.remaining(), len(chunk))
                 offset += len(chunk)
         except (QueueClosed, QueueFull) as exc:  # the chunks before were accepted, as for submit_many
-            exc.accepted = offset  # type: ignore[attr-defined]
+            exc.accepted = offset
             raise
         if chunks:
             left = deadline.remaining()
@@ -141,14 +143,32 @@ class ThreadPool:
         return batch.results
 
     def _chunks(self, items: Iterable[T], chunksize: int | None) -> Iterator[list[T]]:
-        if chunksize is None:
-            # Enough chunks that the last wave is short when tasks block (32 per worker), big
-            # enough that tiny tasks cost a loop iteration rather than a hand-off (up to 512).
-            known = len(items) if isinstance(items, Sequence) else 1 << 16
-            chunksize = max(1, min(512, known // (self.workers * 32)))
+        """Cut ``items`` into hand-offs. A given ``chunksize`` is used as is. By default the size
+        adapts to the worker count and to what is left (guided scheduling): each chunk is the
+        remaining work shared out over twice the workers, at most ``MAX_CHUNK`` (tiny tasks then
+        cost a loop iteration, not a hand-off) and at least 1. So every worker gets work at once
+        however many there are, big batches travel in few hand-offs, and the chunks shrink towards
+        the end so the last wave is short when tasks block. An iterator of unknown length starts
+        with one task per worker and doubles the chunk each time up to ``MAX_CHUNK``."""
         it = iter(items)
-        while chunk := list(islice(it, chunksize)):
+        if chunksize is not None:
+            while chunk := list(islice(it, chunksize)):
+                yield chunk
+            return
+        share = 2 * self.workers
+        if isinstance(items, Sequence):
+            left = len(items)
+            while left > 0:
+                size = max(1, min(MAX_CHUNK, left // share))
+                yield list(islice(it, size))
+                left -= size
+            return
+        size, given = 1, 0
+        while chunk := list(islice(it, size)):
             yield chunk
+            given += 1
+            if given >= self.workers:  # every worker has had one: grow towards MAX_CHUNK
+                size = min(MAX_CHUNK, size * 2)
 
     # -- the worker loop -------------------------------------------------------------------------
     def _work(self, stats: WorkerStats) -> None:
