@@ -154,10 +154,6 @@ def _mark(logs: str) -> str:
 #: (manager, test) → what it does instead. Each is a strict xfail: once the manager keeps the
 #: contract the test passes, which fails the run (XPASS strict) until its row here is deleted.
 GAPS: dict[tuple[str, str], str] = {
-    ("systemd", "test_a_requested_stop_shows_as_a_clean_last_exit"):
-        "after a clean stop status says last exit: unknown",
-    ("systemd", "test_restart_wait_0_returns_and_a_new_process_gets_running"):
-        "restart --wait 0 waits 0 s for systemctl restart and exits 3 instead of queueing it (--no-block)",
     ("windows", "test_an_installed_service_that_never_ran_is_stopped"):
         "a service that never ran has win32 exit code 1077 (never started) and status says failed",
     ("windows", "test_start_not_ready_within_wait_is_a_start_failure"):

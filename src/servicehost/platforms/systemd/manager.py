@@ -63,7 +63,12 @@ class SystemctlTimeout(PlatformUnavailable):
 
 SHOW_PROPS = ("LoadState", "LoadError", "ActiveState", "SubState", "Result", "MainPID", "NRestarts", "ExecMainCode",
               "ExecMainStatus", "ExecMainStartTimestampMonotonic", "StatusText", "UnitFileState", "FragmentPath")
-_EXITED = re.compile(r"Main process exited, code=(exited|killed|dumped), status=(\d+)")
+def _exits(unit: str) -> re.Pattern[str]:
+    """systemd's journal lines about a run of ``unit``: its start, its main process's exit (not
+    logged for a clean exit 0), its end."""
+    u = re.escape(unit)
+    return re.compile(rf"^{u}: Main process exited, code=(exited|killed|dumped), status=(\d+)|"
+                      rf"^{u}: (Deactivated successfully)|^(Starting) {u}\b", re.M)
 
 
 class SystemdManager(ChannelOperations):
@@ -301,6 +306,9 @@ class SystemdManager(ChannelOperations):
         """``systemctl restart``: stop (graceful) then start; returns once it is ready again."""
         _, meta = self._installed(name)
         unit = unit_name(name)
+        if wait == 0:  # queue the restart and return: systemd runs the start once the stop is done
+            self.systemctl("restart", "--no-block", unit)
+            return
         limit = self._wait_for(meta, "TimeoutStopSec", wait) + self._wait_for(meta, "TimeoutStartSec", wait)
         try:
             proc = self.systemctl("restart", unit, timeout=limit, check=False)
@@ -337,14 +345,18 @@ class SystemdManager(ChannelOperations):
         code, status = show.int("ExecMainCode"), show.int("ExecMainStatus")
         if code:
             return status if code == 1 else -status
-        # Running again after a restart: systemd keeps the old exit only in the journal.
+        # Running again after a restart, or unloaded once stopped: the exit is only in the journal.
         proc = self._run([*self.scope.journalctl, "-u", unit, "-o", "cat", "-n", "500", "--no-pager"], check=False)
-        found = None
-        for found in _EXITED.finditer(proc.stdout):
-            pass
-        if found is None:
-            return None
-        return int(found[2]) if found[1] == "exited" else -int(found[2])
+        found: int | None = None
+        exited = False  # this run's exit was logged (a clean exit 0 is not: only "Deactivated successfully")
+        for m in _exits(unit).finditer(proc.stdout):
+            if m[4]:
+                exited = False
+            elif m[3]:
+                found = found if exited else 0
+            else:
+                found, exited = (int(m[2]) if m[1] == "exited" else -int(m[2])), True
+        return found
 
     def _client(self, name: str) -> ControlClient:
         unit = unit_name(name)
