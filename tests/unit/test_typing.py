@@ -257,3 +257,14 @@ def test_a_malformed_closed_set_is_a_usage_error():
                          (OwnChoices, "choices are its members")):
         with pytest.raises(UsageError, match=message):
             load(service_name="s", service_settings=cls, env={})
+
+
+def test_the_start_mode_is_a_closed_set_spelled_as_before():
+    from servicehost.platforms.base import START_MODES, InstallOptions, StartMode
+
+    assert START_MODES == ("auto", "delayed", "manual", "disabled")  # the --start choices
+    assert InstallOptions(name="s").start_mode is StartMode.AUTO
+    options = InstallOptions(name="s", start_mode="manual")  # type: ignore[arg-type]  # as the CLI gives it
+    assert options.start_mode is StartMode.MANUAL and f"{options.start_mode}" == "manual"
+    with pytest.raises(ValueError, match="start_mode must be one of auto, delayed, manual, disabled, got 'boot'"):
+        InstallOptions(name="s", start_mode="boot")  # type: ignore[arg-type]

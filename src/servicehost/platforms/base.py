@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Protocol, TypeVar
 
@@ -132,7 +133,20 @@ def wait_until(done: Callable[[], T], deadline: Deadline, expired: Callable[[], 
         delay = min(delay * 2, longest)
 
 
-START_MODES = ("auto", "delayed", "manual", "disabled")
+class StartMode(StrEnum):
+    """When the manager starts the service (``install --start``)."""
+
+    AUTO = "auto"
+    """At boot (or when the manager starts)."""
+    DELAYED = "delayed"
+    """At boot, after the other automatic services (the SCM's delayed auto-start)."""
+    MANUAL = "manual"
+    """Only when asked (``servicehost start``)."""
+    DISABLED = "disabled"
+    """Not even when asked, until installed again with another mode."""
+
+
+START_MODES = tuple(mode.value for mode in StartMode)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -143,8 +157,8 @@ class InstallOptions:
     """Service name (the SCM key, the unit name, the supervisord program name)."""
     display_name: str = ""
     description: str = ""
-    start_mode: str = "auto"
-    """auto | delayed | manual | disabled."""
+    start_mode: StartMode = StartMode.AUTO
+    """auto | delayed | manual | disabled (a string is taken as its member)."""
     dependencies: tuple[str, ...] = ()
     """Services that must run first."""
     account: str = ""
@@ -164,6 +178,7 @@ class InstallOptions:
     def __post_init__(self) -> None:
         if self.start_mode not in START_MODES:
             raise ValueError(f"start_mode must be one of {', '.join(START_MODES)}, got {self.start_mode!r}")
+        object.__setattr__(self, "start_mode", StartMode(self.start_mode))
 
 
 #: The install options whose mapping each platform states in its ``ENTRY.options`` (how the

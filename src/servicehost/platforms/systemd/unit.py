@@ -381,7 +381,7 @@ def render_unit(options: InstallOptions, command: Sequence[str], *, scope: Scope
     if refused:
         raise UsageError("systemd cannot honour: " + "; ".join(refused))
     if options.start_mode not in ("auto", "manual", "disabled"):
-        raise UsageError(f"start mode {options.start_mode!r}: systemd knows auto, manual and disabled")
+        raise UsageError(f"start mode {str(options.start_mode)!r}: systemd knows auto, manual and disabled")
     if options.watchdog and options.watchdog < 0.5:
         raise ConfigError("install options", "--watchdog", "0 (off) or at least 0.5 seconds", options.watchdog)
     if not 1 <= settings.limit_nofile <= 1 << 30:
