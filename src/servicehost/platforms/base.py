@@ -143,7 +143,7 @@ class StartMode(StrEnum):
     MANUAL = "manual"
     """Only when asked (``servicehost start``)."""
     DISABLED = "disabled"
-    """Not even when asked, until installed again with another mode."""
+    """Not even when asked, until ``update --start`` gives another mode."""
 
 
 START_MODES = tuple(mode.value for mode in StartMode)
