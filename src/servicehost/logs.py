@@ -155,7 +155,7 @@ systemd_move_not_told = _event(
     5412, "systemd_move_not_told", DEBUG, "systemd not told of the move %s -> %s (ignored: %s)")
 systemd_tick_failed = _event(
     5413, "systemd_tick_failed", DEBUG, "systemd tick (watchdog, status, timeout extension) failed (ignored: %s)")
-# 53xx: Windows — the Service Control Manager, the Event Log (platforms/windows.py) and servicehost.compat
+# 53xx: Windows — the Service Control Manager, the Event Log (platforms/windows/) and servicehost.compat
 scm_connected = _event(5301, "scm_connected", INFO, "connected to the Service Control Manager as %s (start arguments: %s)")
 scm_not_a_service = _event(
     5302, "scm_not_a_service", WARNING, "not started by the Service Control Manager (%s): running in the foreground")
@@ -172,6 +172,17 @@ windows_access_warning = _event(5311, "windows_access_warning", WARNING, "%s")
 windows_stdout = _event(5312, "windows_stdout", INFO, "stdout: %s")
 windows_stderr = _event(5313, "windows_stderr", WARNING, "stderr: %s")
 windows_already_installed = _event(5314, "windows_already_installed", WARNING, "%s is already installed: updating it instead")
+windows_event_log_unavailable = _event(
+    5315, "windows_event_log_unavailable", DEBUG, "%s: records cannot go to the Event Log (ignored: %s)")
+windows_event_source_absent = _event(
+    5316, "windows_event_source_absent", DEBUG, "%s: no Event Log source to remove (error %s; ignored: %s)")
+windows_account_groups_unknown = _event(
+    5317, "windows_account_groups_unknown", DEBUG,
+    "%s: its local groups cannot be listed (a domain account?); access is checked without them: %s")
+windows_uptime_unknown = _event(5318, "windows_uptime_unknown", DEBUG, "uptime of pid %s unknown (ignored: %s)")
+windows_boot_outdated = _event(
+    5319, "windows_boot_outdated", ERROR,
+    "%s: its ImagePath was written by an older servicehost and cannot start this one; rewrite it with: %s")
 compat_log_info = _event(5320, "compat_log_info", INFO, "%s")
 compat_log_warning = _event(5321, "compat_log_warning", WARNING, "%s")
 compat_log_error = _event(5322, "compat_log_error", ERROR, "%s")

@@ -9,6 +9,8 @@ starts ``wine-lacks:`` and quotes the tools README's row (CI accepts only those 
 
 from __future__ import annotations
 
+import ast
+import importlib
 import json
 import os
 import socket
@@ -23,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from servicehost import logs
+from servicehost import logs, platforms
 from servicehost.errors import ExitCode
 from servicehost.platforms import windows as win
 from servicehost.platforms.base import launch_command
@@ -153,6 +155,81 @@ def test_service_stdio_keeps_then_logs_and_never_loops(caplog):
     assert messages == ["stdout: before the host", "stdout: a line and more", "stdout: partial line"]
     assert all(r.event_id == 5312 for r in caplog.records if r.name == "servicehost.stdio")
     stream.write("x" * (2 * stream.KEEP))  # never blocks, never raises
+
+
+WINDOWS_PACKAGE = ROOT / "src" / "servicehost" / "platforms" / "windows"
+
+
+def _imports(path: Path) -> list[str]:
+    """Every module a file imports, absolute (``from ... import cli`` → ``servicehost.cli``)."""
+    package = ".".join(path.relative_to(ROOT / "src").with_suffix("").parts)
+    if path.name != "__init__.py":
+        package = package.rpartition(".")[0]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{parent}.{base}" if base else parent
+            found += [base, *(f"{base}.{alias.name}" for alias in node.names)]
+    return found
+
+
+def test_the_package_is_light_and_names_where_each_name_lives():
+    # The registry imports the package on every start: it must load none of its modules.
+    code = ("import sys, servicehost.platforms.windows as p; "
+            "print(sorted(m for m in sys.modules if m.startswith('servicehost.platforms.windows.')))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    assert proc.stdout.strip() == "[]"
+    modules = set(win.NAMES.values())
+    assert modules == {p.stem for p in WINDOWS_PACKAGE.glob("*.py")} - {"__init__"}
+    for module in modules:
+        exported = importlib.import_module(f"servicehost.platforms.windows.{module}").__all__
+        assert {n for n, m in win.NAMES.items() if m == module} == set(exported), module
+        assert module not in win.NAMES  # a name never hides a module of the package
+    assert win.service_main is importlib.import_module("servicehost.platforms.windows.boot").service_main
+    with pytest.raises(AttributeError):
+        getattr(win, "not_a_name")
+    assert platforms.load("windows").__class__ is win.WindowsPlatform
+    assert platforms.entry("windows").platform == "servicehost.platforms.windows.platform:WindowsPlatform"
+
+
+def test_arrows_no_windows_module_imports_the_cli_and_only_windows_imports_pywin32():
+    pywin32_names = ("win32", "pywintypes", "servicemanager", "ntsecuritycon", "winerror", "pythoncom")
+    for path in (ROOT / "src" / "servicehost").rglob("*.py"):
+        imported = _imports(path)
+        if WINDOWS_PACKAGE in path.parents:
+            assert not [m for m in imported if m == "servicehost.cli" or m.startswith("servicehost.cli.")], path
+        else:
+            assert not [m for m in imported if m.startswith(pywin32_names)], path
+    # The boot program (the ImagePath's -c) is what hands the CLI's runner to the platform.
+    assert "from servicehost.cli import run_cli" in win.BOOT and win.BOOT.endswith("service_main(run_cli)")
+
+
+def test_compat_reaches_into_no_private_name_of_another_module():
+    for path in [*(ROOT / "src" / "servicehost" / "compat").glob("*.py"), *WINDOWS_PACKAGE.glob("*.py")]:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        modules = {alias.asname or alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                   for alias in node.names if alias.name.islower()}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                assert not [a.name for a in node.names if a.name.startswith("_") and not a.name.startswith("__")], path
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in modules:
+                assert not (node.attr.startswith("_") and not node.attr.startswith("__")), (path, node.value.id, node.attr)
+
+
+def test_each_way_of_not_reaching_windows_logs_its_own_event():
+    named = {e.name: e.id for e in logs.EVENTS.values()}
+    assert named["notify_failed"] == 5003  # a manager notification failed: the status pump alone
+    windows = ["windows_event_log_unavailable", "windows_event_source_absent", "windows_account_groups_unknown",
+               "windows_uptime_unknown", "windows_boot_outdated"]
+    assert all(5300 <= named[n] < 5400 for n in windows) and len({named[n] for n in windows}) == len(windows)
+    uses = {path.name: path.read_text(encoding="utf-8").count("logs.notify_failed(") for path in WINDOWS_PACKAGE.glob("*.py")}
+    assert {name: n for name, n in uses.items() if n} == {"session.py": 1}
 
 
 # -- under Wine --------------------------------------------------------------------------------------
@@ -433,6 +510,50 @@ def test_a_service_that_cannot_even_load_its_config_says_why_in_the_event_log(wi
         events = wine.eventlog_since(eventlog_at)
         assert "the service could not start (exit code 2)" in events
         assert "SERVICEHOST_SHUTDOWN_TIMEOUT: expected a number" in events  # the CLI's own error line
+    finally:
+        _remove(wine, name)
+
+
+#: The boot program servicehost wrote into ImagePaths before the boot program handed the platform its
+#: runner (the platform imported the CLI itself).
+OLD_BOOT = ("import sys;sys.prefix=sys.exec_prefix=sys.argv.pop(1);import site;site.main();"
+            "from servicehost.platforms.windows import service_main;service_main()")
+
+SET_BOOT = """
+import json, sys, win32service as ws
+name, old, new = sys.argv[1], %r, %r
+h = ws.OpenService(ws.OpenSCManager(None, None, ws.SC_MANAGER_ALL_ACCESS), name, ws.SERVICE_ALL_ACCESS)
+image = ws.QueryServiceConfig(h)[3]
+assert new in image, image
+ws.ChangeServiceConfig(h, ws.SERVICE_NO_CHANGE, ws.SERVICE_NO_CHANGE, ws.SERVICE_NO_CHANGE, image.replace(new, old),
+                       None, 0, None, None, None, None)
+print(json.dumps(ws.QueryServiceConfig(h)[3]))
+"""
+
+
+@pytest.mark.real_manager
+def test_an_image_path_an_older_servicehost_wrote_fails_clearly_until_update_rewrites_it(wine, tmp_path):
+    name = f"sholdboot{TAG}"
+    target = winpath(SERVICES) + ":Traced"
+    install = ("--name", name, "--state-dir", winpath(tmp_path), "--start", "manual")
+    try:
+        wine.servicehost("install", target, *install)
+        assert OLD_BOOT in wine.script(SET_BOOT % (OLD_BOOT, win.BOOT), name)
+        eventlog_at = wine.eventlog_size()
+        failed = wine.servicehost("start", target, "--name", name, check=False)
+        assert failed.returncode == ExitCode.START_FAILURE
+        assert "stopped while starting (exit code 2 (CONFIG_ERROR))" in failed.stderr
+        events = wine.eventlog_since(eventlog_at)
+        assert f"{name}: its ImagePath was written by an older servicehost" in events
+        assert f"servicehost update {target} --name {name}" in events.replace("\\\\", "\\")  # Wine's trace doubles \\
+        assert _trace(tmp_path) == []  # the service's code never ran
+
+        wine.servicehost("update", target, *install)
+        image = wine.script(REGISTRY_PROBE, name, "0")["config"][3]
+        assert win.command_line(["-c", win.BOOT]) in image and "service_main()" not in image
+        wine.servicehost("start", target, "--name", name)
+        wine.servicehost("stop", target, "--name", name)
+        assert _hooks(_trace(tmp_path)) == ["start", "stop"]
     finally:
         _remove(wine, name)
 

@@ -2,8 +2,8 @@
 
     from servicehost.compat import servicemanager, win32event, win32service, win32serviceutil
 
-On Windows each name *is* the real pywin32 module (handed out by ``platforms/windows.py``, the only
-module that imports ``win32*``): nothing changes there. Elsewhere they are servicehost's own
+On Windows each name *is* the real pywin32 module (handed out by ``platforms/windows/pywin32.py``, the
+one door through which ``win32*`` comes in): nothing changes there. Elsewhere they are servicehost's own
 implementations, and a ``win32serviceutil.ServiceFramework`` subclass runs as a servicehost
 service under whatever manager is detected (the foreground, systemd, supervisord):
 

@@ -7,13 +7,14 @@ from __future__ import annotations
 import sys
 
 if sys.platform == "win32":
-    from ..platforms.windows import pywin32_module
+    from ..platforms.windows.pywin32 import pywin32_module
 
     sys.modules[__name__] = pywin32_module("servicemanager")
 else:
+    import contextlib
     import logging
     import threading
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterator, Sequence
     from typing import Any
 
     from .. import logs
@@ -67,6 +68,21 @@ else:
 
     def SetEventSourceName(sourceName: str, registerNow: bool = False) -> None:
         _state["source"] = sourceName
+
+    # -- servicehost's own: how win32serviceutil's host tells this module what it hosts ---------------
+    @contextlib.contextmanager
+    def hosting(service: Any) -> Iterator[None]:
+        """While ``service``'s ServiceFramework instance is being constructed (on this thread):
+        ``RegisterServiceCtrlHandler`` binds its handler to ``service`` (which has ``register``)."""
+        _hosting.service = service
+        try:
+            yield
+        finally:
+            _hosting.service = None
+
+    def set_running(running: bool) -> None:
+        """What ``RunningAsService()`` answers: True while a prepared class runs as a service."""
+        _state["running"] = bool(running)
 
     def RegisterServiceCtrlHandler(serviceName: str, callback: Callable[..., Any], extra_args: bool = False) -> Any:
         """Bind ``callback`` as the control handler of the service being hosted; returns its

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 
 if sys.platform == "win32":
-    from ..platforms.windows import pywin32_module
+    from ..platforms.windows.pywin32 import pywin32_module
 
     sys.modules[__name__] = pywin32_module("win32service")
 else:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 
 if sys.platform == "win32":
-    from ..platforms.windows import pywin32_module
+    from ..platforms.windows.pywin32 import pywin32_module
 
     sys.modules[__name__] = pywin32_module("win32serviceutil")
 else:
@@ -127,12 +127,9 @@ else:
                 self.ready()
 
         def start(self) -> None:
-            servicemanager._state["running"] = True
-            servicemanager._hosting.service = self
-            try:
+            servicemanager.set_running(True)
+            with servicemanager.hosting(self):
                 self.instance = self.cls([self.name, *self.args])
-            finally:
-                servicemanager._hosting.service = None
             if self._handler is None:
                 raise RuntimeError(f"{self.cls.__name__} did not register a service control handler "
                                    "(call ServiceFramework.__init__)")
@@ -184,7 +181,7 @@ else:
             return int(platform.run(host, debug=debug))
         finally:
             servicemanager.Debugging(False)
-            servicemanager._state["running"] = False
+            servicemanager.set_running(False)
 
     # -- the manager side ---------------------------------------------------------------------------
     def _manager() -> Any:

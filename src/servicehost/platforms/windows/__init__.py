@@ -1,9 +1,28 @@
 """Windows: run under the Service Control Manager through pywin32, register services, manage them.
 
-Only ``platforms/windows/`` imports ``win32*`` (pywin32), and lazily.
+    platform.py        WindowsPlatform: detect, installable, run (under the SCM session, or the foreground)
+    boot.py            how a service process starts: the ImagePath (BOOT, service_command), service_main
+    session.py         running under the SCM: ScmSession (dispatcher, ServiceFramework adapter, controls →
+                       host calls), StatusReporter (START/STOP_PENDING pumped with rising checkpoints)
+    stdio.py           a service's stdout/stderr: kept, then logged (no console, never blocks)
+    eventlog.py        the Event Log: EventLogHandler, registering and removing the service's source
+    message_file.py    the hand-built message-file DLL that renders every event id
+    service_config.py  what the SCM reads: the install plan, description, delayed start, recovery,
+                       preshutdown, service SIDs, the service key (Environment, Parameters)
+    security.py        accounts and access: virtual account SIDs, DACL evaluation, the reachability check,
+                       logon right, state-folder grants
+    credentials.py     copies of --env NAME=@file secrets under a protected DACL
+    paths.py           where a service's files (%ProgramData%\\servicehost) and registry key are
+    manager.py         managing installed services: WindowsManager (install/update/remove/start/stop/status/logs)
+    errors.py          the Win32 error codes acted on; ServiceControlError
+    pywin32.py         the lazy pywin32 import (and servicehost.compat's door to it): tiny
+
+Only ``platforms/windows/`` imports ``win32*`` (pywin32), lazily, through ``pywin32.py``. No module
+here imports the CLI: the ImagePath's boot program hands ``service_main`` its runner.
 
 This file is light on purpose: the registry (``platforms/__init__.py``) reads ``ENTRY`` on every
-start to decide whether this platform is worth importing. Everything else is imported on first use.
+start to decide whether this platform is worth importing. The names below are imported from their
+module on first use (``from servicehost.platforms.windows import service_command``).
 """
 
 from __future__ import annotations
@@ -15,7 +34,7 @@ from ..entry import EXIT_STATUS, PlatformEntry, Refused
 
 ENTRY = PlatformEntry(
     name='windows',
-    platform="servicehost.platforms.windows._unsplit:WindowsPlatform",
+    platform="servicehost.platforms.windows.platform:WindowsPlatform",
     run_markers=(),
     os_names=('win32',),
     exit_status=EXIT_STATUS,
@@ -36,9 +55,134 @@ ENTRY = PlatformEntry(
     },
 )
 
+#: Where each name of the package lives: name → module (relative to this package).
+NAMES: dict[str, str] = {
+    # the platform entry
+    "WindowsPlatform": "platform",
+    # how a service process starts: the ImagePath and service_main
+    "BOOT": "boot",
+    "Runner": "boot",
+    "apply_parameters": "boot",
+    "base_python": "boot",
+    "command_line": "boot",
+    "include_system_site_packages": "boot",
+    "service_command": "boot",
+    "service_main": "boot",
+    # running under the SCM: the session, the status pump, controls → host calls
+    "CONNECT_TIMEOUT": "session",
+    "PUMP_INTERVAL": "session",
+    "WAIT_HINT_MS": "session",
+    "ScmSession": "session",
+    "StatusReporter": "session",
+    "current_session": "session",
+    "framework_class": "session",
+    "open_session": "session",
+    "prepare_process": "session",
+    "scm_exit_status": "session",
+    # a service's stdout/stderr
+    "ServiceStdio": "stdio",
+    "restore_console": "stdio",
+    # the Event Log: the handler, the source
+    "EventLogHandler": "eventlog",
+    "attach_event_log": "eventlog",
+    "message_files": "eventlog",
+    "register_event_source": "eventlog",
+    "remove_event_source": "eventlog",
+    # the hand-built message-file DLL
+    "MESSAGE_TEXT": "message_file",
+    "event_ids": "message_file",
+    "message_table": "message_file",
+    "resource_dll": "message_file",
+    # what the SCM reads for a service: the plan, ChangeServiceConfig2, the service key
+    "PRESHUTDOWN_MARGIN": "service_config",
+    "START_TYPES": "service_config",
+    "InstallPlan": "service_config",
+    "change_config2": "service_config",
+    "code_paths": "service_config",
+    "configure_service": "service_config",
+    "plan_install": "service_config",
+    "read_parameter": "service_config",
+    "write_parameters": "service_config",
+    # accounts, SIDs, DACLs
+    "ADMINISTRATORS_SID": "security",
+    "BUILTIN_ACCOUNTS": "security",
+    "FILE_ALL_ACCESS": "security",
+    "FILE_APPEND_DATA": "security",
+    "FILE_EXECUTE": "security",
+    "FILE_GENERIC_READ": "security",
+    "FILE_READ_DATA": "security",
+    "FILE_WRITE_DATA": "security",
+    "NEED_READ": "security",
+    "NEED_WRITE": "security",
+    "SERVICE_GROUP_SIDS": "security",
+    "SE_SERVICE_LOGON_RIGHT": "security",
+    "SYSTEM_SID": "security",
+    "Ace": "security",
+    "account_sids": "security",
+    "check_reachable": "security",
+    "grant_logon_right": "security",
+    "grant_modify": "security",
+    "granted_access": "security",
+    "needs_password": "security",
+    "protect": "security",
+    "read_dacl": "security",
+    "secret_aces": "security",
+    "virtual_account": "security",
+    "virtual_account_sid": "security",
+    # secret copies
+    "remove_secrets": "credentials",
+    "store_secrets": "credentials",
+    # where a service's files and registry key are
+    "SERVICES_KEY": "paths",
+    "credentials_dir": "paths",
+    "message_file_path": "paths",
+    "program_data": "paths",
+    "remove_tree": "paths",
+    "service_data_dir": "paths",
+    "service_key": "paths",
+    # managing installed services
+    "STATE_NAMES": "manager",
+    "ScmHandle": "manager",
+    "WindowsManager": "manager",
+    "dependents": "manager",
+    "exit_text": "manager",
+    "last_exit": "manager",
+    "prompt_password": "manager",
+    "uptime": "manager",
+    # Win32 error codes, ServiceControlError
+    "ERROR_ACCESS_DENIED": "errors",
+    "ERROR_CALL_NOT_IMPLEMENTED": "errors",
+    "ERROR_FAILED_SERVICE_CONTROLLER_CONNECT": "errors",
+    "ERROR_INVALID_LEVEL": "errors",
+    "ERROR_INVALID_SERVICE_CONTROL": "errors",
+    "ERROR_SERVICE_ALREADY_RUNNING": "errors",
+    "ERROR_SERVICE_CANNOT_ACCEPT_CTRL": "errors",
+    "ERROR_SERVICE_DISABLED": "errors",
+    "ERROR_SERVICE_DOES_NOT_EXIST": "errors",
+    "ERROR_SERVICE_EXISTS": "errors",
+    "ERROR_SERVICE_NOT_ACTIVE": "errors",
+    "ERROR_SERVICE_SPECIFIC_ERROR": "errors",
+    "HINTS": "errors",
+    "ServiceControlError": "errors",
+    "scm_error": "errors",
+    "strerror": "errors",
+    "winerror": "errors",
+    # the lazy pywin32 import
+    "COMPAT_MODULES": "pywin32",
+    "import_pywin32": "pywin32",
+    "pywin32_module": "pywin32",
+    "win32_error": "pywin32",
+}
+
+__all__ = ["ENTRY", *NAMES]
+
 
 def __getattr__(attr: str) -> Any:
-    # The platform's code, imported on first use (``from servicehost.platforms.windows import X``).
-    if attr.startswith("__"):
-        raise AttributeError(attr)
-    return getattr(importlib.import_module(f"{__name__}._unsplit"), attr)
+    module = NAMES.get(attr)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), attr)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *NAMES})
