@@ -116,7 +116,7 @@ platform_chosen = _event(5001, "platform_chosen", INFO, "running under %s (%s)")
 signal_received = _event(5002, "signal_received", INFO, "signal %s received")
 notify_failed = _event(5003, "notify_failed", DEBUG, "manager notification failed (ignored: %s)")
 reload_failed = _event(5004, "reload_failed", DEBUG, "reload failed; the service keeps running (%s)")
-# 52xx: the control channel (platforms/control.py) and supervisord (platforms/supervisord.py)
+# 52xx: the control channel (platforms/control.py) and supervisord (platforms/supervisord/)
 control_listening = _event(5201, "control_listening", DEBUG, "control channel listening on %s")
 control_refused = _event(
     5202, "control_refused", WARNING,
@@ -132,6 +132,9 @@ control_marker_failed = _event(
 supervisord_started = _event(5206, "supervisord_started", INFO, "started supervisord (%s, config %s)")
 supervisord_not_at_boot = _event(5207, "supervisord_not_at_boot", WARNING, "%s")
 supervisord_program_written = _event(5208, "supervisord_program_written", INFO, "%s: wrote %s")
+supervisord_start_not_counted = _event(
+    5209, "supervisord_start_not_counted", DEBUG,
+    "this start was not counted in %s: status shows restarts as unknown (ignored: %s)")
 # 54xx: systemd (platforms/systemd/)
 systemd_notifying = _event(5401, "systemd_notifying", DEBUG, "systemd notifications to %s (watchdog: %s)")
 systemd_watchdog_starved = _event(

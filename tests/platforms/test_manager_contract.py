@@ -109,17 +109,17 @@ def _systemd(request: pytest.FixtureRequest) -> Iterator[Managed]:
 
 
 def _windows(request: pytest.FixtureRequest, tmp: Path) -> Iterator[Managed]:
-    wine = request.getfixturevalue("wine")
-    prefix = [sys.executable] if NATIVE else ["wine", wine.env["WINPY_PYTHON"]]
+    wine_env = request.getfixturevalue("wine")
+    prefix = [sys.executable] if NATIVE else ["wine", wine_env.env["WINPY_PYTHON"]]
     managed = Managed(
-        "windows", winpath(SERVICE), tmp / "gate", [*prefix, "-m", "servicehost"], env=wine.env,
+        "windows", winpath(SERVICE), tmp / "gate", [*prefix, "-m", "servicehost"], env=wine_env.env,
         install_args=["--state-dir", winpath(tmp / "state")], unknown=frozenset({"restarts"}))
     try:
         yield managed
     finally:  # whatever state a failed step left it in (the SCM is shared with other runs)
         from .test_windows_wine import _remove
 
-        _remove(wine, NAME)
+        _remove(wine_env, NAME)
 
 
 @pytest.fixture(scope="module", params=MANAGERS)

@@ -7,6 +7,7 @@ config parser; the real-manager tests drive install → start → status → kil
 
 from __future__ import annotations
 
+import importlib
 import os
 import pwd
 import re
@@ -35,6 +36,7 @@ from servicehost.platforms.supervisord import (
     layout_from_conf,
     owned_layout,
     read_program,
+    record_start,
     render_program,
     render_supervisord_conf,
     stop_wait_secs,
@@ -128,6 +130,37 @@ def test_detection_for_running_and_for_installing(tmp_path):
     chosen, reason = platforms.detect({"SUPERVISOR_ENABLED": "1", "SUPERVISOR_PROCESS_NAME": "svc"})
     assert chosen.name == "supervisord" and "SUPERVISOR_PROCESS_NAME" in reason
     assert platforms.detect({})[0].name != "supervisord"
+
+
+def test_the_package_is_light_and_names_where_each_name_lives():
+    # The registry imports the package on every start: it must load none of its modules, and
+    # running under supervisord loads neither the manager nor XML-RPC.
+    code = ("import sys, servicehost.platforms.supervisord as p; before = sorted(m for m in sys.modules "
+            "if m.startswith('servicehost.platforms.supervisord.')); from servicehost import platforms; "
+            "platforms.load('supervisord'); print(before, sorted(m for m in sys.modules if m.startswith("
+            "('servicehost.platforms.supervisord.manager', 'xmlrpc', 'http'))))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert proc.stdout.strip() == "[] []"
+    from servicehost.platforms import supervisord
+
+    modules = set(supervisord.NAMES.values())
+    assert modules == {"platform", "layout", "config", "credentials", "files", "rpc", "manager"}
+    for module in modules:
+        exported = importlib.import_module(f"servicehost.platforms.supervisord.{module}").__all__
+        assert {n for n, m in supervisord.NAMES.items() if m == module} == set(exported), module
+    assert supervisord.SupervisordManager is importlib.import_module(
+        "servicehost.platforms.supervisord.manager").SupervisordManager
+    with pytest.raises(AttributeError):
+        getattr(supervisord, "not_a_name")
+    assert platforms.load("supervisord").__class__ is SupervisordPlatform
+
+
+def test_a_start_that_cannot_be_counted_is_its_own_event_and_the_service_runs_on(tmp_path, caplog):
+    with caplog.at_level("DEBUG", logger="servicehost.platforms.supervisord"):
+        assert record_start(tmp_path / "absent") == 1  # no runtime dir: not counted, no exception
+    (record,) = [r for r in caplog.records if getattr(r, "event_id", None) == 5209]
+    assert str(tmp_path / "absent" / STARTS_FILE) in record.getMessage()
+    assert record_start(tmp_path) == 1 and record_start(tmp_path) == 2
 
 
 # -- what goes into the files: checked by supervisor's own parser -----------------------------------

@@ -1,7 +1,16 @@
-"""supervisord: run as a ``[program:x]``, render its config, manage a servicehost-owned (or Debian's) supervisord.
+"""supervisord: the embedded default manager where no init system runs (containers, CI, WSL).
+
+    platform.py     SupervisordPlatform: detect, installable, run (signals, control channel, start count)
+    layout.py       which supervisord (discover: given config, own home, Debian's, own default), Layout
+    config.py       what supervisord reads: its own config, [program:NAME] files, the boot unit
+    credentials.py  --env NAME=@file: copies of the secrets only the service's account reads
+    files.py        files written privately and atomically; the accounts that own them
+    rpc.py          talking to supervisord: XML-RPC over its unix socket, faults, process states
+    manager.py      SupervisordManager: install/update/remove/start/stop/status, servicehost's own supervisord
 
 This file is light on purpose: the registry (``platforms/__init__.py``) reads ``ENTRY`` on every
-start to decide whether this platform is worth importing. Everything else is imported on first use.
+start to decide whether this platform is worth importing. The names below are imported from their
+module on first use (``from servicehost.platforms.supervisord import SupervisordManager``).
 """
 
 from __future__ import annotations
@@ -13,7 +22,7 @@ from ..entry import EXIT_STATUS, PlatformEntry, Refused
 
 ENTRY = PlatformEntry(
     name='supervisord',
-    platform="servicehost.platforms.supervisord._unsplit:SupervisordPlatform",
+    platform="servicehost.platforms.supervisord.platform:SupervisordPlatform",
     run_markers=('SUPERVISOR_ENABLED',),
     os_names=(),
     exit_status=EXIT_STATUS,
@@ -35,8 +44,77 @@ ENTRY = PlatformEntry(
 )
 
 
+#: Where each name of the package lives: name → module (relative to this package).
+NAMES: dict[str, str] = {
+    # running under supervisord
+    "SupervisordPlatform": "platform",
+    "record_start": "platform",
+    # which supervisord, where the files are
+    "BOOT_UNIT": "layout",
+    "CREDENTIALS": "layout",
+    "DEBIAN_CONF": "layout",
+    "ENV_CONF": "layout",
+    "ENV_HOME": "layout",
+    "Layout": "layout",
+    "STARTS_FILE": "layout",
+    "SYSTEMD_MARKER": "layout",
+    "default_home": "layout",
+    "discover": "layout",
+    "layout_from_conf": "layout",
+    "owned_layout": "layout",
+    # what supervisord reads
+    "LOG_BACKUPS": "config",
+    "LOG_MAX_BYTES": "config",
+    "START_RETRIES": "config",
+    "START_SECS": "config",
+    "STOP_MARGIN": "config",
+    "boot_hint": "config",
+    "exit_codes": "config",
+    "read_program": "config",
+    "render_boot_unit": "config",
+    "render_program": "config",
+    "render_supervisord_conf": "config",
+    "stop_wait_secs": "config",
+    # --env NAME=@file copies
+    "read_secrets": "credentials",
+    "store_secrets": "credentials",
+    # private files and accounts
+    "lookup_account": "files",
+    "read_int": "files",
+    "remove_tree": "files",
+    "write_private": "files",
+    # talking to supervisord (XML-RPC)
+    "ALREADY_ADDED": "rpc",
+    "ALREADY_STARTED": "rpc",
+    "BAD_NAME": "rpc",
+    "CANT_REREAD": "rpc",
+    "FAILED": "rpc",
+    "NOT_RUNNING": "rpc",
+    "NO_FILE": "rpc",
+    "RPC_TIMEOUT": "rpc",
+    "SPAWN_ERROR": "rpc",
+    "STILL_RUNNING": "rpc",
+    "STOPPED_STATES": "rpc",
+    "SupervisordNotRunning": "rpc",
+    "call": "rpc",
+    "fault_type": "rpc",
+    "faults_ok": "rpc",
+    "last_exit_from_log": "rpc",
+    # managing installed programs
+    "START_WAIT": "manager",
+    "SUPERVISORD_ENV": "manager",
+    "SupervisordManager": "manager",
+}
+
+__all__ = ["ENTRY", *NAMES]
+
+
 def __getattr__(attr: str) -> Any:
-    # The platform's code, imported on first use (``from servicehost.platforms.supervisord import X``).
-    if attr.startswith("__"):
-        raise AttributeError(attr)
-    return getattr(importlib.import_module(f"{__name__}._unsplit"), attr)
+    module = NAMES.get(attr)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), attr)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *NAMES})

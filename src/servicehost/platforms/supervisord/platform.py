@@ -1,0 +1,80 @@
+"""Running under supervisord (:class:`SupervisordPlatform`): detected by ``SUPERVISOR_ENABLED``
+and ``SUPERVISOR_PROCESS_NAME``, which supervisord sets for its programs. ``run`` is the
+foreground signal handling (stopsignal TERM; SIGHUP reloads) plus the control channel
+(``control.py``) and its ready marker, plus a start counter in the runtime directory
+(supervisord counts no restarts).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ... import logs
+from ...errors import ExitCode
+from ...host import Host
+from ..control import ControlServer, socket_path
+from ..foreground import signals_to_host
+from .files import read_int, write_private
+from .layout import STARTS_FILE, SYSTEMD_MARKER
+
+if TYPE_CHECKING:
+    from .manager import SupervisordManager
+
+log = logging.getLogger("servicehost.platforms.supervisord")
+
+__all__ = ["SupervisordPlatform", "record_start"]
+
+
+def record_start(directory: Path) -> int:
+    """Count one more start of the service in its runtime directory; the new count."""
+    path = directory / STARTS_FILE
+    count = (read_int(path) or 0) + 1
+    try:
+        write_private(path, f"{count}\n", 0o644)
+    except OSError as exc:  # status then shows restarts as unknown; the service runs on
+        logs.supervisord_start_not_counted(log, path, exc)
+    return count
+
+
+class SupervisordPlatform:
+    """Run under supervisord: signals + the control channel; install into supervisord."""
+
+    name = "supervisord"
+
+    def __init__(self, systemd_marker: Path = SYSTEMD_MARKER) -> None:
+        self.systemd_marker = systemd_marker
+
+    def detect(self, env: Mapping[str, str]) -> str | None:
+        if env.get("SUPERVISOR_ENABLED") and env.get("SUPERVISOR_PROCESS_NAME"):
+            return f"SUPERVISOR_PROCESS_NAME={env['SUPERVISOR_PROCESS_NAME']} set by supervisord"
+        return None
+
+    def installable(self, env: Mapping[str, str]) -> str | None:
+        if sys.platform == "win32":
+            return None  # supervisord does not run on Windows at all
+        if self.systemd_marker.exists():
+            return None  # systemd runs as PID 1: install there
+        return f"no systemd runs as PID 1 (no {self.systemd_marker}): supervisord is the fallback"
+
+    def run(self, host: Host, *, debug: bool = False) -> ExitCode:
+        """Serve the control channel, count this start, route signals; run the host until it stops.
+        Raises StartupError (exit 3) when the control channel cannot be set up safely."""
+        name = os.environ.get("SUPERVISOR_PROCESS_NAME") or host.name
+        server = ControlServer(host, socket_path(name))
+        server.start()
+        try:
+            record_start(server.path.parent)
+            with signals_to_host(host):
+                return host.run()
+        finally:
+            server.close()
+
+    def manager(self) -> SupervisordManager:
+        from .manager import SupervisordManager
+
+        return SupervisordManager()
