@@ -30,7 +30,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from ..entry import EXIT_STATUS, PlatformEntry, Refused
+from ..entry import EXIT_STATUS, PlatformEntry
 
 ENTRY = PlatformEntry(
     name='windows',
@@ -160,6 +160,7 @@ NAMES: dict[str, str] = {
     "ERROR_SERVICE_DISABLED": "errors",
     "ERROR_SERVICE_DOES_NOT_EXIST": "errors",
     "ERROR_SERVICE_EXISTS": "errors",
+    "ERROR_SERVICE_NEVER_STARTED": "errors",
     "ERROR_SERVICE_NOT_ACTIVE": "errors",
     "ERROR_SERVICE_SPECIFIC_ERROR": "errors",
     "HINTS": "errors",
