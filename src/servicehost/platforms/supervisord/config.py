@@ -86,6 +86,7 @@ files = {home}/programs/*.conf
 def exit_codes() -> tuple[int, ...]:
     """supervisord's ``exitcodes``: every code that must not restart the service."""
     status = ENTRY.exit_status
+    assert status is not None  # supervisord is a manager: its ENTRY declares one
     return tuple(sorted({int(c) for c in status.success + status.prevent_restart}))
 
 

@@ -370,6 +370,7 @@ class SupervisordManager(ChannelOperations):
         shown = {"STARTING": "starting", "BACKOFF": "starting", "STOPPING": "stopping", "STOPPED": "stopped",
                  "FATAL": "failed", "UNKNOWN": "unknown"}.get(state, "unknown")
         if state == "EXITED":  # ended by itself: a clean stop, or a failure not worth a restart
+            assert ENTRY.exit_status is not None  # supervisord is a manager: its ENTRY declares one
             shown = "stopped" if info["exitstatus"] in ENTRY.exit_status.success else "failed"
         if state == "BACKOFF" and info.get("spawnerr"):
             detail["note"] = info["spawnerr"]

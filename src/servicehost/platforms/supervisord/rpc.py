@@ -13,10 +13,13 @@ import signal
 import socket
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...errors import PlatformUnavailable
 from .layout import Layout
+
+if TYPE_CHECKING:
+    import xmlrpc.client
 
 RPC_TIMEOUT = 30.0
 # supervisor.xmlrpc.Faults (not imported: the manager may talk to a supervisord of another Python).
@@ -54,7 +57,7 @@ def call(layout: Layout, method: str, *args: Any, timeout: float = RPC_TIMEOUT) 
         raise PlatformUnavailable(f"supervisord on {layout.socket} did not answer {method} within {timeout:g}s") from None
 
 
-def fault_type() -> type[Exception]:
+def fault_type() -> type[xmlrpc.client.Fault]:
     """xmlrpc.client.Fault, imported only where a call to supervisord can raise it."""
     import xmlrpc.client
 
