@@ -50,10 +50,11 @@ def test_the_seed_via_compat_is_installed_started_stopped_and_removed_under_supe
     until(lambda: manager.status("SampleService").state == "running", "the seed running under supervisord")
     pid = manager.status("SampleService").pid
     assert pid
-    restarted = pywin32_cli(script, "restart")  # stop (waited for), then a queued start
+    # stop (waited for), a queued start, then WaitForServiceStatus until RUNNING
+    restarted = pywin32_cli(script, "--wait", "30", "restart")
     assert "Error" not in restarted.stdout and "Traceback" not in restarted.stderr, restarted.stdout + restarted.stderr
-    until(lambda: (s := manager.status("SampleService")).state == "running" and s.pid != pid and s,
-          "the seed running again in a new process")
+    again = manager.status("SampleService")
+    assert again.state == "running" and again.pid != pid
     pywin32_cli(script, "--wait", "30", "stop")
     status = manager.status("SampleService")
     assert status.state == "stopped" and status.last_exit == 0  # SvcStop → a clean, requested stop

@@ -154,10 +154,6 @@ def _mark(logs: str) -> str:
 #: (manager, test) → what it does instead. Each is a strict xfail: once the manager keeps the
 #: contract the test passes, which fails the run (XPASS strict) until its row here is deleted.
 GAPS: dict[tuple[str, str], str] = {
-    ("windows", "test_an_installed_service_that_never_ran_is_stopped"):
-        "a service that never ran has win32 exit code 1077 (never started) and status says failed",
-    ("windows", "test_start_not_ready_within_wait_is_a_start_failure"):
-        "start not ready within --wait exits 2 (ServiceControlError 'gave up') instead of 3 (StartupError)",
 }
 
 

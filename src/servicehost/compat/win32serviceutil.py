@@ -17,7 +17,6 @@ else:
     import logging
     import os
     import pickle
-    import time
     from collections.abc import Callable, Sequence
     from pathlib import Path
     from typing import Any
@@ -215,12 +214,11 @@ else:
                 win32_exit, last, 0, 0)
 
     def WaitForServiceStatus(serviceName: str, status: int, waitSecs: int, machine: str | None = None) -> None:
-        deadline = Deadline.after(float(waitSecs))
-        while QueryServiceStatus(serviceName)[1] != status:
-            if deadline.expired:
-                raise _win32_error(1053, "QueryServiceStatus",
-                                   "The service did not respond to the start or control request in a timely fashion.")
-            time.sleep(0.25)
+        from ..platforms.base import wait_until
+
+        wait_until(lambda: QueryServiceStatus(serviceName)[1] == status, Deadline.after(float(waitSecs)),
+                   lambda: _win32_error(1053, "QueryServiceStatus",
+                                        "The service did not respond to the start or control request in a timely fashion."))
 
     def StartService(serviceName: str, args: Sequence[str] | None = None, machine: str | None = None) -> None:
         _call("StartService", lambda: _manager().start(serviceName, args=list(args or ()), wait=0))

@@ -5,7 +5,8 @@ updated in place, as pywin32's install does; update keeps the account unless ``-
 given); remove stops the service and its dependents first, then deletes it, its Event Log source and
 its secret copies (``--purge``: its data too). start / stop / pause / continue / control / reload
 send the request and, unless ``wait=0`` (queue it and return, as StartService does), wait for the
-state it leads to while the service shows progress (:meth:`WindowsManager._wait`). status reads
+state it leads to while the service shows progress (:meth:`WindowsManager._wait`); restart with
+``wait=0`` waits for the stop (a start cannot be queued behind it) and queues the start. status reads
 the SCM's status and configuration; logs reads the Application log (or, where it cannot be read
 back, the end of the service's log file). Needs an elevated (Administrator) process for install,
 update and remove; status works for everyone.
@@ -22,15 +23,16 @@ from types import ModuleType
 from typing import Any
 
 from ... import logs
-from ...errors import ExitCode, PlatformUnavailable, StartupError, UsageError
+from ...errors import ExitCode, PlatformUnavailable, StartupError, StopIncomplete, UsageError
 from ...stopping import Deadline
-from ..base import InstallOptions, ServiceStatus
+from ..base import InstallOptions, ServiceStatus, wait_until
 from . import credentials, eventlog, service_config
 from .boot import command_line
 from .errors import (
     ERROR_ACCESS_DENIED,
     ERROR_SERVICE_ALREADY_RUNNING,
     ERROR_SERVICE_DOES_NOT_EXIST,
+    ERROR_SERVICE_NEVER_STARTED,
     ERROR_SERVICE_NOT_ACTIVE,
     ERROR_SERVICE_SPECIFIC_ERROR,
     ServiceControlError,
@@ -48,10 +50,10 @@ STATE_NAMES = {1: "stopped", 2: "starting", 3: "stopping", 4: "running", 5: "res
 
 class WindowsManager:
     """Installs and controls services through the SCM. Needs an elevated (Administrator) process
-    for install/update/remove; status works for everyone. Every wait polls the SCM every 50 ms."""
+    for install/update/remove; status works for everyone. Every wait asks the SCM through
+    :func:`~servicehost.platforms.base.wait_until`."""
 
     name = "windows"
-    POLL = 0.05
 
     def __init__(self, *, read_password: Callable[[str], str] | None = None) -> None:
         self._ws = import_pywin32("win32service")
@@ -151,7 +153,10 @@ class WindowsManager:
             except self._win_error as exc:
                 if winerror(exc) != ERROR_SERVICE_ALREADY_RUNNING:
                     raise scm_error(exc, f"start {name}") from None
-            final = self._wait(handle, ws.SERVICE_RUNNING, wait, pending=ws.SERVICE_START_PENDING)
+            final = self._wait(handle, ws.SERVICE_RUNNING, wait, pending=ws.SERVICE_START_PENDING,
+                               expired=lambda state: StartupError(
+                                   f"{name} is not ready after {wait:g}s (the SCM says {state}); it may still be "
+                                   f"starting: see servicehost status --name {name}"))
             if final["CurrentState"] == ws.SERVICE_STOPPED:
                 code = last_exit(final)
                 raise StartupError(f"{name} stopped while starting (exit code {exit_text(code, final)}); "
@@ -173,10 +178,14 @@ class WindowsManager:
         except self._win_error as exc:
             if winerror(exc) != ERROR_SERVICE_NOT_ACTIVE:
                 raise scm_error(exc, f"stop {name}") from None
-        self._wait(handle, ws.SERVICE_STOPPED, wait, pending=ws.SERVICE_STOP_PENDING)
+        self._wait(handle, ws.SERVICE_STOPPED, wait, pending=ws.SERVICE_STOP_PENDING,
+                   expired=lambda state: StopIncomplete(
+                       f"{name} is still {state} after {wait:g}s: see servicehost status --name {name}"))
 
     def restart(self, name: str, *, wait: float | None = None) -> None:
-        self.stop(name, wait=wait)
+        """Stop, then start. The SCM cannot queue a start behind a stop: with ``wait=0`` the stop
+        is waited for (while it shows progress), then the start is queued."""
+        self.stop(name, wait=None if wait == 0 else wait)
         self.start(name, wait=wait)
 
     def pause(self, name: str) -> None:
@@ -220,7 +229,7 @@ class WindowsManager:
                 return ServiceStatus(name, self.name, "not-installed")
             raise
         state = STATE_NAMES.get(st["CurrentState"], "unknown")
-        if state == "stopped" and st["Win32ExitCode"] != 0:
+        if state == "stopped" and st["Win32ExitCode"] not in (0, ERROR_SERVICE_NEVER_STARTED):
             state = "failed"
         pid = st["ProcessId"] or None
         start_mode = {2: "delayed" if delayed else "auto", 3: "manual", 4: "disabled"}.get(config[1], str(config[1]))
@@ -258,20 +267,23 @@ class WindowsManager:
             fh.seek(max(0, files[-1].stat().st_size - size))
             return fh.read().decode("utf-8", "replace")
 
-    def _wait(self, handle: Any, target: int, wait: float | None, *, pending: int | None) -> dict[str, Any]:
-        """Poll until ``target`` (or STOPPED). ``wait=None``: as long as the service shows progress
-        (a new state or checkpoint within its wait hint, as Microsoft's samples do); a number: at most
-        that many seconds; 0: do not wait."""
+    def _wait(self, handle: Any, target: int, wait: float | None, *, pending: int | None,
+              expired: Callable[[str], BaseException] | None = None) -> dict[str, Any]:
+        """Ask the SCM until the service is ``target`` (or STOPPED, when ``pending`` names the
+        move under way); its last status. ``wait=None``: as long as the service shows progress (a
+        new state or checkpoint within its wait hint, as Microsoft's samples do); a number: at
+        most that many seconds, then ``expired(state)`` is raised; 0: do not wait."""
         ws = self._ws
         st = ws.QueryServiceStatusEx(handle)
         if wait == 0:
             return st  # type: ignore[no-any-return]
-        deadline = Deadline.after(wait)
         progress_at, seen = time.monotonic(), (st["CurrentState"], st["CheckPoint"])
-        while st["CurrentState"] != target and not (st["CurrentState"] == ws.SERVICE_STOPPED and pending is not None):
-            if deadline.expired:
-                raise ServiceControlError(f"gave up after {wait:g}s: the service is "
-                                          f"{STATE_NAMES.get(st['CurrentState'], st['CurrentState'])}")
+
+        def there() -> bool:
+            nonlocal st, progress_at, seen
+            st = ws.QueryServiceStatusEx(handle)
+            if st["CurrentState"] == target or (st["CurrentState"] == ws.SERVICE_STOPPED and pending is not None):
+                return True
             now = time.monotonic()
             if (st["CurrentState"], st["CheckPoint"]) != seen:
                 progress_at, seen = now, (st["CurrentState"], st["CheckPoint"])
@@ -279,8 +291,15 @@ class WindowsManager:
                 raise ServiceControlError(
                     f"the service shows no progress: {STATE_NAMES.get(st['CurrentState'])} at checkpoint "
                     f"{st['CheckPoint']} for {now - progress_at:.0f}s (its wait hint is {st['WaitHint']} ms)")
-            time.sleep(self.POLL)
-            st = ws.QueryServiceStatusEx(handle)
+            return False
+
+        def gave_up() -> BaseException:
+            state = STATE_NAMES.get(st["CurrentState"], str(st["CurrentState"]))
+            if expired is not None:
+                return expired(state)
+            return ServiceControlError(f"gave up after {wait:g}s: the service is {state}")
+
+        wait_until(there, Deadline.after(wait), gave_up)
         return st  # type: ignore[no-any-return]
 
     # -- handles and errors ---------------------------------------------------------------------------
