@@ -14,10 +14,13 @@ import importlib
 import os
 import sys
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from ..errors import PlatformUnavailable
-from .base import Platform
 from .entry import ManagerExitStatus, PlatformEntry
+
+if TYPE_CHECKING:  # the contracts import the host: not needed to read the registry
+    from .base import Platform
 
 #: Platform names, in detection order; foreground last (it is always present).
 PLATFORMS: tuple[str, ...] = ("windows", "systemd", "supervisord", "foreground")

@@ -8,8 +8,7 @@ module) works for every model; each is imported on first use, by name (``WORKER_
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from .._lazy import lazy_names
 
 WORKER_MODELS = {
     "ThreadPool": "servicehost.workers.thread_pool:ThreadPool",
@@ -30,16 +29,5 @@ _HELPERS = {
 
 __all__ = sorted({*WORKER_MODELS, *_HELPERS})
 
-
-def __getattr__(name: str) -> Any:
-    target = WORKER_MODELS.get(name) or _HELPERS.get(name)
-    if target is None:
-        raise AttributeError(f"module 'servicehost.workers' has no attribute {name!r}")
-    module, _, attr = target.partition(":")
-    value = getattr(importlib.import_module(module), attr)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_names(__name__, {
+    name: spec.partition(":")[0] for name, spec in {**WORKER_MODELS, **_HELPERS}.items()})

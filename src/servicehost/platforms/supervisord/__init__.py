@@ -15,9 +15,7 @@ module on first use (``from servicehost.platforms.supervisord import Supervisord
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from ..._lazy import lazy_names
 from ..entry import EXIT_STATUS, PlatformEntry, Refused
 
 ENTRY = PlatformEntry(
@@ -108,13 +106,4 @@ NAMES: dict[str, str] = {
 
 __all__ = ["ENTRY", *NAMES]
 
-
-def __getattr__(attr: str) -> Any:
-    module = NAMES.get(attr)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), attr)
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *NAMES})
+__getattr__, __dir__ = lazy_names(__name__, {name: f".{module}" for name, module in NAMES.items()})
