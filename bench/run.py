@@ -13,7 +13,7 @@ Benchmarks (targets from the performance issue):
            map (submit all, wait for results) vs TPE                         >= 3x
   cpu      ~20 µs pure-Python tasks: ours vs the bare SimpleQueue loop       >= 0.95x
   process  ~2 ms tasks on ProcessPool(2) vs two bare spawned processes       >= 0.9x
-  io       20,000 × 5 ms sleeps at 64 and 256 threads vs SimpleQueue loop    >= 0.98x
+  io       5 ms sleeps: 20,000 at 64 and 256 threads, 40,000 at 1,024 vs SimpleQueue loop  >= 0.98x
   start    spawn → "ready" vs a bare interpreter with the same imports       <= 1.25x
   stop     SIGTERM on a busy service: exit − last task completion            <= 50 ms
   rss      idle service, 16 ThreadPool workers vs bare + 16 idle threads     <= 1.1x
@@ -75,7 +75,7 @@ QUICK = Sizes(rounds=5, import_runs=3, bulk_tasks=200_000, tpe_tasks=20_000, cpu
               process_tasks=100, io_tasks=2_000, proc_rounds=5)
 
 THREADS = 4  # worker threads for the bulk and cpu benchmarks (ours and every threaded baseline)
-IO_THREADS = (64, 256)
+IO_THREADS = (64, 256, 1024)
 IO_SLEEP = 0.005
 
 
@@ -329,12 +329,17 @@ def bench_process(sz: Sizes) -> Result:
 
 # -- io ------------------------------------------------------------------------------------------
 def bench_io(sz: Sizes) -> Result:
-    n = sz.io_tasks
-    res = Result("io", f"{n:,} tasks of time.sleep(0.005), pre-started threads; "
+    counts = ", ".join(f"{_io_tasks(sz, t):,} at {t}" for t in IO_THREADS)
+    res = Result("io", f"tasks of time.sleep(0.005) ({counts} threads), pre-started threads; "
                        "fraction of ideal = (n × 5 ms / threads) / time")
     for threads in IO_THREADS:
         _io_at(res, sz, threads)
     return res
+
+
+def _io_tasks(sz: Sizes, threads: int) -> int:
+    """Tasks at ``threads``: ``io_tasks``, and at least ~40 per thread (40,000 at 1,024 threads)."""
+    return max(sz.io_tasks, sz.io_tasks * threads // 512)
 
 
 def _io_at(res: Result, sz: Sizes, threads: int) -> None:
@@ -342,7 +347,7 @@ def _io_at(res: Result, sz: Sizes, threads: int) -> None:
     from ours import OursThreads
     from workloads import sleep5
 
-    n = sz.io_tasks
+    n = _io_tasks(sz, threads)
     ideal = n * IO_SLEEP / threads
     say(f"  -- {threads} threads (ideal {ideal:.3f} s)")
     items = range(n)
