@@ -150,21 +150,6 @@ def _mark(logs: str) -> str:
     return marks[-1]
 
 
-# -- where a manager does not keep the contract yet ---------------------------------------------------
-#: (manager, test) → what it does instead. Each is a strict xfail: once the manager keeps the
-#: contract the test passes, which fails the run (XPASS strict) until its row here is deleted.
-GAPS: dict[tuple[str, str], str] = {
-}
-
-
-@pytest.fixture(autouse=True)
-def _known_gap(request: pytest.FixtureRequest, managed: Managed) -> None:
-    why = GAPS.get((managed.manager, request.node.originalname))
-    if why:
-        request.applymarker(pytest.mark.xfail(reason=f"{managed.manager} does not keep the contract yet: {why}",
-                                              strict=True))
-
-
 # -- the contract, in the order an admin meets it -----------------------------------------------------
 NOT_INSTALLED = [("start",), ("stop",), ("restart",), ("remove",), ("pause",), ("continue",), ("reload",),
                  ("control", "200"), ("update",)]

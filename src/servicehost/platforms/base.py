@@ -90,7 +90,8 @@ class Manager(Protocol):
         within ``wait``, or stopped while starting: StartupError (exit 3)."""
 
     def stop(self, name: str, *, wait: float | None = None) -> None:
-        """Stop it (the graceful drain); return once it has stopped. Already stopped: nothing to do."""
+        """Stop it (the graceful drain); return once it has stopped. Already stopped: nothing to do.
+        Still stopping after ``wait``: StopIncomplete (exit 4)."""
 
     def restart(self, name: str, *, wait: float | None = None) -> None:
         """Stop, then start (a new process). ``wait=0``: the start is queued once the old process
