@@ -192,7 +192,9 @@ def test_start_wait_0_queues_the_start_and_returns_while_the_service_is_starting
     managed.close_gate()
     try:
         managed.cli("start", "--wait", "0")
-        assert managed.state() == "starting"  # the gate is shut: it cannot be ready yet
+        # queued: the manager may take a moment to act on it, but the gate is shut, so never ready
+        state = until(lambda: (s := managed.state()) != "stopped" and s, "the queued start to be taken up")
+        assert state == "starting"
     finally:
         managed.open_gate()
     until(lambda: managed.state() == "running", "the service to be ready once the gate is open")
