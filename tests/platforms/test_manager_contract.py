@@ -6,7 +6,8 @@ Each manager gets one service (``contract_service.py``), installed once and driv
 with and without ``--wait`` → status fields → pause / continue / control / reload → stop →
 restart → update → remove. The service is ready only once a gate file exists, so "start returns
 only once it is ready" and "``--wait 0`` returns while it is still starting" are outcomes, not
-timings. Timeouts are hang guards only.
+timings. Timeouts are hang guards only. The tests are steps that build on each other: run the
+module, or one manager's column (``-k supervisord``), not one test alone.
 """
 
 from __future__ import annotations
