@@ -13,7 +13,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, Self, runtime_checkable
 
 from ..stopping import Deadline
 
@@ -65,6 +65,50 @@ class PauseGate:
     def wait(self) -> None:
         """Block until resumed (close() resumes every component, so a stop always gets through)."""
         self._open.wait()
+
+
+class Drains:
+    """``shutdown(timeout)`` and the ``with`` block, for a component used on its own (outside a
+    service, whose host drains it): written once for every model."""
+
+    def drain(self, deadline: Deadline) -> Unfinished | None:
+        raise NotImplementedError
+
+    def shutdown(self, timeout: float | None = None) -> Unfinished | None:
+        """Close and drain with a deadline ``timeout`` seconds away (None: wait for all)."""
+        return self.drain(Deadline.after(timeout))
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+
+class GatedIntake(Drains):
+    """``pause``/``resume``/``paused``/``close`` for a component whose workers wait at
+    ``self._gate`` (a :class:`PauseGate`) between tasks and whose intake is one queue,
+    ``self._intake`` (a ``ClosableQueue``). Written once for ThreadPool, Pipeline, ProcessPool."""
+
+    _gate: PauseGate
+    _intake: Any  # ClosableQueue: what close() closes
+
+    def pause(self) -> None:
+        """Workers finish their current task, then take no more until ``resume``."""
+        self._gate.pause()
+
+    def resume(self) -> None:
+        self._gate.resume()
+
+    @property
+    def paused(self) -> bool:
+        return self._gate.paused
+
+    def close(self) -> None:
+        """Stop intake (producers get QueueClosed); workers still drain what was accepted.
+        Never blocks. A paused component is resumed: it must still drain when the service stops."""
+        self._intake.close()
+        self.resume()
 
 
 @dataclass(frozen=True)

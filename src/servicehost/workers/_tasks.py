@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Callable, Sequence
-from typing import Any, Generic, TypeVar
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ..errors import QueueClosed
 from ._supervision import HandBack, Unfinished
+
+if TYPE_CHECKING:
+    from .queues import ClosableQueue
 
 T = TypeVar("T")
 
@@ -119,6 +122,18 @@ class Claim(deque):  # type: ignore[type-arg]
                 break
         taken.reverse()
         return taken
+
+
+def take_back(queue: ClosableQueue[Any]) -> Iterator[tuple[Claim, list[Any], bool]]:
+    """At a deadline: every accepted claim of a tracking ``queue`` with the tasks no worker has
+    started, taken for good — ``(claim, tasks, owned)``. ``owned``: the claim was still queued, so
+    no worker will ever see it and the caller closes it for its waiter (``tell_waiter``'s
+    ``chunk_owner``); the others are held by workers, which close them when their task ends."""
+    owned = {c for c in queue.take_all() if isinstance(c, Claim)}
+    for claim in queue.outstanding():
+        yield claim, claim.revoke(), claim in owned
+        if claim in owned:
+            queue.settle(claim)
 
 
 def not_run(component: str, count: int = 1) -> QueueClosed:

@@ -27,7 +27,7 @@ from typing import Any
 from .. import logs
 from ..errors import QueueClosed, QueueFull
 from ..stopping import Deadline
-from ._supervision import Beat, Counters, HandBack, Unfinished, WorkerStats, describe
+from ._supervision import Beat, Counters, Drains, HandBack, Unfinished, WorkerStats, describe
 from ._tasks import report_unfinished
 
 log = logging.getLogger("servicehost.workers")
@@ -36,7 +36,7 @@ _monotonic = time.monotonic
 _Task = tuple[Callable[..., Any], tuple[Any, ...]]
 
 
-class Dispatcher:
+class Dispatcher(Drains):
     """Keyed worker threads; a :class:`~servicehost.workers.Component`.
 
     Threads start in the constructor and wait on a condition while idle (they never poll).
@@ -214,16 +214,6 @@ class Dispatcher:
             # Workers take a task and mark themselves busy under the same lock: nothing is between.
             running = [describe(s.current) for s in self._stats if s.busy_since is not None]
             return report_unfinished(self.name, "tasks", left, self.on_unfinished, running)
-
-    def shutdown(self, timeout: float | None = None) -> Unfinished | None:
-        """Close and drain with a deadline ``timeout`` seconds away (None: wait for all)."""
-        return self.drain(Deadline.after(timeout))
-
-    def __enter__(self) -> Dispatcher:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.shutdown()
 
     # -- observation -------------------------------------------------------------------------------
     @property

@@ -65,12 +65,12 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 from .. import logs
 from ..errors import QueueClosed, QueueFull, StartupError
 from ..stopping import Deadline
-from ._supervision import Beat, Counters, Unfinished
+from ._supervision import Beat, Counters, Drains, Unfinished
 from .thread_pool import ThreadPool
 
 log = logging.getLogger("servicehost.workers")
@@ -241,7 +241,7 @@ class _Serve:
         self.post(conn, seq, None if reply is None else bytes(reply))
 
 
-class EventServer:
+class EventServer(Drains):
     """A TCP server: one selector thread, handlers on a thread pool; a
     :class:`~servicehost.workers.Component`.
 
@@ -453,17 +453,9 @@ class EventServer:
             what += (f"{unsent} {'reply' if unsent == 1 else 'replies'} not sent",)
         return Unfinished(self.name, "requests", queued, running, False, what)
 
-    def shutdown(self, timeout: float | None = None) -> Unfinished | None:
-        """Close and drain with a deadline ``timeout`` seconds away (None: wait for all)."""
-        return self.drain(Deadline.after(timeout))
-
-    def __enter__(self) -> EventServer:
-        if self._thread is None:
-            self.start()
+    def __enter__(self) -> Self:
+        self.start()  # idempotent: a started server stays as it is
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.shutdown()
 
     # -- observation ----------------------------------------------------------------------------
     def counters(self) -> Counters:

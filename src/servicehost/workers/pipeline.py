@@ -29,8 +29,8 @@ from typing import Any
 from .. import logs
 from ..errors import QueueClosed
 from ..stopping import Deadline
-from ._supervision import Beat, Counters, HandBack, PauseGate, Unfinished, WorkerStats, describe
-from ._tasks import Claim, report_unfinished
+from ._supervision import Beat, Counters, GatedIntake, HandBack, PauseGate, Unfinished, WorkerStats, describe
+from ._tasks import Claim, report_unfinished, take_back
 from .queues import ClosableQueue
 
 log = logging.getLogger("servicehost.workers")
@@ -105,7 +105,7 @@ class _StageRunner:
         self.threads: list[threading.Thread] = []
 
 
-class Pipeline:
+class Pipeline(GatedIntake):
     """Stages of worker threads joined by bounded queues; a :class:`~servicehost.workers.Component`.
 
     Threads start in the constructor and block in their stage's queue while idle.
@@ -131,6 +131,7 @@ class Pipeline:
         self.name = name
         self.on_unfinished = on_unfinished
         self._stages = [_StageRunner(name, s) for s in stages]
+        self._intake = self._stages[0].queue
         for runner, following in zip(self._stages, self._stages[1:]):
             runner.next = following
         self._exit_lock = threading.Lock()
@@ -231,22 +232,6 @@ class Pipeline:
             self.on_unfinished([(stage, item)])
 
     # -- control ----------------------------------------------------------------------------------
-    def pause(self) -> None:
-        """Workers finish (and pass on) their current item, then take no more until ``resume``."""
-        self._gate.pause()
-
-    def resume(self) -> None:
-        self._gate.resume()
-
-    @property
-    def paused(self) -> bool:
-        return self._gate.paused
-
-    def close(self) -> None:
-        """Stop intake (``put`` raises QueueClosed); the stages still drain what was accepted."""
-        self._stages[0].queue.close()
-        self.resume()  # a paused pipeline must still drain when the service stops
-
     def drain(self, deadline: Deadline) -> PipelineUnfinished | None:
         """Close, then wait for each stage's workers in order until ``deadline``.
 
@@ -264,10 +249,7 @@ class Pipeline:
             for runner in self._stages:  # a no-op when every worker has ended
                 queue = runner.queue
                 queue.close()
-                owned = set(queue.take_all())
-                items = [item for claim in queue.outstanding() for item in claim.revoke()]
-                for claim in owned:
-                    queue.settle(claim)
+                items = [item for _, taken, _ in take_back(queue) for item in taken]
                 runner.not_run += len(items)
                 queued_by_stage[runner.name] = len(items)
                 left.extend((runner.name, item) for item in items)
@@ -279,16 +261,6 @@ class Pipeline:
                                        cls=PipelineUnfinished, queued_by_stage=queued_by_stage)
             assert report is None or isinstance(report, PipelineUnfinished)
             return report
-
-    def shutdown(self, timeout: float | None = None) -> PipelineUnfinished | None:
-        """Close and drain with a deadline ``timeout`` seconds away (None: wait for all)."""
-        return self.drain(Deadline.after(timeout))
-
-    def __enter__(self) -> Pipeline:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.shutdown()
 
     # -- observation -------------------------------------------------------------------------------
     def stage_counters(self) -> list[StageCounters]:

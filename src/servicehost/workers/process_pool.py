@@ -61,8 +61,8 @@ from typing import Any, TypeVar
 from .. import logs
 from ..errors import QueueClosed
 from ..stopping import Deadline
-from ._supervision import Beat, Counters, HandBack, PauseGate, Unfinished, WorkerStats, describe
-from ._tasks import Batch, Claim, Result, not_run, report_unfinished, tell_waiter
+from ._supervision import Beat, Counters, GatedIntake, HandBack, PauseGate, Unfinished, WorkerStats, describe
+from ._tasks import Batch, Claim, Result, not_run, report_unfinished, take_back, tell_waiter
 from .queues import ClosableQueue
 
 T = TypeVar("T")
@@ -113,7 +113,7 @@ class _Slot:
 _LIVE: weakref.WeakSet[ProcessPool] = weakref.WeakSet()
 
 
-class ProcessPool:
+class ProcessPool(GatedIntake):
     """A fixed number of worker processes; a :class:`~servicehost.workers.Component`.
 
     ``queue_size`` bounds the hand-offs waiting (a ``map`` chunk counts once): producers block
@@ -150,6 +150,7 @@ class ProcessPool:
         # Each hand-off travels as a one-element claim: at a deadline the drain takes back every
         # hand-off no child has started, even one a parent thread has just taken off the queue.
         self._queue: ClosableQueue[Claim] = ClosableQueue(queue_size, track=True)
+        self._intake = self._queue
         self._not_run = 0
         self._hand_back_lock = threading.Lock()
         self._gate = PauseGate()
@@ -435,22 +436,6 @@ class ProcessPool:
                 raise TimeoutError(f"{self.name}: worker processes not ready after {timeout}s")
         self._check_open()
 
-    def pause(self) -> None:
-        """Stop handing out tasks: running ones finish, queued ones wait until ``resume``."""
-        self._gate.pause()
-
-    def resume(self) -> None:
-        self._gate.resume()
-
-    @property
-    def paused(self) -> bool:
-        return self._gate.paused
-
-    def close(self) -> None:
-        """Stop intake (producers get QueueClosed); accepted tasks still run. Never blocks."""
-        self._queue.close()
-        self.resume()  # a paused pool must still drain when the service stops
-
     def drain(self, deadline: Deadline) -> Unfinished | None:
         """Close; run what was accepted until ``deadline``; stop the children. At the deadline:
         terminate (then kill) the children still busy, fail their waiters with WorkerDied,
@@ -462,21 +447,17 @@ class ProcessPool:
             slot.thread.join(deadline.remaining())
         with self._hand_back_lock:  # one drain at a time takes back and hands over
             # Every hand-off no child has started is taken back now, for good: queued ones, and one a
-            # parent thread has just taken off the queue. Taken out of the queue here, a claim never
-            # reaches a thread: the drain owns it (and closes its chunk for ``map``).
-            owned = set(self._queue.take_all())
+            # parent thread has just taken off the queue.
             never_started: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
             to_waiters = 0
-            for claim in self._queue.outstanding():
-                for fn, args, _, sink, offset, count in claim.revoke():
+            for _, hand_offs, owned in take_back(self._queue):
+                for fn, args, _, sink, offset, count in hand_offs:
                     self._not_run += count
                     if sink is None:
                         never_started.extend([(fn, args)] if offset == _SINGLE else [(fn, (x,)) for x in args])
                     else:
                         to_waiters += count
-                        tell_waiter(sink, self._not_run_error(count), chunk_owner=claim in owned)
-                if claim in owned:
-                    self._queue.settle(claim)
+                        tell_waiter(sink, self._not_run_error(count), chunk_owner=owned)
             running = [s for s in self._slots if s.stats.busy_since is not None]
             running_what = tuple(describe(s.stats.current) for s in running)
             if running or any(s.thread is not None and s.thread.is_alive() for s in self._slots):
@@ -490,16 +471,6 @@ class ProcessPool:
                     slot.thread.join(_REAP_WAIT)  # each wakes on its child's sentinel and exits
             return report_unfinished(self.name, "tasks", never_started, self.on_unfinished, running_what,
                                      to_waiters=to_waiters)
-
-    def shutdown(self, timeout: float | None = None) -> Unfinished | None:
-        """Close and drain with a deadline ``timeout`` seconds away (None: wait for all)."""
-        return self.drain(Deadline.after(timeout))
-
-    def __enter__(self) -> ProcessPool:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.shutdown()
 
     def _abandon(self) -> None:
         """At interpreter exit: kill the children of a pool that was not drained."""

@@ -25,8 +25,8 @@ from typing import Any, TypeVar
 from .. import logs
 from ..errors import QueueClosed, QueueFull
 from ..stopping import Deadline
-from ._supervision import Beat, Counters, HandBack, PauseGate, Unfinished, WorkerStats, describe
-from ._tasks import Batch, Claim, Result, not_run, report_unfinished, tell_waiter
+from ._supervision import Beat, Counters, GatedIntake, HandBack, PauseGate, Unfinished, WorkerStats, describe
+from ._tasks import Batch, Claim, Result, not_run, report_unfinished, take_back, tell_waiter
 from .queues import ClosableQueue
 
 __all__ = ["Result", "ThreadPool"]
@@ -42,7 +42,7 @@ MAX_CHUNK = 512
 _Batch = Batch  # the name process_pool and older code use
 
 
-class ThreadPool:
+class ThreadPool(GatedIntake):
     """A fixed set of worker threads; a :class:`~servicehost.workers.Component`.
 
     Threads start in the constructor and block in the queue while idle (they never poll).
@@ -67,6 +67,7 @@ class ThreadPool:
         self.workers = workers
         self.on_unfinished = on_unfinished
         self._queue: ClosableQueue[Claim] = ClosableQueue(queue_size, track=True)
+        self._intake = self._queue
         self._not_run = 0  # tasks taken back at a deadline (never run): out of the queue depth
         self._hand_back_lock = threading.Lock()
         self._stats = [WorkerStats(f"{name}-{i}") for i in range(workers)]
@@ -270,22 +271,6 @@ class ThreadPool:
                 return False
             return True
 
-    def pause(self) -> None:
-        """Workers finish their current task, then take no more until ``resume``."""
-        self._gate.pause()
-
-    def resume(self) -> None:
-        self._gate.resume()
-
-    @property
-    def paused(self) -> bool:
-        return self._gate.paused
-
-    def close(self) -> None:
-        """Stop intake (producers get QueueClosed); workers still drain what was accepted."""
-        self._queue.close()
-        self.resume()  # a paused pool must still drain when the service stops
-
     def drain(self, deadline: Deadline) -> Unfinished | None:
         """Close, wait for the workers until ``deadline``; report and give back what is left.
 
@@ -297,35 +282,21 @@ class ThreadPool:
         for thread in self._threads:
             thread.join(deadline.remaining())
         with self._hand_back_lock:  # one drain at a time takes back and hands over
-            # Taken out of the queue here, these claims will never reach a worker: the drain owns them.
-            owned = {c for c in self._queue.take_all() if c is not _JOIN}
             never_started: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
             to_waiters = 0
-            for claim in self._queue.outstanding():  # queued, and held by workers
-                tasks = claim.revoke()
-                if tasks:
-                    self._not_run += len(tasks)
-                    if claim.sink is None:
-                        fn = claim.fn
-                        never_started.extend([(fn, tasks[0])] if claim.offset == _SINGLE else [(fn, (x,)) for x in tasks])
-                    else:
-                        to_waiters += len(tasks)
-                        tell_waiter(claim.sink, not_run(self.name, len(tasks)), chunk_owner=claim in owned)
-                if claim in owned:
-                    self._queue.settle(claim)
+            for claim, tasks, owned in take_back(self._queue):  # queued, and left in workers' chunks
+                if not tasks:
+                    continue
+                self._not_run += len(tasks)
+                if claim.sink is None:
+                    fn = claim.fn
+                    never_started.extend([(fn, tasks[0])] if claim.offset == _SINGLE else [(fn, (x,)) for x in tasks])
+                else:
+                    to_waiters += len(tasks)
+                    tell_waiter(claim.sink, not_run(self.name, len(tasks)), chunk_owner=owned)
             running = [describe(s.current) for s in self._stats if s.busy_since is not None]
             return report_unfinished(self.name, "tasks", never_started, self.on_unfinished, running,
                                      to_waiters=to_waiters)
-
-    def shutdown(self, timeout: float | None = None) -> Unfinished | None:
-        """Close and drain with a deadline ``timeout`` seconds away (None: wait for all)."""
-        return self.drain(Deadline.after(timeout))
-
-    def __enter__(self) -> ThreadPool:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.shutdown()
 
     # -- observation -------------------------------------------------------------------------------
     def counters(self) -> Counters:

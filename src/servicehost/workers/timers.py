@@ -37,7 +37,7 @@ from typing import Any
 from .. import logs
 from ..errors import QueueClosed, QueueFull
 from ..stopping import Clock, Deadline
-from ._supervision import Beat, Counters, Unfinished, WorkerStats, describe
+from ._supervision import Beat, Counters, Drains, Unfinished, WorkerStats, describe
 from .thread_pool import ThreadPool
 
 log = logging.getLogger("servicehost.workers")
@@ -60,7 +60,7 @@ class TimerCounters(Counters):
         )
 
 
-class PeriodicTimer:
+class PeriodicTimer(Drains):
     """Calls ``fn()`` every ``interval`` seconds; a :class:`~servicehost.workers.Component`.
 
     The timer's thread starts in the constructor. ``clock`` is a monotonic clock.
@@ -221,16 +221,6 @@ class PeriodicTimer:
         if self._stats.busy_since is None and self._idle.is_set():
             return None
         return Unfinished(self.name, "timer run", 0, 1, False, (describe(self.fn),))
-
-    def shutdown(self, timeout: float | None = None) -> Unfinished | None:
-        """Close and drain with a deadline ``timeout`` seconds away (None: wait for all)."""
-        return self.drain(Deadline.after(timeout))
-
-    def __enter__(self) -> PeriodicTimer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.shutdown()
 
     # -- observation -------------------------------------------------------------------------------
     def counters(self) -> TimerCounters:
