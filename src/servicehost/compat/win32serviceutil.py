@@ -16,7 +16,6 @@ else:
     import json
     import logging
     import os
-    import pickle
     from collections.abc import Callable, Sequence
     from pathlib import Path
     from typing import Any
@@ -249,7 +248,7 @@ else:
 
     def GetServiceClassString(cls: type, argv: Sequence[str] | None = None) -> str:
         argv = sys.argv if argv is None else argv
-        module = pickle.whichmodule(cls, cls.__name__)
+        module = cls.__module__  # what pickle.whichmodule answers for a class
         if module == "__main__":
             module = os.path.splitext(os.path.abspath(argv[0]))[0]
         return f"{module}.{cls.__name__}"
@@ -292,10 +291,11 @@ else:
 
     def _install(how: str, name: str, display: str, start_type: int | None, deps: Sequence[str] | None,
                  user: str | None, description: str | None, delayed: bool | None) -> None:
-        from ..platforms.base import InstallOptions
+        from ..platforms.base import InstallOptions, StartMode
 
-        mode = {ws.SERVICE_AUTO_START: "delayed" if delayed else "auto", ws.SERVICE_DISABLED: "disabled"}.get(
-            start_type if start_type is not None else ws.SERVICE_DEMAND_START, "manual")
+        mode = {ws.SERVICE_AUTO_START: StartMode.DELAYED if delayed else StartMode.AUTO,
+                ws.SERVICE_DISABLED: StartMode.DISABLED}.get(
+            start_type if start_type is not None else ws.SERVICE_DEMAND_START, StartMode.MANUAL)
         script = os.path.abspath(sys.argv[0])
         options = InstallOptions(name=name, display_name=display, description=description or "", start_mode=mode,
                                  dependencies=tuple(deps or ()), account=user or "",
