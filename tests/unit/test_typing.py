@@ -38,6 +38,11 @@ def mypy(*args: str, cache: Path, cwd: Path = ROOT) -> subprocess.CompletedProce
 
 
 # -- the static check ------------------------------------------------------------------------------
+def test_src_and_the_examples_pass_mypy_strict(tmp_path):
+    result = mypy("src", "examples", cache=tmp_path / "cache")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 GOOD = '''
     from dataclasses import dataclass
     from enum import StrEnum
