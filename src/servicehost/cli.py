@@ -3,7 +3,7 @@
     servicehost COMMAND [TARGET] [--config FILE] [--SETTING VALUE ...]
     python my_service.py COMMAND [--SETTING VALUE ...]        # servicehost.main(MyService)
 
-TARGET is ``path/to/file.py[:Class]`` or ``package.module:Class``. :data:`COMMANDS` is the one
+TARGET is ``path/to/file.py[:Class]`` or ``package.module:Class``. :func:`commands` gives the one
 table of commands: run/debug/settings here, install/start/stop/… from ``manage.py`` (which knows
 nothing of this module: both build on ``arguments.py``).
 Every setting flag takes exactly one value (``--syslog true``), as its environment variable does.
@@ -31,7 +31,7 @@ from types import ModuleType
 from typing import NoReturn
 
 from . import config as config_mod
-from . import logs, manage
+from . import logs
 from .arguments import _SHOWN, ArgumentParser, Command, Invocation, one_line
 from .errors import ConfigError, ExitCode, ServiceHostError, UsageError
 
@@ -196,7 +196,7 @@ def _parser(with_target: bool, chosen: str | None = None) -> tuple[ArgumentParse
     parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     group = None
-    for cmd in COMMANDS.values():
+    for cmd in commands(chosen).values():
         p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
         if cmd.name != chosen:
             continue
@@ -334,7 +334,7 @@ def run_cli(argv: Sequence[str] | None = None, service_cls: type | None = None) 
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         inv = parse(argv, service_cls)
-        return int(COMMANDS[inv.args.command].handler(inv))
+        return int(commands(inv.args.command)[inv.args.command].handler(inv))
     except ServiceHostError as exc:
         if exc.detail and _command_name(argv) == "debug":
             print(exc.detail, end="", file=sys.stderr)
@@ -344,13 +344,28 @@ def run_cli(argv: Sequence[str] | None = None, service_cls: type | None = None) 
         return int(ExitCode.STOP_INCOMPLETE)
 
 
-#: Every command, by name: run/debug/settings here, the manager commands from ``manage.py``.
-COMMANDS: dict[str, Command] = {c.name: c for c in (
+#: The commands a service process runs: starting one never imports the manager commands.
+CORE_COMMANDS: dict[str, Command] = {c.name: c for c in (
     Command("run", "run the service until it is stopped (what every service manager launches)", _cmd_run),
     Command("debug", "run in the foreground with DEBUG logs on the console and no manager notifications", _cmd_debug),
     Command("settings", "print every setting with its effective value and where values came from", _cmd_settings),
-    *manage.COMMANDS,
 )}
+
+
+def commands(chosen: str | None = None) -> dict[str, Command]:
+    """Every command, by name: run/debug/settings here, the manager commands from ``manage.py``
+    (imported only when a manager command, or the list of all, is wanted). ``COMMANDS`` is this."""
+    if chosen in CORE_COMMANDS:
+        return CORE_COMMANDS
+    from . import manage
+
+    return {**CORE_COMMANDS, **{c.name: c for c in manage.COMMANDS}}
+
+
+def __getattr__(name: str) -> object:
+    if name == "COMMANDS":  # the whole table, for help and tests
+        return commands()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main(service_cls: type | None = None, argv: Sequence[str] | None = None) -> NoReturn:

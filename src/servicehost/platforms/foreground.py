@@ -15,12 +15,15 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from queue import SimpleQueue
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from .. import logs
 from ..errors import ExitCode, PlatformUnavailable
 from ..host import Host
-from .base import Manager
 from .entry import PlatformEntry
+
+if TYPE_CHECKING:
+    from .base import Manager
 
 ENTRY = PlatformEntry(name="foreground", platform="servicehost.platforms.foreground:ForegroundPlatform")
 
