@@ -9,8 +9,9 @@ Layout (who may import whom: arrows point one way, down this list):
     config.py      settings declared once (frozen dataclasses) → TOML keys, SERVICEHOST_* vars, flags
     errors.py      exceptions and ExitCode
     logs.py        logging setup; every log message a named event with a stable id
-    workers/       ThreadPool, Pipeline, Dispatcher, PeriodicTimer, EventServer, ProcessPool, ClosableQueue;
-                   the component contract (_supervision.py) and the shared task plumbing (_tasks.py)
+    components.py  the component contract: Component, Counters, Beat, Unfinished, HandBack
+    workers/       ThreadPool, Pipeline, Dispatcher, PeriodicTimer, EventServer, ProcessPool, ClosableQueue
+                   (each implements the contract); shared plumbing in _supervision.py and _tasks.py
     platforms/     the registry (__init__), the contracts (base.py, entry.py), foreground, control,
                    supervisord/, systemd/, windows/ (each a package split by side)
     compat/        pywin32-shaped modules for porting pywin32 services
@@ -43,7 +44,7 @@ _WHERE = {
     "Pipeline": "workers.pipeline", "Stage": "workers.pipeline", "Dispatcher": "workers.dispatcher",
     "PeriodicTimer": "workers.timers", "EventServer": "workers.event_server",
     "ProcessPool": "workers.process_pool", "ClosableQueue": "workers.queues",
-    "Counters": "workers._supervision", "Unfinished": "workers._supervision",
+    "Counters": "components", "Unfinished": "components",
 }
 
 
@@ -62,7 +63,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .lifecycle import HostState
     from .service import Service
     from .stopping import Deadline, StopToken
-    from .workers._supervision import Counters, Unfinished
+    from .components import Counters, Unfinished
     from .workers.dispatcher import Dispatcher
     from .workers.event_server import EventServer
     from .workers.pipeline import Pipeline, Stage

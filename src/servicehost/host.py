@@ -32,7 +32,7 @@ from .errors import ExitCode, QueueClosed, ServiceHostError, StartupError
 from .lifecycle import HostState, Lifecycle
 from .service import Service
 from .stopping import Deadline, StopToken
-from .workers._supervision import Beat, Component, Counters, Unfinished
+from .components import Beat, Component, Counters, Unfinished
 
 log = logging.getLogger("servicehost.host")
 S = HostState

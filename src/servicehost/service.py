@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, get_args, get_origin
 
 from .stopping import Deadline, StopToken
-from .workers._supervision import Component
+from .components import Component
 
 C = TypeVar("C", bound=Component)
 if TYPE_CHECKING:  # a default (PEP 696), so a bare ``Service`` stays valid under mypy --strict

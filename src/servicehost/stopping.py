@@ -8,7 +8,6 @@ signal forces the stop) the host stops being graceful: it reports what did not f
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections.abc import Callable

@@ -23,8 +23,8 @@ WORKER_MODELS = {
 _HELPERS = {
     "Stage": "servicehost.workers.pipeline:Stage",
     "Result": "servicehost.workers._tasks:Result",
-    "Counters": "servicehost.workers._supervision:Counters",
-    "Unfinished": "servicehost.workers._supervision:Unfinished",
+    "Counters": "servicehost.components:Counters",
+    "Unfinished": "servicehost.components:Unfinished",
 }
 
 __all__ = sorted({*WORKER_MODELS, *_HELPERS})

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ..errors import QueueClosed
-from ._supervision import HandBack, Unfinished
+from ..components import HandBack, Unfinished
 
 if TYPE_CHECKING:
     from .queues import ClosableQueue

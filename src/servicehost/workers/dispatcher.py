@@ -27,7 +27,8 @@ from typing import Any
 from .. import logs
 from ..errors import QueueClosed, QueueFull
 from ..stopping import Deadline
-from ._supervision import Beat, Counters, Drains, HandBack, Unfinished, WorkerStats, describe
+from ..components import Beat, Counters, HandBack, Unfinished
+from ._supervision import Drains, WorkerStats, describe, sum_counters
 from ._tasks import report_unfinished
 
 log = logging.getLogger("servicehost.workers")
@@ -222,7 +223,7 @@ class Dispatcher(Drains):
         return len(self._keys)
 
     def counters(self) -> Counters:
-        return Counters.from_workers(self.name, self._accepted, self._stats, not_run=self._not_run)
+        return sum_counters(self.name, self._accepted, self._stats, not_run=self._not_run)
 
     def beats(self) -> Iterator[Beat]:
         for s in self._stats:

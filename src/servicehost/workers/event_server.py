@@ -70,7 +70,8 @@ from typing import Any, Protocol, Self
 from .. import logs
 from ..errors import QueueClosed, QueueFull, StartupError
 from ..stopping import Deadline
-from ._supervision import Beat, Counters, Drains, Unfinished
+from ..components import Beat, Counters, Unfinished
+from ._supervision import Drains
 from .thread_pool import ThreadPool
 
 log = logging.getLogger("servicehost.workers")

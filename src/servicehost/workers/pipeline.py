@@ -29,7 +29,8 @@ from typing import Any
 from .. import logs
 from ..errors import QueueClosed
 from ..stopping import Deadline
-from ._supervision import Beat, Counters, GatedIntake, HandBack, PauseGate, Unfinished, WorkerStats, describe
+from ..components import Beat, Counters, HandBack, Unfinished
+from ._supervision import GatedIntake, PauseGate, WorkerStats, describe, sum_counters
 from ._tasks import Claim, report_unfinished, take_back
 from .queues import ClosableQueue
 
@@ -267,7 +268,7 @@ class Pipeline(GatedIntake):
         """Per stage: accepted, done (including dropped), failed, running, queued, run times."""
         return [
             StageCounters(
-                **vars(Counters.from_workers(r.label, r.queue.accepted, r.stats, not_run=r.not_run)),
+                **vars(sum_counters(r.label, r.queue.accepted, r.stats, not_run=r.not_run)),
                 dropped=sum(s.dropped for s in r.stats),
             )
             for r in self._stages

@@ -61,7 +61,8 @@ from typing import Any, TypeVar
 from .. import logs
 from ..errors import QueueClosed
 from ..stopping import Deadline
-from ._supervision import Beat, Counters, GatedIntake, HandBack, PauseGate, Unfinished, WorkerStats, describe
+from ..components import Beat, Counters, HandBack, Unfinished
+from ._supervision import GatedIntake, PauseGate, WorkerStats, describe, sum_counters
 from ._tasks import Batch, Claim, Result, not_run, report_unfinished, take_back, tell_waiter
 from .queues import ClosableQueue
 
@@ -482,7 +483,7 @@ class ProcessPool(GatedIntake):
 
     # -- observation ------------------------------------------------------------------------------
     def counters(self) -> Counters:
-        return Counters.from_workers(self.name, self._queue.accepted, [s.stats for s in self._slots],
+        return sum_counters(self.name, self._queue.accepted, [s.stats for s in self._slots],
                                      not_run=self._not_run)
 
     def beats(self) -> Iterator[Beat]:

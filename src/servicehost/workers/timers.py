@@ -37,7 +37,8 @@ from typing import Any
 from .. import logs
 from ..errors import QueueClosed, QueueFull
 from ..stopping import Clock, Deadline
-from ._supervision import Beat, Counters, Drains, Unfinished, WorkerStats, describe
+from ..components import Beat, Counters, Unfinished
+from ._supervision import Drains, WorkerStats, describe, sum_counters
 from .thread_pool import ThreadPool
 
 log = logging.getLogger("servicehost.workers")
@@ -225,7 +226,7 @@ class PeriodicTimer(Drains):
     # -- observation -------------------------------------------------------------------------------
     def counters(self) -> TimerCounters:
         return TimerCounters(
-            **vars(Counters.from_workers(self.name, self._submitted, [self._stats])),
+            **vars(sum_counters(self.name, self._submitted, [self._stats])),
             skipped=self._skipped, paused=self._paused_ticks,
         )
 

@@ -14,7 +14,7 @@ import pytest
 from servicehost.errors import StartupError
 from servicehost.service import Service
 from servicehost.stopping import Deadline
-from servicehost.workers._supervision import Component
+from servicehost.components import Component
 from servicehost.workers.event_server import BindError, EventServer, LineFraming
 
 GUARD = 30.0  # seconds; a hang guard, never a speed assertion

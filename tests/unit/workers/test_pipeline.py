@@ -6,7 +6,7 @@ import pytest
 
 from servicehost.errors import QueueClosed, QueueFull
 from servicehost.stopping import Deadline
-from servicehost.workers._supervision import Component
+from servicehost.components import Component
 from servicehost.workers.pipeline import Pipeline, Stage
 
 HANG_GUARD = 10.0  # seconds; only so that a bug fails the test instead of hanging it

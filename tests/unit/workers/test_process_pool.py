@@ -17,7 +17,7 @@ import pytest
 
 from servicehost.errors import QueueClosed
 from servicehost.stopping import Deadline
-from servicehost.workers._supervision import Component
+from servicehost.components import Component
 from servicehost.workers.process_pool import ProcessPool, RemoteTraceback, WorkerDied
 
 GUARD = 60.0  # seconds; a hang guard, never a speed assertion

@@ -6,7 +6,7 @@ import pytest
 
 from servicehost.stopping import Deadline
 from servicehost.testing import FakeClock
-from servicehost.workers._supervision import Component
+from servicehost.components import Component
 from servicehost.workers.thread_pool import ThreadPool
 from servicehost.workers.timers import PeriodicTimer
 
