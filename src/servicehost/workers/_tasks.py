@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ..errors import QueueClosed
+from ..stopping import Deadline
 from ..components import HandBack, Unfinished
 
 if TYPE_CHECKING:
@@ -79,6 +80,17 @@ class Batch:
     def fail(self, error: BaseException) -> None:
         with self.lock:
             self.errors.append(error)
+
+    def wait(self, deadline: Deadline, what: str) -> list[Any]:
+        """Block until every chunk is done (up to ``deadline``: TimeoutError naming ``what``);
+        the results in order, or raise the first task error."""
+        if self.pending:
+            left = deadline.remaining()
+            if not self.latch.acquire(timeout=-1 if left is None else left):
+                raise TimeoutError(what)
+        if self.errors:
+            raise self.errors[0]
+        return self.results
 
     def chunk_done(self) -> None:
         with self.lock:

@@ -209,13 +209,7 @@ class ProcessPool(GatedIntake):
             hand_off = (fn, chunk, payload, batch, offset, len(chunk))
             self._queue.put(Claim((hand_off,), fn, batch, offset), deadline.remaining(), len(chunk))
             offset += len(chunk)
-        if chunks:
-            left = deadline.remaining()
-            if not batch.latch.acquire(timeout=-1 if left is None else left):
-                raise TimeoutError(f"{self.name}: map not finished in {timeout}s")
-        if batch.errors:
-            raise batch.errors[0]
-        return batch.results
+        return batch.wait(deadline, f"{self.name}: map not finished in {timeout}s")
 
     def _check_open(self) -> None:
         if self._broken is not None:

@@ -136,13 +136,7 @@ class ThreadPool(GatedIntake):
         except (QueueClosed, QueueFull) as exc:  # the chunks before were accepted, as for submit_many
             exc.accepted = offset
             raise
-        if chunks:
-            left = deadline.remaining()
-            if not batch.latch.acquire(timeout=-1 if left is None else left):
-                raise TimeoutError(f"{self.name}: map not finished in {timeout}s")
-        if batch.errors:
-            raise batch.errors[0]
-        return batch.results
+        return batch.wait(deadline, f"{self.name}: map not finished in {timeout}s")
 
     def _chunks(self, items: Iterable[T], chunksize: int | None) -> Iterator[list[T]]:
         """Cut ``items`` into hand-offs. A given ``chunksize`` is used as is. By default the size
