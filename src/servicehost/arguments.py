@@ -9,9 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import NamedTuple, NoReturn
 
 from . import config as config_mod
 from .errors import ExitCode, UsageError
@@ -114,8 +113,7 @@ def option_strings(parser: argparse.ArgumentParser) -> list[str]:
     return out
 
 
-@dataclass
-class Invocation:
+class Invocation(NamedTuple):
     """What a command handler gets: parsed arguments, the service class, loaded settings."""
 
     args: argparse.Namespace
@@ -127,8 +125,7 @@ class Invocation:
     """The settings given as flags, raw (a manager's launch command repeats them)."""
 
 
-@dataclass(frozen=True)
-class Command:
+class Command(NamedTuple):
     name: str
     help: str
     handler: Callable[[Invocation], ExitCode]

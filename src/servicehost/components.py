@@ -6,9 +6,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from .stopping import Deadline
 
@@ -35,8 +36,7 @@ class Counters:
         )
 
 
-@dataclass(frozen=True)
-class Beat:
+class Beat(NamedTuple):
     """One worker's heartbeat: busy since when (``None``: idle, which is always healthy)."""
 
     component: str
@@ -48,15 +48,15 @@ class Beat:
         return self.busy_since is not None and now - self.busy_since > hang_timeout
 
 
-@dataclass(frozen=True)
-class Unfinished:
+class Unfinished(NamedTuple):
     """What a component still held when its drain ended at the deadline.
 
     ``queued`` tasks never started. ``to_waiters`` of them had a waiter (``submit_result``,
     ``map``), which was told (QueueClosed); the others were handed back (``handed_back``) to the
     component's ``on_unfinished`` hook when it has one, so a durable source can take them back.
     ``running`` tasks were still executing on threads Python cannot kill (or in processes that
-    were then terminated). See ``workers/_tasks.py`` for the rule every model keeps.
+    were then terminated). ``queued_by_stage``: the never-started items per stage, for a
+    component with stages (a Pipeline). See ``workers/_tasks.py`` for the rule every model keeps.
     """
 
     component: str
@@ -64,8 +64,9 @@ class Unfinished:
     queued: int
     running: int
     handed_back: bool = False
-    running_what: Sequence[str] = field(default_factory=tuple)
+    running_what: Sequence[str] = ()
     to_waiters: int = 0
+    queued_by_stage: Mapping[str, int] = MappingProxyType({})
 
     @property
     def total(self) -> int:
@@ -77,16 +78,13 @@ class Unfinished:
         took back, and what still ran at the later one."""
         if first is None or later is None:
             return later if first is None else first
-        merged: dict[str, Any] = {
-            "queued": first.queued + later.queued,
-            "to_waiters": first.to_waiters + later.to_waiters,
-            "handed_back": first.handed_back or later.handed_back,
-        }
-        by_stage = getattr(later, "queued_by_stage", None)
-        if by_stage is not None:
-            before = getattr(first, "queued_by_stage", {})
-            merged["queued_by_stage"] = {k: before.get(k, 0) + by_stage.get(k, 0) for k in {*before, *by_stage}}
-        return replace(later, **merged)
+        before, after = first.queued_by_stage, later.queued_by_stage
+        return later._replace(
+            queued=first.queued + later.queued,
+            to_waiters=first.to_waiters + later.to_waiters,
+            handed_back=first.handed_back or later.handed_back,
+            queued_by_stage={k: before.get(k, 0) + after.get(k, 0) for k in {*before, *after}},
+        )
 
 
 HandBack = Callable[[list[Any]], object]

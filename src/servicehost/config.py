@@ -37,7 +37,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, NamedTuple, get_type_hints
 
 from .errors import ConfigError, UsageError
 
@@ -82,9 +82,9 @@ def setting(
     )
 
 
-@dataclass(frozen=True)
-class SettingSpec:
-    """One declared setting, read back from its dataclass field."""
+class SettingSpec(NamedTuple):
+    """One declared setting, read back from its dataclass field. (A NamedTuple, not a dataclass:
+    the records on the start path are cheap to define — see bench/run.py's start target.)"""
 
     name: str
     type: type
@@ -389,8 +389,7 @@ def default_state_dir(service_name: str, env: Mapping[str, str]) -> Path:
     return Path(base) / "servicehost" / service_name
 
 
-@dataclass(frozen=True)
-class Loaded:
+class Loaded(NamedTuple):
     """The result of :func:`load`: the host's settings, the service's, and where they came from."""
 
     host: HostConfig

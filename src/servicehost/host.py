@@ -24,7 +24,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 
 from . import logs
 from .config import HangPolicy, HostConfig
@@ -42,26 +41,33 @@ S = HostState
 HAND_BACK_GRACE = 5.0
 
 
-@dataclass
 class _Drain:
     """One component's drain: done once it returned; what it left."""
 
-    done: threading.Event = field(default_factory=threading.Event)
-    left: Unfinished | None = None
+    __slots__ = ("done", "left")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.left: Unfinished | None = None
 
 
-@dataclass
 class StopReport:
-    """What the last stop left behind: filled as the stop proceeds."""
+    """What the last stop left behind: filled as the stop proceeds. (A plain class: the records
+    on the start path are cheap to define.)"""
 
-    unfinished: list[Unfinished] = field(default_factory=list)
-    errors: list[BaseException] = field(default_factory=list)
-    still_stopping: list[str] = field(default_factory=list)
-    forced: bool = False
+    def __init__(self) -> None:
+        self.unfinished: list[Unfinished] = []
+        self.errors: list[BaseException] = []
+        self.still_stopping: list[str] = []
+        self.forced = False
 
     @property
     def complete(self) -> bool:
         return not self.unfinished and not self.still_stopping and not self.forced
+
+    def __repr__(self) -> str:
+        return (f"StopReport(unfinished={self.unfinished!r}, errors={self.errors!r}, "
+                f"still_stopping={self.still_stopping!r}, forced={self.forced!r})")
 
 
 class Host:

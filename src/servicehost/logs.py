@@ -12,9 +12,8 @@ import logging
 import logging.handlers
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 DEBUG, INFO, WARNING, ERROR, CRITICAL = (
     logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL,
@@ -23,8 +22,7 @@ DEBUG, INFO, WARNING, ERROR, CRITICAL = (
 log = logging.getLogger("servicehost")
 
 
-@dataclass(frozen=True)
-class LogEvent:
+class LogEvent(NamedTuple):
     """A named log message with a stable id; call it to log."""
 
     id: int

@@ -3,19 +3,20 @@ platform, declared as ``ENTRY`` in the platform's own (light) module, collected 
 ``platforms/__init__.py``. Adding a platform = one package with an ``ENTRY`` + one name in
 ``PLATFORMS``; nothing else changes.
 
-This module imports nothing heavy: detection reads entries on every start.
+This module imports nothing heavy and defines NamedTuples (cheap to define, unlike frozen
+dataclasses): detection reads entries on every start.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import NamedTuple
 
 from ..errors import ExitCode
 
 
-@dataclass(frozen=True)
-class ManagerExitStatus:
+class ManagerExitStatus(NamedTuple):
     """How one manager is told which exit codes are success and which must not restart."""
 
     success: tuple[int, ...]
@@ -33,15 +34,13 @@ EXIT_STATUS = ManagerExitStatus(
 )
 
 
-@dataclass(frozen=True)
-class Refused:
+class Refused(NamedTuple):
     """An install option a manager has no equivalent for: install stops with this reason."""
 
     reason: str
 
 
-@dataclass(frozen=True)
-class PlatformEntry:
+class PlatformEntry(NamedTuple):
     """A platform as the registry sees it, without importing its code."""
 
     name: str
@@ -54,5 +53,5 @@ class PlatformEntry:
     """``sys.platform`` values the platform runs on (empty: any)."""
     exit_status: ManagerExitStatus | None = None
     """How its manager is told the exit codes (None: no manager, e.g. the foreground)."""
-    options: Mapping[str, str | Refused] = field(default_factory=dict)
+    options: Mapping[str, str | Refused] = MappingProxyType({})
     """Per install option (see ``base.OPTION_KEYS``): how the manager maps it, or why it is refused."""

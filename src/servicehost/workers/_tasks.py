@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ..errors import QueueClosed
@@ -171,8 +171,7 @@ def report_unfinished(
     running_what: Sequence[str],
     *,
     to_waiters: int = 0,
-    cls: Callable[..., Unfinished] = Unfinished,
-    **extra: Any,
+    queued_by_stage: Mapping[str, int] | None = None,
 ) -> Unfinished | None:
     """The tail of every drain (called under the component's hand-back lock, so that two drains
     never hand over at once): give ``never_started`` (fire-and-forget tasks, already taken out
@@ -185,5 +184,5 @@ def report_unfinished(
     if never_started and on_unfinished is not None:
         on_unfinished(never_started)
         handed_back = True
-    return cls(component, kind, queued, len(running_what), handed_back, tuple(running_what),
-               to_waiters=to_waiters, **extra)
+    return Unfinished(component, kind, queued, len(running_what), handed_back, tuple(running_what),
+                      to_waiters, queued_by_stage if queued_by_stage is not None else {})

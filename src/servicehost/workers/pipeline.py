@@ -22,8 +22,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from .. import logs
@@ -69,11 +69,8 @@ class StageCounters(Counters):
     dropped: int = 0
 
 
-@dataclass(frozen=True)
-class PipelineUnfinished(Unfinished):
-    """:class:`Unfinished` with the never-started items counted per stage."""
-
-    queued_by_stage: Mapping[str, int] = field(default_factory=dict)
+#: A pipeline's report is an :class:`Unfinished` with ``queued_by_stage`` filled (the old name stays).
+PipelineUnfinished = Unfinished
 
 
 class _StageWorker(WorkerStats):
@@ -233,7 +230,7 @@ class Pipeline(GatedIntake):
             self.on_unfinished([(stage, item)])
 
     # -- control ----------------------------------------------------------------------------------
-    def drain(self, deadline: Deadline) -> PipelineUnfinished | None:
+    def drain(self, deadline: Deadline) -> Unfinished | None:
         """Close, then wait for each stage's workers in order until ``deadline``.
 
         At the deadline every stage's queue is closed and emptied: the items are counted per
@@ -259,8 +256,7 @@ class Pipeline(GatedIntake):
                 if s.busy_since is not None or s.forwarding
             ]
             report = report_unfinished(self.name, "items", left, self.on_unfinished, running,
-                                       cls=PipelineUnfinished, queued_by_stage=queued_by_stage)
-            assert report is None or isinstance(report, PipelineUnfinished)
+                                       queued_by_stage=queued_by_stage)
             return report
 
     # -- observation -------------------------------------------------------------------------------
