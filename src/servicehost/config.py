@@ -19,8 +19,8 @@ characters, paths must fit the OS limits, and a setting declared ``path="dir"``/
 be usable as one (:func:`check_path`). The config file is read bounded (:func:`read_toml`).
 
 A closed set of values is a :class:`~enum.StrEnum` (``hang_policy: HangPolicy``): its values are
-the choices, spelled as the enum's values in TOML, the environment, flags and docs, and the
-loaded setting is the enum member.
+the choices, spelled as the enum's values in TOML, the environment, flags and docs (and taken in
+any case: ``--log-level debug``), and the loaded setting is the enum member.
 """
 
 from __future__ import annotations
@@ -276,8 +276,19 @@ def convert(spec: SettingSpec, raw: Any, source: str, key: str | None = None, *,
         if (spec.min is not None and value < spec.min) or (spec.max is not None and value > spec.max):
             raise bad()
     if spec.choices and value not in spec.choices:
-        raise bad()
+        value = choice_of(value, spec.choices)
+        if value is None:
+            raise bad()
     return value if spec.enum is None else spec.enum(value)
+
+
+def choice_of(text: str, choices: Iterable[str]) -> str | None:
+    """The one of ``choices`` that ``text`` spells in any (ASCII) case, as ``choices`` spell it
+    (``debug`` → ``DEBUG``); None when it is none of them."""
+    if not text.isascii():
+        return None
+    folded = text.lower()
+    return next((c for c in choices if c.lower() == folded), None)
 
 
 _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISREG, "a file"), (stat.S_ISFIFO, "a FIFO"),
@@ -362,11 +373,12 @@ class HostConfig:
         "what a hung worker does: restart (exit 5, the manager restarts) or report (log only)")
     log_level: LogLevel = setting(LogLevel.INFO, "lowest level logged")
     log_file: str = setting(
-        "", "rotating log file; empty: <state_dir>/logs/<service>.log; 'none': no file", path="file")
+        "", "rotating log file; empty: $LOGS_DIRECTORY/<name>.log, else <state_dir>/logs/<name>.log; "
+        "'none': no file", path="file")
     syslog: bool = setting(False, "also log to the local syslog (/dev/log)")
     state_dir: Path = setting(
-        Path(""), "where the service keeps its state; empty: $STATE_DIRECTORY, else a per-user default",
-        path="dir")
+        Path(""), "where the service keeps its state; empty: $STATE_DIRECTORY, else a per-user default "
+        "named after the service (--name, else its class)", path="dir")
     manager: str = setting(
         "auto", "service manager to run under: auto (detect), or a platform name (servicehost managers)")
 
@@ -378,7 +390,11 @@ class HostConfig:
 
 
 def default_state_dir(service_name: str, env: Mapping[str, str]) -> Path:
-    """$STATE_DIRECTORY (systemd), else /var/lib/servicehost/NAME for root, else the XDG state dir."""
+    """Where service ``service_name`` keeps its state when ``state_dir`` is empty:
+    $STATE_DIRECTORY (systemd's StateDirectory=), else ``servicehost/NAME`` under
+    %ProgramData% (Windows), /var/lib (root) or the XDG state dir ($XDG_STATE_HOME, else
+    ~/.local/state). NAME is the installed name (``--name``), else the class's: two installs of one
+    class never share a directory, and a foreground run shares one only when given that name."""
     if env.get("STATE_DIRECTORY"):
         return Path(env["STATE_DIRECTORY"].split(":")[0])
     if sys.platform == "win32":
@@ -389,12 +405,22 @@ def default_state_dir(service_name: str, env: Mapping[str, str]) -> Path:
     return Path(base) / "servicehost" / service_name
 
 
+def default_log_file(service_name: str, state_dir: Path, env: Mapping[str, str]) -> Path:
+    """The log file of service ``service_name`` when ``log_file`` is empty: in $LOGS_DIRECTORY
+    (systemd's LogsDirectory=), else in ``<state_dir>/logs``; named ``NAME.log``."""
+    logs_directory = env.get("LOGS_DIRECTORY", "").split(":")[0]
+    return (Path(logs_directory) if logs_directory else state_dir / "logs") / f"{service_name}.log"
+
+
 class Loaded(NamedTuple):
     """The result of :func:`load`: the host's settings, the service's, and where they came from."""
 
     host: HostConfig
     service: Any
     sources: tuple[str, ...]
+    origins: Mapping[str, str] = {}
+    """Per setting name, where its value came from: ``default``, ``config file PATH``,
+    ``environment SERVICEHOST_X``, ``command line --x``, or how an empty value was filled in."""
 
 
 def all_specs(service_settings: type | None) -> list[SettingSpec]:
@@ -470,6 +496,7 @@ def load(
 ) -> Loaded:
     """Build both settings objects: defaults < TOML < environment < CLI.
 
+    ``service_name`` names the default state dir (the installed name, else the class's).
     ``cli`` maps setting names to the raw strings given on the command line.
     """
     env = os.environ if env is None else env
@@ -517,7 +544,8 @@ def load(
     host_values = {k: v for k, v in values.items() if by_name[k].owner is HostConfig}
     if not str(host_values.get("state_dir", "")) or str(host_values.get("state_dir")) == ".":
         host_values["state_dir"] = default_state_dir(service_name, env)
-        origin["state_dir"] = ("the default state_dir ($STATE_DIRECTORY, else per user)", "state_dir")
+        origin["state_dir"] = ("$STATE_DIRECTORY" if env.get("STATE_DIRECTORY") else
+                               f"the default for {service_name}", "state_dir")
     try:
         host_values["state_dir"] = Path(host_values["state_dir"]).expanduser().absolute()
     except RuntimeError:  # "~someone" naming no user
@@ -536,13 +564,24 @@ def load(
     service = None
     if service_settings is not None:
         service = service_settings(**{k: v for k, v in values.items() if by_name[k].owner is service_settings})
-    return Loaded(host, service, tuple(sources))
+    origins = {}
+    for spec in table:
+        source, key = origin.get(spec.name, ("default", spec.name))
+        origins[spec.name] = f"{source} {key}" if source in ("environment", "command line") else source
+    return Loaded(host, service, tuple(sources), origins)
+
+
+def shown_default(spec: SettingSpec) -> str:
+    """A setting's default as help shows it: ``(empty)`` for an empty text or path (``Path("")``
+    would print as ``.``)."""
+    return "(empty)" if str(spec.default) in ("", ".") and spec.type in (str, Path) else str(spec.default)
 
 
 def settings_table(service_settings: type | None = None) -> str:
     """The docs table of every setting (generated, so it can never drift)."""
     rows = ["| setting | env | flag | default | meaning |", "|---|---|---|---|---|"]
     for s in all_specs(service_settings):
-        shown = "*(empty)*" if str(s.default) in ("", ".") else f"`{s.default}`"
+        default = shown_default(s)
+        shown = "*(empty)*" if default == "(empty)" else f"`{default}`"
         rows.append(f"| `{s.name}` | `{s.env}` | `{s.flag}` | {shown} | {s.doc} |")
     return "\n".join(rows)

@@ -108,12 +108,15 @@ open_files_limited = _event(
 # -- 4xxx: config and command line -----------------------------------------------------------------
 config_loaded = _event(4001, "config_loaded", DEBUG, "config from: %s")
 config_error = _event(4002, "config_error", ERROR, "%s")
+state_dir_used = _event(4003, "state_dir_used", INFO, "%s keeps its state in %s (%s)")
 
 # -- 5xxx: platforms -------------------------------------------------------------------------------
 platform_chosen = _event(5001, "platform_chosen", INFO, "running under %s (%s)")
 signal_received = _event(5002, "signal_received", INFO, "signal %s received")
 notify_failed = _event(5003, "notify_failed", DEBUG, "manager notification failed (ignored: %s)")
 reload_failed = _event(5004, "reload_failed", DEBUG, "reload failed; the service keeps running (%s)")
+signal_repeated = _event(
+    5005, "signal_repeated", DEBUG, "signal %s received again within %gs: the same request (a process group's)")
 # 52xx: the control channel (platforms/control.py) and supervisord (platforms/supervisord/)
 control_listening = _event(5201, "control_listening", DEBUG, "control channel listening on %s")
 control_refused = _event(
@@ -212,12 +215,15 @@ def configure(
     backups: int = 5,
     syslog: bool = False,
     extra_handlers: Mapping[str, logging.Handler] | None = None,
+    console_formatter: logging.Formatter | None = None,
 ) -> None:
     """Configure the root logger once for the whole process (replaces earlier handlers).
 
-    ``console`` writes to stderr (what every manager captures); ``log_file`` adds a rotating
-    file; ``syslog`` adds /dev/log. A broken or missing stderr (a Windows service has none)
-    is skipped rather than crashing later on the first write.
+    ``console`` writes to stderr (what every manager captures), formatted by ``console_formatter``
+    when the platform's manager reads stderr its own way (journald's priority prefixes), so that
+    the first line is already in that form; ``log_file`` adds a rotating file; ``syslog`` adds
+    /dev/log. A broken or missing stderr (a Windows service has none) is skipped rather than
+    crashing later on the first write.
     """
     root = logging.getLogger()
     for handler in list(root.handlers):
@@ -226,7 +232,12 @@ def configure(
     root.setLevel(level)
     handlers: list[logging.Handler] = []
     if console and sys.stderr is not None:
-        handlers.append(_with_format(logging.StreamHandler(sys.stderr), CONSOLE_FORMAT))
+        console_handler = logging.StreamHandler(sys.stderr)
+        if console_formatter is None:
+            _with_format(console_handler, CONSOLE_FORMAT)
+        else:
+            console_handler.setFormatter(console_formatter)
+        handlers.append(console_handler)
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         handlers.append(

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from servicehost.config import HostConfig, load, setting, settings_table
+from servicehost.config import HostConfig, default_log_file, load, setting, settings_table, shown_default, specs
 from servicehost.errors import ConfigError, ExitCode, UsageError
 
 
@@ -267,3 +267,49 @@ def test_a_malformed_settings_class_is_a_usage_error():
             load(service_name="s", service_settings=cls, env={})
     with pytest.raises(TypeError, match="'dir' or 'file'"):
         setting(Path(""), "x", path="folder")
+
+
+# -- issue 10: state and logs follow the installed name; each value says where it came from -----------
+def test_the_default_state_dir_and_log_file_are_named_after_the_service(tmp_path):
+    env = {"XDG_STATE_HOME": str(tmp_path / "xdg")}
+    one, two = (load(service_name=name, env=env).host.state_dir for name in ("svc-a", "svc-b"))
+    assert one != two and one.name == "svc-a" and two.name == "svc-b"  # two installs of one class
+    assert default_log_file("svc-a", one, {}) == one / "logs" / "svc-a.log"
+    logs_dir = tmp_path / "var-log"
+    assert default_log_file("svc-a", one, {"LOGS_DIRECTORY": f"{logs_dir}:/other"}) == logs_dir / "svc-a.log"
+
+
+def test_each_value_says_where_it_came_from(tmp_path):
+    toml = tmp_path / "s.toml"
+    toml.write_text("workers = 8\nsyslog = true\n")
+    got = load(service_name="svc", service_settings=DropSettings, config_file=toml,
+               env={"SERVICEHOST_WORKERS": "16", "STATE_DIRECTORY": str(tmp_path)}, cli={"hang_timeout": "7"})
+    assert got.origins["shutdown_timeout"] == "default"
+    assert got.origins["syslog"] == f"config file {toml}"
+    assert got.origins["workers"] == "environment SERVICEHOST_WORKERS"
+    assert got.origins["hang_timeout"] == "command line --hang-timeout"
+    assert got.origins["state_dir"] == "$STATE_DIRECTORY"
+    assert load(service_name="svc", env={}).origins["state_dir"] == "the default for svc"
+
+
+@pytest.mark.parametrize("source", ["env", "cli", "toml"])
+def test_a_closed_set_is_taken_in_any_ascii_case(tmp_path, source):
+    toml = tmp_path / "s.toml"
+    toml.write_text('log_level = "debug"\nhang_policy = "Report"\n')
+    kwargs: dict[str, object] = {
+        "env": {"env": {"SERVICEHOST_LOG_LEVEL": "debug", "SERVICEHOST_HANG_POLICY": "Report"}},
+        "cli": {"env": {}, "cli": {"log_level": "debug", "hang_policy": "Report"}},
+        "toml": {"env": {}, "config_file": toml},
+    }[source]
+    got = load(service_name="svc", **kwargs)  # type: ignore[arg-type]
+    assert got.host.log_level == "DEBUG" and got.host.hang_policy == "report"
+    with pytest.raises(ConfigError, match="one of DEBUG"):
+        load(service_name="svc", env={}, cli={"log_level": "DEBUGGING"})
+    with pytest.raises(ConfigError, match="one of restart"):  # only ASCII folds: "ſ" is not "s"
+        load(service_name="svc", env={}, cli={"hang_policy": "reſtart"})
+
+
+def test_empty_defaults_show_as_empty():
+    by_name = {s.name: s for s in specs(HostConfig)}
+    assert shown_default(by_name["state_dir"]) == "(empty)" and shown_default(by_name["log_file"]) == "(empty)"
+    assert shown_default(by_name["shutdown_timeout"]) == "30.0"

@@ -117,9 +117,10 @@ def bad_text_value(spec: SettingSpec, env: bool) -> st.SearchStrategy[str]:
     text = env_text if env else any_text
     if spec.type is bool:
         return st.one_of(text, plain).filter(lambda t: (t.lower() if t.isascii() else t) not in TRUE_FALSE)
-    if spec.choices:
-        return st.one_of(text, plain, st.sampled_from([c.lower() for c in spec.choices] + [" fast"])).filter(
-            lambda t: t not in spec.choices)
+    if spec.choices:  # any ASCII case of a choice is that choice (--log-level debug)
+        folded = {c.lower() for c in spec.choices}
+        return st.one_of(text, plain, st.sampled_from([c + "s" for c in spec.choices] + [" fast"])).filter(
+            lambda t: not (t.isascii() and t.lower() in folded))
     longest = st.integers(256, 400).map(lambda n: "n" * n)
     too_long = st.integers(2100, 2300).map(lambda n: "/" + "d/" * n)
     return st.one_of(with_control(env), longest, too_long) if spec.path or spec.type is Path else with_control(env)
@@ -315,12 +316,12 @@ def _options(command: str) -> list[str]:
 
 
 OPTIONS = {command: _options(command) for command in COMMANDS}
-VALUED = {command: [o for o in opts if o not in ("--purge", "--no-restart", "--password-stdin")]
-          for command, opts in OPTIONS.items()}
+VALUED = {command: [o for o in opts if o not in cli._flags_without_value(cli._parser(True, command)[0].chosen)]
+          for command, opts in OPTIONS.items()}  # the options that take a value (not --purge, --follow, ...)
 
 
 def _argv(command: str, *rest: str) -> list[str]:
-    head = [command, CONFIGURED]
+    head = [command] if command == "list" else [command, CONFIGURED]  # list takes no TARGET
     if command == "control":
         head.append("200")
     return [*head, *rest, *(SAFE if command in MANAGER_COMMANDS else [])]

@@ -1,8 +1,11 @@
 """Foreground: a terminal, or any manager that only sends signals.
 
 SIGTERM / SIGINT (Ctrl-C) / SIGBREAK → graceful stop; a second one forces it; SIGHUP → reload.
-Handlers only record (they put the signal on a queue); a small platform thread acts on it, so
-no hook ever runs inside a signal handler. Previous handlers are restored on exit.
+The same stop signal again within :data:`REPEAT_WINDOW` (0.5 s) is the same request, not a second
+one: Ctrl-C in a terminal signals the whole process group, so a service started by a wrapper
+(a shell script, ``make``) that passes the signal on receives two at once.
+Handlers only record (they put the signal and when it came on a queue); a small platform thread
+acts on it, so no hook ever runs inside a signal handler. Previous handlers are restored on exit.
 ``wait_for_stop`` is reused by the platforms that are "foreground plus notifications".
 """
 
@@ -11,6 +14,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from queue import SimpleQueue
@@ -32,6 +36,8 @@ log = logging.getLogger("servicehost.platforms")
 STOP_SIGNALS = tuple(
     getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGBREAK") if hasattr(signal, name))
 RELOAD_SIGNALS = tuple(getattr(signal, name) for name in ("SIGHUP",) if hasattr(signal, name))
+#: Seconds within which the same stop signal again counts as the same request (module docstring).
+REPEAT_WINDOW = 0.5
 
 
 @contextmanager
@@ -40,13 +46,20 @@ def signals_to_host(host: Host) -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield  # only the main thread may install handlers; the caller handles stops itself
         return
-    inbox: SimpleQueue[int | None] = SimpleQueue()
+    inbox: SimpleQueue[tuple[int, float] | None] = SimpleQueue()
 
     def record(signum: int, frame: FrameType | None) -> None:
-        inbox.put(signum)  # SimpleQueue.put is safe inside a signal handler
+        inbox.put((signum, time.monotonic()))  # SimpleQueue.put is safe inside a signal handler
 
     def act() -> None:
-        while (signum := inbox.get()) is not None:
+        last_stop = (0, -REPEAT_WINDOW - 1.0)  # (signal, when) of the last stop request
+        while (item := inbox.get()) is not None:
+            signum, when = item
+            if signum in STOP_SIGNALS:
+                if signum == last_stop[0] and when - last_stop[1] <= REPEAT_WINDOW:
+                    logs.signal_repeated(log, signal.Signals(signum).name, REPEAT_WINDOW)
+                    continue
+                last_stop = (signum, when)
             logs.signal_received(log, signal.Signals(signum).name)
             if signum in STOP_SIGNALS:
                 host.request_stop(signal.Signals(signum).name)
