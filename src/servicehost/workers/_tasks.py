@@ -100,23 +100,17 @@ class Batch:
             self.latch.release()
 
 
-class Claim(deque):  # type: ignore[type-arg]
-    """One hand-off of accepted tasks (a chunk, or a single task) on its way to a worker.
+class Claimable(deque):  # type: ignore[type-arg]
+    """Accepted tasks on their way to a worker, each taken exactly once.
 
     The worker takes tasks from the left (``take``, i.e. ``popleft``); a drain at the deadline
     takes what is left from the right (``revoke``). Both are single atomic deque operations, so
     each task is taken by exactly one of them: it runs, or it is given back — never both, never
-    neither. ``fn``/``sink``/``offset`` say what to do with the tasks: the callable, who waits
-    (None, a :class:`Result` or a :class:`Batch`) and the chunk's first index in its batch.
-    Identity-hashed, so a queue can track the claims it accepted and not yet settled.
+    neither. Identity-hashed, so a queue can track the claims it accepted and not yet settled.
     """
 
-    __slots__ = ("fn", "sink", "offset")
+    __slots__ = ()
     __hash__ = object.__hash__  # type: ignore[assignment]
-
-    def __init__(self, tasks: Sequence[Any], fn: Any = None, sink: Any = None, offset: int = 0) -> None:
-        super().__init__(tasks)
-        self.fn, self.sink, self.offset = fn, sink, offset
 
     def __eq__(self, other: object) -> bool:  # identity, as the hash
         return self is other
@@ -136,12 +130,31 @@ class Claim(deque):  # type: ignore[type-arg]
         return taken
 
 
-def take_back(queue: ClosableQueue[Any]) -> Iterator[tuple[Claim, list[Any], bool]]:
+class One(Claimable):
+    """A single task's claim: its one element says everything (a pool's ``(fn, args, sink)``, a
+    pipeline stage's item). Built by deque's own constructor: the cheapest hand-off there is."""
+
+    __slots__ = ()
+
+
+class Claim(Claimable):
+    """A chunk's claim (or a task that travels with its own record, as in the ProcessPool):
+    ``fn``/``sink``/``offset`` say what to do with the tasks — the callable, who waits (None, a
+    :class:`Result` or a :class:`Batch`) and the chunk's first index in its batch."""
+
+    __slots__ = ("fn", "sink", "offset")
+
+    def __init__(self, tasks: Sequence[Any], fn: Any = None, sink: Any = None, offset: int = 0) -> None:
+        deque.__init__(self, tasks)
+        self.fn, self.sink, self.offset = fn, sink, offset
+
+
+def take_back(queue: ClosableQueue[Any]) -> Iterator[tuple[Claimable, list[Any], bool]]:
     """At a deadline: every accepted claim of a tracking ``queue`` with the tasks no worker has
     started, taken for good — ``(claim, tasks, owned)``. ``owned``: the claim was still queued, so
     no worker will ever see it and the caller closes it for its waiter (``tell_waiter``'s
     ``chunk_owner``); the others are held by workers, which close them when their task ends."""
-    owned = {c for c in queue.take_all() if isinstance(c, Claim)}
+    owned = {c for c in queue.take_all() if isinstance(c, Claimable)}
     for claim in queue.outstanding():
         yield claim, claim.revoke(), claim in owned
         if claim in owned:

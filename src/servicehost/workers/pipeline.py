@@ -31,7 +31,7 @@ from ..errors import QueueClosed
 from ..stopping import Deadline
 from ..components import Beat, Counters, HandBack, Unfinished
 from ._supervision import GatedIntake, PauseGate, WorkerStats, describe, sum_counters
-from ._tasks import Claim, report_unfinished, take_back
+from ._tasks import One, report_unfinished, take_back
 from .queues import ClosableQueue
 
 log = logging.getLogger("servicehost.workers")
@@ -93,7 +93,7 @@ class _StageRunner:
         self.label = f"{pipeline}/{stage.name}"
         # Items travel as one-item claims: at a deadline the drain takes back every item that a
         # worker has not started, even one a worker has just taken off the queue.
-        self.queue: ClosableQueue[Claim] = ClosableQueue(stage.queue_size, track=True)
+        self.queue: ClosableQueue[One] = ClosableQueue(stage.queue_size, track=True)
         self.not_run = 0
         self.stats = [_StageWorker(f"{self.label}-{i}") for i in range(stage.workers)]
         for s in self.stats:
@@ -154,7 +154,7 @@ class Pipeline(GatedIntake):
 
         Raises QueueClosed after ``close()``; QueueFull on timeout.
         """
-        self._stages[0].queue.put(Claim((item,)), timeout)
+        self._stages[0].queue.put(One((item,)), timeout)
 
     # -- the worker loop -------------------------------------------------------------------------
     def _work(self, runner: _StageRunner, stats: _StageWorker) -> None:
@@ -195,7 +195,7 @@ class Pipeline(GatedIntake):
                 stats.busy_since = None
                 settle(claim)
                 try:
-                    following.queue.put(Claim((value,)))  # blocks while the next stage is full: backpressure
+                    following.queue.put(One((value,)))  # blocks while the next stage is full: backpressure
                 except QueueClosed:  # only a drain that reached its deadline closes it this early
                     self._hand_back_late(following.name, value)
                 finally:

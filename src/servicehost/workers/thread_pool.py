@@ -27,7 +27,7 @@ from ..errors import QueueClosed, QueueFull
 from ..stopping import Deadline
 from ..components import Beat, Counters, HandBack, Unfinished
 from ._supervision import GatedIntake, PauseGate, WorkerStats, describe, sum_counters
-from ._tasks import Batch, Claim, Result, not_run, report_unfinished, take_back, tell_waiter
+from ._tasks import Batch, Claim, One, Result, not_run, report_unfinished, take_back, tell_waiter
 from .queues import ClosableQueue
 
 __all__ = ["Result", "ThreadPool"]
@@ -36,7 +36,6 @@ T = TypeVar("T")
 R = TypeVar("R")
 log = logging.getLogger("servicehost.workers")
 _monotonic = time.monotonic
-_SINGLE = -1  # offset value marking a single task (its one element is the args tuple)
 _JOIN = object()  # join() marker: every worker meets at a barrier
 #: The largest default chunk: beyond it a bigger hand-off saves nothing measurable.
 MAX_CHUNK = 512
@@ -67,7 +66,7 @@ class ThreadPool(GatedIntake):
         self.name = name
         self.workers = workers
         self.on_unfinished = on_unfinished
-        self._queue: ClosableQueue[Claim] = ClosableQueue(queue_size, track=True)
+        self._queue: ClosableQueue[Claim | One] = ClosableQueue(queue_size, track=True)
         self._intake = self._queue
         self._not_run = 0  # tasks taken back at a deadline (never run): out of the queue depth
         self._hand_back_lock = threading.Lock()
@@ -87,12 +86,12 @@ class ThreadPool(GatedIntake):
 
         Raises QueueClosed after ``close()``; QueueFull on timeout.
         """
-        self._queue.put(Claim((args,), fn, None, _SINGLE), timeout)
+        self._queue.put(One(((fn, args, None),)), timeout)
 
     def submit_result(self, fn: Callable[..., R], *args: Any, timeout: float | None = None) -> Result[R]:
         """Queue ``fn(*args)`` and return a :class:`Result` to wait on."""
         result: Result[R] = Result()
-        self._queue.put(Claim((args,), fn, result, _SINGLE), timeout)
+        self._queue.put(One(((fn, args, result),)), timeout)
         return result
 
     def submit_many(
@@ -182,17 +181,18 @@ class ThreadPool(GatedIntake):
                     assert self._barrier is not None
                     self._barrier.wait()
                     continue
-                fn = stats.current = claim.fn
-                started = stats.busy_since = _monotonic()
-                if claim.offset == _SINGLE:
+                started = stats.busy_since = _monotonic()  # busy before taking: never under-counted
+                if isinstance(claim, One):
                     try:
-                        args = claim.take()
+                        fn, args, sink = claim.take()
                     except IndexError:
                         pass  # taken back at a stop deadline before it ran
                     else:
-                        self._run_one(stats, fn, args, claim.sink)
+                        stats.current = fn
+                        self._run_one(stats, fn, args, sink)
                         stats.sample(started)
                 else:
+                    stats.current = claim.fn
                     ran = self._run_chunk(stats, claim)
                     if ran:
                         stats.sample(started, ran)
@@ -283,9 +283,17 @@ class ThreadPool(GatedIntake):
                 if not tasks:
                     continue
                 self._not_run += len(tasks)
+                if isinstance(claim, One):
+                    (fn, args, sink), = tasks
+                    if sink is None:
+                        never_started.append((fn, args))
+                    else:
+                        to_waiters += 1
+                        tell_waiter(sink, not_run(self.name), chunk_owner=owned)
+                    continue
+                assert isinstance(claim, Claim)  # a chunk
                 if claim.sink is None:
-                    fn = claim.fn
-                    never_started.extend([(fn, tasks[0])] if claim.offset == _SINGLE else [(fn, (x,)) for x in tasks])
+                    never_started.extend((claim.fn, (x,)) for x in tasks)
                 else:
                     to_waiters += len(tasks)
                     tell_waiter(claim.sink, not_run(self.name, len(tasks)), chunk_owner=owned)
