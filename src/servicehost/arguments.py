@@ -113,16 +113,30 @@ def option_strings(parser: argparse.ArgumentParser) -> list[str]:
     return out
 
 
+def is_target(word: str) -> bool:
+    """Whether a manager command's word is a TARGET (``path/to/file.py[:Class]``,
+    ``package.module:Class``): it holds ``.py``, ``:`` or a path separator. Any other word is the
+    NAME of an installed service (``servicehost start NAME``)."""
+    return ".py" in word or ":" in word or "/" in word or "\\" in word
+
+
 class Invocation(NamedTuple):
     """What a command handler gets: parsed arguments, the service class, loaded settings."""
 
     args: argparse.Namespace
-    service_cls: type
+    service_cls: type | None
+    """None when the command was given an installed service's NAME (or, like ``list``, no word)."""
     target: str
     loaded: config_mod.Loaded
     config_file: Path | None
     cli_settings: dict[str, str]
     """The settings given as flags, raw (a manager's launch command repeats them)."""
+    name: str = ""
+    """The installed service's NAME given instead of a TARGET (``servicehost stop NAME``)."""
+
+
+#: What a command takes after its name (:attr:`Command.operand`).
+TARGET, NAME_OR_TARGET, NOTHING = "target", "name", "none"
 
 
 class Command(NamedTuple):
@@ -130,3 +144,6 @@ class Command(NamedTuple):
     help: str
     handler: Callable[[Invocation], ExitCode]
     add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
+    operand: str = TARGET
+    """TARGET: a TARGET (run, install); NAME_OR_TARGET: an installed service's NAME or a TARGET
+    (:func:`is_target` tells them apart); NOTHING: no word (list)."""

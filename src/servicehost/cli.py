@@ -32,7 +32,7 @@ from typing import NoReturn
 
 from . import config as config_mod
 from . import logs
-from .arguments import _SHOWN, ArgumentParser, Command, Invocation, one_line
+from .arguments import _SHOWN, NAME_OR_TARGET, NOTHING, ArgumentParser, Command, Invocation, is_target, one_line
 from .errors import ConfigError, ExitCode, ServiceHostError, UsageError
 
 log = logging.getLogger("servicehost.cli")
@@ -201,7 +201,10 @@ def _parser(with_target: bool, chosen: str | None = None) -> tuple[ArgumentParse
         if cmd.name != chosen:
             continue
         parser.chosen = p  # type: ignore[attr-defined]
-        if with_target:
+        if with_target and cmd.operand == NAME_OR_TARGET:
+            p.add_argument("target", metavar="NAME|TARGET", help="an installed service's name, or its "
+                           "path/to/file.py[:Class] or package.module:Class (a word with .py, : or / is a TARGET)")
+        elif with_target and cmd.operand != NOTHING:
             p.add_argument("target", metavar="TARGET", help="path/to/file.py[:Class] or package.module:Class")
         p.add_argument("--config", metavar="FILE", help="TOML settings file (also $SERVICEHOST_CONFIG)")
         group = p.add_argument_group("settings (each also a TOML key and a SERVICEHOST_* variable)")
@@ -241,12 +244,15 @@ def parse(argv: Sequence[str], service_cls: type | None = None) -> Invocation:
     command_name = _command_name(argv)
     parser, group = _parser(with_target, command_name)
     chosen = getattr(parser, "chosen", None)
-    target = ""
-    if with_target and chosen is not None:
+    operand = commands(command_name)[command_name].operand if chosen is not None and command_name else NOTHING
+    target = name = ""
+    if with_target and chosen is not None and operand != NOTHING:
         rest = list(argv)
         rest.remove(command_name)  # type: ignore[arg-type]
         target = _find_target(rest, _flags_without_value(chosen)) or ""
-        if target:
+        if target and operand == NAME_OR_TARGET and not is_target(target):
+            name = target  # an installed service's name: the manager command finds what it runs
+        elif target:
             service_cls = load_target(target)
     elif service_cls is not None:
         target = f"{service_cls.__module__}:{service_cls.__qualname__}"
@@ -254,10 +260,10 @@ def parse(argv: Sequence[str], service_cls: type | None = None) -> Invocation:
     if group is not None and settings_cls is not None:
         _add_settings(group, config_mod.all_specs(settings_cls)[len(config_mod.specs(config_mod.HostConfig)):])
     args = parser.parse_args(argv)
-    if with_target and args.target != target:  # argparse read the words otherwise than _find_target
+    if with_target and getattr(args, "target", "") != target:  # argparse read the words otherwise than _find_target
         raise UsageError(f"cannot tell the target from the options ({one_line(args.target[:_SHOWN])!r}?): "
                          f"give it right after the command: {PROG} {args.command} TARGET [--OPTION VALUE ...]")
-    assert service_cls is not None  # argparse requires TARGET when no class was given
+    assert service_cls is not None or name or operand == NOTHING  # argparse requires the word otherwise
     cli_values = {k.removeprefix("setting_"): v for k, v in vars(args).items()
                   if k.startswith("setting_") and v is not None}
     if args.config == "":
@@ -267,12 +273,16 @@ def parse(argv: Sequence[str], service_cls: type | None = None) -> Invocation:
         config_path = Path(config_file).absolute() if config_file else None
     except OSError as exc:  # the working directory is gone
         raise ConfigError("command line", "--config", "an absolute path", exc.strerror or exc) from None
+    if service_cls is not None:
+        service_name = getattr(service_cls, "name", "") or service_cls.__name__
+    else:
+        service_name = name or PROG  # an installed service's name; list names none
     loaded = config_mod.load(
-        service_name=getattr(service_cls, "name", "") or service_cls.__name__,
+        service_name=service_name,
         service_settings=settings_cls,
         config_file=config_path, cli=cli_values,
     )
-    return Invocation(args, service_cls, target, loaded, config_path, cli_values)
+    return Invocation(args, service_cls, target, loaded, config_path, cli_values, name)
 
 
 # -- the core commands ------------------------------------------------------------------------------
@@ -281,6 +291,7 @@ def _run(inv: Invocation, *, debug: bool) -> ExitCode:
     from .host import Host
 
     hc = inv.loaded.host
+    assert inv.service_cls is not None  # run and debug take a TARGET
     name = getattr(inv.service_cls, "name", "") or inv.service_cls.__name__
     log_file = None
     if not debug and hc.log_file.lower() != "none":

@@ -9,8 +9,11 @@ Linux with systemd as PID 1 → systemd; otherwise supervisord (see ``servicehos
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+
 from . import platforms
-from .arguments import Command, Invocation, number, path, service_name, text
+from .arguments import NAME_OR_TARGET, NOTHING, Command, Invocation, number, path, service_name, text
 from .errors import ExitCode, ServiceHostError, UsageError
 from .platforms.base import START_MODES, InstallOptions, Manager, launch_command, refusals
 
@@ -29,29 +32,49 @@ def _env_pair(text: str) -> tuple[str, str]:
     return key, value
 
 
-def _install_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("install options (one set for every manager; refused where a manager has no equivalent)")
+def _install_args(p: argparse.ArgumentParser, *, update: bool = False) -> None:
+    """The install options. For ``update`` none has a default: only those given change (``record.py``)."""
+
+    def default(value: object) -> object:
+        return argparse.SUPPRESS if update else value
+
+    g = p.add_argument_group(
+        "options to change (only those given change; the others keep their installed values)" if update else
+        "install options (one set for every manager; refused where a manager has no equivalent)")
     g.add_argument("--name", type=service_name, help="service name (default: the class's name)")
-    g.add_argument("--display-name", type=text, default="", help="display name (Windows)")
-    g.add_argument("--description", type=text, default=None, help="one-line description (default: the class's)")
-    g.add_argument("--start", dest="start_mode", choices=START_MODES, default="auto", help="start mode")
-    g.add_argument("--depends", action="append", default=[], type=service_name, metavar="SERVICE",
-                   help="a service that must run first (repeatable)")
-    g.add_argument("--username", type=text, default="", help="account to run as (default: the least-privileged account the manager offers)")
+    g.add_argument("--display-name", type=text, default=default(""), help="display name (Windows)")
+    g.add_argument("--description", type=text, default=default(None), help="one-line description (default: the class's)")
+    g.add_argument("--start", dest="start_mode", choices=START_MODES, default=default("auto"), help="start mode")
+    g.add_argument("--depends", action="append", default=default([]), type=_dependency if update else service_name,
+                   metavar="SERVICE", help="a service that must run first (repeatable)"
+                   + ('; update replaces the list, --depends "" clears it' if update else ""))
+    g.add_argument("--username", type=text, default=default(""), help="account to run as (default: the least-privileged account the manager offers)")
     g.add_argument("--password-stdin", action="store_true",
                    help="read the account's password from stdin (never give it on the command line)")
-    g.add_argument("--env", action="append", default=[], type=_env_pair, metavar="KEY=VALUE",
+    g.add_argument("--env", action="append", default=default([]), type=_env_pair, metavar="KEY=VALUE",
                    help="environment variable (repeatable); KEY=@/path/to/file: a secret, read by the "
-                   "service from the file named by $KEY_FILE (never in the manager's config); @@ for a literal @")
-    g.add_argument("--workdir", type=path, default="", help="working directory of the service")
-    g.add_argument("--no-restart", action="store_true", help="do not restart after a failure exit")
-    g.add_argument("--restart-delay", type=number(float, min=0, max=86400), default=5.0, metavar="SECONDS",
+                   "service from the file named by $KEY_FILE (never in the manager's config); @@ for a literal @"
+                   + ("; update sets only the KEYs given, and KEY= (empty) removes KEY" if update else ""))
+    g.add_argument("--workdir", type=path, default=default(""), help="working directory of the service")
+    g.add_argument("--restart", action=argparse.BooleanOptionalAction, default=default(True),
+                   help="restart after a failure exit (--no-restart: never)")
+    g.add_argument("--restart-delay", type=number(float, min=0, max=86400), default=default(5.0), metavar="SECONDS",
                    help="delay before a restart")
-    g.add_argument("--watchdog", type=number(float, min=0, max=86400), default=0.0, metavar="SECONDS",
+    g.add_argument("--watchdog", type=number(float, min=0, max=86400), default=default(0.0), metavar="SECONDS",
                    help="restart when workers stop heartbeating for SECONDS (0: off)")
 
 
-def _manager(inv: Invocation) -> Manager:
+def _update_args(p: argparse.ArgumentParser) -> None:
+    _install_args(p, update=True)
+
+
+def _dependency(value: str) -> str:
+    """``update --depends``: a service name, or "" (clears the dependencies)."""
+    return value if value == "" else service_name(value)
+
+
+def _install_manager(inv: Invocation) -> Manager:
+    """The manager to install into: ``--manager``, else the one detected for installing."""
     from . import logs
 
     logs.configure(level="INFO", console=True)  # what the manager code logs is for the admin
@@ -59,9 +82,51 @@ def _manager(inv: Invocation) -> Manager:
     return platform.manager()
 
 
+def _manager(inv: Invocation) -> Manager:
+    """The manager of the installed service: ``--manager``, else the one it is installed under
+    (:func:`where_installed`)."""
+    if inv.loaded.host.manager != "auto":
+        return _install_manager(inv)
+    from . import logs
+
+    logs.configure(level="INFO", console=True)  # what the manager code logs is for the admin
+    return where_installed(_service_name(inv))
+
+
+def where_installed(name: str) -> Manager:
+    """The manager a service called ``name`` is installed under, looked up in every manager whose
+    services may be on this machine (``platforms.managers_here``). Installed under none: the
+    manager detected for installing (its answer says it is not installed). Under several:
+    UsageError naming them (choose one with ``--manager``)."""
+    holders: list[Manager] = []
+    for platform in platforms.managers_here():
+        try:
+            manager = platform.manager()
+            if manager.is_installed(name):
+                holders.append(manager)
+        except ServiceHostError:
+            continue  # a manager that cannot be asked here holds nothing we can act on; the default says why
+    if len(holders) > 1:
+        where = " and ".join(m.name for m in holders)
+        choices = " or ".join(f"--manager {m.name}" for m in holders)
+        raise UsageError(f"{name} is installed under {where}: say which one with {choices}")
+    if holders:
+        return holders[0]
+    platform, _ = platforms.detect_for_install()
+    return platform.manager()
+
+
 def _service_name(inv: Invocation) -> str:
-    name = getattr(inv.args, "name", None)  # --name, checked while parsing: never empty
-    return name if name is not None else getattr(inv.service_cls, "name", "") or inv.service_cls.__name__
+    """The installed service's name: the NAME given, else ``--name``, else the TARGET class's."""
+    name: str | None = getattr(inv.args, "name", None)  # --name, checked while parsing: never empty
+    if inv.name:
+        if name is not None and name != inv.name:
+            raise UsageError(f"two names given: {inv.name} and --name {name}; give one")
+        return inv.name
+    if name is not None:
+        return name
+    assert inv.service_cls is not None  # a command takes a NAME, else a TARGET (or --name)
+    return str(getattr(inv.service_cls, "name", "") or inv.service_cls.__name__)
 
 
 def install_options(inv: Invocation) -> InstallOptions:
@@ -77,7 +142,7 @@ def install_options(inv: Invocation) -> InstallOptions:
         environment=tuple(env),
         working_directory=a.workdir,
         stop_timeout=inv.loaded.host.shutdown_timeout,
-        restart=not a.no_restart,
+        restart=a.restart,
         restart_delay=a.restart_delay,
         watchdog=a.watchdog,
         config_file=str(inv.config_file or ""),
@@ -107,19 +172,113 @@ def _checked(inv: Invocation, manager: Manager) -> InstallOptions:
 
 
 def _cmd_install(inv: Invocation) -> ExitCode:
-    manager = _manager(inv)
+    manager = _install_manager(inv)
     options = _checked(inv, manager)
     manager.install(options, _launch(inv))
     print(f"installed {options.name} under {manager.name}")
     return ExitCode.OK
 
 
+#: ``update``'s options (argparse dests) → the InstallOptions field each changes.
+_UPDATED = {"display_name": "display_name", "description": "description", "start_mode": "start_mode",
+            "depends": "dependencies", "username": "account", "workdir": "working_directory",
+            "restart": "restart", "restart_delay": "restart_delay", "watchdog": "watchdog"}
+
+
 def _cmd_update(inv: Invocation) -> ExitCode:
+    """Change only what is given (as ``sc config`` does) and say what changed: the recorded
+    install (``Manager.record``) with the given options laid over it (``record.updated``)."""
+    from .platforms.record import InstallRecord, updated
+
     manager = _manager(inv)
-    options = _checked(inv, manager)
-    manager.update(options, _launch(inv))
-    print(f"updated {options.name} under {manager.name}; restart it to apply")
+    name = _service_name(inv)
+    recorded = manager.record(name)  # UsageError when it is not installed there
+    if recorded is None:  # installed by an older servicehost, which recorded nothing: start from the TARGET
+        if inv.service_cls is None:
+            raise UsageError(f"{name} was installed by an older servicehost, which kept no record of its options: "
+                             f"give its TARGET once, with every option it needs: servicehost update TARGET "
+                             f"--name {name} [OPTIONS]")
+        base = InstallRecord(_target_defaults(inv, name), tuple(launch_command(
+            inv.target, config_file=str(inv.config_file or ""), state_dir=str(inv.loaded.host.state_dir))))
+    else:
+        base = recorded
+    given = {field: getattr(inv.args, dest) for dest, field in _UPDATED.items() if hasattr(inv.args, dest)}
+    if "dependencies" in given:
+        given["dependencies"] = tuple(d for d in given["dependencies"] if d)
+    if inv.args.config:  # given on this command line (not $SERVICEHOST_CONFIG of this shell)
+        given["config_file"] = str(inv.config_file)
+    new, changes = updated(base, options=given, environment=getattr(inv.args, "env", ()),
+                           settings=inv.cli_settings, target=inv.target if inv.service_cls is not None else "")
+    refused = refusals(new.options, manager.name)
+    if refused:
+        raise UsageError(f"{manager.name} cannot honour: " + "; ".join(refused))
+    manager.update(new.options, list(new.command))
+    for change in changes:
+        print(change.line())
+    said = "; restart it to apply" if changes else ": nothing given changed (rewritten as recorded)"
+    print(f"updated {name} under {manager.name}{said}")
     return ExitCode.OK
+
+
+def _target_defaults(inv: Invocation, name: str) -> InstallOptions:
+    """The install options of a TARGET with every option at its default (what an install of an
+    older servicehost is taken to have had, before ``update`` lays the given ones over it)."""
+    return InstallOptions(
+        name=name, description=getattr(inv.service_cls, "description", ""),
+        stop_timeout=inv.loaded.host.shutdown_timeout, config_file=str(inv.config_file or ""),
+        state_dir=str(inv.loaded.host.state_dir))
+
+
+def _list_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print one JSON list of {name, manager, state, target}")
+
+
+def _cmd_list(inv: Invocation) -> ExitCode:
+    """Every service servicehost installed on this machine, under every manager whose services may
+    be here (or only ``--manager``'s), with its state and what it runs."""
+    from . import logs
+
+    logs.configure(level="INFO", console=True)
+    chosen = inv.loaded.host.manager
+    if chosen != "auto":
+        looked = [platforms.load(chosen)]
+    else:
+        looked = platforms.managers_here()
+    rows: list[dict[str, str]] = []
+    for platform in looked:
+        try:
+            manager = platform.manager()
+            names = manager.installed()
+        except ServiceHostError as exc:
+            print(f"servicehost: warning: cannot list the services of {platform.name}: {exc}", file=sys.stderr)
+            continue
+        for name in names:
+            rows.append(_listed(manager, name))
+    if inv.args.json:
+        print(json.dumps(rows, indent=2))
+    elif not rows:
+        print(f"no servicehost service is installed here (looked under: "
+              f"{', '.join(p.name for p in looked) or 'no manager'})")
+    else:
+        table = [{"name": "NAME", "manager": "MANAGER", "state": "STATE", "target": "TARGET"}, *rows]
+        widths = {key: max(len(row[key]) for row in table) for key in ("name", "manager", "state")}
+        for row in table:
+            print("  ".join(row[key].ljust(widths[key]) for key in ("name", "manager", "state")) + "  " + row["target"])
+    return ExitCode.OK
+
+
+def _listed(manager: Manager, name: str) -> dict[str, str]:
+    """One row of ``list``: what the manager says now; a part it cannot tell is ``unknown``."""
+    try:
+        recorded = manager.record(name)
+        target = recorded.target if recorded is not None else "(not recorded: installed by an older servicehost)"
+    except ServiceHostError as exc:
+        target = f"(unreadable: {exc})"
+    try:
+        state = manager.status(name).state
+    except ServiceHostError:
+        state = "unknown"
+    return {"name": name, "manager": manager.name, "state": state, "target": target}
 
 
 def _remove_args(p: argparse.ArgumentParser) -> None:
@@ -225,16 +384,24 @@ def _cmd_managers(inv: Invocation) -> ExitCode:
 #: The manager commands, in the order ``--help`` lists them.
 COMMANDS: tuple[Command, ...] = (
     Command("install", "install the service into the service manager (then start it with: start)", _cmd_install, _install_args),
-    Command("update", "change the installed service's options (it is not restarted)", _cmd_update, _install_args),
-    Command("remove", "stop and uninstall the service (its data is kept unless --purge)", _cmd_remove, _remove_args),
-    Command("start", "start the installed service", _cmd_start, _start_args),
-    Command("stop", "stop the installed service (dependents first)", _cmd_stop, _name_wait),
-    Command("restart", "stop, then start the installed service", _cmd_restart, _name_wait),
-    Command("status", "show state, pid, uptime, restarts and last exit (the same on every manager)", _cmd_status, _name_only),
-    Command("pause", "pause the running service", _cmd_pause, _name_only),
-    Command("continue", "continue a paused service", _cmd_continue, _name_only),
-    Command("control", "send a custom control code (128-255) to the running service", _cmd_control, _control_args),
-    Command("reload", "ask the running service to reload (SIGHUP / PARAMCHANGE)", _cmd_reload, _name_only),
-    Command("logs", "show the end of the installed service's log, as its manager keeps it", _cmd_logs, _logs_args),
+    Command("update", "change only the options given (the others keep their installed values) and say what "
+            "changed; the service is not restarted", _cmd_update, _update_args, operand=NAME_OR_TARGET),
+    Command("remove", "stop and uninstall the service (its data is kept unless --purge)", _cmd_remove, _remove_args,
+            operand=NAME_OR_TARGET),
+    Command("start", "start the installed service", _cmd_start, _start_args, operand=NAME_OR_TARGET),
+    Command("stop", "stop the installed service (dependents first)", _cmd_stop, _name_wait, operand=NAME_OR_TARGET),
+    Command("restart", "stop, then start the installed service", _cmd_restart, _name_wait, operand=NAME_OR_TARGET),
+    Command("status", "show state, pid, uptime, restarts and last exit (the same on every manager)", _cmd_status,
+            _name_only, operand=NAME_OR_TARGET),
+    Command("pause", "pause the running service", _cmd_pause, _name_only, operand=NAME_OR_TARGET),
+    Command("continue", "continue a paused service", _cmd_continue, _name_only, operand=NAME_OR_TARGET),
+    Command("control", "send a custom control code (128-255) to the running service", _cmd_control, _control_args,
+            operand=NAME_OR_TARGET),
+    Command("reload", "ask the running service to reload (SIGHUP / PARAMCHANGE)", _cmd_reload, _name_only,
+            operand=NAME_OR_TARGET),
+    Command("logs", "show the end of the installed service's log, as its manager keeps it", _cmd_logs, _logs_args,
+            operand=NAME_OR_TARGET),
+    Command("list", "list every service servicehost installed on this machine (every manager), with its state",
+            _cmd_list, _list_args, operand=NOTHING),
     Command("managers", "say which service manager was detected (for running and for installing) and why", _cmd_managers),
 )

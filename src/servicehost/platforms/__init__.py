@@ -74,6 +74,21 @@ def _may_run_under(e: PlatformEntry, env: Mapping[str, str]) -> bool:
     return not e.run_markers or any(m in env for m in e.run_markers)
 
 
+def managers_here(env: Mapping[str, str] | None = None) -> list[Platform]:
+    """Every service manager whose installed services may be on this machine (``holds_services``),
+    in list order: where ``servicehost list`` looks and where a NAME is looked up."""
+    env = os.environ if env is None else env
+    found = []
+    for name in PLATFORMS:
+        e = entry(name)
+        if e.exit_status is None or (e.os_names and sys.platform not in e.os_names):
+            continue  # not a manager, or not one of this OS: not worth importing
+        platform = load(name)
+        if platform.holds_services(env):
+            found.append(platform)
+    return found
+
+
 def detect_for_install(env: Mapping[str, str] | None = None, choice: str = "auto") -> tuple[Platform, str]:
     """The manager to install into, and why: ``choice``, else the first platform (in list order)
     whose ``installable(env)`` gives a reason. PlatformUnavailable when none can install here."""

@@ -24,12 +24,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from ..errors import ConfigError, ExitCode, UsageError
 from ..host import Host
 from ..stopping import Deadline
 from .entry import Refused
+
+if TYPE_CHECKING:  # record.py builds on this module
+    from .record import InstallRecord
 
 T = TypeVar("T")
 
@@ -44,6 +47,10 @@ class Platform(Protocol):
 
     def installable(self, env: Mapping[str, str]) -> str | None:
         """Why services can be installed into this manager from here (None: they cannot)."""
+
+    def holds_services(self, env: Mapping[str, str]) -> bool:
+        """Whether services installed under this manager may be on this machine: where
+        ``servicehost list`` looks, and where an installed service's NAME is looked up."""
 
     def run(self, host: Host, *, debug: bool = False) -> ExitCode:
         """Run ``host`` until it stops; return its exit code. Called on the main thread."""
@@ -80,7 +87,19 @@ class Manager(Protocol):
 
     def update(self, options: InstallOptions, command: list[str]) -> None:
         """Change an installed service; never restarts it (a running service keeps its old
-        settings until ``restart``)."""
+        settings until ``restart``). ``options`` and ``command`` are whole: ``manage``'s update
+        overlays what it was given on :meth:`record` first."""
+
+    def installed(self) -> list[str]:
+        """The names of the services servicehost installed under this manager, sorted."""
+
+    def is_installed(self, name: str) -> bool:
+        """Whether servicehost installed a service called ``name`` under this manager."""
+
+    def record(self, name: str) -> InstallRecord | None:
+        """What install/update recorded for ``name`` (``record.py``), read back from where the
+        manager keeps the service; None for a service an older servicehost installed, which
+        recorded nothing. UsageError when it is not installed."""
 
     def remove(self, name: str, *, purge: bool = False) -> None:
         """Stop (if running) and unregister; keep its data unless ``purge``."""

@@ -90,6 +90,9 @@ class ForegroundPlatform:
     def detect(self, env: Mapping[str, str]) -> str | None:
         return "no service manager detected"
 
+    def holds_services(self, env: Mapping[str, str]) -> bool:
+        return False  # a terminal installs nothing
+
     def installable(self, env: Mapping[str, str]) -> str | None:
         return None  # nothing to install into: a terminal is not a service manager
 

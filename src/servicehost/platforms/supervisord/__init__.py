@@ -63,6 +63,7 @@ NAMES: dict[str, str] = {
     # what supervisord reads
     "LOG_BACKUPS": "config",
     "LOG_MAX_BYTES": "config",
+    "PROGRAM_MARKER": "config",
     "START_RETRIES": "config",
     "START_SECS": "config",
     "STOP_MARGIN": "config",

@@ -20,12 +20,15 @@ from typing import TYPE_CHECKING
 from ...errors import UsageError
 from ..base import InstallOptions, refusals, split_environment
 from ..control import check_name
+from ..record import InstallRecord
 from . import ENTRY
 from .layout import BOOT_UNIT, Layout
 
 if TYPE_CHECKING:  # pwd does not exist on Windows
     import pwd
 
+#: How every program file servicehost writes begins (``list`` tells them from an admin's own).
+PROGRAM_MARKER = "; Written by servicehost"
 #: supervisord sends SIGKILL this many seconds after the graceful stop time.
 STOP_MARGIN = 5
 #: Seconds a program must stay up before supervisord calls it RUNNING (readiness comes from the service).
@@ -35,7 +38,7 @@ LOG_MAX_BYTES = "10MB"
 LOG_BACKUPS = 5
 
 __all__ = [
-    "LOG_BACKUPS", "LOG_MAX_BYTES", "START_RETRIES", "START_SECS", "STOP_MARGIN",
+    "LOG_BACKUPS", "LOG_MAX_BYTES", "PROGRAM_MARKER", "START_RETRIES", "START_SECS", "STOP_MARGIN",
     "boot_hint", "exit_codes", "read_program", "render_boot_unit", "render_program", "render_supervisord_conf",
     "stop_wait_secs",
 ]
@@ -126,12 +129,13 @@ def render_program(options: InstallOptions, command: Sequence[str], *, layout: L
     env += given_env
     about = " ".join(filter(None, [options.display_name, options.description])).replace("\n", " ")
     lines = [
-        "; Written by servicehost install; change it with: servicehost update (then restart)",
+        f"{PROGRAM_MARKER} install; change it with: servicehost update (then restart)",
         f"; {about}" if about else None,
         f"; servicehost: runtime_dir = {runtime_dir}",
         f"; servicehost: state_dir = {options.state_dir}",
         f"; servicehost: stop_timeout = {options.stop_timeout:g}",
         f"; servicehost: account = {options.account}",
+        f"; servicehost: record = {InstallRecord(options, tuple(command)).to_json()}",
         f"[program:{name}]",
         f"command = {_ini(shlex.join(command), 'command')}",
         f"autostart = {'true' if options.start_mode == 'auto' else 'false'}",
@@ -155,8 +159,8 @@ def render_program(options: InstallOptions, command: Sequence[str], *, layout: L
 
 
 def read_program(path: Path) -> dict[str, str]:
-    """What servicehost recorded in a program file (``; servicehost: key = value`` lines),
-    plus its ``stopwaitsecs``."""
+    """What servicehost recorded in a program file (``; servicehost: key = value`` lines; ``record``
+    is the install record, ``record.py``), plus its ``stopwaitsecs``."""
     out = {}
     for line in path.read_text(encoding="utf-8").splitlines():
         if m := re.fullmatch(r"; servicehost: (\w+) = (.*)", line):

@@ -32,9 +32,10 @@ from ... import logs
 from ...errors import ConfigError, PlatformUnavailable, StartupError, StopIncomplete, UsageError
 from ...stopping import Deadline
 from ..base import InstallOptions, Secret, ServiceStatus, wait_until
+from ..record import InstallRecord
 from ..control import ChannelOperations, ControlChannelError, ControlClient, runtime_base, socket_path
 from . import ENTRY
-from .config import boot_hint, read_program, render_boot_unit, render_program, render_supervisord_conf
+from .config import PROGRAM_MARKER, boot_hint, read_program, render_boot_unit, render_program, render_supervisord_conf
 from .credentials import read_secrets, store_secrets
 from .files import lookup_account, read_int, remove_tree, write_private
 from .layout import ENV_HOME, STARTS_FILE, SYSTEMD_MARKER, Layout, discover
@@ -156,6 +157,26 @@ class SupervisordManager(ChannelOperations):
                 f"{name} is not installed under supervisord (no {path}; {self.layout.origin} supervisord): "
                 "install it first, or give the right --name")
         return read_program(path)
+
+    def installed(self) -> list[str]:
+        """The programs servicehost wrote into this supervisord's include directory."""
+        try:
+            paths = sorted(self.layout.programs_dir.glob("*.conf"))
+        except OSError:
+            return []
+        return [path.stem for path in paths if _written_by_servicehost(path)]
+
+    def is_installed(self, name: str) -> bool:
+        try:
+            return _written_by_servicehost(self.layout.program_file(name))
+        except UsageError:  # not a name a program can have
+            return False
+
+    def record(self, name: str) -> InstallRecord | None:
+        """The install record of the program file's ``; servicehost: record = ...`` line."""
+        meta = self._installed(name)
+        where = str(self.layout.program_file(name))
+        return InstallRecord.from_json(meta["record"], where) if meta.get("record") else None
 
     def _write_program(self, options: InstallOptions, command: list[str],
                        secrets: Sequence[tuple[Secret, bytes]] = ()) -> None:
@@ -423,3 +444,12 @@ class SupervisordManager(ChannelOperations):
         self._installed(name)
         text, _, _ = self.rpc("tailProcessStdoutLog", name, 0, size)
         return text  # type: ignore[no-any-return]
+
+
+def _written_by_servicehost(path: Path) -> bool:
+    """A program file servicehost wrote (``config.render_program``'s first line), not an admin's own."""
+    try:
+        with path.open(encoding="utf-8", errors="replace") as fh:
+            return fh.read(len(PROGRAM_MARKER)) == PROGRAM_MARKER
+    except OSError:
+        return False

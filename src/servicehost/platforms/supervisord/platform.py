@@ -54,6 +54,9 @@ class SupervisordPlatform:
             return f"SUPERVISOR_PROCESS_NAME={env['SUPERVISOR_PROCESS_NAME']} set by supervisord"
         return None
 
+    def holds_services(self, env: Mapping[str, str]) -> bool:
+        return sys.platform != "win32"  # beside systemd too: install --manager supervisord puts them there
+
     def installable(self, env: Mapping[str, str]) -> str | None:
         if sys.platform == "win32":
             return None  # supervisord does not run on Windows at all

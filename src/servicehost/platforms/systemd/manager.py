@@ -30,6 +30,7 @@ from pathlib import Path
 from ... import logs
 from ...errors import ConfigError, ExitCode, PlatformUnavailable, StartupError, StopIncomplete, UsageError
 from ..base import InstallOptions, ServiceStatus
+from ..record import InstallRecord
 from ..control import ChannelOperations, ControlClient, socket_path
 from .checks import checked_unit
 from .unit import MARKER, SYSTEM, Scope, Unit, read_meta, split_account, under, unit_name, user_scope
@@ -127,6 +128,25 @@ class SystemdManager(ChannelOperations):
         if not text.startswith(MARKER):
             raise UsageError(f"{path} was not written by servicehost; it is left alone")
         return path, read_meta(text)
+
+    def installed(self) -> list[str]:
+        """The units servicehost wrote in this scope's unit directory."""
+        try:
+            paths = sorted(self.scope.unit_dir.glob("*.service"))
+        except OSError:
+            return []
+        return [path.name.removesuffix(".service") for path in paths if _written_by_servicehost(path)]
+
+    def is_installed(self, name: str) -> bool:
+        try:
+            return _written_by_servicehost(self.unit_path(name))
+        except UsageError:  # not a name systemd can hold (unit_name says why when it matters)
+            return False
+
+    def record(self, name: str) -> InstallRecord | None:
+        """The install record of the unit's ``# servicehost: record = ...`` line."""
+        path, meta = self._installed(name)
+        return InstallRecord.from_json(meta["record"], str(path)) if meta.get("record") else None
 
     def render(self, options: InstallOptions, command: list[str]) -> Unit:
         """The unit for ``options``, after every check that needs this machine (``checks.py``)."""
@@ -382,6 +402,14 @@ class SystemdManager(ChannelOperations):
             cut = text.find("\n", len(text) - size)
             text = text[cut + 1:] if cut >= 0 else text[-size:]
         return text
+
+
+def _written_by_servicehost(path: Path) -> bool:
+    try:
+        with path.open(encoding="utf-8", errors="replace") as fh:
+            return fh.read(len(MARKER)) == MARKER
+    except OSError:
+        return False
 
 
 def _exit_text(status: int) -> str:

@@ -54,6 +54,9 @@ class SystemdPlatform:
             return "INVOCATION_ID set and stderr is the journal"
         return None
 
+    def holds_services(self, env: Mapping[str, str]) -> bool:
+        return self.installable(env) is not None  # the units this user's systemd (system or user) has
+
     def installable(self, env: Mapping[str, str]) -> str | None:
         if not sys.platform.startswith("linux") or not self.booted_marker.exists():
             return None

@@ -3,7 +3,9 @@
 :func:`render_unit` is a pure function of the options and the command (it reads nothing and writes
 nothing): every refusal (a secret in the environment, a path systemd cannot say, an option systemd
 has no form for) is raised before anything is written. :func:`read_meta` reads back what a unit
-recorded; :func:`effective_setting` says which host setting the installed service will load.
+recorded (its ``# servicehost: record = ...`` line is the install record, ``record.py``: the
+options and command every later command reads back by the service's name);
+:func:`effective_setting` says which host setting the installed service will load.
 The checks that need this machine (the interpreter, the account, file permissions) are in
 ``checks.py``; writing, loading and enabling the unit is the manager's (``manager.py``).
 
@@ -68,6 +70,7 @@ from ...errors import ConfigError, UsageError
 from ..base import InstallOptions, refusals
 from ..base import split_environment as split_secrets
 from ..control import check_name
+from ..record import InstallRecord
 from . import ENTRY
 
 SYSTEM_UNIT_DIR = Path("/usr/local/lib/systemd/system")
@@ -453,6 +456,7 @@ def render_unit(options: InstallOptions, command: Sequence[str], *, scope: Scope
         f"# servicehost: state_dir = {one_line(options.state_dir)}",
         f"# servicehost: account = {options.account}",
         f"# servicehost: start_mode = {options.start_mode}",
+        f"# servicehost: record = {InstallRecord(options, tuple(command)).to_json()}",
         "[Unit]",
         f"Description={_description(options)}",
     ]

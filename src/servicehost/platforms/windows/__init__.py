@@ -93,6 +93,7 @@ NAMES: dict[str, str] = {
     "resource_dll": "message_file",
     # what the SCM reads for a service: the plan, ChangeServiceConfig2, the service key
     "PRESHUTDOWN_MARGIN": "service_config",
+    "RECORD_VALUE": "service_config",
     "START_TYPES": "service_config",
     "InstallPlan": "service_config",
     "change_config2": "service_config",

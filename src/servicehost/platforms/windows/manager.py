@@ -26,6 +26,7 @@ from ... import logs
 from ...errors import ExitCode, PlatformUnavailable, StartupError, StopIncomplete, UsageError
 from ...stopping import Deadline
 from ..base import InstallOptions, ServiceStatus, wait_until
+from ..record import InstallRecord
 from . import credentials, eventlog, service_config
 from .boot import command_line
 from .errors import (
@@ -39,7 +40,7 @@ from .errors import (
     scm_error,
     winerror,
 )
-from .paths import SERVICES_KEY, message_file_path, service_data_dir
+from .paths import SERVICES_KEY, message_file_path, service_data_dir, service_key
 from .pywin32 import import_pywin32, win32_error
 from .security import needs_password
 
@@ -91,11 +92,15 @@ class WindowsManager:
         logs.windows_installed(log, options.name, command_line(plan.image))
 
     def update(self, options: InstallOptions, command: list[str]) -> None:
+        """Change the service in place. The account is kept (no password asked) unless
+        ``options.account`` names another one than the recorded install did."""
         ws = self._ws
         with self._service(options.name) as handle:
             current = ws.QueryServiceConfig(handle)[7] or "LocalSystem"
+        previous = self.record(options.name) if self.is_installed(options.name) else None
+        same = previous is not None and previous.options.account == options.account
         plan = service_config.plan_install(options, command, account=options.account or current)
-        account = plan.account if options.account else None  # no --username: keep the account
+        account = plan.account if options.account and not same else None  # else: keep the account
         password = self._password(account) if account else None
         with self._service(options.name) as handle:
             try:
@@ -134,6 +139,26 @@ class WindowsManager:
             except OSError:
                 pass
         logs.windows_removed(log, name, ", state" if purge else "")
+
+    def installed(self) -> list[str]:
+        """The services whose key holds servicehost's ``Parameters`` (an install record, or the
+        StateDirectory an older servicehost wrote)."""
+        return sorted(name for name in _service_keys() if _parameters(name))
+
+    def is_installed(self, name: str) -> bool:
+        return bool(_parameters(name))
+
+    def record(self, name: str) -> InstallRecord | None:
+        """The install record in the service key's ``Parameters\\InstallRecord``."""
+        values = _parameters(name)
+        if not values:
+            if self._exists(name):
+                raise UsageError(f"{name} was not installed by servicehost (its service key has no servicehost "
+                                 "Parameters); it is left alone")
+            raise UsageError(f"{name} is not installed under the Service Control Manager: install it first, or "
+                             "give the right --name")
+        text = values.get(service_config.RECORD_VALUE, "")
+        return InstallRecord.from_json(text, rf"HKLM\{service_key(name)}\Parameters") if text else None
 
     def _password(self, account: str | None) -> str | None:
         if not account or not needs_password(account):
@@ -377,6 +402,23 @@ def dependents(name: str) -> list[str]:
 
     visit(name)
     return order
+
+
+def _service_keys() -> list[str]:
+    """The names of every service the SCM keeps (the subkeys of SERVICES_KEY)."""
+    if sys.platform != "win32":  # no registry (and mypy checks winreg only on win32)
+        raise PlatformUnavailable("the Service Control Manager exists only on Windows")
+    import winreg
+
+    with winreg.OpenKey(winreg.HKEY_LOCAL_MACHINE, SERVICES_KEY) as root:
+        return [winreg.EnumKey(root, index) for index in range(winreg.QueryInfoKey(root)[0])]
+
+
+def _parameters(name: str) -> dict[str, str]:
+    """servicehost's values in the service key's ``Parameters`` (empty: none, or no such service)."""
+    values = {key: service_config.read_parameter(name, key)
+              for key in (service_config.RECORD_VALUE, "StateDirectory")}
+    return {key: value for key, value in values.items() if value}
 
 
 def last_exit(st: Mapping[str, int]) -> int | None:

@@ -35,6 +35,9 @@ class WindowsPlatform:
             return f"started by the Windows Service Control Manager as {session.name}"
         return None
 
+    def holds_services(self, env: Mapping[str, str]) -> bool:
+        return sys.platform == "win32"
+
     def installable(self, env: Mapping[str, str]) -> str | None:
         if sys.platform == "win32":
             return "Windows: the Service Control Manager"

@@ -8,7 +8,8 @@ written (:func:`configure_service`) by install and update.
 * the ``ChangeServiceConfig2`` levels: description, delayed auto-start, recovery (restart after 1×,
   6×, 12× the restart delay; reset after a day; FAILURE_ACTIONS_FLAG so failure *exits* count too),
   preshutdown (the stop timeout + PRESHUTDOWN_MARGIN), service SIDs;
-* the service key: ``Environment``, and ``Parameters\WorkingDirectory`` / ``StateDirectory``;
+* the service key: ``Environment``, and ``Parameters\WorkingDirectory`` / ``StateDirectory`` /
+  ``InstallRecord`` (the install record, ``record.py``: what every later command reads back by name);
 * the secret copies (``credentials.py``), the Event Log source (``eventlog.py``), the logon right
   and write access to the state folders (``security.py``).
 
@@ -28,6 +29,7 @@ from typing import Any
 from ... import logs
 from ...errors import PlatformUnavailable
 from ..base import InstallOptions, Secret, split_environment
+from ..record import InstallRecord
 from . import credentials, eventlog
 from .boot import base_python, service_command
 from .errors import ERROR_INVALID_LEVEL, ServiceControlError, scm_error, winerror
@@ -47,6 +49,8 @@ log = logging.getLogger("servicehost.platforms.windows")
 
 #: The SCM's start type for each start mode (delayed = auto + DELAYED_AUTO_START_INFO).
 START_TYPES = {"auto": 2, "delayed": 2, "manual": 3, "disabled": 4}
+#: The ``Parameters`` value holding the install record (``record.py``).
+RECORD_VALUE = "InstallRecord"
 #: Extra time the SCM grants beyond ``stop_timeout`` at system shutdown (PRESHUTDOWN_INFO).
 PRESHUTDOWN_MARGIN = 5.0
 
@@ -67,6 +71,8 @@ class InstallPlan:
     """The service key's ``Environment`` entries: plain ``K=V`` and ``NAME_FILE=<copy>`` (never a secret)."""
     secrets: list[tuple[Secret, bytes]] = field(default_factory=list, repr=False)
     """``--env NAME=@file``: read before anything is registered, copied by :func:`credentials.store_secrets`."""
+    record: str = ""
+    """The install record (``record.py``) as JSON: ``Parameters\InstallRecord``."""
 
 
 def plan_install(options: InstallOptions, command: list[str], account: str = "") -> InstallPlan:
@@ -84,6 +90,7 @@ def plan_install(options: InstallOptions, command: list[str], account: str = "")
     copies = credentials_dir(options.name)
     result.environment = [f"{k}={v}" for k, v in plain] + [f"{s.variable}={copies / s.key}" for s in secrets]
     result.secrets = [(secret, secret.read()) for secret in secrets]  # ConfigError (exit 2) before any change
+    result.record = InstallRecord(options, tuple(command)).to_json()
     return result
 
 
@@ -169,7 +176,7 @@ def change_config2(handle: Any, level: int, value: Any, what: str, consequence: 
 
 def write_parameters(name: str, plan: InstallPlan) -> None:
     r"""The service key's ``Environment`` and ``Parameters\WorkingDirectory`` / ``StateDirectory``
-    (``boot.apply_parameters`` reads them back in the service)."""
+    (``boot.apply_parameters`` reads them back in the service) / ``InstallRecord`` (the manager reads it)."""
     if sys.platform != "win32":  # no registry (and mypy checks winreg only on win32)
         raise PlatformUnavailable("the service key exists only on Windows")
     import winreg
@@ -186,6 +193,7 @@ def write_parameters(name: str, plan: InstallPlan) -> None:
     with winreg.CreateKeyEx(winreg.HKEY_LOCAL_MACHINE, base + r"\Parameters", 0, winreg.KEY_ALL_ACCESS) as key:
         winreg.SetValueEx(key, "WorkingDirectory", 0, winreg.REG_SZ, str(plan.working_directory))
         winreg.SetValueEx(key, "StateDirectory", 0, winreg.REG_SZ, str(plan.state_dir))
+        winreg.SetValueEx(key, RECORD_VALUE, 0, winreg.REG_SZ, plan.record)
 
 
 def read_parameter(name: str, value: str) -> str:
@@ -202,6 +210,6 @@ def read_parameter(name: str, value: str) -> str:
 
 
 __all__ = [
-    "PRESHUTDOWN_MARGIN", "START_TYPES", "InstallPlan", "change_config2", "code_paths", "configure_service", "plan_install",
+    "PRESHUTDOWN_MARGIN", "RECORD_VALUE", "START_TYPES", "InstallPlan", "change_config2", "code_paths", "configure_service", "plan_install",
     "read_parameter", "write_parameters",
 ]
