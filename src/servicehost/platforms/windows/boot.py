@@ -112,12 +112,12 @@ def apply_parameters(name: str) -> None:
 
 def include_system_site_packages() -> None:
     """What a venv with ``include-system-site-packages = true`` adds after its own site-packages."""
-    import configparser
-    import site
-
     cfg = Path(sys.prefix) / "pyvenv.cfg"
     if sys.prefix == sys.base_prefix or not cfg.is_file():
         return
+    import configparser
+    import site
+
     parser = configparser.ConfigParser()
     parser.read_string("[venv]\n" + cfg.read_text(encoding="utf-8", errors="replace"))
     if parser.get("venv", "include-system-site-packages", fallback="false").strip().lower() == "true":

@@ -12,7 +12,6 @@ import logging
 from ... import logs
 from ...errors import PlatformUnavailable
 from .errors import winerror
-from .message_file import event_ids, message_table, resource_dll
 from .paths import message_file_path
 from .pywin32 import import_pywin32, win32_error
 
@@ -79,6 +78,8 @@ def attach_event_log(source: str) -> bool:
 
 def register_event_source(name: str) -> None:
     """Write the message file and register ``name`` as an Application log source that uses it."""
+    from .message_file import event_ids, message_table, resource_dll  # install only: not on the start path
+
     path = message_file_path(name)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(resource_dll(message_table(event_ids())))

@@ -45,13 +45,13 @@ class WindowsPlatform:
 
     def run(self, host: Host, *, debug: bool = False) -> ExitCode:
         """Run ``host`` as the SCM's service (main thread); in a console, run it in the foreground."""
-        from ..foreground import ForegroundPlatform
-
         session = current_session()
         if not debug and sys.platform == "win32" and session is None:
             session = ScmSession(host.name)  # ``servicehost run ... --manager windows`` by hand
             session.start()
         if debug or session is None or not session.wait_connected():
+            from ..foreground import ForegroundPlatform  # only here: a service never needs it
+
             restore_console()
             if not debug:
                 logs.scm_not_a_service(log, session.error if session else "not Windows")

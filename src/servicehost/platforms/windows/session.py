@@ -1,10 +1,11 @@
 """Running under the SCM: this process's connection to the Service Control Manager.
 
 :class:`ScmSession` starts pywin32's dispatcher on a thread (``StartServiceCtrlDispatcher``), hands it
-a ServiceFramework class (:func:`framework_class`) whose instance forwards every control to the
-session, and serves the host on the main thread: host states → SERVICE_* statuses (RUNNING only once
-every service is ready), SCM controls → host calls (STOP/SHUTDOWN/PRESHUTDOWN → request_stop,
-PAUSE/CONTINUE → pause/resume, PARAMCHANGE → reload, 128–255 → control).
+the class it instantiates (:func:`framework_class`: pywin32's hosting protocol, without
+win32serviceutil), whose instance forwards every control to the session, and serves the host on the
+main thread: host states → SERVICE_* statuses (RUNNING only once every service is ready), SCM
+controls → host calls (STOP/SHUTDOWN/PRESHUTDOWN → request_stop, PAUSE/CONTINUE → pause/resume,
+PARAMCHANGE → reload, 128–255 → control).
 :class:`StatusReporter` re-sends a *_PENDING status every PUMP_INTERVAL with a rising checkpoint, so
 the SCM sees progress for as long as a start, pause or drain lasts. The host's exit code becomes
 the service's exit status (:func:`scm_exit_status`).
@@ -241,15 +242,22 @@ class ScmSession:
 
 
 def framework_class(session: ScmSession) -> type:
-    """The pywin32 ServiceFramework the SCM instantiates for this process's service."""
-    win32serviceutil = import_pywin32("win32serviceutil")
+    """The class servicemanager's ServiceMain instantiates for this process's service.
 
-    class HostedService(win32serviceutil.ServiceFramework):  # type: ignore[misc,name-defined]
+    pywin32's hosting protocol is two calls: ``cls(args)``, which must register a control handler
+    (``servicemanager.RegisterServiceCtrlHandler``), then ``SvcRun()``, which returns once the service
+    has stopped. That is what win32serviceutil.ServiceFramework's ``__init__`` does; doing it here
+    keeps win32serviceutil (and the win32api, win32con and winerror it imports) off the start path.
+    """
+    servicemanager = import_pywin32("servicemanager")
+
+    class HostedService:
         _svc_name_ = session.name
         _svc_display_name_ = session.name
 
         def __init__(self, args: Sequence[str]) -> None:
-            super().__init__(args)  # registers ServiceCtrlHandlerEx and the event source
+            self.ssh = servicemanager.RegisterServiceCtrlHandler(args[0], self.ServiceCtrlHandlerEx, True)
+            servicemanager.SetEventSourceName(session.name)  # pywin32's own messages, under our source
             session.attach(self, args)
 
         def ServiceCtrlHandlerEx(self, control: int, event_type: int, data: Any) -> int:
@@ -281,8 +289,6 @@ def current_session() -> ScmSession | None:
 def prepare_process(source: str) -> None:
     """Safe stdio, the Event Log handler (``source``: the service's name), a real interpreter
     for spawned processes."""
-    import multiprocessing
-
     root = logging.getLogger()
     for stream in (sys.stdout, sys.stderr):
         console = [h for h in root.handlers
@@ -299,11 +305,12 @@ def prepare_process(source: str) -> None:
         stderr.start_logging()
     eventlog.attach_event_log(source)  # where it cannot be opened, the log file still has everything
     # CPython spawns children with sys.executable; under pythonservice.exe that would be a
-    # python.exe in sys.exec_prefix, which a venv lacks. Ours is the base python.exe: real.
-    executable = sys.executable
-    if Path(executable).name.lower() not in ("python.exe", "pythonw.exe", "python_d.exe"):
-        executable = str(Path(sys.base_exec_prefix) / "python.exe")
-    multiprocessing.set_executable(executable)
+    # python.exe in sys.exec_prefix, which a venv lacks: then the base python.exe, which is real.
+    # The ImagePath's own python.exe needs nothing (and multiprocessing stays off the start path).
+    if Path(sys.executable).name.lower() not in ("python.exe", "pythonw.exe", "python_d.exe"):
+        import multiprocessing
+
+        multiprocessing.set_executable(str(Path(sys.base_exec_prefix) / "python.exe"))
 
 
 __all__ = [
