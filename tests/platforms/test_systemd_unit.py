@@ -56,7 +56,17 @@ from servicehost.platforms.systemd import (
 from ..conftest import IN_CI
 
 ROOT = Path(__file__).resolve().parents[2]
-SAMPLE = str(ROOT / "examples" / "sample_service.py")
+#: Rendering is a pure function of the options and the command: the units here are rendered for a
+#: fixed layout (the system's interpreter, code under /srv), never for where this checkout and its
+#: venv happen to be (a clone under /tmp or /home would relax or refuse the hardening). verify
+#: wants the interpreter to exist.
+PYTHON = next((p for p in ("/usr/bin/python3", "/usr/local/bin/python3") if os.access(p, os.X_OK)), "/bin/sh")
+SAMPLE = "/srv/app/sample_service.py"
+
+
+def command_for(target: str, **kwargs: str) -> list[str]:
+    """``launch_command`` for the fixed layout (PYTHON, not this test run's interpreter)."""
+    return launch_command(target, interpreter=PYTHON, **kwargs)
 MAX_EXPOSURE = 3.0
 #: Real units that exist wherever systemd is installed (verify checks dependencies exist).
 REAL_DEPENDENCIES = ["systemd-journald", "systemd-journald.socket", "network-online.target", "sysinit.target"]
@@ -110,7 +120,7 @@ def value(text: str, key: str) -> list[str]:
 
 # -- the default unit ---------------------------------------------------------------------------------
 def test_default_unit_verifies_and_its_exposure_is_low(tmp_path, verify, capsys):
-    unit = render_unit(options(), launch_command(SAMPLE, state_dir="/var/lib/servicehost/SampleService"))
+    unit = render_unit(options(), command_for(SAMPLE, state_dir="/var/lib/servicehost/SampleService"))
     path = write(tmp_path, unit.text, unit.name)
     verify(path)
     proc = subprocess.run(["systemd-analyze", "security", "--offline=true", str(path)],
@@ -124,7 +134,7 @@ def test_default_unit_verifies_and_its_exposure_is_low(tmp_path, verify, capsys)
 
 
 def test_default_unit_maps_every_option(tmp_path):
-    command = launch_command(SAMPLE, state_dir="/var/lib/servicehost/SampleService")
+    command = command_for(SAMPLE, state_dir="/var/lib/servicehost/SampleService")
     unit = render_unit(options(stop_timeout=30, restart_delay=2.5, watchdog=4),
                        command, settings=UnitSettings(start_timeout=60, limit_nofile=4096))
     text = unit.text
@@ -154,7 +164,7 @@ def test_default_unit_maps_every_option(tmp_path):
 
 
 def test_no_watchdog_no_restart_and_an_account(tmp_path, verify):
-    unit = render_unit(options(watchdog=0, restart=False, account="daemon:daemon"), launch_command(SAMPLE))
+    unit = render_unit(options(watchdog=0, restart=False, account="daemon:daemon"), command_for(SAMPLE))
     assert not value(unit.text, "WatchdogSec")
     assert value(unit.text, "Restart") == ["no"]
     assert value(unit.text, "User") == ["daemon"] and value(unit.text, "Group") == ["daemon"]
@@ -163,23 +173,23 @@ def test_no_watchdog_no_restart_and_an_account(tmp_path, verify):
 
 
 def test_state_dir_outside_var_lib_is_read_write_for_an_account_only(tmp_path, verify):
-    unit = render_unit(options(account="daemon", state_dir="/srv/sample state".replace(" ", "-")), launch_command(SAMPLE))
+    unit = render_unit(options(account="daemon", state_dir="/srv/sample state".replace(" ", "-")), command_for(SAMPLE))
     assert value(unit.text, "ReadWritePaths") == ["/srv/sample-state"]
     assert value(unit.text, "StateDirectory") == ["servicehost/SampleService"]
     verify(write(tmp_path, unit.text, unit.name))
     with pytest.raises(UsageError, match="DynamicUser= services keep state only under /var/lib"):
-        render_unit(options(state_dir="/srv/sample-state"), launch_command(SAMPLE))
+        render_unit(options(state_dir="/srv/sample-state"), command_for(SAMPLE))
 
 
 def test_start_modes_and_delayed_is_refused_with_a_reason():
     for mode in ("auto", "manual", "disabled"):
-        render_unit(options(start_mode=mode), launch_command(SAMPLE))
+        render_unit(options(start_mode=mode), command_for(SAMPLE))
     with pytest.raises(UsageError, match="systemd has no delayed start; order the unit After= another"):
-        render_unit(options(start_mode="delayed"), launch_command(SAMPLE))
+        render_unit(options(start_mode="delayed"), command_for(SAMPLE))
 
 
 def test_dependencies_are_requires_and_after(tmp_path, verify):
-    unit = render_unit(options(dependencies=("systemd-journald", "network-online.target")), launch_command(SAMPLE))
+    unit = render_unit(options(dependencies=("systemd-journald", "network-online.target")), command_for(SAMPLE))
     assert value(unit.text, "Requires") == ["systemd-journald.service network-online.target"]
     assert value(unit.text, "After") == ["network.target systemd-journald.service network-online.target"]
     verify(write(tmp_path, unit.text, unit.name))
@@ -188,7 +198,7 @@ def test_dependencies_are_requires_and_after(tmp_path, verify):
 # -- hardening relaxed where the service's files live -----------------------------------------------
 def test_protect_home_is_relaxed_with_a_note_when_the_interpreter_lives_under_root(tmp_path, verify):
     # The venv's python (in ExecStart) resolves to an interpreter under /root: that is what counts.
-    command = launch_command("/srv/app/svc.py")
+    command = command_for("/srv/app/svc.py")
     unit = render_unit(options(account="root"), command,
                        settings=UnitSettings(paths=("/root/.pyenv/versions/3.11.7/bin/python3.11",)))
     assert "ProtectHome=read-only" in lines(unit.text) and "ProtectHome=yes" not in lines(unit.text)
@@ -223,14 +233,14 @@ def test_an_account_that_cannot_read_the_code_is_named_with_the_directory_in_the
 
 
 def test_the_files_an_account_must_read_are_the_code_not_the_state():
-    command = launch_command("/srv/app/svc.py:Svc", config_file="/etc/app.toml", state_dir="/var/lib/servicehost/Svc")
+    command = command_for("/srv/app/svc.py:Svc", config_file="/etc/app.toml", state_dir="/var/lib/servicehost/Svc")
     assert code_paths(command, options(config_file="/etc/app.toml")) == ["/etc/app.toml", "/srv/app/svc.py"]
-    assert code_paths(launch_command("package.module:Svc"), options()) == []  # found through sys.path instead
+    assert code_paths(command_for("package.module:Svc"), options()) == []  # found through sys.path instead
 
 
 # -- secrets --------------------------------------------------------------------------------------------
 def test_a_secret_goes_in_as_a_credential_never_into_the_unit(tmp_path, verify):
-    unit = render_unit(options(environment=(("DB_PASSWORD", "@/etc/hostname"), ("MODE", "fast"))), launch_command(SAMPLE))
+    unit = render_unit(options(environment=(("DB_PASSWORD", "@/etc/hostname"), ("MODE", "fast"))), command_for(SAMPLE))
     assert value(unit.text, "LoadCredential") == ["DB_PASSWORD:/etc/hostname"]
     assert '"DB_PASSWORD_FILE=%d/DB_PASSWORD"' in value(unit.text, "Environment")
     assert unit.credentials == (("DB_PASSWORD", "/etc/hostname"),)
@@ -240,33 +250,35 @@ def test_a_secret_goes_in_as_a_credential_never_into_the_unit(tmp_path, verify):
 def test_at_at_is_a_literal_at_and_every_other_at_names_a_file(tmp_path, monkeypatch):
     """The same rule under every manager (base.split_environment): never a silent literal '@...'."""
     monkeypatch.chdir(tmp_path)
-    unit = render_unit(options(environment=(("MODE", "@@fast"), ("TOKEN", "@token.txt"))), launch_command(SAMPLE))
+    unit = render_unit(options(environment=(("MODE", "@@fast"), ("TOKEN", "@token.txt"))), command_for(SAMPLE))
     assert '"MODE=@fast"' in value(unit.text, "Environment")
     assert unit.credentials == (("TOKEN", str(tmp_path / "token.txt")),)  # relative: from where install runs
     with pytest.raises(UsageError, match="name the file holding the secret"):
-        render_unit(options(environment=(("TOKEN", "@"),)), launch_command(SAMPLE))
+        render_unit(options(environment=(("TOKEN", "@"),)), command_for(SAMPLE))
     with pytest.raises(UsageError, match="given twice"):
-        render_unit(options(environment=(("TOKEN", "@/a"), ("TOKEN_FILE", "/b"))), launch_command(SAMPLE))
+        render_unit(options(environment=(("TOKEN", "@/a"), ("TOKEN_FILE", "/b"))), command_for(SAMPLE))
 
 
 def test_a_missing_secret_file_is_a_config_error_naming_it(tmp_path):
-    opts = options(environment=(("TOKEN", f"@{tmp_path / 'absent'}"),))
+    # The machine's checks run the interpreter: this run's own, for an account that may read it wherever
+    # this checkout lives (as root a system unit: root's; else a user unit, which runs as this user).
+    opts = options(environment=(("TOKEN", f"@{tmp_path / 'absent'}"),), account="root" if os.geteuid() == 0 else "")
     with pytest.raises(ConfigError, match=rf"--env TOKEN=@{tmp_path}/absent: expected a readable regular file"):
-        SystemdManager().render(opts, launch_command(SAMPLE))
+        SystemdManager().render(opts, launch_command(str(ROOT / "examples" / "sample_service.py")))
 
 
 @pytest.mark.parametrize("key", ["DB_PASSWORD", "GITHUB_TOKEN", "api_key", "AWS_SECRET_ACCESS_KEY", "SECRET"])
 def test_a_secret_in_the_environment_is_refused_without_showing_it(key):
     secret = "hunter2-s3cr3t-value"
     with pytest.raises(UsageError) as info:
-        render_unit(options(environment=((key, secret),)), launch_command(SAMPLE))
+        render_unit(options(environment=((key, secret),)), command_for(SAMPLE))
     assert secret not in str(info.value) and f"--env {key}=@/path/to/file" in str(info.value)
 
 
 def test_a_secret_flag_in_the_command_is_refused_without_showing_it():
     secret = "hunter2-s3cr3t-value"
     with pytest.raises(UsageError) as info:
-        render_unit(options(), [*launch_command(SAMPLE), "--api-token", secret])
+        render_unit(options(), [*command_for(SAMPLE), "--api-token", secret])
     assert secret not in str(info.value) and "--api-token" in str(info.value)
 
 
@@ -279,8 +291,8 @@ def test_secret_names():
 def test_effective_setting_follows_the_config_precedence(tmp_path):
     toml = tmp_path / "svc.toml"
     toml.write_text("start_timeout = 120\n")
-    command = launch_command(SAMPLE, config_file=str(toml))
-    assert effective_setting("start_timeout", options(), launch_command(SAMPLE)) == 60.0
+    command = command_for(SAMPLE, config_file=str(toml))
+    assert effective_setting("start_timeout", options(), command_for(SAMPLE)) == 60.0
     assert effective_setting("start_timeout", options(config_file=str(toml)), command) == 120.0
     env = (("SERVICEHOST_START_TIMEOUT", "90"),)
     assert effective_setting("start_timeout", options(config_file=str(toml), environment=env), command) == 90.0
@@ -379,7 +391,7 @@ def valid_options(draw: st.DrawFn, *, user_unit: bool = False) -> tuple[InstallO
     )
     target = draw(_abs_path) + ".py"
     args = draw(st.lists(_word, max_size=5))
-    command = [*launch_command(target), *args]
+    command = [*command_for(target), *args]
     return opts, command
 
 
@@ -444,7 +456,7 @@ def test_bad_options_are_refused_before_a_unit_is_written(tmp_path, what, bad, c
     unit_dir = tmp_path / "units"
     manager = SystemdManager(Scope(False, unit_dir))
     opts = options(**bad)
-    cmd = launch_command(SAMPLE) if command is None else command
+    cmd = command_for(SAMPLE) if command is None else command
     with pytest.raises(ServiceHostError) as info:
         if what != "an unknown account":  # the pure renderer refuses all but this one (that needs pwd)
             render_unit(opts, cmd)
