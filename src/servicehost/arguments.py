@@ -142,7 +142,8 @@ TARGET, NAME_OR_TARGET, NOTHING = "target", "name", "none"
 class Command(NamedTuple):
     name: str
     help: str
-    handler: Callable[[Invocation], ExitCode]
+    handler: Callable[[Invocation], int]
+    """Runs the command; its exit code (an ExitCode; ``status``: a StatusCode, as LSB)."""
     add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
     operand: str = TARGET
     """TARGET: a TARGET (run, install); NAME_OR_TARGET: an installed service's NAME or a TARGET

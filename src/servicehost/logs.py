@@ -130,6 +130,9 @@ control_busy = _event(
     "control channel: %d connections open already: new ones get a 'busy' reply until one ends")
 control_marker_failed = _event(
     5221, "control_marker_failed", DEBUG, "control channel: %s the ready marker %s failed (ignored: %s)")
+control_unavailable = _event(
+    5222, "control_unavailable", INFO,
+    "control channel unavailable (%s): servicehost status cannot see this run")
 supervisord_started = _event(5206, "supervisord_started", INFO, "started supervisord (%s, config %s)")
 supervisord_not_at_boot = _event(5207, "supervisord_not_at_boot", WARNING, "%s")
 supervisord_program_written = _event(5208, "supervisord_program_written", INFO, "%s: wrote %s")

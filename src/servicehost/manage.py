@@ -14,8 +14,16 @@ import sys
 
 from . import platforms
 from .arguments import NAME_OR_TARGET, NOTHING, Command, Invocation, number, path, service_name, text
-from .errors import ExitCode, ServiceHostError, UsageError
-from .platforms.base import START_MODES, InstallOptions, Manager, launch_command, refusals
+from .errors import ExitCode, PlatformUnavailable, ServiceHostError, UsageError
+from .platforms.base import (
+    START_MODES,
+    STATUS_SCHEMA,
+    InstallOptions,
+    Manager,
+    ServiceStatus,
+    launch_command,
+    refusals,
+)
 
 
 def _wait_arg(p: argparse.ArgumentParser) -> None:
@@ -323,10 +331,34 @@ def _name_only(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", type=service_name, help="service name (default: the class's name)")
 
 
-def _cmd_status(inv: Invocation) -> ExitCode:
-    status = _manager(inv).status(_service_name(inv))
-    print("\n".join(status.lines()))
-    return ExitCode.OK
+def _status_args(p: argparse.ArgumentParser) -> None:
+    _name_only(p)
+    p.add_argument("--json", action="store_true",
+                   help=f"print one JSON document (schema {STATUS_SCHEMA}: see the README) instead of lines")
+
+
+def _cmd_status(inv: Invocation) -> int:
+    """Exit 0 running (or on its way: starting, pausing, paused, resuming, stopping), 3 not
+    running (stopped, failed, restarting), 4 not installed or unknown: ``StatusCode``, as LSB and
+    ``systemctl status``. A name no manager has but that answers on its control channel (a
+    ``servicehost run`` in a terminal) is running."""
+    from .platforms.control import foreground_status
+
+    name = _service_name(inv)
+    manager: Manager | None = None
+    try:
+        manager = _manager(inv)
+        status = manager.status(name)
+    except PlatformUnavailable as exc:  # the manager cannot tell: LSB's "unknown", said as such
+        status = ServiceStatus(name, manager.name if manager else str(inv.loaded.host.manager), "unknown",
+                               detail={"error": str(exc)})
+    if status.state == "not-installed" or manager is None:
+        status = foreground_status(name) or status
+    if inv.args.json:
+        print(json.dumps(status.as_json(), indent=2))
+    else:
+        print("\n".join(status.lines()))
+    return int(status.code)
 
 
 def _cmd_pause(inv: Invocation) -> ExitCode:
@@ -391,8 +423,8 @@ COMMANDS: tuple[Command, ...] = (
     Command("start", "start the installed service", _cmd_start, _start_args, operand=NAME_OR_TARGET),
     Command("stop", "stop the installed service (dependents first)", _cmd_stop, _name_wait, operand=NAME_OR_TARGET),
     Command("restart", "stop, then start the installed service", _cmd_restart, _name_wait, operand=NAME_OR_TARGET),
-    Command("status", "show state, pid, uptime, restarts and last exit (the same on every manager)", _cmd_status,
-            _name_only, operand=NAME_OR_TARGET),
+    Command("status", "show state, pid, uptime, restarts and last exit (the same on every manager); exit 0 "
+            "running, 3 not running, 4 not installed or unknown", _cmd_status, _status_args, operand=NAME_OR_TARGET),
     Command("pause", "pause the running service", _cmd_pause, _name_only, operand=NAME_OR_TARGET),
     Command("continue", "continue a paused service", _cmd_continue, _name_only, operand=NAME_OR_TARGET),
     Command("control", "send a custom control code (128-255) to the running service", _cmd_control, _control_args,

@@ -6,6 +6,7 @@ It is ready only once the file named by ``$CONTRACT_GATE`` exists, so a test hol
 ``contract: <hook> ...``, which the suite reads back through ``servicehost logs`` (the manager's
 own log: supervisord's program log, the journal, the Event Log or the service's log file).
 ``$CONTRACT_MARK`` is logged at start: ``update`` changes it, ``restart`` shows the new value.
+Once ready it runs one task on its pool ``contract-pool``, so ``status`` has counters to show.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from servicehost import Service, StopToken
+from servicehost import Service, StopToken, ThreadPool
 
 
 class Contract(Service):
@@ -23,6 +24,7 @@ class Contract(Service):
 
     def start(self) -> None:
         self.log.info("contract: started pid=%d mark=%s", os.getpid(), os.environ.get("CONTRACT_MARK", ""))
+        self.pool = self.use(ThreadPool(2, name="contract-pool"))
 
     def run(self, stop: StopToken) -> None:
         gate = Path(os.environ["CONTRACT_GATE"])
@@ -31,6 +33,7 @@ class Contract(Service):
                 return
         self.log.info("contract: ready")
         self.ready()
+        self.pool.submit(int)
         stop.wait()
 
     def pause(self) -> None:

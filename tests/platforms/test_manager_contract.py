@@ -12,6 +12,7 @@ module, or one manager's column (``-k supervisord``), not one test alone.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -20,10 +21,12 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from servicehost.errors import ExitCode
+from servicehost.platforms.base import STATE_CODES, STATUS_SCHEMA, ServiceStatus, StatusCode
 
 from ..conftest import TOOLS
 from .harness import HANG_GUARD, status_fields, supervisord_env, supervisord_home, until
@@ -37,6 +40,8 @@ ROOT = Path(__file__).resolve().parents[2]
 SERVICE = Path(__file__).resolve().parent / "contract_service.py"
 MANAGERS = ("supervisord", "systemd", "windows")
 NAME = f"shcontract{os.getpid() % 100000}"
+#: The keys of ``status --json``, in order (schema STATUS_SCHEMA): every one always present.
+STATUS_KEYS = list(ServiceStatus("x", "m", "running").as_json())
 
 
 @dataclass
@@ -73,7 +78,22 @@ class Managed:
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace", cwd=ROOT)
 
     def status(self) -> dict[str, str]:
-        return status_fields(self.cli("status").stdout)
+        """``servicehost status`` as fields; its exit code must be the state's (0 running, 3 not
+        running, 4 not installed: STATE_CODES), whatever the step."""
+        proc = self.cli("status", expect=None)
+        fields = status_fields(proc.stdout)
+        assert "state" in fields and proc.returncode == STATE_CODES[fields["state"]], (
+            f"{self.manager}: status exit {proc.returncode} for state {fields.get('state')}\n{proc.stdout}\n{proc.stderr}")
+        return fields
+
+    def status_json(self) -> dict[str, Any]:
+        """``servicehost status --json``, checked against the schema; its exit code is the state's."""
+        proc = self.cli("status", "--json", expect=None)
+        doc = json.loads(proc.stdout)
+        assert proc.returncode == doc["status_code"] == STATE_CODES[doc["state"]], (proc.returncode, doc)
+        assert list(doc) == STATUS_KEYS and doc["schema"] == STATUS_SCHEMA, doc
+        assert (doc["name"], doc["manager"]) == (NAME, self.manager), doc
+        return doc  # type: ignore[no-any-return]
 
     def state(self) -> str:
         return self.status()["state"]
@@ -173,6 +193,12 @@ def test_a_service_not_installed_is_not_installed_and_every_command_says_so(mana
         assert NAME in proc.stderr and "Traceback" not in proc.stderr, (command, proc.stderr)
 
 
+def test_status_of_a_service_not_installed_exits_4_with_or_without_json(managed):
+    assert managed.cli("status", expect=None).returncode == StatusCode.UNKNOWN
+    doc = managed.status_json()
+    assert (doc["state"], doc["status_code"], doc["running"], doc["pid"]) == ("not-installed", 4, False, None)
+
+
 def test_install_registers_it_and_install_again_never_makes_a_second_one(managed):
     out = managed.cli("install", *_install_args(managed, "1")).stdout
     assert f"installed {NAME} under {managed.manager}" in out
@@ -187,6 +213,14 @@ def test_install_registers_it_and_install_again_never_makes_a_second_one(managed
 
 def test_an_installed_service_that_never_ran_is_stopped(managed):
     assert managed.state() == "stopped"
+
+
+def test_a_stopped_service_exits_3_and_its_json_says_not_running(managed):
+    assert managed.cli("status", expect=None).returncode == StatusCode.NOT_RUNNING
+    doc = managed.status_json()
+    assert (doc["state"], doc["status_code"], doc["running"], doc["pid"], doc["since"]) == (
+        "stopped", 3, False, None, None)
+    assert doc["start_mode"] == "manual" and doc["account"] != "", doc  # installed with --start manual
 
 
 def test_start_wait_0_queues_the_start_and_returns_while_the_service_is_starting(managed):
@@ -225,6 +259,25 @@ def test_status_shows_the_same_fields_under_every_manager(managed):
         assert status[key] == "unknown"
     if "restarts" not in managed.unknown:
         assert status["restarts"] == "0"
+
+
+def test_status_json_of_a_running_service_has_every_field_and_its_counters(managed):
+    assert managed.cli("status", expect=None).returncode == StatusCode.RUNNING
+    doc = managed.status_json()
+    assert (doc["state"], doc["status_code"], doc["running"], doc["ready"]) == ("running", 0, True, True), doc
+    assert isinstance(doc["pid"], int) and doc["pid"] > 0 and isinstance(doc["uptime"], float), doc
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", doc["since"]), doc
+    assert doc["start_mode"] == "manual" and doc["account"], doc
+    assert isinstance(doc["sub_state"], str) and isinstance(doc["detail"], dict), doc
+    if managed.manager == "windows":  # the SCM has no channel to the service: its counters are unknown
+        assert doc["counters"] is None
+        return
+    # The service's own counters, from its control channel (the same under supervisord and systemd).
+    pool = until(lambda: [c for c in managed.status_json()["counters"] or [] if c["name"] == "contract-pool"
+                          and c["completed"] >= 1], "the contract pool's task in the status counters")
+    assert set(pool[0]) >= {"submitted", "completed", "failed", "in_flight", "queue_depth"}, pool
+    text = managed.status()
+    assert text["status"].startswith("running") and "contract-pool: 1 done" in text["status"], text
 
 
 def test_pause_continue_control_and_reload_reach_the_service(managed):

@@ -7,8 +7,9 @@
 * :class:`InstallOptions` — the one set of install options for every manager, and
   :func:`option_support`, per manager, how each option maps — or why it is refused (each
   platform states its own column in its ``ENTRY``).
-* :class:`ServiceStatus` — the status record every manager's ``status`` fills
-  (a field the manager cannot tell stays ``None`` and prints ``unknown``).
+* :class:`ServiceStatus` — the status record every manager's ``status`` fills (a field the
+  manager cannot tell stays ``None`` and prints ``unknown``); :data:`STATE_CODES` gives each state
+  its LSB exit code (:class:`StatusCode`), :meth:`ServiceStatus.as_json` the ``--json`` document.
 * :func:`launch_command` — the exact command line a manager launches.
 * :func:`wait_until` — the one way a manager waits for an outside process to reach a state.
 """
@@ -17,12 +18,14 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import stat
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
+from datetime import datetime, timezone
+from enum import IntEnum, StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
@@ -333,19 +336,69 @@ def split_environment(pairs: Sequence[tuple[str, str]]) -> tuple[list[tuple[str,
     return plain, secrets
 
 
+class StatusCode(IntEnum):
+    """The exit code of ``servicehost status``, as LSB init scripts and ``systemctl status`` give it."""
+
+    RUNNING = 0
+    """The service's process is alive: running, or on its way (starting, pausing, paused, resuming,
+    stopping)."""
+    NOT_RUNNING = 3
+    """Installed, no process: stopped, failed, or waiting for the manager to restart it."""
+    UNKNOWN = 4
+    """Not installed (and nothing answers by that name), or the manager could not tell."""
+
+
+#: Every state ``status`` reports, and the code it exits with. ``restarting``: the service ended
+#: with a failure and its manager will start it again after a delay (a crash loop shows this
+#: between two runs, never ``starting``).
+STATE_CODES: Mapping[str, StatusCode] = {
+    "running": StatusCode.RUNNING, "starting": StatusCode.RUNNING, "pausing": StatusCode.RUNNING,
+    "paused": StatusCode.RUNNING, "resuming": StatusCode.RUNNING, "stopping": StatusCode.RUNNING,
+    "stopped": StatusCode.NOT_RUNNING, "failed": StatusCode.NOT_RUNNING, "restarting": StatusCode.NOT_RUNNING,
+    "not-installed": StatusCode.UNKNOWN, "unknown": StatusCode.UNKNOWN,
+}
+
+#: The version of ``status --json``'s document (:meth:`ServiceStatus.as_json`). Keys are only ever
+#: added within a version; a key removed or a meaning changed makes a new version.
+STATUS_SCHEMA = 1
+
+
 @dataclass(frozen=True)
 class ServiceStatus:
-    """What ``status`` shows, the same on every manager. ``None`` prints as ``unknown``."""
+    """What ``status`` shows, the same on every manager. ``None``: the manager cannot tell (the
+    text prints ``unknown``, the JSON ``null``)."""
 
     name: str
     manager: str
+    """The manager it is installed under, or ``foreground`` for a run in a terminal."""
     state: str
-    """running | starting | stopping | stopped | paused | failed | not-installed | unknown."""
+    """A key of :data:`STATE_CODES`: running | starting | pausing | paused | resuming | stopping |
+    stopped | failed | restarting | not-installed | unknown."""
     pid: int | None = None
     uptime: float | None = None
+    """Seconds since the running process started."""
     restarts: int | None = None
     last_exit: int | None = None
+    """The last run's exit code; minus the signal number when a signal killed it."""
     detail: Mapping[str, str] = field(default_factory=dict)
+    """The manager's own extras (unit file, log path, ...), shown as they are."""
+    sub_state: str | None = None
+    """The manager's own word for the state (systemd's SubState, supervisord's process state, the
+    SCM's state, the host's lifecycle state for a foreground run)."""
+    ready: bool | None = None
+    """The service itself said it is ready (its host reached RUNNING and has not begun stopping)."""
+    account: str | None = None
+    start_mode: str | None = None
+    """auto | delayed | manual | disabled, as the manager has it now."""
+    status_line: str | None = None
+    """The service's own one-line summary (its host's ``status_line``: state and counters)."""
+    counters: Sequence[Mapping[str, object]] | None = None
+    """Each component's live counters, as the service's control channel answers them."""
+
+    @property
+    def code(self) -> StatusCode:
+        """What ``status`` exits with (:data:`STATE_CODES`; a state not listed there is unknown)."""
+        return STATE_CODES.get(self.state, StatusCode.UNKNOWN)
 
     def lines(self) -> list[str]:
         def show(value: object) -> str:
@@ -353,11 +406,41 @@ class ServiceStatus:
 
         last = "unknown" if self.last_exit is None else _exit_name(self.last_exit)
         uptime = "unknown" if self.uptime is None else f"{self.uptime:.0f}s"
+        known = [("account", self.account), ("start mode", self.start_mode), ("status", self.status_line)]
         return [
             f"name:      {self.name}", f"manager:   {self.manager}", f"state:     {self.state}",
             f"pid:       {show(self.pid)}", f"uptime:    {uptime}", f"restarts:  {show(self.restarts)}",
             f"last exit: {last}",
-        ] + [f"{k}: {v}" for k, v in self.detail.items()]
+        ] + [f"{k}: {v}" for k, v in known if v is not None] + [f"{k}: {v}" for k, v in self.detail.items()]
+
+    def as_json(self, now: float | None = None) -> dict[str, object]:
+        """The ``status --json`` document (schema :data:`STATUS_SCHEMA`, documented in the README):
+        every key is always there, ``null`` where the manager cannot tell. ``now``: the wall clock
+        (``time.time()``) that ``since`` is counted back from."""
+        now = time.time() if now is None else now
+        since = None
+        if self.uptime is not None:
+            since = datetime.fromtimestamp(now - self.uptime, timezone.utc).isoformat(timespec="seconds")
+        return {
+            "schema": STATUS_SCHEMA,
+            "name": self.name,
+            "manager": self.manager,
+            "state": self.state,
+            "sub_state": self.sub_state,
+            "status_code": int(self.code),
+            "running": self.code is StatusCode.RUNNING,
+            "ready": self.ready,
+            "pid": self.pid,
+            "since": since,
+            "uptime": None if self.uptime is None else round(self.uptime, 3),
+            "restarts": self.restarts,
+            "last_exit": None if self.last_exit is None else _exit_json(self.last_exit),
+            "account": self.account,
+            "start_mode": self.start_mode,
+            "status_line": self.status_line,
+            "counters": None if self.counters is None else [dict(c) for c in self.counters],
+            "detail": dict(self.detail),
+        }
 
 
 def _exit_name(code: int) -> str:
@@ -365,6 +448,22 @@ def _exit_name(code: int) -> str:
         return f"{code} ({ExitCode(code).name})"
     except ValueError:
         return str(code)
+
+
+def _exit_json(code: int) -> dict[str, object]:
+    """``{"code": 1, "name": "CRASH", "signal": null}``; killed by a signal: ``{"code": null,
+    "name": null, "signal": "SIGKILL"}``."""
+    if code < 0:
+        try:
+            signame: str | None = signal.Signals(-code).name
+        except ValueError:
+            signame = f"signal {-code}"
+        return {"code": None, "name": None, "signal": signame}
+    try:
+        meaning: str | None = ExitCode(code).name
+    except ValueError:
+        meaning = None
+    return {"code": code, "name": meaning, "signal": None}
 
 
 def launch_command(target: str, *, config_file: str = "", state_dir: str = "",

@@ -1,5 +1,7 @@
 """The control channel: pause, continue, control CODE, reload, stop and status of a running
-service on Linux, where the service managers (systemd, supervisord) have no such verbs.
+service on Linux, where the service managers (systemd, supervisord) have no such verbs. A run in a
+terminal serves it too (:func:`serving`), so ``servicehost status NAME`` finds it
+(:func:`foreground_status`).
 
 The service (its platform's ``run``) serves it with :class:`ControlServer`; a Manager talks to it
 with :class:`ControlClient`. The socket's path is derived from the name the manager knows the
@@ -39,6 +41,7 @@ by passing ``commands={**COMMANDS, "name": handler}`` to the server; nothing els
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import json
@@ -49,18 +52,22 @@ import selectors
 import socket
 import stat
 import struct
+import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import logs
 from ..errors import IllegalTransition, StartupError, UsageError
 from ..host import Host
 from ..lifecycle import HostState
 from ..stopping import Deadline
+
+if TYPE_CHECKING:
+    from .base import ServiceStatus
 
 log = logging.getLogger("servicehost.platforms.control")
 
@@ -80,6 +87,15 @@ _BRACKET = re.compile(rb"[][{}]")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}")
 #: Host states in which the service counts as ready (it has reached RUNNING and not begun stopping).
 READY_STATES = frozenset({HostState.RUNNING, HostState.PAUSING, HostState.PAUSED, HostState.RESUMING})
+#: A host state (what the channel answers) → the state ``servicehost status`` shows. A host that
+#: answers is alive: stopping, stopped and failed mean it is on its way out.
+STATUS_STATES: Mapping[str, str] = {
+    HostState.CREATED.value: "starting", HostState.STARTING.value: "starting", HostState.RUNNING.value: "running",
+    HostState.PAUSING.value: "pausing", HostState.PAUSED.value: "paused", HostState.RESUMING.value: "resuming",
+    HostState.STOPPING.value: "stopping", HostState.STOPPED.value: "stopping", HostState.FAILED.value: "stopping",
+}
+#: Seconds ``status`` waits for a service's channel to answer.
+STATUS_TIMEOUT = 5.0
 
 
 class ControlChannelError(UsageError):
@@ -743,6 +759,66 @@ class ControlClient:
         if not reply.get("ok"):
             raise ControlChannelError(f"{command}: {reply.get('error', 'refused')}")
         return reply.get("result")
+
+
+def status_fields(answer: Mapping[str, Any]) -> dict[str, Any]:
+    """:class:`~servicehost.platforms.base.ServiceStatus` fields from the channel's answer to
+    ``status`` (or ``ping``, which lacks the summary and counters): state, sub_state (the host's
+    own state), ready, status_line, counters."""
+    host_state = str(answer.get("state", ""))
+    counters = answer.get("counters")
+    return {
+        "state": STATUS_STATES.get(host_state, "unknown"),
+        "sub_state": host_state or None,
+        "ready": bool(answer.get("ready")),
+        "status_line": answer.get("status_line"),
+        "counters": counters if isinstance(counters, list) else None,
+    }
+
+
+def foreground_status(name: str, env: Mapping[str, str] | None = None,
+                      timeout: float = STATUS_TIMEOUT) -> ServiceStatus | None:
+    """The status of a service that no manager has but that answers on its control channel by
+    ``name`` (a ``servicehost run``/``debug`` in a terminal, serving at :func:`socket_path`); None
+    when nothing answers there. Blocks at most ``timeout`` seconds."""
+    from .base import ServiceStatus
+
+    if not sys.platform.startswith("linux"):
+        return None  # only Linux runs serve a channel (ForegroundPlatform.run)
+    try:
+        path = socket_path(name, env)
+    except UsageError:
+        return None  # not a name a channel can have
+    try:
+        answer = ControlClient(path, timeout=timeout).call("status")
+    except ControlChannelError:
+        return None
+    if not isinstance(answer, dict):
+        return None
+    pid, uptime = answer.get("pid"), answer.get("uptime")
+    return ServiceStatus(
+        name, "foreground", pid=pid if isinstance(pid, int) else None,
+        uptime=float(uptime) if isinstance(uptime, (int, float)) else None,
+        detail={"control channel": str(path)}, **status_fields(answer))
+
+
+@contextlib.contextmanager
+def serving(host: Host, path: Path | None = None) -> Iterator[ControlServer | None]:
+    """Serve ``host``'s control channel (at ``path``, default :func:`socket_path` of its name)
+    while the block runs, where it is optional (a run in a terminal): if it cannot be served (the
+    same name runs already, an unsafe directory), that is logged (event 5222) and the block runs
+    without it (None)."""
+    try:
+        server = ControlServer(host, path if path is not None else socket_path(host.name))
+        server.start()
+    except (UsageError, StartupError, OSError) as exc:
+        logs.control_unavailable(log, exc)
+        yield None
+        return
+    try:
+        yield server
+    finally:
+        server.close()
 
 
 class ChannelOperations:

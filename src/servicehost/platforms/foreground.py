@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from queue import SimpleQueue
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -97,7 +98,14 @@ class ForegroundPlatform:
         return None  # nothing to install into: a terminal is not a service manager
 
     def run(self, host: Host, *, debug: bool = False) -> ExitCode:
-        with signals_to_host(host):
+        """Run ``host`` until it stops. On Linux it also serves its control channel by its name,
+        so ``servicehost status NAME`` finds a run that no manager has (``control.serving``)."""
+        with ExitStack() as stack:
+            if sys.platform.startswith("linux"):  # the channel needs AF_UNIX and SO_PEERCRED
+                from .control import serving
+
+                stack.enter_context(serving(host))
+            stack.enter_context(signals_to_host(host))
             return host.run()
 
     def manager(self) -> Manager:

@@ -18,6 +18,7 @@ import contextlib
 import importlib.util
 import logging
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -33,7 +34,15 @@ from ...errors import ConfigError, PlatformUnavailable, StartupError, StopIncomp
 from ...stopping import Deadline
 from ..base import InstallOptions, Secret, ServiceStatus, wait_until
 from ..record import InstallRecord
-from ..control import ChannelOperations, ControlChannelError, ControlClient, runtime_base, socket_path
+from ..control import (
+    STATUS_TIMEOUT,
+    ChannelOperations,
+    ControlChannelError,
+    ControlClient,
+    runtime_base,
+    socket_path,
+    status_fields,
+)
 from . import ENTRY
 from .config import PROGRAM_MARKER, boot_hint, read_program, render_boot_unit, render_program, render_supervisord_conf
 from .credentials import read_secrets, store_secrets
@@ -376,44 +385,52 @@ class SupervisordManager(ChannelOperations):
         meta = read_program(path)
         starts = read_int(Path(meta.get("runtime_dir") or "/nonexistent") / name / STARTS_FILE)
         restarts = None if starts is None else max(0, starts - 1)
+        mode = _start_mode(path)
         try:
             info = self._info(name)
         except SupervisordNotRunning:
             detail["note"] = "supervisord is not running (servicehost start starts it)"
-            return ServiceStatus(name, self.name, "stopped", restarts=restarts, detail=detail)
+            return ServiceStatus(name, self.name, "stopped", restarts=restarts, detail=detail,
+                                 account=meta.get("account") or None, start_mode=mode)
         if info is None:
             detail["note"] = "installed; supervisord has not loaded it yet (servicehost start loads it)"
-            return ServiceStatus(name, self.name, "stopped", restarts=restarts, detail=detail)
+            return ServiceStatus(name, self.name, "stopped", restarts=restarts, detail=detail,
+                                 account=meta.get("account") or None, start_mode=mode)
         detail["log"] = info.get("stdout_logfile", "")
         state = info["statename"]
         pid = info["pid"] or None
         uptime = float(info["now"] - info["start"]) if pid and info["start"] else None
-        shown = {"STARTING": "starting", "BACKOFF": "starting", "STOPPING": "stopping", "STOPPED": "stopped",
+        # BACKOFF: it ended too soon and supervisord starts it again after a delay.
+        shown = {"STARTING": "starting", "BACKOFF": "restarting", "STOPPING": "stopping", "STOPPED": "stopped",
                  "FATAL": "failed", "UNKNOWN": "unknown"}.get(state, "unknown")
+        service: dict[str, Any] = {}  # what the service itself says (its control channel)
         if state == "EXITED":  # ended by itself: a clean stop, or a failure not worth a restart
             assert ENTRY.exit_status is not None  # supervisord is a manager: its ENTRY declares one
             shown = "stopped" if info["exitstatus"] in ENTRY.exit_status.success else "failed"
         if state == "BACKOFF" and info.get("spawnerr"):
             detail["note"] = info["spawnerr"]
         if state == "RUNNING":
-            shown, detail["ready"] = self._service_state(name, meta)
+            shown, detail["ready"], service = self._service_state(name, meta)
         last = self._last_exit(name)
         if last is None and state in ("EXITED", "STOPPED"):
             last = info["exitstatus"]
         if last is not None and last < 0:
             detail["last exit"] = f"killed by {signal.Signals(-last).name}"
         return ServiceStatus(name, self.name, shown, pid=pid, uptime=uptime, restarts=restarts,
-                             last_exit=last, detail=detail)
+                             last_exit=last, detail=detail, sub_state=state,
+                             account=meta.get("account") or _process_owner(pid), start_mode=mode,
+                             **service)
 
-    def _service_state(self, name: str, meta: Mapping[str, str]) -> tuple[str, str]:
+    def _service_state(self, name: str, meta: Mapping[str, str]) -> tuple[str, str, dict[str, Any]]:
+        """(state, the ``ready`` detail, the service's own status fields) from its control channel:
+        supervisord's RUNNING is ``starting`` until the service says it is ready."""
         try:
-            answer = self._client(name, meta, timeout=5.0).call("ping")
+            answer = self._client(name, meta, timeout=STATUS_TIMEOUT).call("status")
         except ControlChannelError as exc:
-            return "starting", f"no ({exc})"
-        host_state = answer.get("state", "")
-        if not answer.get("ready"):
-            return ("stopping" if host_state in ("stopping", "stopped", "failed") else "starting"), f"no ({host_state})"
-        return ("paused" if host_state in ("pausing", "paused") else "running"), f"yes ({host_state})"
+            return "starting", f"no ({exc})", {"ready": False}
+        fields = status_fields(answer)
+        shown, host_state = fields.pop("state"), fields.pop("sub_state")
+        return shown, f"{'yes' if fields['ready'] else 'no'} ({host_state})", fields
 
     def _last_exit(self, name: str) -> int | None:
         try:
@@ -453,3 +470,25 @@ def _written_by_servicehost(path: Path) -> bool:
             return fh.read(len(PROGRAM_MARKER)) == PROGRAM_MARKER
     except OSError:
         return False
+
+
+def _start_mode(program: Path) -> str | None:
+    """auto | manual, from the program file's ``autostart``."""
+    found = re.search(r"^autostart = (true|false)$", program.read_text(encoding="utf-8"), re.M)
+    return None if found is None else "auto" if found[1] == "true" else "manual"
+
+
+def _process_owner(pid: int | None) -> str | None:
+    """The account process ``pid`` runs as (None: no process, or not known)."""
+    if not pid:
+        return None
+    import pwd
+
+    try:
+        uid = os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return None
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)

@@ -26,12 +26,13 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ... import logs
 from ...errors import ConfigError, ExitCode, PlatformUnavailable, StartupError, StopIncomplete, UsageError
 from ..base import InstallOptions, ServiceStatus
 from ..record import InstallRecord
-from ..control import ChannelOperations, ControlClient, socket_path
+from ..control import STATUS_TIMEOUT, ChannelOperations, ControlChannelError, ControlClient, socket_path, status_fields
 from .checks import checked_unit
 from .unit import MARKER, SYSTEM, Scope, Unit, read_meta, split_account, under, unit_name, user_scope
 
@@ -63,7 +64,13 @@ class SystemctlTimeout(PlatformUnavailable):
 
 
 SHOW_PROPS = ("LoadState", "LoadError", "ActiveState", "SubState", "Result", "MainPID", "NRestarts", "ExecMainCode",
-              "ExecMainStatus", "ExecMainStartTimestampMonotonic", "StatusText", "UnitFileState", "FragmentPath")
+              "ExecMainStatus", "ExecMainStartTimestampMonotonic", "StatusText", "UnitFileState", "FragmentPath",
+              "User", "DynamicUser")
+#: systemd's UnitFileState → the start mode ``status`` shows (``enable`` is auto, ``mask`` disabled).
+UNIT_FILE_START_MODES = {"enabled": "auto", "enabled-runtime": "auto", "disabled": "manual", "static": "manual",
+                         "indirect": "manual", "masked": "disabled", "masked-runtime": "disabled"}
+
+
 def _exits(unit: str) -> re.Pattern[str]:
     """systemd's journal lines about a run of ``unit``: its start, its main process's exit (not
     logged for a clean exit 0), its end."""
@@ -338,27 +345,53 @@ class SystemdManager(ChannelOperations):
             raise StartupError(f"{name} did not restart: {self._why(unit)}")
 
     def status(self, name: str) -> ServiceStatus:
+        """The same record as every manager, from ``systemctl show``; while it runs, the service's
+        own state, summary and counters from its control channel. Between two runs of a crash
+        loop (``activating/auto-restart``) it is ``restarting``, never ``starting``."""
         unit = unit_name(name)
         path = self.unit_path(name)
         if not path.is_file():
             return ServiceStatus(name, self.name, "not-installed", detail={"unit": str(path)})
         show = self.show(unit)
-        active = show.get("ActiveState")
+        active, sub = show.get("ActiveState"), show.get("SubState")
         status_text = show.get("StatusText")
         state = {"active": "running", "reloading": "running", "activating": "starting",
                  "deactivating": "stopping", "inactive": "stopped", "failed": "failed"}.get(active, "unknown")
-        if state == "running" and status_text.split(";")[0] in ("paused", "pausing"):
-            state = "paused"
+        if active == "activating" and sub == "auto-restart":
+            state = "restarting"  # it failed; systemd starts it again after RestartSec=
+        service: dict[str, Any] = {"status_line": status_text or None}
+        if state == "running":
+            service = self._service_status(name) or service
+            if "state" not in service and status_text.split(";")[0] in ("paused", "pausing"):
+                service["state"] = "paused"
+            state = service.pop("state", state)
+            service.pop("sub_state", None)
         pid = show.int("MainPID") or None
         started = show.int("ExecMainStartTimestampMonotonic")
         uptime = max(0.0, time.monotonic() - started / 1e6) if pid and started else None
         detail = {"unit": str(path), "enabled": show.get("UnitFileState") or "unknown",
-                  "substate": show.get("SubState"), "result": show.get("Result")}
-        if status_text:
-            detail["status"] = status_text
+                  "substate": sub, "result": show.get("Result")}
         detail["logs"] = shlex.join([*self.scope.journalctl, "-u", unit])
         return ServiceStatus(name, self.name, state, pid=pid, uptime=uptime, restarts=show.int("NRestarts"),
-                             last_exit=self._last_exit(unit, show), detail=detail)
+                             last_exit=self._last_exit(unit, show), detail=detail, sub_state=f"{active}/{sub}",
+                             account=self._account(show), start_mode=UNIT_FILE_START_MODES.get(show.get("UnitFileState")),
+                             **service)
+
+    def _service_status(self, name: str) -> dict[str, Any] | None:
+        """What the running service says on its control channel (status_fields), None when it
+        cannot be asked (a hand-written unit without one, or no permission to reach it)."""
+        try:
+            return status_fields(self._client(name, timeout=STATUS_TIMEOUT).call("status"))
+        except ControlChannelError:
+            return None
+
+    def _account(self, show: Show) -> str | None:
+        """Who it runs as: ``User=``, else a dynamic user, else root (a system unit) or you."""
+        if show.get("User"):
+            return show.get("User")
+        if show.get("DynamicUser") == "yes":
+            return "DynamicUser"
+        return "root" if not self.scope.user else self.env.get("USER") or None
 
     def _last_exit(self, unit: str, show: Show) -> int | None:
         """The last exit of the main process: exit code, or minus the signal that killed it."""
@@ -378,7 +411,7 @@ class SystemdManager(ChannelOperations):
                 found, exited = (int(m[2]) if m[1] == "exited" else -int(m[2])), True
         return found
 
-    def _client(self, name: str) -> ControlClient:
+    def _client(self, name: str, timeout: float = 10.0) -> ControlClient:
         unit = unit_name(name)
         uids = {0, os.geteuid()}
         pid = self.show(unit).int("MainPID")
@@ -386,7 +419,7 @@ class SystemdManager(ChannelOperations):
             with contextlib.suppress(OSError):
                 uids.add(os.stat(f"/proc/{pid}").st_uid)
         path = socket_path(name, {"SERVICEHOST_RUNTIME_DIR": str(self.scope.runtime_base(self.env))})
-        return ControlClient(path, server_uids=frozenset(uids))
+        return ControlClient(path, timeout=timeout, server_uids=frozenset(uids))
 
     def _check(self, name: str) -> None:
         self._installed(name)
@@ -426,4 +459,5 @@ def _signal_name(number: int) -> str:
         return str(number)
 
 
-__all__ = ["SHOW_PROPS", "SYSTEMCTL_TIMEOUT", "WAIT_SLACK", "Show", "SystemctlTimeout", "SystemdManager"]
+__all__ = ["SHOW_PROPS", "SYSTEMCTL_TIMEOUT", "UNIT_FILE_START_MODES", "WAIT_SLACK", "Show", "SystemctlTimeout",
+           "SystemdManager"]

@@ -47,6 +47,9 @@ from .security import needs_password
 log = logging.getLogger("servicehost.platforms.windows")
 
 STATE_NAMES = {1: "stopped", 2: "starting", 3: "stopping", 4: "running", 5: "resuming", 6: "pausing", 7: "paused"}
+#: The SCM's own names of its states (``status``'s sub_state).
+SCM_STATES = {1: "STOPPED", 2: "START_PENDING", 3: "STOP_PENDING", 4: "RUNNING", 5: "CONTINUE_PENDING",
+              6: "PAUSE_PENDING", 7: "PAUSED"}
 
 
 class WindowsManager:
@@ -258,12 +261,19 @@ class WindowsManager:
             state = "failed"
         pid = st["ProcessId"] or None
         start_mode = {2: "delayed" if delayed else "auto", 3: "manual", 4: "disabled"}.get(config[1], str(config[1]))
-        detail = {"display name": config[8], "start mode": start_mode, "account": config[7] or "LocalSystem",
-                  "win32 exit code": str(st["Win32ExitCode"])}
+        detail = {"display name": config[8], "win32 exit code": str(st["Win32ExitCode"])}
         if st["CurrentState"] in (2, 3, 5, 6):
             detail["checkpoint"] = f"{st['CheckPoint']} (wait hint {st['WaitHint']} ms)"
         return ServiceStatus(name, self.name, state, pid=pid, uptime=uptime(pid), restarts=None,
-                             last_exit=last_exit(st), detail=detail)
+                             last_exit=last_exit(st), detail=detail,
+                             sub_state=SCM_STATES.get(st["CurrentState"], str(st["CurrentState"])),
+                             ready=st["CurrentState"] in (4, 5, 6, 7), account=config[7] or "LocalSystem",
+                             start_mode=start_mode)
+
+    def follow_logs(self, name: str, lines: int) -> list[str]:
+        """Refused: the Event Log is read in records, not followed as a stream."""
+        raise UsageError(f"the Service Control Manager keeps no log that can be followed: show the end with "
+                         f"servicehost logs {name} -n {lines}, or watch the Application log in Event Viewer")
 
     def logs(self, name: str, size: int = 16384) -> str:
         """The end of the service's log: its records in the Application log (the SCM's log), newest
@@ -463,6 +473,6 @@ def prompt_password(account: str) -> str:
 
 
 __all__ = [
-    "STATE_NAMES", "ScmHandle", "WindowsManager", "dependents", "exit_text", "last_exit", "prompt_password",
+    "SCM_STATES", "STATE_NAMES", "ScmHandle", "WindowsManager", "dependents", "exit_text", "last_exit", "prompt_password",
     "uptime",
 ]
