@@ -88,6 +88,26 @@ def test_the_text_keeps_its_fields_and_adds_what_is_known():
     assert bare[3:] == ["pid:       unknown", "uptime:    unknown", "restarts:  unknown", "last exit: unknown"]
 
 
+def test_the_readme_documents_every_key_and_state():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### `status`"):]
+    section = section[:section.index("\n## ")]
+    for key in SCHEMA_1:
+        assert f"`{key}`" in section, f"README's status section does not document the JSON key {key!r}"
+    for state, code in STATE_CODES.items():
+        row = next(line for line in section.splitlines() if line.startswith(f"| {int(code)} |"))
+        assert f"`{state}`" in row, f"README's status table does not give {state!r} exit {int(code)}"
+
+
+def test_a_manager_that_cannot_tell_is_unknown_exit_4(capsys):
+    from servicehost.cli import run_cli
+
+    assert run_cli(["status", "shnosuchservice", "--manager", "foreground", "--json"]) == StatusCode.UNKNOWN
+    doc = json.loads(capsys.readouterr().out)
+    assert (doc["state"], doc["status_code"], doc["manager"]) == ("unknown", 4, "foreground")
+    assert "no service manager" in doc["detail"]["error"], doc
+
+
 def test_status_fields_of_a_channel_answer():
     answer = {"pid": 1, "name": "svc", "state": "paused", "ready": True, "uptime": 2.0, "healthy": True,
               "status_line": "paused; pool: 0 done", "counters": [{"name": "pool"}]}
