@@ -17,6 +17,9 @@ Benchmarks (targets from the performance issue):
   start    spawn → "ready" vs a bare interpreter with the same imports       <= 1.25x
   stop     SIGTERM on a busy service: exit − last task completion            <= 50 ms
   rss      idle service, 16 ThreadPool workers vs bare + 16 idle threads     <= 1.1x
+  wine     Windows under Wine's SCM, StartService → RUNNING (bench/wine_start.py; skipped, saying
+           why, where the Wine harness is not found): the seed through servicehost.compat and
+           examples/sample_service.py, each vs the seed with plain pywin32 imports   <= 1.2x
 
 Every contender runs the same functions (bench/workloads.py) on the same items; baselines are
 in bench/baselines.py and bench/bare/. The process-level baselines import exactly the stdlib
@@ -553,9 +556,18 @@ def bench_stop(sz: Sizes) -> Result:
     return res
 
 
+# -- wine: the Windows start under Wine's SCM (bench/wine_start.py) ------------------------------
+def bench_wine(sz: Sizes) -> Result:
+    import wine_start
+
+    res = Result("wine", wine_start.TITLE)
+    wine_start.measure(res, rounds=sz.proc_rounds, say=say)  # says so and skips where there is no Wine harness
+    return res
+
+
 BENCHMARKS: dict[str, Callable[[Sizes], Result]] = {
     "import": bench_import, "bulk": bench_bulk, "cpu": bench_cpu, "process": bench_process,
-    "io": bench_io, "start": bench_start, "stop": bench_stop, "rss": bench_rss,
+    "io": bench_io, "start": bench_start, "stop": bench_stop, "rss": bench_rss, "wine": bench_wine,
 }
 
 
