@@ -145,6 +145,21 @@ class Command(NamedTuple):
     handler: Callable[[Invocation], int]
     """Runs the command; its exit code (an ExitCode; ``status``: a StatusCode, as LSB)."""
     add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
+    settings: tuple[str, ...] | None = None
+    """The setting flags the command takes: None, every one (the host's and the service's: it
+    runs the service, or installs what will); else only these host settings (a verb acting on
+    an installed service takes ``("manager",)``: the service has its own settings already).
+    ``--config`` is always taken (it may choose the manager)."""
     operand: str = TARGET
     """TARGET: a TARGET (run, install); NAME_OR_TARGET: an installed service's NAME or a TARGET
     (:func:`is_target` tells them apart); NOTHING: no word (list)."""
+
+
+def choice(values: Sequence[str]) -> Callable[[str], str]:
+    """An argparse ``type=`` for one of ``values``, in any case (``--start AUTO`` is ``auto``):
+    the value as ``values`` spell it. Pass ``choices=values`` too, for the help and the error."""
+    def convert(text: str) -> str:
+        return config_mod.choice_of(text, values) or text
+
+    convert.__name__ = "choice"
+    return convert

@@ -32,7 +32,7 @@ from typing import NoReturn
 
 from . import config as config_mod
 from . import logs
-from .arguments import _SHOWN, NAME_OR_TARGET, NOTHING, ArgumentParser, Command, Invocation, is_target, one_line
+from .arguments import _SHOWN, NAME_OR_TARGET, NOTHING, ArgumentParser, Command, Invocation, is_target, one_line, service_name
 from .errors import ConfigError, ExitCode, ServiceHostError, UsageError
 
 log = logging.getLogger("servicehost.cli")
@@ -155,22 +155,40 @@ def _command_name(argv: Sequence[str]) -> str | None:
     return next((t for t in argv if t not in ("-h", "--help", "--version")), None)
 
 
-def _find_target(tokens: Sequence[str], flags: set[str]) -> str | None:
-    """The TARGET among a command's arguments, found as argparse will find it, before the target's
-    own setting flags are known: every option takes one value except the ``flags``; ``--`` ends
-    the options; ``-`` and negative numbers are words."""
+def _word_positions(tokens: Sequence[str], flags: set[str]) -> list[int]:
+    """Where the words (not options, not their values) are among a command's arguments, found as
+    argparse will find them, before the target's own setting flags are known: every option takes
+    one value except the ``flags``; ``--`` ends the options; ``-`` and negative numbers are words."""
+    out: list[int] = []
     i = 0
     while i < len(tokens):
         token = tokens[i]
         if token == "--":
-            return tokens[i + 1] if i + 1 < len(tokens) else None
+            return out + list(range(i + 1, len(tokens)))
         if token.startswith("-") and token != "-" and not _NEGATIVE_NUMBER.match(token):
             if "=" not in token and token not in flags:
                 i += 1  # its value
         else:
-            return token
+            out.append(i)
         i += 1
-    return None
+    return out
+
+
+def _find_target(tokens: Sequence[str], flags: set[str]) -> str | None:
+    """The TARGET among a command's arguments: its first word (:func:`_word_positions`)."""
+    words = _word_positions(tokens, flags)
+    return tokens[words[0]] if words else None
+
+
+def _service_before_code(argv: list[str], flags: set[str]) -> list[str]:
+    """``control CODE NAME`` as ``control NAME CODE``: the code, a number, and the service may
+    come in either order (``sc control NAME CODE``; the README's summary line reads CODE first)."""
+    at = argv.index("control") + 1
+    words = [at + i for i in _word_positions(argv[at:], flags)]
+    first, second = (argv[w] for w in words) if len(words) == 2 else ("", "")
+    if first.isascii() and first.isdigit() and not (second.isascii() and second.isdigit()):
+        argv[words[0]], argv[words[1]] = argv[words[1]], argv[words[0]]
+    return argv
 
 
 class _Version(argparse.Action):
@@ -207,8 +225,13 @@ def _parser(with_target: bool, chosen: str | None = None) -> tuple[ArgumentParse
         elif with_target and cmd.operand != NOTHING:
             p.add_argument("target", metavar="TARGET", help="path/to/file.py[:Class] or package.module:Class")
         p.add_argument("--config", metavar="FILE", help="TOML settings file (also $SERVICEHOST_CONFIG)")
-        group = p.add_argument_group("settings (each also a TOML key and a SERVICEHOST_* variable)")
-        _add_settings(group, config_mod.specs(config_mod.HostConfig))
+        host_specs = config_mod.specs(config_mod.HostConfig)
+        if cmd.settings is None:  # every setting; the service's own join them (parse)
+            group = p.add_argument_group("settings (each also a TOML key and a SERVICEHOST_* variable)")
+            _add_settings(group, host_specs)
+        else:  # a verb on an installed service: the service has its settings already
+            _add_settings(p.add_argument_group("settings (also a TOML key and a SERVICEHOST_* variable)"),
+                          [spec for spec in host_specs if spec.name in cmd.settings])
         if cmd.add_arguments:
             cmd.add_arguments(p)
     return parser, group
@@ -218,7 +241,7 @@ def _add_settings(group: argparse._ArgumentGroup, specs: Sequence[config_mod.Set
     for spec in specs:
         try:
             group.add_argument(spec.flag, dest=f"setting_{spec.name}", metavar=spec.type.__name__.upper(),
-                               help=f"{spec.doc} [{spec.expected}; default {spec.default!s}]")
+                               help=f"{spec.doc} [{spec.expected}; default {config_mod.shown_default(spec)}]")
         except argparse.ArgumentError:
             raise UsageError(f"{spec.owner.__name__}.{spec.name}: its flag {spec.flag} is already a servicehost "
                              "option; rename the setting") from None
@@ -244,6 +267,8 @@ def parse(argv: Sequence[str], service_cls: type | None = None) -> Invocation:
     command_name = _command_name(argv)
     parser, group = _parser(with_target, command_name)
     chosen = getattr(parser, "chosen", None)
+    if with_target and chosen is not None and command_name == "control":
+        argv = _service_before_code(list(argv), _flags_without_value(chosen))
     operand = commands(command_name)[command_name].operand if chosen is not None and command_name else NOTHING
     target = name = ""
     if with_target and chosen is not None and operand != NOTHING:
@@ -273,7 +298,9 @@ def parse(argv: Sequence[str], service_cls: type | None = None) -> Invocation:
         config_path = Path(config_file).absolute() if config_file else None
     except OSError as exc:  # the working directory is gone
         raise ConfigError("command line", "--config", "an absolute path", exc.strerror or exc) from None
-    if service_cls is not None:
+    if getattr(args, "name", None):  # --name: the installed name names the default state dir
+        service_name = args.name
+    elif service_cls is not None:
         service_name = getattr(service_cls, "name", "") or service_cls.__name__
     else:
         service_name = name or PROG  # an installed service's name; list names none
@@ -292,20 +319,29 @@ def _run(inv: Invocation, *, debug: bool) -> ExitCode:
 
     hc = inv.loaded.host
     assert inv.service_cls is not None  # run and debug take a TARGET
-    name = getattr(inv.service_cls, "name", "") or inv.service_cls.__name__
+    name = inv.args.name or getattr(inv.service_cls, "name", "") or inv.service_cls.__name__
+    if debug:  # never a manager's child: no notifications, whatever --manager or the environment say
+        platform, reason = platforms.load("foreground"), "debug runs in the foreground"
+    else:
+        platform, reason = platforms.detect(choice=hc.manager)
     log_file = None
     if not debug and hc.log_file.lower() != "none":
-        log_file = Path(hc.log_file) if hc.log_file else hc.state_dir / "logs" / f"{name}.log"
+        log_file = Path(hc.log_file) if hc.log_file else config_mod.default_log_file(name, hc.state_dir, os.environ)
+    # A platform whose manager reads stderr its own way (journald's priority prefixes) formats the
+    # console from the first line on.
+    console_formatter = getattr(platform, "console_formatter", None)
     try:
-        logs.configure(level="DEBUG" if debug else hc.log_level, console=True, log_file=log_file, syslog=hc.syslog)
+        logs.configure(level="DEBUG" if debug else hc.log_level, console=True, log_file=log_file, syslog=hc.syslog,
+                       console_formatter=console_formatter(os.environ) if console_formatter else None)
     except OSError as exc:  # a log file that cannot be opened is a setting to fix, not a crash
         key = "syslog" if log_file is None else "log_file" if hc.log_file else "state_dir"
         found = f"{exc.strerror or exc}" + (f": {exc.filename}" if getattr(exc, "filename", None) else "")
         raise ConfigError("settings", key, "a log destination this user can write", found) from None
-    logs.config_loaded(log, ", ".join(inv.loaded.sources))
-    platform, reason = platforms.detect(choice="foreground" if debug else hc.manager)
     logs.platform_chosen(log, platform.name, reason)
+    logs.config_loaded(log, ", ".join(inv.loaded.sources))
     service = inv.service_cls(inv.loaded.service) if inv.loaded.service is not None else inv.service_cls()
+    service.name = name  # the installed name (--name), else the class's: logs and the control channel use it
+    logs.state_dir_used(log, name, hc.state_dir, inv.loaded.origins.get("state_dir", "default"))
     host = Host([service], hc)
     code = platform.run(host, debug=debug)
     if host.report.forced:
@@ -324,13 +360,20 @@ def _cmd_debug(inv: Invocation) -> ExitCode:
 
 
 def _cmd_settings(inv: Invocation) -> ExitCode:
+    """``name = value`` per setting (an empty one shows empty), and after ``#`` where it came from."""
     print(f"sources: {', '.join(inv.loaded.sources)}")
+    rows = []
     for obj in (inv.loaded.host, inv.loaded.service):
         if obj is None:
             continue
         cls: type = type(obj)
         for spec in config_mod.specs(cls):
-            print(f"{spec.name} = {one_line(str(getattr(obj, spec.name)))}")
+            value = str(getattr(obj, spec.name))
+            shown = "" if value in ("", ".") and spec.type in (str, Path) else value
+            rows.append((f"{spec.name} = {one_line(shown)}", inv.loaded.origins.get(spec.name, "default")))
+    width = max((len(text) for text, _ in rows), default=0)
+    for text, origin in rows:
+        print(f"{text.ljust(width)}  # {one_line(origin)}")
     return ExitCode.OK
 
 
@@ -355,11 +398,20 @@ def run_cli(argv: Sequence[str] | None = None, service_cls: type | None = None) 
         return int(ExitCode.STOP_INCOMPLETE)
 
 
+def _name_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--name", type=service_name,
+                   help="the installed service's name: this run uses its state dir and log file (default: the "
+                   "class's name)")
+
+
 #: The commands a service process runs: starting one never imports the manager commands.
 CORE_COMMANDS: dict[str, Command] = {c.name: c for c in (
-    Command("run", "run the service until it is stopped (what every service manager launches)", _cmd_run),
-    Command("debug", "run in the foreground with DEBUG logs on the console and no manager notifications", _cmd_debug),
-    Command("settings", "print every setting with its effective value and where values came from", _cmd_settings),
+    Command("run", "run the service until it is stopped (what every service manager launches)", _cmd_run,
+            _name_arg),
+    Command("debug", "run in the foreground with DEBUG logs on the console and no manager notifications", _cmd_debug,
+            _name_arg),
+    Command("settings", "print every setting with its effective value and where it came from", _cmd_settings,
+            _name_arg),
 )}
 
 

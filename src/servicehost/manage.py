@@ -11,9 +11,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
+from typing import Any
 
 from . import platforms
-from .arguments import NAME_OR_TARGET, NOTHING, Command, Invocation, number, path, service_name, text
+from .arguments import NAME_OR_TARGET, NOTHING, Command, Invocation, choice, number, path, service_name, text
 from .errors import ExitCode, PlatformUnavailable, ServiceHostError, UsageError
 from .platforms.base import (
     START_MODES,
@@ -40,6 +42,21 @@ def _env_pair(text: str) -> tuple[str, str]:
     return key, value
 
 
+class _RefusedPassword(argparse.Action):
+    """``--password VALUE`` (pywin32's spelling), refused with the reason and the way to do it;
+    the value is never repeated."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=1, default=None, help=kwargs.get("help"),  # type: ignore[arg-type]
+                         metavar=kwargs.get("metavar"))  # type: ignore[arg-type]
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        raise UsageError("--password: a password is never taken from the command line, where every user of this "
+                         "machine can read it (ps, /proc, the shell's history); pipe it to --password-stdin, or "
+                         "leave both out to be asked for it")
+
+
 def _install_args(p: argparse.ArgumentParser, *, update: bool = False) -> None:
     """The install options. For ``update`` none has a default: only those given change (``record.py``)."""
 
@@ -52,13 +69,19 @@ def _install_args(p: argparse.ArgumentParser, *, update: bool = False) -> None:
     g.add_argument("--name", type=service_name, help="service name (default: the class's name)")
     g.add_argument("--display-name", type=text, default=default(""), help="display name (Windows)")
     g.add_argument("--description", type=text, default=default(None), help="one-line description (default: the class's)")
-    g.add_argument("--start", dest="start_mode", choices=START_MODES, default=default("auto"), help="start mode")
+    g.add_argument("--start", dest="start_mode", type=choice(START_MODES), choices=START_MODES,
+                   default=default("auto"), help="start mode")
+    g.add_argument("--startup", dest="start_mode", type=choice(START_MODES), choices=START_MODES,
+                   default=argparse.SUPPRESS, help="the same as --start (pywin32's spelling)")
     g.add_argument("--depends", action="append", default=default([]), type=_dependency if update else service_name,
                    metavar="SERVICE", help="a service that must run first (repeatable)"
                    + ('; update replaces the list, --depends "" clears it' if update else ""))
     g.add_argument("--username", type=text, default=default(""), help="account to run as (default: the least-privileged account the manager offers)")
     g.add_argument("--password-stdin", action="store_true",
                    help="read the account's password from stdin (never give it on the command line)")
+    g.add_argument("--password", action=_RefusedPassword, metavar="VALUE",
+                   help="refused: a password is never taken from the command line (use --password-stdin, or "
+                   "the prompt)")
     g.add_argument("--env", action="append", default=default([]), type=_env_pair, metavar="KEY=VALUE",
                    help="environment variable (repeatable); KEY=@/path/to/file: a secret, read by the "
                    "service from the file named by $KEY_FILE (never in the manager's config); @@ for a literal @"
@@ -393,10 +416,32 @@ def _logs_args(p: argparse.ArgumentParser) -> None:
     _name_only(p)
     p.add_argument("--bytes", type=number(int, min=1, max=1 << 30), default=16384, metavar="N",
                    help="how much of the end of the log to show")
+    p.add_argument("-n", "--lines", type=number(int, min=1, max=1 << 20), default=None, metavar="LINES",
+                   help="show the last LINES lines (as tail -n, journalctl -n)")
+    p.add_argument("-f", "--follow", action="store_true",
+                   help="then keep showing new lines until Ctrl-C (as tail -f, journalctl -f)")
+
+
+#: Bytes asked of a manager per line wanted by ``logs -n LINES`` (lines are cut from its answer).
+_BYTES_PER_LINE = 1024
 
 
 def _cmd_logs(inv: Invocation) -> ExitCode:
-    print(_manager(inv).logs(_service_name(inv), inv.args.bytes), end="")
+    manager, lines = _manager(inv), inv.args.lines
+    if inv.args.follow:
+        import subprocess
+
+        follow = manager.follow_logs(_service_name(inv), 10 if lines is None else lines)
+        try:  # the manager's own follower (journalctl -f, tail -F) writes to this terminal
+            subprocess.run(follow, check=False, stdin=subprocess.DEVNULL)
+        except KeyboardInterrupt:  # how following ends
+            pass
+        return ExitCode.OK
+    if lines is None:
+        print(manager.logs(_service_name(inv), inv.args.bytes), end="")
+        return ExitCode.OK
+    text = manager.logs(_service_name(inv), min(1 << 30, lines * _BYTES_PER_LINE))
+    print("".join(text.splitlines(keepends=True)[-lines:]), end="")
     return ExitCode.OK
 
 
@@ -413,27 +458,38 @@ def _cmd_managers(inv: Invocation) -> ExitCode:
     return ExitCode.OK
 
 
+#: The settings a verb on an installed service takes: only which manager (the service loads its own).
+ON_INSTALLED = ("manager",)
+
 #: The manager commands, in the order ``--help`` lists them.
 COMMANDS: tuple[Command, ...] = (
     Command("install", "install the service into the service manager (then start it with: start)", _cmd_install, _install_args),
     Command("update", "change only the options given (the others keep their installed values) and say what "
-            "changed; the service is not restarted", _cmd_update, _update_args, operand=NAME_OR_TARGET),
+            "changed; the service is not restarted", _cmd_update, _update_args,
+            operand=NAME_OR_TARGET),
     Command("remove", "stop and uninstall the service (its data is kept unless --purge)", _cmd_remove, _remove_args,
-            operand=NAME_OR_TARGET),
-    Command("start", "start the installed service", _cmd_start, _start_args, operand=NAME_OR_TARGET),
-    Command("stop", "stop the installed service (dependents first)", _cmd_stop, _name_wait, operand=NAME_OR_TARGET),
-    Command("restart", "stop, then start the installed service", _cmd_restart, _name_wait, operand=NAME_OR_TARGET),
+            settings=ON_INSTALLED, operand=NAME_OR_TARGET),
+    Command("start", "start the installed service", _cmd_start, _start_args,
+            settings=ON_INSTALLED, operand=NAME_OR_TARGET),
+    Command("stop", "stop the installed service (dependents first)", _cmd_stop, _name_wait,
+            settings=ON_INSTALLED, operand=NAME_OR_TARGET),
+    Command("restart", "stop, then start the installed service", _cmd_restart, _name_wait,
+            settings=ON_INSTALLED, operand=NAME_OR_TARGET),
     Command("status", "show state, pid, uptime, restarts and last exit (the same on every manager); exit 0 "
-            "running, 3 not running, 4 not installed or unknown", _cmd_status, _status_args, operand=NAME_OR_TARGET),
-    Command("pause", "pause the running service", _cmd_pause, _name_only, operand=NAME_OR_TARGET),
-    Command("continue", "continue a paused service", _cmd_continue, _name_only, operand=NAME_OR_TARGET),
+            "running, 3 not running, 4 not installed or unknown", _cmd_status, _status_args,
+            settings=ON_INSTALLED, operand=NAME_OR_TARGET),
+    Command("pause", "pause the running service", _cmd_pause, _name_only,
+            settings=ON_INSTALLED, operand=NAME_OR_TARGET),
+    Command("continue", "continue a paused service", _cmd_continue, _name_only,
+            settings=ON_INSTALLED, operand=NAME_OR_TARGET),
     Command("control", "send a custom control code (128-255) to the running service", _cmd_control, _control_args,
-            operand=NAME_OR_TARGET),
+            settings=ON_INSTALLED, operand=NAME_OR_TARGET),
     Command("reload", "ask the running service to reload (SIGHUP / PARAMCHANGE)", _cmd_reload, _name_only,
-            operand=NAME_OR_TARGET),
+            settings=ON_INSTALLED, operand=NAME_OR_TARGET),
     Command("logs", "show the end of the installed service's log, as its manager keeps it", _cmd_logs, _logs_args,
-            operand=NAME_OR_TARGET),
+            settings=ON_INSTALLED, operand=NAME_OR_TARGET),
     Command("list", "list every service servicehost installed on this machine (every manager), with its state",
-            _cmd_list, _list_args, operand=NOTHING),
-    Command("managers", "say which service manager was detected (for running and for installing) and why", _cmd_managers),
+            _cmd_list, _list_args, settings=ON_INSTALLED, operand=NOTHING),
+    Command("managers", "say which service manager was detected (for running and for installing) and why", _cmd_managers,
+            settings=ON_INSTALLED),
 )

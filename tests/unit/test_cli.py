@@ -175,18 +175,19 @@ def test_a_service_setting_whose_flag_is_taken_is_one_line(tmp_path, capsys):
     path.write_text("from dataclasses import dataclass\nfrom servicehost import Service, setting\n\n"
                     "@dataclass(frozen=True, kw_only=True)\nclass Settings:\n    name: str = setting('', 'x')\n\n"
                     "class Clash(Service):\n    Settings = Settings\n")
-    assert run_cli(["settings", str(path)]) == ExitCode.OK  # `settings` has no --name
-    capsys.readouterr()
-    assert run_cli(["status", str(path), *SAFE]) == ExitCode.CONFIG_ERROR
-    assert "Settings.name: its flag --name is already a servicehost option" in one_error_line(capsys.readouterr().err)
+    for argv in (["settings", str(path)], ["run", str(path)], ["install", str(path), *SAFE]):  # each has --name
+        assert run_cli(argv) == ExitCode.CONFIG_ERROR
+        assert "Settings.name: its flag --name is already a servicehost option" in one_error_line(capsys.readouterr().err)
+    # a verb on an installed service takes no service settings: nothing to clash with
+    run_cli(["stop", str(path), *SAFE])
+    assert "its flag --name" not in capsys.readouterr().err
 
 
 # -- options are never abbreviated, in any parser ---------------------------------------------------
-def _long_options(command: str) -> list[str]:
-    target = CONFIGURED if command != "managers" else ALPHA
+def _long_options(command: str, target: str = CONFIGURED) -> list[str]:
     parser, group = cli._parser(True, command)
-    cli._add_settings(group, cli.config_mod.all_specs(load_target(target).Settings)[9:]) if command != "managers" \
-        else None
+    if group is not None:  # the command takes every setting: the service's join the host's
+        cli._add_settings(group, cli.config_mod.all_specs(load_target(target).Settings)[9:])
     return sorted(o for o in option_strings(parser) if o.startswith("--") and o not in ("--help", "--version"))
 
 
@@ -194,7 +195,7 @@ def _long_options(command: str) -> list[str]:
 def test_no_option_of_any_command_is_taken_abbreviated(capsys, command):
     target = CONFIGURED if command != "managers" else ALPHA
     options = _long_options(command)
-    assert "--config" in options and "--shutdown-timeout" in options
+    assert "--config" in options and "--manager" in options
     for option in options:
         for prefix in {option[:-1], option[:max(3, len(option) // 2)]} - set(options):
             code = run_cli([command, target, *(["200"] if command == "control" else []), prefix, "1", *SAFE])
@@ -316,3 +317,75 @@ def test_a_module_whose_attributes_raise_is_one_line(tmp_path, capsys):
     path.write_text("def __getattr__(name):\n    raise RuntimeError('lazy ' + name)\n")
     assert run_cli(["settings", f"{path}:Svc"]) == ExitCode.CONFIG_ERROR
     assert "'Svc' is not a Service subclass" in one_error_line(capsys.readouterr().err)
+
+
+# -- issue 10 item 7: command-line habits -------------------------------------------------------------
+def _help(*argv: str) -> str:
+    proc = servicehost(*argv, "--help")
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_help_of_a_verb_on_an_installed_service_lists_only_what_it_uses():
+    for verb in ("status", "start", "stop", "logs", "control"):
+        text = _help(verb)
+        assert "--manager" in text and "--config" in text, verb
+        for unused in ("--shutdown-timeout", "--log-level", "--state-dir", "--hang-policy", "--syslog"):
+            assert unused not in text, (verb, unused)
+    for verb in ("run", "install"):  # running, or installing what will run, takes every setting
+        assert "--shutdown-timeout" in _help(verb) and "--state-dir" in _help(verb)
+
+
+def test_empty_defaults_show_as_empty_not_a_dot():
+    text = " ".join(_help("run").split())
+    assert "default (empty)]" in text and "default .]" not in text
+
+
+def test_pywin32_spellings_mean_the_same(capsys):
+    for given, mode in (("auto", "auto"), ("Manual", "manual"), ("DISABLED", "disabled"), ("delayed", "delayed")):
+        assert parse(["install", CONFIGURED, "--startup", given, *SAFE]).args.start_mode == mode
+        assert parse(["install", CONFIGURED, "--start", given, *SAFE]).args.start_mode == mode
+    assert parse(["install", CONFIGURED, "--username", "svc-app", *SAFE]).args.username == "svc-app"
+    assert parse(["settings", CONFIGURED, "--log-level", "debug"]).loaded.host.log_level == "DEBUG"
+    assert parse(["settings", CONFIGURED, "--mode", "FAST"]).loaded.service.mode == "fast"  # a service's StrEnum
+
+
+def test_a_password_on_the_command_line_is_refused_with_the_way_to_give_it(capsys):
+    for argv in (["--password", "hunter2"], ["--password=hunter2"], ["--username", "bob", "--password", "hunter2"]):
+        assert run_cli(["install", CONFIGURED, *argv, *SAFE]) == ExitCode.CONFIG_ERROR
+        err = one_error_line(capsys.readouterr().err)
+        assert "never taken from the command line" in err and "--password-stdin" in err and "hunter2" not in err
+
+
+def test_control_takes_the_service_and_the_code_in_either_order():
+    for argv in (["control", CONFIGURED, "200"], ["control", "200", CONFIGURED],
+                 ["control", "200", "--name", "svc", CONFIGURED], ["control", "--", "200", CONFIGURED]):
+        inv = parse([*argv, *SAFE] if "--" not in argv else [argv[0], *SAFE, *argv[1:]])
+        assert inv.target == CONFIGURED and inv.args.code == 200
+
+
+def test_logs_takes_lines_and_follow():
+    inv = parse(["logs", CONFIGURED, "-n", "5", "--follow", *SAFE])
+    assert inv.args.lines == 5 and inv.args.follow
+    inv = parse(["logs", CONFIGURED, "--lines=7", "-f", *SAFE])
+    assert inv.args.lines == 7 and inv.args.follow
+
+
+def test_settings_shows_where_each_value_came_from(tmp_path):
+    toml = tmp_path / "s.toml"
+    toml.write_text("workers = 8\n")
+    proc = servicehost("settings", CONFIGURED, "--config", str(toml), "--log-level", "warning",
+                       SERVICEHOST_HANG_TIMEOUT="9", SERVICEHOST_STATE_DIR="")
+    assert proc.returncode == 0, proc.stderr
+    rows = {line.split(" = ")[0]: line for line in proc.stdout.splitlines() if " = " in line}
+    assert re.fullmatch(r"workers = 8 +# config file .*s\.toml", rows["workers"])
+    assert re.fullmatch(r"log_level = WARNING +# command line --log-level", rows["log_level"])
+    assert re.fullmatch(r"hang_timeout = 9\.0 +# environment SERVICEHOST_HANG_TIMEOUT", rows["hang_timeout"])
+    assert re.fullmatch(r"log_file = +# default", rows["log_file"])  # empty shows empty, not '.'
+    assert re.fullmatch(r"state_dir = \S+/Configured +# the default for Configured", rows["state_dir"])
+
+
+def test_settings_with_a_name_shows_that_name_s_state_dir():
+    proc = servicehost("settings", CONFIGURED, "--name", "svc-two", SERVICEHOST_STATE_DIR="")
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"^state_dir = \S+/servicehost/svc-two +# the default for svc-two$", proc.stdout, re.M)

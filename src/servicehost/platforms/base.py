@@ -133,6 +133,11 @@ class Manager(Protocol):
     def logs(self, name: str, size: int = 16384) -> str:
         """The last ``size`` bytes (about) of the service's log, as the manager keeps it."""
 
+    def follow_logs(self, name: str, lines: int) -> list[str]:
+        """The command (``journalctl -f``, ``tail -F``) that shows the last ``lines`` lines of the
+        service's log, then each new one until it is interrupted (``logs --follow``).
+        UsageError where the manager keeps no log that can be followed."""
+
 
 def wait_until(done: Callable[[], T], deadline: Deadline, expired: Callable[[], BaseException], *,
                first: float = 0.01, longest: float = 0.25) -> T:

@@ -462,6 +462,11 @@ class SupervisordManager(ChannelOperations):
         text, _, _ = self.rpc("tailProcessStdoutLog", name, 0, size)
         return text  # type: ignore[no-any-return]
 
+    def follow_logs(self, name: str, lines: int) -> list[str]:
+        """``tail -F`` of the program's log file (the file supervisord writes and rotates)."""
+        self._installed(name)
+        return ["tail", "-n", str(lines), "-F", str(self.layout.log_dir / f"{name}.log")]
+
 
 def _written_by_servicehost(path: Path) -> bool:
     """A program file servicehost wrote (``config.render_program``'s first line), not an admin's own."""

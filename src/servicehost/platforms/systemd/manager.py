@@ -436,6 +436,11 @@ class SystemdManager(ChannelOperations):
             text = text[cut + 1:] if cut >= 0 else text[-size:]
         return text
 
+    def follow_logs(self, name: str, lines: int) -> list[str]:
+        """``journalctl -u NAME -n LINES -f``."""
+        self._installed(name)
+        return [*self.scope.journalctl, "-u", unit_name(name), "-n", str(lines), "-f", "--no-pager", "-o", "short-iso"]
+
 
 def _written_by_servicehost(path: Path) -> bool:
     try:

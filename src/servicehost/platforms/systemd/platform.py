@@ -26,7 +26,7 @@ from ...host import Host
 from ..control import COMMANDS as CONTROL_COMMANDS
 from ..control import ControlServer, Request, socket_path
 from ..foreground import signals_to_host
-from .journal import stderr_is_journal, use_journal_prefixes
+from .journal import JournalFormatter, stderr_is_journal, use_journal_prefixes
 from .notify import Notifier, NotifySession, watchdog_interval
 
 if TYPE_CHECKING:
@@ -66,6 +66,11 @@ class SystemdPlatform:
         if runtime and (Path(runtime) / "systemd").is_dir():
             return "systemd runs as PID 1 and you have a user manager: a user unit (systemctl --user)"
         return None
+
+    def console_formatter(self, env: Mapping[str, str]) -> logging.Formatter | None:
+        """journald's priority prefixes when stderr is the journal (the CLI formats the console
+        with it before the first line); None otherwise."""
+        return JournalFormatter() if stderr_is_journal(env) else None
 
     def run(self, host: Host, *, debug: bool = False) -> ExitCode:
         """Run ``host`` until it stops, telling systemd about it (module docstring). Main thread."""
