@@ -235,8 +235,10 @@ def test_a_closed_set_is_loaded_as_its_member_from_every_source(tmp_path):
 def test_a_closed_set_is_spelled_and_checked_as_before():
     spec = {s.name: s for s in specs(ModeSettings)}["mode"]
     assert (spec.type, spec.enum, spec.choices, spec.expected) == (str, Mode, ("fast", "safe"), "one of fast, safe")
-    with pytest.raises(ConfigError, match="command line: --mode: expected one of fast, safe, found 'FAST'"):
-        load(service_name="s", service_settings=ModeSettings, env={}, cli={"mode": "FAST"})
+    with pytest.raises(ConfigError, match="command line: --mode: expected one of fast, safe, found 'FASTER'"):
+        load(service_name="s", service_settings=ModeSettings, env={}, cli={"mode": "FASTER"})
+    # any ASCII case of a value is that value (--log-level debug), loaded as the member
+    assert load(service_name="s", service_settings=ModeSettings, env={}, cli={"mode": "FAST"}).service.mode is Mode.FAST
     assert "| `hang_policy` | `SERVICEHOST_HANG_POLICY` | `--hang-policy` | `restart` |" in settings_table()
     assert "| `mode` | `SERVICEHOST_MODE` | `--mode` | `safe` | how to poll |" in settings_table(ModeSettings)
     assert f"{HangPolicy.RESTART}" == str(HangPolicy.RESTART) == "restart" and f"{LogLevel.INFO}" == "INFO"
