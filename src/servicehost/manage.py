@@ -261,7 +261,8 @@ def _target_defaults(inv: Invocation, name: str) -> InstallOptions:
 
 
 def _list_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", action="store_true", help="print one JSON list of {name, manager, state, target}")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON list of {name, manager, state, target, command} (command: what the manager runs)")
 
 
 def _cmd_list(inv: Invocation) -> ExitCode:
@@ -275,7 +276,7 @@ def _cmd_list(inv: Invocation) -> ExitCode:
         looked = [platforms.load(chosen)]
     else:
         looked = platforms.managers_here()
-    rows: list[dict[str, str]] = []
+    rows: list[dict[str, Any]] = []
     for platform in looked:
         try:
             manager = platform.manager()
@@ -298,18 +299,20 @@ def _cmd_list(inv: Invocation) -> ExitCode:
     return ExitCode.OK
 
 
-def _listed(manager: Manager, name: str) -> dict[str, str]:
+def _listed(manager: Manager, name: str) -> dict[str, Any]:
     """One row of ``list``: what the manager says now; a part it cannot tell is ``unknown``."""
+    command: list[str] = []
     try:
         recorded = manager.record(name)
         target = recorded.target if recorded is not None else "(not recorded: installed by an older servicehost)"
+        command = list(recorded.command) if recorded is not None else []
     except ServiceHostError as exc:
         target = f"(unreadable: {exc})"
     try:
         state = manager.status(name).state
     except ServiceHostError:
         state = "unknown"
-    return {"name": name, "manager": manager.name, "state": state, "target": target}
+    return {"name": name, "manager": manager.name, "state": state, "target": target, "command": command}
 
 
 def _remove_args(p: argparse.ArgumentParser) -> None:

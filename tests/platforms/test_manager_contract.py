@@ -73,6 +73,25 @@ class Managed:
                                                f"{proc.returncode}, expected {expect}\n{proc.stdout}\n{proc.stderr}")
         return proc
 
+    def admin(self, *args: str, expect: int | None = 0) -> subprocess.CompletedProcess[str]:
+        """``servicehost ARGS`` as an admin types it by the service's name: no TARGET, no manager
+        named (SERVICEHOST_MANAGER is dropped: the name is looked up where it is installed), from
+        ``/``, where the service's code is not."""
+        env = {k: v for k, v in (self.env or os.environ).items() if k != "SERVICEHOST_MANAGER"}
+        proc = subprocess.run([*self.prefix, *args], env=env, stdin=subprocess.DEVNULL, capture_output=True,
+                              text=True, errors="replace", timeout=HANG_GUARD, cwd="/")
+        proc.stdout, proc.stderr = proc.stdout.replace("\r\n", "\n"), proc.stderr.replace("\r\n", "\n")
+        if expect is not None:
+            assert proc.returncode == expect, (f"{self.manager}: servicehost {' '.join(args)}: exit "
+                                               f"{proc.returncode}, expected {expect}\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def listed(self) -> dict[str, Any]:
+        """This service's row of ``servicehost list --json``."""
+        rows = [row for row in json.loads(self.admin("list", "--json").stdout) if row["name"] == NAME]
+        assert len(rows) == 1, rows
+        return rows[0]  # type: ignore[no-any-return]
+
     def background(self, command: str, *args: str) -> subprocess.Popen[str]:
         return subprocess.Popen(self.argv(command, *args), env=self.env, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace", cwd=ROOT)
@@ -359,8 +378,51 @@ def test_update_changes_the_service_and_the_next_restart_applies_it(managed):
     until(lambda: _mark(managed.logs()) == "2", "the new setting after the restart")
 
 
+def test_every_verb_takes_the_installed_name_alone_from_any_directory(managed):
+    managed.admin("stop", NAME)
+    assert status_fields(managed.admin("status", NAME, expect=StatusCode.NOT_RUNNING).stdout)["state"] == "stopped"
+    managed.admin("start", NAME)  # ready: start waits for it, as with a TARGET
+    first = status_fields(managed.admin("status", NAME).stdout)
+    assert (first["name"], first["manager"], first["state"]) == (NAME, managed.manager, "running"), first
+    managed.admin("pause", NAME)
+    assert status_fields(managed.admin("status", NAME).stdout)["state"] == "paused"
+    managed.admin("continue", NAME)
+    managed.admin("reload", NAME)
+    until(lambda: "contract: reloaded" in managed.admin("logs", NAME).stdout, "the reload in the log, by name")
+    managed.admin("restart", NAME)
+    again = status_fields(managed.admin("status", NAME).stdout)
+    assert again["state"] == "running" and again["pid"] not in (first["pid"], "unknown"), again
+
+
+def test_list_shows_it_with_its_manager_state_and_target(managed):
+    row = managed.listed()
+    assert (row["manager"], row["state"]) == (managed.manager, "running"), row
+    assert row["target"] == managed.target and managed.target in row["command"], row
+    text = managed.admin("list").stdout
+    line = next(line for line in text.splitlines() if line.startswith(NAME + " "))
+    assert line.split()[:3] == [NAME, managed.manager, "running"] and line.endswith(managed.target), text
+
+
+def test_update_by_name_changes_only_what_it_is_given_and_says_what(managed):
+    before = managed.listed()["command"]
+    out = managed.admin("update", NAME, "--env", "CONTRACT_MARK=3").stdout
+    assert out.splitlines() == ["changed: --env CONTRACT_MARK: set -> set to a new value",
+                                f"updated {NAME} under {managed.manager}; restart it to apply"], out
+    assert managed.listed()["command"] == before  # the command and its settings are kept
+    managed.admin("restart", NAME)  # ready again only because its gate (CONTRACT_GATE) was kept
+    until(lambda: _mark(managed.logs()) == "3", "the new mark after the restart")
+    assert managed.status_json()["start_mode"] == "manual"  # kept from the install
+    out = managed.admin("update", NAME, "--env", "CONTRACT_EXTRA=x", "--log-level", "DEBUG").stdout
+    assert out.splitlines()[:2] == ["changed: --env CONTRACT_EXTRA: (none) -> set",
+                                    "changed: --log-level: (default) -> DEBUG"], out
+    assert managed.listed()["command"] == [*before, "--log-level", "DEBUG"]
+    out = managed.admin("update", NAME, "--env", "CONTRACT_EXTRA=", "--depends", "").stdout  # one removed, none cleared
+    assert out.splitlines()[0] == "changed: --env CONTRACT_EXTRA: set -> (removed)" and len(out.splitlines()) == 2, out
+    assert "nothing given changed" in managed.admin("update", NAME).stdout
+
+
 def test_remove_stops_and_unregisters_it(managed):
-    managed.cli("remove")
+    managed.admin("remove", NAME)
     assert managed.state() == "not-installed"
     proc = managed.cli("start", expect=ExitCode.CONFIG_ERROR)
     assert NAME in proc.stderr and "Traceback" not in proc.stderr
