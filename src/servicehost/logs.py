@@ -139,6 +139,13 @@ supervisord_program_written = _event(5208, "supervisord_program_written", INFO, 
 supervisord_start_not_counted = _event(
     5209, "supervisord_start_not_counted", DEBUG,
     "this start was not counted in %s: status shows restarts as unknown (ignored: %s)")
+supervisord_restart_waiting = _event(
+    5230, "supervisord_restart_waiting", WARNING,
+    "restarting after %d crash(es) in a row: waiting %.1fs first (a stop ends the wait)")
+supervisord_restart_abandoned = _event(
+    5231, "supervisord_restart_abandoned", INFO, "%s while waiting to restart: not starting")
+supervisord_stopped = _event(
+    5232, "supervisord_stopped", INFO, "stopped supervisord (%s): its last program was removed")
 # 54xx: systemd (platforms/systemd/)
 systemd_notifying = _event(5401, "systemd_notifying", DEBUG, "systemd notifications to %s (watchdog: %s)")
 systemd_watchdog_starved = _event(

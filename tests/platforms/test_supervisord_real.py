@@ -144,7 +144,7 @@ def test_the_package_is_light_and_names_where_each_name_lives():
     from servicehost.platforms import supervisord
 
     modules = set(supervisord.NAMES.values())
-    assert modules == {"platform", "layout", "config", "credentials", "files", "rpc", "manager"}
+    assert modules == {"platform", "layout", "config", "credentials", "files", "rpc", "manager", "backoff"}
     for module in modules:
         exported = importlib.import_module(f"servicehost.platforms.supervisord.{module}").__all__
         assert {n for n, m in supervisord.NAMES.items() if m == module} == set(exported), module
@@ -199,11 +199,13 @@ def test_program_file_as_supervisor_reads_it(tmp_path, supervisor_package):
     assert program.exitcodes == [0, 2, 3, 4] == sorted(
         exit_status("supervisord").success + exit_status("supervisord").prevent_restart)
     assert program.stopwaitsecs == 18 == stop_wait_secs(12.5)  # stop_timeout rounded up + 5 s margin
-    assert (program.autostart, program.autorestart, program.startsecs) == (False, False, 1)
+    # startsecs=0: exitcodes decide from the first instant (no "exited too quickly" retries of exit 2/3)
+    assert (program.autostart, program.autorestart, program.startsecs) == (False, False, 0)
     assert program.stopasgroup and program.killasgroup and program.stopsignal == signal.SIGTERM
     assert program.uid == nobody.pw_uid and program.directory == "/srv"
-    assert program.environment == {"SERVICEHOST_RUNTIME_DIR": "/r", "HOME": nobody.pw_dir, "USER": "nobody",
-                                   "LOGNAME": "nobody", "TOKEN_FILE": "/etc/x,y %z", "EMPTY": ""}
+    assert program.environment == {  # no SERVICEHOST_RESTART_DELAY: restart=False
+        "SERVICEHOST_RUNTIME_DIR": "/r", "SERVICEHOST_SUPERVISORD_HOME": str(tmp_path), "HOME": nobody.pw_dir,
+        "USER": "nobody", "LOGNAME": "nobody", "TOKEN_FILE": "/etc/x,y %z", "EMPTY": ""}
     assert program.redirect_stderr and program.stdout_logfile == str(layout.log_dir / "svc.log")
     assert (program.stdout_logfile_maxbytes, program.stdout_logfile_backups) == (10 * 1024 * 1024, 5)
     (server,) = opts.configroot.supervisord.server_configs
@@ -291,10 +293,13 @@ def test_install_starts_supervisord_then_start_kill_9_restart_stop_remove(home):
     back = manager.status("SampleService")
     assert (back.state, back.restarts) == ("running", 0)
 
+    supervisord_pid = read_pid(manager.layout.pidfile)
     manager.remove("SampleService", purge=True)
     assert manager.status("SampleService").state == "not-installed"
     assert not program.exists() and not Path(options.state_dir).exists()
-    assert manager.rpc("getAllProcessInfo") == []
+    # its last program removed, the supervisord servicehost started is stopped too
+    assert not manager.is_running()
+    wait_gone(supervisord_pid)
 
 
 SERVICES = '''
@@ -305,8 +310,7 @@ from servicehost import Service
 
 class FailsToStart(Service):
     def start(self):
-        time.sleep(1.5)  # longer than startsecs, so supervisord already called it RUNNING
-        raise RuntimeError("no database")
+        raise RuntimeError("no database")  # at once: startsecs=0, so exit 3 is final however quick
 
 
 class Crashes(Service):
@@ -383,8 +387,11 @@ def test_status_says_starting_until_the_service_itself_is_ready(home, services):
     manager.ensure_running()
     manager.rpc("reloadConfig")
     manager.rpc("addProcessGroup", "Gated")  # autostart=true: supervisord starts it now
+    # startsecs=0: supervisord says RUNNING once it has spawned it; status waits for the service itself
     until(lambda: manager.rpc("getProcessInfo", "Gated")["statename"] == "RUNNING", "supervisord's RUNNING")
-    waiting = manager.status("Gated")
+    assert manager.status("Gated").state == "starting"
+    waiting = until(lambda: (s := manager.status("Gated")).detail.get("ready") == "no (starting)" and s,
+                    "the service's control channel to answer")
     assert waiting.state == "starting" and waiting.detail["ready"] == "no (starting)"
     with pytest.raises(StartupError, match=r"Gated is not ready after 0.5s \(supervisord: RUNNING\)"):
         manager.start("Gated", wait=0.5)
@@ -414,7 +421,8 @@ def test_a_secret_is_rendered_as_the_path_of_its_copy_and_at_at_is_a_literal_at(
     (layout.programs_dir / "svc.conf").write_text(text)
     (program,) = _parsed(layout).process_group_configs[0].process_configs
     assert program.environment == {"SERVICEHOST_RUNTIME_DIR": "/r", "MODE": "@fast", "A": "b",
-                                   "TOKEN_FILE": str(tmp_path / "credentials" / "svc" / "TOKEN")}
+                                   "TOKEN_FILE": str(tmp_path / "credentials" / "svc" / "TOKEN"),
+                                   "SERVICEHOST_SUPERVISORD_HOME": str(tmp_path), "SERVICEHOST_RESTART_DELAY": "5"}
     assert "/etc/hostname" not in text  # not even where the secret came from
     for bad, why in ((("TOKEN", "@"),), "name the file"), ((("TOKEN", "@/a"), ("TOKEN_FILE", "x")), "given twice"):
         with pytest.raises(UsageError, match=why):

@@ -893,8 +893,9 @@ def test_recovery_restarts_a_crashed_service(wine, tmp_path):
             print(json.dumps([ws.QueryServiceConfig2(h, ws.SERVICE_CONFIG_FAILURE_ACTIONS),
                               ws.QueryServiceConfig2(h, ws.SERVICE_CONFIG_FAILURE_ACTIONS_FLAG)], default=str))
         """, name)
-        assert actions[0]["ResetPeriod"] == 86400 and actions[1]
-        assert [tuple(a) for a in actions[0]["Actions"]] == [(1, 1000), (1, 6000), (1, 12000)]
+        # a restart after 1 s, doubling per failure in a row up to 60 s; the count resets after 60 + 60 s
+        assert actions[0]["ResetPeriod"] == 120 and actions[1]
+        assert [tuple(a) for a in actions[0]["Actions"]] == [(1, ms) for ms in (1000, 2000, 4000, 8000, 16000, 32000, 60000)]
         wine.servicehost("start", target, "--name", name, "--arg", "crash-in-run")
         deadline = time.monotonic() + 60
         while _hooks(_trace(tmp_path)).count("start") < 2 and time.monotonic() < deadline:

@@ -6,6 +6,7 @@
     credentials.py  --env NAME=@file: copies of the secrets only the service's account reads
     files.py        files written privately and atomically; the accounts that own them
     rpc.py          talking to supervisord: XML-RPC over its unix socket, faults, process states
+    backoff.py      the wait before a restart after a crash (supervisord has none): the restart record
     manager.py      SupervisordManager: install/update/remove/start/stop/status, servicehost's own supervisord
 
 This file is light on purpose: the registry (``platforms/__init__.py``) reads ``ENTRY`` on every
@@ -32,11 +33,11 @@ ENTRY = PlatformEntry(
         'account': 'user= (supervisord must run as root to switch)',
         'environment': 'environment=',
         'environment=@file': 'NAME_FILE=<supervisord home>/credentials/<name>/NAME: a copy, mode 0400 in a 0700 folder, owned by user= (else the installing user)',
-        'working_directory': 'directory=',
+        'working_directory': 'directory= (default: the state dir)',
         'stop_timeout': 'stopwaitsecs= (stop_timeout + margin)',
-        'restart': 'autorestart=unexpected',
-        'restart_delay': 'supervisord restarts at once; a non-default restart_delay is refused',
-        'restart_delay!=default': Refused('supervisord has no restart delay (it restarts at once, backing off only on failed starts)'),
+        'restart': 'autorestart=unexpected, exitcodes=0,2,3,4, startsecs=0',
+        'restart_delay': 'waited by servicehost before the restarted service starts, doubling per crash in a row up to 60 s',
+        'restart_delay!=default': 'SERVICEHOST_RESTART_DELAY= (servicehost waits it)',
         'watchdog': 'the host exits with HUNG (5); autorestart restarts it',
     },
 )
@@ -47,6 +48,14 @@ NAMES: dict[str, str] = {
     # running under supervisord
     "SupervisordPlatform": "platform",
     "record_start": "platform",
+    # the wait before a restart
+    "ENV_RESTART_DELAY": "backoff",
+    "RECORD_FILE": "backoff",
+    "Record": "backoff",
+    "plan": "backoff",
+    "read_record": "backoff",
+    "restart_delay": "backoff",
+    "wait_out": "backoff",
     # which supervisord, where the files are
     "BOOT_UNIT": "layout",
     "CREDENTIALS": "layout",
@@ -101,6 +110,7 @@ NAMES: dict[str, str] = {
     "last_exit_from_log": "rpc",
     # managing installed programs
     "START_WAIT": "manager",
+    "STARTED_MARKER": "manager",
     "SUPERVISORD_ENV": "manager",
     "SupervisordManager": "manager",
 }

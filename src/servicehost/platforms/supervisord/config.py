@@ -4,7 +4,18 @@ unit that runs servicehost's own supervisord at boot.
 
 Exit codes: ``exitcodes`` = the success and no-restart codes of ``ENTRY.exit_status`` with
 ``autorestart=unexpected``, so a crash (1), a hang (5) or a signal restarts the service and a
-clean stop (0, 4), bad config (2) or a failed start (3) does not. How each install option maps:
+clean stop (0, 4), bad config (2) or a failed start (3) does not. ``startsecs=0`` makes that hold
+from the first instant: with ``startsecs=N`` supervisord calls any exit within N seconds "too
+quick" and retries it ``startretries`` times whatever its code (a failed start, exit 3, would run
+four times). Readiness comes from the service itself (its control channel), never from
+supervisord's RUNNING. ``startretries`` then only counts spawn errors (the command cannot be run).
+
+Restarts wait: supervisord restarts at once, so servicehost waits itself (``backoff.py``,
+``platforms/restarts.py``): the program is told ``--restart-delay`` as ``SERVICEHOST_RESTART_DELAY``.
+It is also told which supervisord it belongs to (``SERVICEHOST_SUPERVISORD_HOME``, or
+``SERVICEHOST_SUPERVISORD_CONF`` for one servicehost does not own), so servicehost run inside it
+(a script that installs itself) reaches the same supervisord, and it runs in its state directory
+(``directory=``) unless ``--workdir`` says otherwise. How each install option maps:
 ``ENTRY.options`` in this package's ``__init__``.
 """
 
@@ -22,7 +33,8 @@ from ..base import InstallOptions, refusals, split_environment
 from ..control import check_name
 from ..record import InstallRecord
 from . import ENTRY
-from .layout import BOOT_UNIT, Layout
+from .backoff import ENV_RESTART_DELAY
+from .layout import BOOT_UNIT, ENV_CONF, ENV_HOME, Layout
 
 if TYPE_CHECKING:  # pwd does not exist on Windows
     import pwd
@@ -31,8 +43,10 @@ if TYPE_CHECKING:  # pwd does not exist on Windows
 PROGRAM_MARKER = "; Written by servicehost"
 #: supervisord sends SIGKILL this many seconds after the graceful stop time.
 STOP_MARGIN = 5
-#: Seconds a program must stay up before supervisord calls it RUNNING (readiness comes from the service).
-START_SECS = 1
+#: Seconds a program must stay up before supervisord calls it RUNNING: 0, so exitcodes decide from the
+#: first instant (readiness comes from the service; see the module docstring).
+START_SECS = 0
+#: Tries when the command cannot be spawned at all (supervisord then waits 1, 2, 3 s between them).
 START_RETRIES = 3
 LOG_MAX_BYTES = "10MB"
 LOG_BACKUPS = 5
@@ -121,12 +135,20 @@ def render_program(options: InstallOptions, command: Sequence[str], *, layout: L
         raise UsageError("supervisord cannot honour: " + "; ".join(refusals(options, "supervisord")))
     plain, secrets = split_environment(options.environment)
     given_env = plain + [(s.variable, str(layout.credentials_dir(name) / s.key)) for s in secrets]
-    env: list[tuple[str, str]] = [("SERVICEHOST_RUNTIME_DIR", str(runtime_dir))]
     given = {k for k, _ in given_env}
+    env: list[tuple[str, str]] = [("SERVICEHOST_RUNTIME_DIR", str(runtime_dir))]
+    if layout.owned:  # servicehost run inside the program reaches this same supervisord
+        env.append((ENV_HOME, str(layout.home)))
+    else:
+        env.append((ENV_CONF, str(layout.conf)))
+    if options.restart:
+        env.append((ENV_RESTART_DELAY, f"{options.restart_delay:g}"))
+    env = [(k, v) for k, v in env if k not in given]
     if account is not None:  # supervisord switches uid only: give the account its own identity
         env += [(k, v) for k, v in (("HOME", account.pw_dir), ("USER", account.pw_name),
                                     ("LOGNAME", account.pw_name)) if k not in given]
     env += given_env
+    workdir = options.working_directory or options.state_dir  # never supervisord's own (/)
     about = " ".join(filter(None, [options.display_name, options.description])).replace("\n", " ")
     lines = [
         f"{PROGRAM_MARKER} install; change it with: servicehost update (then restart)",
@@ -152,7 +174,7 @@ def render_program(options: InstallOptions, command: Sequence[str], *, layout: L
         f"stdout_logfile_maxbytes = {LOG_MAX_BYTES}",
         f"stdout_logfile_backups = {LOG_BACKUPS}",
         f"user = {_ini(options.account, '--username')}" if options.account else None,
-        f"directory = {_ini(options.working_directory, '--workdir')}" if options.working_directory else None,
+        f"directory = {_ini(workdir, '--workdir')}" if workdir else None,
         f"environment = {_environment(env)}",
     ]
     return "\n".join(line for line in lines if line is not None) + "\n"

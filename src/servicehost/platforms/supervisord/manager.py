@@ -3,10 +3,12 @@ no systemd runs as PID 1 (not on Windows). It writes one ``[program:NAME]`` file
 supervisord's include directory (``config.py``) and controls it through supervisord's XML-RPC
 interface on its unix socket (``rpc.py``); which supervisord: ``layout.py``.
 
-servicehost's own supervisord is started on demand by ``install``/``start``. It does not come
-back after a reboot by itself: ``install`` writes ``servicehost-supervisord.service`` (a systemd
-unit running ``supervisord -n``) beside it and says how to enable it, or to use
-``supervisord -n -c CONF`` as a container's entrypoint.
+servicehost's own supervisord is started on demand by ``install``/``start`` (which leave
+:data:`STARTED_MARKER`, its pid, in its home), and ``remove`` of its last program stops it again
+when servicehost started it (a supervisord run as a container's entrypoint or by its boot unit
+stays). It does not come back after a reboot by itself: ``install`` writes
+``servicehost-supervisord.service`` (a systemd unit running ``supervisord -n``) beside it and says
+how to enable it, or to use ``supervisord -n -c CONF`` as a container's entrypoint.
 
 supervisord cannot hold RUNNING back until a program is ready, so ``status`` says ``starting``
 until the service itself says it is ready through its control channel.
@@ -25,6 +27,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -47,6 +50,7 @@ from . import ENTRY
 from .config import PROGRAM_MARKER, boot_hint, read_program, render_boot_unit, render_program, render_supervisord_conf
 from .credentials import read_secrets, store_secrets
 from .files import lookup_account, read_int, remove_tree, write_private
+from .backoff import RECORD_FILE, read_record
 from .layout import ENV_HOME, STARTS_FILE, SYSTEMD_MARKER, Layout, discover
 from .rpc import (
     ALREADY_ADDED,
@@ -71,8 +75,11 @@ START_WAIT = 90.0
 #: Environment passed to a supervisord servicehost starts: its programs inherit it, so nothing else
 #: from the admin's shell (tokens, keys) leaks into services.
 SUPERVISORD_ENV = ("PATH", "LANG", "LC_ALL", "TZ")
+#: In the home of servicehost's own supervisord: the pid of the supervisord servicehost started
+#: (``remove`` of the last program stops that one only).
+STARTED_MARKER = "started-by-servicehost"
 
-__all__ = ["START_WAIT", "SUPERVISORD_ENV", "SupervisordManager"]
+__all__ = ["STARTED_MARKER", "START_WAIT", "SUPERVISORD_ENV", "SupervisordManager"]
 
 
 class SupervisordManager(ChannelOperations):
@@ -131,7 +138,31 @@ class SupervisordManager(ChannelOperations):
         wait_until(self.is_running, Deadline.after(wait), lambda: PlatformUnavailable(
             f"supervisord started with {shlex.join(argv)} but does not answer on {self.layout.socket} "
             f"after {wait:g}s; see the logfile= named in {self.layout.conf}"))
+        if self.layout.owned:
+            write_private(self.layout.home / STARTED_MARKER, f"{self.rpc('getPID')}\n", 0o644)
         logs.supervisord_started(log, self.layout.origin, self.layout.conf)
+
+    def stop_if_unused(self, wait: float = 30.0) -> bool:
+        """Stop servicehost's own supervisord when it holds no program and servicehost started it
+        (its pid is :data:`STARTED_MARKER`); True if it was stopped."""
+        layout = self.layout
+        marker = layout.home / STARTED_MARKER
+        if not layout.owned or any(layout.programs_dir.glob("*.conf")):
+            return False
+        started = read_int(marker)
+        try:
+            pid = int(self.rpc("getPID", timeout=5.0))
+        except SupervisordNotRunning:
+            marker.unlink(missing_ok=True)
+            return False
+        if started != pid:
+            return False  # run by someone else (an entrypoint, its boot unit): not ours to stop
+        self.rpc("shutdown")
+        wait_until(lambda: not _alive(pid), Deadline.after(wait), lambda: PlatformUnavailable(
+            f"supervisord (pid {pid}) was asked to shut down but still runs after {wait:g}s"))
+        marker.unlink(missing_ok=True)
+        logs.supervisord_stopped(log, layout.conf)
+        return True
 
     def _check_socket_path(self) -> None:
         if len(os.fsencode(self.layout.socket)) >= 108:
@@ -205,6 +236,8 @@ class SupervisordManager(ChannelOperations):
                 os.chown(state, account.pw_uid, account.pw_gid)
         else:
             base = runtime_base(self.env)
+            if options.state_dir and not options.working_directory:  # the program's directory=
+                Path(options.state_dir).mkdir(mode=0o750, parents=True, exist_ok=True)
         self.layout.log_dir.mkdir(mode=0o750, parents=True, exist_ok=True)
         text = render_program(options, command, layout=self.layout, runtime_dir=base, account=account)
         store_secrets(self.layout, options.name, secrets, account)  # the paths text names exist before supervisord reads it
@@ -276,6 +309,7 @@ class SupervisordManager(ChannelOperations):
         else:
             path.unlink()
         remove_tree(self.layout.credentials_dir(name))  # its secrets go with it, purge or not
+        self.stop_if_unused()
         if purge:
             for target in [Path(meta.get("state_dir") or ""), Path(meta.get("runtime_dir") or "") / name]:
                 if target.is_absolute() and len(target.parts) >= 3 and target.is_dir():
@@ -289,13 +323,13 @@ class SupervisordManager(ChannelOperations):
         if args:
             raise UsageError("supervisord cannot pass start arguments to a program; use --env or a config file")
         meta = self._installed(name)
-        starts = Path(meta["runtime_dir"]) / name / STARTS_FILE
+        runtime = Path(meta["runtime_dir"]) / name
         if not self.is_running():
-            starts.unlink(missing_ok=True)  # before supervisord autostarts it: this start counts as the first
+            _forget_starts(runtime)  # before supervisord autostarts it: this start counts as the first
             self.ensure_running()
         info = self._info(name)
         if info is None or info["statename"] in STOPPED_STATES:
-            starts.unlink(missing_ok=True)
+            _forget_starts(runtime)
         self._apply(name, running=info is not None and info["statename"] not in STOPPED_STATES)
         try:
             with faults_ok(ALREADY_STARTED):
@@ -409,7 +443,11 @@ class SupervisordManager(ChannelOperations):
             shown = "stopped" if info["exitstatus"] in ENTRY.exit_status.success else "failed"
         if state == "BACKOFF" and info.get("spawnerr"):
             detail["note"] = info["spawnerr"]
-        if state == "RUNNING":
+        record = read_record(Path(meta.get("runtime_dir") or "/nonexistent") / name) if pid else None
+        if state == "RUNNING" and record is not None and record.phase == "waiting" and record.pid == pid:
+            shown = "restarting"  # the new process waits before starting (backoff.py): not running yet
+            detail["note"] = f"crash {record.crashes} in a row: it waits {max(0.0, record.until - time.monotonic()):.0f}s more"
+        elif state == "RUNNING":
             shown, detail["ready"], service = self._service_state(name, meta)
         last = self._last_exit(name)
         if last is None and state in ("EXITED", "STOPPED"):
@@ -468,15 +506,6 @@ class SupervisordManager(ChannelOperations):
         return ["tail", "-n", str(lines), "-F", str(self.layout.log_dir / f"{name}.log")]
 
 
-def _written_by_servicehost(path: Path) -> bool:
-    """A program file servicehost wrote (``config.render_program``'s first line), not an admin's own."""
-    try:
-        with path.open(encoding="utf-8", errors="replace") as fh:
-            return fh.read(len(PROGRAM_MARKER)) == PROGRAM_MARKER
-    except OSError:
-        return False
-
-
 def _start_mode(program: Path) -> str | None:
     """auto | manual, from the program file's ``autostart``."""
     found = re.search(r"^autostart = (true|false)$", program.read_text(encoding="utf-8"), re.M)
@@ -497,3 +526,28 @@ def _process_owner(pid: int | None) -> str | None:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
         return str(uid)
+
+
+def _forget_starts(runtime: Path) -> None:
+    """An admin's start: counted as the first, and never waiting as a restart after a crash."""
+    (runtime / STARTS_FILE).unlink(missing_ok=True)
+    (runtime / RECORD_FILE).unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _written_by_servicehost(path: Path) -> bool:
+    """A program file servicehost wrote (``config.render_program``'s first line), not an admin's own."""
+    try:
+        with path.open(encoding="utf-8", errors="replace") as fh:
+            return fh.read(len(PROGRAM_MARKER)) == PROGRAM_MARKER
+    except OSError:
+        return False

@@ -2,7 +2,7 @@
 and ``SUPERVISOR_PROCESS_NAME``, which supervisord sets for its programs. ``run`` is the
 foreground signal handling (stopsignal TERM; SIGHUP reloads) plus the control channel
 (``control.py``) and its ready marker, plus a start counter in the runtime directory
-(supervisord counts no restarts).
+(supervisord counts no restarts), and the wait before a restart after a crash (``backoff.py``).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from ...errors import ExitCode
 from ...host import Host
 from ..control import ControlServer, socket_path
 from ..foreground import signals_to_host
+from . import backoff
 from .files import read_int, write_private
 from .layout import STARTS_FILE, SYSTEMD_MARKER
 
@@ -65,16 +66,33 @@ class SupervisordPlatform:
         return f"no systemd runs as PID 1 (no {self.systemd_marker}): supervisord is the fallback"
 
     def run(self, host: Host, *, debug: bool = False) -> ExitCode:
-        """Serve the control channel, count this start, route signals; run the host until it stops.
-        Raises StartupError (exit 3) when the control channel cannot be set up safely."""
+        """Wait before a restart after a crash (``backoff.py``; a stop signal ends the wait and the
+        process exits 0), then serve the control channel, count this start, route signals and run
+        the host until it stops. Raises StartupError (exit 3) when the control channel cannot be
+        set up safely."""
         name = os.environ.get("SUPERVISOR_PROCESS_NAME") or host.name
-        server = ControlServer(host, socket_path(name))
+        path = socket_path(name)
+        base = backoff.restart_delay(os.environ)
+        crashes, delay = backoff.plan(path.parent, base) if base is not None else (0, 0.0)
+        if delay > 0:
+            backoff.waiting(path.parent, crashes, delay)
+            logs.supervisord_restart_waiting(log, crashes, delay)
+            stopped_by = backoff.wait_out(delay)
+            if stopped_by is not None:
+                logs.supervisord_restart_abandoned(log, stopped_by)
+                backoff.finish(path.parent, ExitCode.OK)
+                return ExitCode.OK
+        server = ControlServer(host, path)
         server.start()
+        code = ExitCode.CRASH
         try:
+            backoff.running(server.path.parent, crashes)
             record_start(server.path.parent)
             with signals_to_host(host):
-                return host.run()
+                code = host.run()
+            return code
         finally:
+            backoff.finish(server.path.parent, code)
             server.close()
 
     def manager(self) -> SupervisordManager:

@@ -34,7 +34,7 @@ ENTRY = PlatformEntry(
         'working_directory': 'WorkingDirectory=',
         'stop_timeout': 'TimeoutStopSec= (stop_timeout + margin)',
         'restart': 'Restart=on-failure',
-        'restart_delay': 'RestartSec=',
+        'restart_delay': 'RestartSec= (+ RestartSteps=/RestartMaxDelaySec= from systemd 254: growing to 60 s)',
         'restart_delay!=default': 'RestartSec=',
         'watchdog': 'WatchdogSec= fed only while workers heartbeat',
     },
@@ -92,7 +92,9 @@ NAMES: dict[str, str] = {
     "Interpreter": "checks",
     "checked_unit": "checks",
     "code_paths": "checks",
+    "parse_version": "checks",
     "probe_interpreter": "checks",
+    "systemd_version": "checks",
     "unreachable": "checks",
     # managing installed units
     "SHOW_PROPS": "manager",

@@ -15,6 +15,7 @@ import grp
 import json
 import os
 import pwd
+import re
 import stat
 import subprocess
 from collections.abc import Sequence
@@ -56,7 +57,8 @@ def checked_unit(options: InstallOptions, command: Sequence[str], scope: Scope) 
     needed = [*probe.paths, probe.package]
     needed += [w for w in command[1:] if w.startswith("/") and os.path.exists(w)]
     unit = render_unit(options, command, scope=scope, settings=UnitSettings(
-        start_timeout=start_timeout, paths=tuple(dict.fromkeys(needed)), log_dir=log_dir))
+        start_timeout=start_timeout, paths=tuple(dict.fromkeys(needed)), log_dir=log_dir,
+        systemd_version=systemd_version(scope)))
     if not scope.user:
         who = f"account {user}" if user else "a DynamicUser= account (any unprivileged uid)"
         for path in [command[0], probe.package, *code_paths(command, options)]:
@@ -68,6 +70,23 @@ def checked_unit(options: InstallOptions, command: Sequence[str], scope: Scope) 
     for key, path in unit.credentials:
         Secret(key, path).read()  # ConfigError (one line, exit 2) if missing, unreadable, not a file
     return unit
+
+
+def systemd_version(scope: Scope) -> int | None:
+    """The version of the systemd manager that will load the unit (``systemctl show -p Version``;
+    None when it does not say)."""
+    try:
+        proc = subprocess.run([*scope.systemctl, "show", "--property=Version", "--value"], capture_output=True,
+                              text=True, stdin=subprocess.DEVNULL, check=False, timeout=PROBE_TIMEOUT)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return parse_version(proc.stdout) if proc.returncode == 0 else None
+
+
+def parse_version(text: str) -> int | None:
+    """systemd's major version from what it calls its version ("252.22-1~deb12u1", "v255" → 252, 255)."""
+    match = re.match(r"\s*v?(\d+)", text)
+    return int(match[1]) if match else None
 
 
 @dataclass(frozen=True)
@@ -158,4 +177,5 @@ def unreachable(path: str, account: str) -> str | None:
     return None
 
 
-__all__ = ["PROBE_TIMEOUT", "Interpreter", "checked_unit", "code_paths", "probe_interpreter", "unreachable"]
+__all__ = ["PROBE_TIMEOUT", "Interpreter", "checked_unit", "code_paths", "parse_version", "probe_interpreter",
+           "systemd_version", "unreachable"]

@@ -25,7 +25,10 @@ How the install options map (:func:`render_unit`, a pure function of the options
                          secret-looking flags in the command
     working_directory    WorkingDirectory= (default /)
     stop_timeout         TimeoutStopSec = stop_timeout + STOP_MARGIN
-    restart              Restart=on-failure, RestartSec=restart_delay, StartLimitBurst/IntervalSec
+    restart              Restart=on-failure, RestartSec=restart_delay, StartLimitBurst/IntervalSec;
+                         systemd >= 254 (UnitSettings.systemd_version) also RestartSteps= and
+                         RestartMaxDelaySec=, so a crash loop's restarts wait longer each time up
+                         to 60 s (platforms/restarts.py); before 254 each waits RestartSec=
     watchdog             WatchdogSec=
     state_dir            under /var/lib: StateDirectory= (works with DynamicUser=); elsewhere:
                          ReadWritePaths= (not with DynamicUser=)
@@ -69,6 +72,7 @@ from ... import config as config_mod
 from ...errors import ConfigError, UsageError
 from ..base import InstallOptions, refusals
 from ..base import split_environment as split_secrets
+from .. import restarts
 from ..control import check_name
 from ..record import InstallRecord
 from . import ENTRY
@@ -168,6 +172,9 @@ class UnitSettings:
     that would hide them is relaxed (ProtectHome=read-only, PrivateTmp=no) with a note."""
     log_dir: str = ""
     """The directory of a log_file outside the state dir (made writable: LogsDirectory=/ReadWritePaths=)."""
+    systemd_version: int | None = None
+    """The version of the systemd that loads the unit (None: unknown): keys newer than 252 (the
+    oldest tested) are written only when it has them."""
 
 
 @dataclass(frozen=True)
@@ -369,6 +376,16 @@ def start_limit_interval(restart_delay: float) -> int:
     return max(60, math.ceil(START_LIMIT_BURST * (restart_delay + 1) * 2))
 
 
+def _restart_steps(options: InstallOptions, version: int | None) -> list[str]:
+    """RestartSteps= and RestartMaxDelaySec= (systemd >= 254): each restart in a row waits longer,
+    from RestartSec= up to the cap, as under every manager (``platforms/restarts.py``)."""
+    count = restarts.steps(options.restart_delay)
+    if not options.restart or not count or version is None or version < restarts.SYSTEMD_STEPS_VERSION:
+        return []
+    return [f"RestartSteps={count}",
+            f"RestartMaxDelaySec={_span(restarts.max_delay(options.restart_delay), '--restart-delay')}"]
+
+
 def render_unit(options: InstallOptions, command: Sequence[str], *, scope: Scope = SYSTEM,
                 settings: UnitSettings = UnitSettings()) -> Unit:
     """The unit for ``options`` running ``command``: a pure function (reads nothing, writes nothing).
@@ -492,6 +509,7 @@ def render_unit(options: InstallOptions, command: Sequence[str], *, scope: Scope
     lines += [
         f"Restart={'on-failure' if options.restart else 'no'}",
         f"RestartSec={_span(options.restart_delay, '--restart-delay')}",
+        *_restart_steps(options, settings.systemd_version),
         f"SuccessExitStatus={' '.join(success)}",
         f"RestartPreventExitStatus={' '.join(prevent)}",
         f"TimeoutStartSec={_span(math.ceil(settings.start_timeout) + START_MARGIN, 'start_timeout')}",

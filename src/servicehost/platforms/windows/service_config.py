@@ -5,8 +5,10 @@ written (:func:`configure_service`) by install and update.
   ``NT SERVICE\<name>`` by default) and the SIDs its token holds, the start type, the state and
   working folders, the environment (secrets as ``NAME_FILE`` copies), checked against what the
   account can reach before anything is registered;
-* the ``ChangeServiceConfig2`` levels: description, delayed auto-start, recovery (restart after 1×,
-  6×, 12× the restart delay; reset after a day; FAILURE_ACTIONS_FLAG so failure *exits* count too),
+* the ``ChangeServiceConfig2`` levels: description, delayed auto-start, recovery (:func:`failure_actions`:
+  a restart after the restart delay, doubling per failure in a row up to 60 s, the count reset
+  after the longest wait plus a healthy minute: ``platforms/restarts.py``; FAILURE_ACTIONS_FLAG so
+  failure *exits* count too),
   preshutdown (the stop timeout + PRESHUTDOWN_MARGIN), service SIDs;
 * the service key: ``Environment``, and ``Parameters\WorkingDirectory`` / ``StateDirectory`` /
   ``InstallRecord`` (the install record, ``record.py``: what every later command reads back by name);
@@ -28,6 +30,7 @@ from typing import Any
 
 from ... import logs
 from ...errors import PlatformUnavailable
+from .. import restarts
 from ..base import InstallOptions, Secret, split_environment
 from ..record import InstallRecord
 from . import credentials, eventlog
@@ -117,6 +120,16 @@ def code_paths(image: list[str], options: InstallOptions) -> list[Path]:
     return [p for p in dict.fromkeys(paths) if str(p)]
 
 
+def failure_actions(options: InstallOptions) -> tuple[int, list[int]]:
+    """The recovery the SCM is given: (ResetPeriod in seconds, the delay of each restart action in
+    ms). One action per step of ``restarts.delays`` (the SCM repeats the last one for every later
+    failure); none with ``--no-restart``."""
+    if not options.restart:
+        return 0, []
+    return (restarts.reset_period(options.restart_delay),
+            [round(d * 1000) for d in restarts.delays(options.restart_delay)])
+
+
 def configure_service(handle: Any, options: InstallOptions, plan: InstallPlan) -> None:
     """Write everything but the ImagePath, start type, dependencies and account (CreateService /
     ChangeServiceConfig set those) for the service ``handle`` opens."""
@@ -132,9 +145,9 @@ def configure_service(handle: Any, options: InstallOptions, plan: InstallPlan) -
                 "install with --start auto instead")
     elif options.start_mode == "auto":  # clear a delay an earlier install set; nothing to clear if unsupported
         change_config2(handle, ws.SERVICE_CONFIG_DELAYED_AUTO_START_INFO, False, "delayed auto-start", "", required=True)
-    delays = [options.restart_delay * k for k in (1, 6, 12)] if options.restart else []
-    actions = {"ResetPeriod": 86400 if options.restart else 0, "RebootMsg": None, "Command": None,
-               "Actions": [(ws.SC_ACTION_RESTART, int(d * 1000)) for d in delays]}
+    reset, delays = failure_actions(options)
+    actions = {"ResetPeriod": reset, "RebootMsg": None, "Command": None,
+               "Actions": [(ws.SC_ACTION_RESTART, ms) for ms in delays]}
     change_config2(handle, ws.SERVICE_CONFIG_FAILURE_ACTIONS, actions, "failure actions",
             "a crashed service is not restarted")
     if options.restart:
@@ -210,6 +223,7 @@ def read_parameter(name: str, value: str) -> str:
 
 
 __all__ = [
-    "PRESHUTDOWN_MARGIN", "RECORD_VALUE", "START_TYPES", "InstallPlan", "change_config2", "code_paths", "configure_service", "plan_install",
+    "PRESHUTDOWN_MARGIN", "RECORD_VALUE", "START_TYPES", "InstallPlan", "change_config2", "code_paths", "configure_service",
+    "failure_actions", "plan_install",
     "read_parameter", "write_parameters",
 ]
