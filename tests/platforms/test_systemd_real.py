@@ -164,6 +164,17 @@ def make_base() -> Path:
     raise AssertionError(f"could not make a directory under {parent}")
 
 
+def own_paths_in_private_tmp() -> list[Path]:
+    """This checkout and this test run's environment, where the container cannot see them: its /tmp
+    is its own, so a checkout cloned under /tmp is bound in (read-only) at the same path. Elsewhere
+    (/var/tmp, /home, /root, /srv ...) the container sees the host's files already."""
+    out: list[Path] = []
+    for path in (ROOT, Path(sys.prefix).resolve()):
+        if path.is_relative_to("/tmp") and not any(path.is_relative_to(p) for p in out):
+            out.append(path)
+    return out
+
+
 def make_venv(base: Path) -> Path:
     """A venv of the system interpreter holding a copy of servicehost (no network, no pip)."""
     subprocess.run([str(SYSTEM_PYTHON), "-m", "venv", "--without-pip", str(base / "venv")], check=True, timeout=120)
@@ -198,7 +209,8 @@ def systemd() -> Iterator[Systemd]:
         secret = base / "drain-token"
         secret.write_text(SECRET)
         secret.chmod(0o600)
-        proc = subprocess.run([str(TOOLS / "with-systemd.sh"), "start", "--bind", str(base)], check=False,
+        binds = [arg for path in own_paths_in_private_tmp() for arg in ("--bind-ro", str(path))]
+        proc = subprocess.run([str(TOOLS / "with-systemd.sh"), "start", "--bind", str(base), *binds], check=False,
                               capture_output=True, text=True, timeout=HANG_GUARD)
         assert proc.returncode == 0, f"with-systemd.sh start failed:\n{proc.stderr}"
         instance = proc.stdout.strip().splitlines()[-1]
