@@ -22,3 +22,21 @@ service under whatever manager is detected (the foreground, systemd, supervisord
 Not provided off Windows: the rest of ``win32service`` (handles to the SCM itself), perfmon options,
 ``--interactive``. See docs/windows.md.
 """
+
+import sys
+
+if sys.platform == "win32":
+    from types import ModuleType
+
+    def __getattr__(name: str) -> ModuleType:
+        """``from servicehost.compat import win32service`` on Windows: the real pywin32 module, handed
+        out here without loading our module of that name (each file read costs time at every start;
+        ``import servicehost.compat.win32service`` still works: that module hands out the same)."""
+        from ..platforms.windows.pywin32 import COMPAT_MODULES, pywin32_module
+
+        if name not in COMPAT_MODULES:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        module = pywin32_module(name)
+        sys.modules[f"{__name__}.{name}"] = module
+        globals()[name] = module
+        return module
