@@ -149,6 +149,16 @@ def load_target(target: str) -> type:
     return found_classes[0]
 
 
+def class_target(service_cls: type) -> str:
+    """The TARGET that loads ``service_cls`` again in another process (what install records for
+    ``python my_service.py install``): ``module:Class``, or ``/abs/path/my_service.py:Class`` for a
+    class of the script being run (its module is ``__main__``, which names another program there)."""
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    if service_cls.__module__ == "__main__" and main_file and main_file.endswith(".py"):
+        return f"{os.path.abspath(main_file)}:{service_cls.__qualname__}"
+    return f"{service_cls.__module__}:{service_cls.__qualname__}"
+
+
 # -- parsing ---------------------------------------------------------------------------------------
 def _command_name(argv: Sequence[str]) -> str | None:
     """The command: the first word (only -h/--help/--version may come before it)."""
@@ -280,7 +290,7 @@ def parse(argv: Sequence[str], service_cls: type | None = None) -> Invocation:
         elif target:
             service_cls = load_target(target)
     elif service_cls is not None:
-        target = f"{service_cls.__module__}:{service_cls.__qualname__}"
+        target = class_target(service_cls)
     settings_cls = getattr(service_cls, "Settings", None)
     if group is not None and settings_cls is not None:
         _add_settings(group, config_mod.all_specs(settings_cls)[len(config_mod.specs(config_mod.HostConfig)):])
@@ -309,7 +319,7 @@ def parse(argv: Sequence[str], service_cls: type | None = None) -> Invocation:
         service_settings=settings_cls,
         config_file=config_path, cli=cli_values,
     )
-    return Invocation(args, service_cls, target, loaded, config_path, cli_values, name)
+    return Invocation(args, service_cls, "" if name else target, loaded, config_path, cli_values, name)
 
 
 # -- the core commands ------------------------------------------------------------------------------
