@@ -184,6 +184,7 @@ def install_options(inv: Invocation) -> InstallOptions:
 def _launch(inv: Invocation) -> list[str]:
     argv = launch_command(inv.target, config_file=str(inv.config_file or ""),
                           state_dir=str(inv.loaded.host.state_dir))
+    argv += ["--name", _service_name(inv)]  # the service knows its installed name: its log file, its log lines
     settings = dict(inv.cli_settings)
     watchdog = getattr(inv.args, "watchdog", 0.0)
     if watchdog:  # one hang policy: a worker silent for longer than the watchdog restarts the service
