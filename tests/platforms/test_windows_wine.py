@@ -38,10 +38,11 @@ TAG = f"{os.getpid() % 100000}"
 
 
 # -- pure parts, every OS ----------------------------------------------------------------------------
-def test_exit_status_failures_are_service_specific_and_requested_stops_never():
-    assert win.scm_exit_status(ExitCode.OK) == (0, 0)
-    assert win.scm_exit_status(ExitCode.STOP_INCOMPLETE) == (0, 4)
-    for code in (ExitCode.CRASH, ExitCode.CONFIG_ERROR, ExitCode.START_FAILURE, ExitCode.HUNG):
+def test_exit_status_only_a_crash_or_a_hang_is_a_failure_recovery_restarts():
+    # win32 exit code 0: the SCM's failure actions (with FAILURE_ACTIONS_FLAG) never follow
+    for code in (ExitCode.OK, ExitCode.STOP_INCOMPLETE, ExitCode.CONFIG_ERROR, ExitCode.START_FAILURE):
+        assert win.scm_exit_status(code) == (0, int(code))
+    for code in (ExitCode.CRASH, ExitCode.HUNG):
         assert win.scm_exit_status(code) == (1066, int(code))
 
 
@@ -481,15 +482,16 @@ def test_a_crash_ends_stopped_with_its_exit_code_and_a_requested_stop_never_does
             time.sleep(0.05)
         print(json.dumps(True))
     """, name)
-    status = wine.servicehost("status", target, "--name", name).stdout
+    status = wine.servicehost("status", target, "--name", name, check=False).stdout  # exit 3: not running
     assert _field(status, "state") == "failed" and _field(status, "last exit") == "1 (CRASH)"
     assert _field(status, "win32 exit code") == "1066"
 
     failed = wine.servicehost("start", target, "--name", name, "--arg", "crash-in-start", check=False)
     assert failed.returncode == ExitCode.START_FAILURE
     assert "stopped while starting (exit code 3 (START_FAILURE))" in failed.stderr
-    status = wine.servicehost("status", target, "--name", name).stdout
-    assert _field(status, "last exit") == "3 (START_FAILURE)"
+    status = wine.servicehost("status", target, "--name", name, check=False).stdout
+    assert _field(status, "last exit") == "3 (START_FAILURE)" and _field(status, "state") == "failed"
+    assert _field(status, "win32 exit code") == "0"  # so recovery never restarts a failed start
     events = wine.eventlog_since(eventlog_at)
     assert "asked to fail in run()" in events and "asked to fail in start()" in events  # tracebacks, as errors
     if not NATIVE:

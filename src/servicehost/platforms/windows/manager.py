@@ -257,7 +257,8 @@ class WindowsManager:
                 return ServiceStatus(name, self.name, "not-installed")
             raise
         state = STATE_NAMES.get(st["CurrentState"], "unknown")
-        if state == "stopped" and st["Win32ExitCode"] not in (0, ERROR_SERVICE_NEVER_STARTED):
+        if state == "stopped" and (st["Win32ExitCode"] not in (0, ERROR_SERVICE_NEVER_STARTED)
+                                   or _failure(last_exit(st))):  # 2 or 3: no restart follows (win32 0)
             state = "failed"
         pid = st["ProcessId"] or None
         start_mode = {2: "delayed" if delayed else "auto", 3: "manual", 4: "disabled"}.get(config[1], str(config[1]))
@@ -432,9 +433,18 @@ def _parameters(name: str) -> dict[str, str]:
 
 
 def last_exit(st: Mapping[str, int]) -> int | None:
+    """The servicehost exit code the service reported (``session.scm_exit_status``: beside win32 exit
+    code 0 for a code no restart may follow, beside 1066 for a crash or a hang); None for a win32 error."""
     if st["Win32ExitCode"] in (0, ERROR_SERVICE_SPECIFIC_ERROR):
-        return st["ServiceSpecificExitCode"] if st["Win32ExitCode"] else 0
+        return st["ServiceSpecificExitCode"]
     return None
+
+
+def _failure(code: int | None) -> bool:
+    try:
+        return code is not None and ExitCode(code).is_failure
+    except ValueError:
+        return False
 
 
 def exit_text(code: int | None, st: Mapping[str, int]) -> str:

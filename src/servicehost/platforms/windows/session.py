@@ -46,11 +46,14 @@ CONNECT_TIMEOUT = 30.0
 def scm_exit_status(code: int) -> tuple[int, int]:
     """``(win32ExitCode, ServiceSpecificExitCode)`` for a servicehost exit code.
 
-    Success codes (OK, STOP_INCOMPLETE: this platform's ``ENTRY.exit_status``) report win32 exit code 0, so
-    recovery never restarts a service an admin stopped; every other code reports
-    ERROR_SERVICE_SPECIFIC_ERROR (1066) with the servicehost code, so failure actions run.
+    With FAILURE_ACTIONS_FLAG the SCM runs the failure actions (a restart) for every stop whose
+    win32 exit code is not 0. So every code no restart may follow reports 0 with the servicehost
+    code beside it: a stop (OK, STOP_INCOMPLETE: an admin asked for it) and a failure a restart
+    cannot mend (CONFIG_ERROR, START_FAILURE: ``ENTRY.exit_status``); only a crash or a hang
+    (CRASH, HUNG) reports ERROR_SERVICE_SPECIFIC_ERROR (1066), so recovery restarts it.
     """
-    if ENTRY.exit_status is not None and code in ENTRY.exit_status.success:
+    status = ENTRY.exit_status
+    if status is not None and code in status.success + status.prevent_restart:
         return 0, int(code)
     return ERROR_SERVICE_SPECIFIC_ERROR, int(code)
 
