@@ -4,7 +4,8 @@ installed or unknown), ``--json`` with a stable schema, an honest state.
 The codes and the JSON on every real manager are steps of the Manager contract suite
 (test_manager_contract.py). Here: the record itself (each state's code, the JSON document), a
 service run in a terminal that no manager has (a real ``servicehost run`` process, found by its
-control channel), and a crash loop under a real systemd (``restarting``, never ``starting``).
+control channel), and a crash loop under a real systemd and a real supervisord (``restarting``,
+exit 3, never ``starting``).
 """
 
 from __future__ import annotations
@@ -253,3 +254,36 @@ def test_a_crash_loop_under_systemd_is_restarting_not_starting_and_exits_3(syste
         assert text.returncode == StatusCode.NOT_RUNNING and text_fields(text.stdout)["state"] == "restarting"
     finally:
         sd.cli("remove", str(target))
+
+
+# -- a crash loop under a real supervisord --------------------------------------------------------------
+def test_a_crash_loop_under_supervisord_is_restarting_and_exits_3(tmp_path):
+    from .harness import supervisord_env, supervisord_home
+
+    with supervisord_home() as home:
+        target = tmp_path / "crash_service.py"
+        target.write_text(CRASHING_SERVICE)
+        env = {**os.environ, **supervisord_env(home), "SERVICEHOST_MANAGER": "supervisord"}
+
+        def cli(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([sys.executable, "-m", "servicehost", *args], env=env, capture_output=True,
+                                  text=True, timeout=HANG_GUARD, stdin=subprocess.DEVNULL, cwd=ROOT)
+
+        r = cli("install", str(target), "--start", "manual", "--restart-delay", "60", "--state-dir",
+                str(home / "state"))
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert cli("start", "shcrasher", "--wait", "0").returncode == 0
+
+        def restarting() -> dict[str, object] | None:
+            proc = cli("status", "shcrasher", "--json")
+            doc = json.loads(proc.stdout)
+            assert proc.returncode == doc["status_code"] == STATE_CODES[doc["state"]], (proc.returncode, doc)
+            return doc if doc["state"] == "restarting" else None
+
+        doc = until(restarting, "the crashed service to wait for its restart")
+        assert (doc["status_code"], doc["running"], doc["ready"]) == (3, False, None), doc
+        assert doc["last_exit"] == {"code": 1, "name": "CRASH", "signal": None}, doc
+        text = cli("status", "shcrasher")
+        assert text.returncode == StatusCode.NOT_RUNNING and text_fields(text.stdout)["state"] == "restarting"
+        assert cli("stop", "shcrasher").returncode == 0
+        assert cli("status", "shcrasher").returncode == StatusCode.NOT_RUNNING
