@@ -230,8 +230,7 @@ def _cmd_update(inv: Invocation) -> ExitCode:
             raise UsageError(f"{name} was installed by an older servicehost, which kept no record of its options: "
                              f"give its TARGET once, with every option it needs: servicehost update TARGET "
                              f"--name {name} [OPTIONS]")
-        base = InstallRecord(_target_defaults(inv, name), tuple(launch_command(
-            inv.target, config_file=str(inv.config_file or ""), state_dir=str(inv.loaded.host.state_dir))))
+        base = InstallRecord(_target_defaults(inv, name), tuple(_launch(inv)))  # as install writes it
     else:
         base = recorded
     given = {field: getattr(inv.args, dest) for dest, field in _UPDATED.items() if hasattr(inv.args, dest)}
