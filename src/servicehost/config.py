@@ -32,7 +32,6 @@ import os
 import re
 import stat
 import sys
-import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -476,6 +475,8 @@ def read_toml(path: Path) -> dict[str, Any]:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise bad("UTF-8 TOML", f"bytes that are not UTF-8 (at byte {exc.start})") from None
+    import tomllib  # only when there is a file to read: not a start cost for every service
+
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
