@@ -130,13 +130,14 @@ def where_installed(name: str) -> Manager:
     manager detected for installing (its answer says it is not installed). Under several:
     UsageError naming them (choose one with ``--manager``)."""
     holders: list[Manager] = []
+    unasked: list[tuple[str, ServiceHostError]] = []
     for platform in platforms.managers_here():
         try:
             manager = platform.manager()
             if manager.is_installed(name):
                 holders.append(manager)
-        except ServiceHostError:
-            continue  # a manager that cannot be asked here holds nothing we can act on; the default says why
+        except ServiceHostError as exc:  # cannot be asked here: it holds nothing we could act on
+            unasked.append((platform.name, exc))
     if len(holders) > 1:
         where = " and ".join(m.name for m in holders)
         choices = " or ".join(f"--manager {m.name}" for m in holders)
@@ -144,6 +145,9 @@ def where_installed(name: str) -> Manager:
     if holders:
         return holders[0]
     platform, _ = platforms.detect_for_install()
+    for where, error in unasked:  # not found: say where it could not be looked for (the default says its own)
+        if where != platform.name:
+            print(f"servicehost: warning: {name} was not looked up under {where}: {error}", file=sys.stderr)
     return platform.manager()
 
 
