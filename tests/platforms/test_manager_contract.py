@@ -218,6 +218,17 @@ def test_status_of_a_service_not_installed_exits_4_with_or_without_json(managed)
     assert (doc["state"], doc["status_code"], doc["running"], doc["pid"]) == ("not-installed", 4, False, None)
 
 
+def test_a_name_installed_nowhere_is_said_to_be_so_by_every_verb(managed):
+    for command, *args in NOT_INSTALLED:
+        if command == "control":
+            continue  # its CODE's place on the command line is the CLI's to settle, not this step's
+        proc = managed.admin(command, NAME, *args, expect=ExitCode.CONFIG_ERROR)
+        assert NAME in proc.stderr and "Traceback" not in proc.stderr, (command, proc.stderr)
+    status = managed.admin("status", NAME, expect=StatusCode.UNKNOWN)
+    assert status_fields(status.stdout)["state"] == "not-installed"
+    assert NAME not in [row["name"] for row in json.loads(managed.admin("list", "--json").stdout)]
+
+
 def test_install_registers_it_and_install_again_never_makes_a_second_one(managed):
     out = managed.cli("install", *_install_args(managed, "1")).stdout
     assert f"installed {NAME} under {managed.manager}" in out
