@@ -6,6 +6,7 @@ It is ready only once the file named by ``$CONTRACT_GATE`` exists, so a test hol
 ``contract: <hook> ...``, which the suite reads back through ``servicehost logs`` (the manager's
 own log: supervisord's program log, the journal, the Event Log or the service's log file).
 ``$CONTRACT_MARK`` is logged at start: ``update`` changes it, ``restart`` shows the new value.
+While the file ``$CONTRACT_GATE.fail`` exists its start fails (exit 3, START_FAILURE).
 Once ready it runs one task on its pool ``contract-pool``, so ``status`` has counters to show.
 """
 
@@ -24,6 +25,8 @@ class Contract(Service):
 
     def start(self) -> None:
         self.log.info("contract: started pid=%d mark=%s", os.getpid(), os.environ.get("CONTRACT_MARK", ""))
+        if Path(os.environ["CONTRACT_GATE"] + ".fail").exists():
+            raise RuntimeError("contract: asked to fail its start")
         self.pool = self.use(ThreadPool(2, name="contract-pool"))
 
     def run(self, stop: StopToken) -> None:

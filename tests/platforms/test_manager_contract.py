@@ -339,6 +339,31 @@ def test_a_requested_stop_shows_as_a_clean_last_exit(managed):
     assert managed.status()["last exit"] == "0 (OK)"
 
 
+def test_a_failed_start_exits_3_and_its_manager_never_restarts_it(managed):
+    """Exit 3 is final under every manager (README: Restarts): supervisord says EXITED (it respawns
+    only codes outside exitcodes), systemd failed (RestartPreventExitStatus=), the SCM stopped with
+    win32 exit code 0 (its failure actions run for any other)."""
+    fail = Path(str(managed.gate) + ".fail")
+    fail.touch()
+    fail.chmod(0o644)
+    try:
+        before = managed.logs().count("contract: started")
+        managed.cli("start", expect=ExitCode.START_FAILURE)
+        status = managed.status()
+        assert (status["state"], status["pid"], status["last exit"]) == ("failed", "unknown", "3 (START_FAILURE)"), status
+        if "restarts" not in managed.unknown:
+            assert status["restarts"] == "0"
+        if managed.manager == "windows":
+            assert status["win32 exit code"] == "0"
+        until(lambda: managed.logs().count("contract: started") > before, "the failed start in the log")
+        assert managed.logs().count("contract: started") == before + 1  # started once, not again
+    finally:
+        fail.unlink()
+    managed.cli("start")  # it starts again once it can
+    assert managed.state() == "running"
+    managed.cli("stop")
+
+
 def test_start_without_wait_returns_only_once_the_service_is_ready(managed):
     managed.close_gate()
     start = managed.background("start")
