@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import NamedTuple, NoReturn
 
 from . import config as config_mod
-from .errors import ExitCode, UsageError
+from .errors import UsageError
 
 _SHOWN = 300  # longest message taken from an exception into the one-line error
 
