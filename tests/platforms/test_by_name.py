@@ -21,7 +21,7 @@ import pytest
 
 from servicehost.errors import ExitCode
 
-from .harness import HANG_GUARD, status_fields, supervisord_env, supervisord_home
+from .harness import HANG_GUARD, status_fields, supervisord_env, supervisord_home, until
 from .test_systemd_real import systemd  # noqa: F401 (the fixture: a real systemd as PID 1)
 
 pytestmark = [pytest.mark.real_manager]
@@ -37,6 +37,9 @@ class ByName(Service):
 
     def run(self, stop: StopToken) -> None:
         self.log.info("byname: mark=%s", os.environ.get("BYNAME_MARK", ""))
+        if os.environ.get("TOKEN_FILE"):
+            with open(os.environ["TOKEN_FILE"]) as fh:
+                self.log.info("byname: token=%s", fh.read())
         stop.wait()
 
 
@@ -105,6 +108,26 @@ def test_a_service_installed_without_a_record_is_updated_once_with_its_target(ho
     assert out.splitlines()[0] == "changed: --description: servicehost by-name test service -> now recorded", out
     assert "BYNAME_MARK=\"2\"" in program.read_text()  # kept
     _run([*servicehost, "remove", "byold"], env, "/")
+
+
+def test_update_by_name_keeps_a_secret_whose_file_was_deleted_after_install(home, tmp_path):
+    folder, env = home
+    script = tmp_path / "byname_secret.py"
+    script.write_text(SCRIPT)
+    token = tmp_path / "token"
+    token.write_text("tok-1")
+    token.chmod(0o600)
+    servicehost = [sys.executable, "-m", "servicehost"]
+    _run([*servicehost, "install", str(script), "--name", "bysecret", "--start", "manual",
+          "--state-dir", str(folder / "state"), "--env", f"TOKEN=@{token}"], env, tmp_path)
+    token.unlink()  # the copy is what the service reads: an admin may remove the source
+    out = _run([*servicehost, "update", "bysecret", "--env", "BYNAME_MARK=2"], env, "/").stdout
+    assert out.splitlines()[0] == "changed: --env BYNAME_MARK: (none) -> set", out
+    _run([*servicehost, "start", "bysecret"], env, "/")
+    until(lambda: "byname: token=tok-1" in _run([*servicehost, "logs", "bysecret"], env, "/").stdout,
+          "the service to read its secret's copy")
+    assert "byname: mark=2" in _run([*servicehost, "logs", "bysecret"], env, "/").stdout
+    _run([*servicehost, "remove", "bysecret"], env, "/")
 
 
 def test_a_name_installed_under_two_managers_says_where_and_takes_manager(systemd):  # noqa: F811

@@ -692,7 +692,7 @@ def test_a_secret_file_reaches_the_service_as_name_file_and_the_registry_holds_o
                                check=False)
         assert bad.returncode == ExitCode.CONFIG_ERROR and "Traceback" not in bad.stderr, bad.stderr
         assert len(bad.stderr.strip().splitlines()) == 1 and "expected a readable regular file" in bad.stderr
-        assert _field(wine.servicehost("status", target, "--name", name).stdout, "state") == "not-installed"
+        assert _field(wine.servicehost("status", target, "--name", name, check=False).stdout, "state") == "not-installed"
 
         wine.servicehost("install", target, *common, "--env", f"TOKEN=@{winpath(tmp_path / 'token.txt')}")
         got = wine.script(SECRET_PROBE, name)
@@ -714,6 +714,14 @@ def test_a_secret_file_reaches_the_service_as_name_file_and_the_registry_holds_o
         wine.servicehost("start", target, "--name", name)
         wine.servicehost("stop", target, "--name", name)
         assert [r for r in _trace(state) if r["hook"] == "start"][-1]["secret"]["sha256"] == _sha256(newer)
+
+        # update by name of something else, once the secret's file is gone: its copy stays
+        (tmp_path / "token2.txt").unlink()
+        changed = wine.servicehost("update", name, "--env", "MODE=@@slow")
+        assert changed.stdout.replace("\r\n", "\n").splitlines()[0] == "changed: --env MODE: set -> set to a new value"
+        got = wine.script(SECRET_PROBE, name)
+        assert (got["sha256"], got["files"], got["environment"]) == (_sha256(newer), ["TOKEN"],
+                                                                     ["MODE=@slow", f"TOKEN_FILE={copy}"])
 
         wine.servicehost("remove", target, "--name", name)
         assert wine.script(SECRET_PROBE, name)["files"] is None  # remove took the copies with it
