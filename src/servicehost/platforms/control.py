@@ -56,9 +56,8 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .. import logs
 from ..errors import IllegalTransition, StartupError, UsageError
@@ -288,8 +287,7 @@ def _receive_exactly(sock: socket.socket, size: int, deadline: float | None) -> 
     return b"".join(chunks)
 
 
-@dataclass(frozen=True)
-class Peer:
+class Peer(NamedTuple):
     """Who is on the other end of a unix socket (``SO_PEERCRED``)."""
 
     pid: int
@@ -303,8 +301,7 @@ class Peer:
 
 
 # -- commands ---------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Request:
+class Request(NamedTuple):
     """What a command handler gets."""
 
     host: Host
