@@ -75,7 +75,7 @@ class InstallPlan:
     secrets: list[tuple[Secret, bytes]] = field(default_factory=list, repr=False)
     """``--env NAME=@file``: read before anything is registered, copied by :func:`credentials.store_secrets`."""
     record: str = ""
-    """The install record (``record.py``) as JSON: ``Parameters\InstallRecord``."""
+    """The install record (``record.py``) as JSON: ``Parameters\\InstallRecord``."""
 
 
 def plan_install(options: InstallOptions, command: list[str], account: str = "",
