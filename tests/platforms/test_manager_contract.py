@@ -462,3 +462,42 @@ def test_remove_stops_and_unregisters_it(managed):
     assert managed.state() == "not-installed"
     proc = managed.cli("start", expect=ExitCode.CONFIG_ERROR)
     assert NAME in proc.stderr and "Traceback" not in proc.stderr
+def test_the_manager_was_told_the_restart_policy_the_readme_states(managed):
+    """README: Restarts, read back from each manager itself (the default --restart-delay, 5 s)."""
+    from servicehost.platforms.base import InstallOptions
+    from servicehost.platforms.windows import failure_actions
+
+    managed.cli("start")
+    if managed.manager == "supervisord":
+        from servicehost.platforms.supervisord import SupervisordManager, owned_layout
+
+        assert managed.env is not None
+        supervisord = SupervisordManager(owned_layout(Path(managed.env["SERVICEHOST_SUPERVISORD_HOME"])))
+        (config,) = [c for c in supervisord.rpc("getAllConfigInfo") if c["name"] == NAME]
+        assert (config["exitcodes"], config["startsecs"]) == ([0, 2, 3, 4], 0)
+        pid = int(managed.status()["pid"])
+        environ = dict(v.split("=", 1) for v in Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in v)
+        assert environ["SERVICEHOST_RESTART_DELAY"] == "5"
+        assert environ["SERVICEHOST_SUPERVISORD_HOME"] == managed.env["SERVICEHOST_SUPERVISORD_HOME"]
+    elif managed.manager == "systemd":
+        systemctl = [*managed.prefix[:managed.prefix.index("--") + 1], "systemctl"]
+        shown = subprocess.run([*systemctl, "show", f"{NAME}.service", "-p", "Restart,RestartUSec,RestartPreventExitStatus"],
+                               capture_output=True, text=True, timeout=HANG_GUARD, check=True).stdout
+        assert dict(line.split("=", 1) for line in shown.splitlines()) == {
+            "Restart": "on-failure", "RestartUSec": "5s", "RestartPreventExitStatus": "2 3"}, shown
+        unit = subprocess.run([*systemctl, "cat", f"{NAME}.service"], capture_output=True, text=True,
+                              timeout=HANG_GUARD, check=True).stdout
+        assert "RestartSteps=" not in unit  # the harness runs systemd 252: the steps come from 254
+    else:
+        if not NATIVE:
+            from .test_windows_wine import _wine_lacks
+
+            _wine_lacks("failure actions / restart after crash", "nothing is stored and a crashed service stays down")
+        got = subprocess.run([*managed.prefix[:-2], "-c", (
+            "import json, sys, win32service as ws; h = ws.OpenService(ws.OpenSCManager(None, None, 1), sys.argv[1], 1);"
+            " a = ws.QueryServiceConfig2(h, ws.SERVICE_CONFIG_FAILURE_ACTIONS);"
+            " print(json.dumps([a['ResetPeriod'], [d for _, d in a['Actions']]]))"), NAME],
+            capture_output=True, text=True, timeout=HANG_GUARD, check=True).stdout
+        assert tuple(json.loads(got)) == failure_actions(InstallOptions(name=NAME))
+
+
