@@ -457,11 +457,6 @@ def test_update_by_name_changes_only_what_it_is_given_and_says_what(managed):
     assert "nothing given changed" in managed.admin("update", NAME).stdout
 
 
-def test_remove_stops_and_unregisters_it(managed):
-    managed.admin("remove", NAME)
-    assert managed.state() == "not-installed"
-    proc = managed.cli("start", expect=ExitCode.CONFIG_ERROR)
-    assert NAME in proc.stderr and "Traceback" not in proc.stderr
 def test_the_manager_was_told_the_restart_policy_the_readme_states(managed):
     """README: Restarts, read back from each manager itself (the default --restart-delay, 5 s)."""
     from servicehost.platforms.base import InstallOptions
@@ -501,3 +496,8 @@ def test_the_manager_was_told_the_restart_policy_the_readme_states(managed):
         assert tuple(json.loads(got)) == failure_actions(InstallOptions(name=NAME))
 
 
+def test_remove_stops_and_unregisters_it(managed):
+    managed.admin("remove", NAME)
+    assert managed.state() == "not-installed"
+    proc = managed.cli("start", expect=ExitCode.CONFIG_ERROR)
+    assert NAME in proc.stderr and "Traceback" not in proc.stderr
