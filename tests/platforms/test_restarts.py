@@ -15,6 +15,7 @@ twice as long up to 60 s.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import pytest
 
 from servicehost.errors import ExitCode, StartupError
 from servicehost.platforms import exit_status, restarts
-from servicehost.platforms.base import InstallOptions, launch_command
+from servicehost.platforms.base import InstallOptions, ServiceStatus, launch_command
 from servicehost.platforms.supervisord import RECORD_FILE, Record, SupervisordManager, plan, read_record, restart_delay
 from servicehost.platforms.systemd import UnitSettings, parse_version, render_unit
 from servicehost.platforms.windows import failure_actions
@@ -209,9 +210,18 @@ def test_a_crash_loop_restarts_with_growing_gaps_and_a_stop_ends_the_wait(home, 
     _install(manager, home, services, "CrashLoop", restart_delay=1)
     manager.start("CrashLoop", wait=0)
     # starts 2, 3, 4, 5 follow waits of 1, 2, 4 and 8 s; the wait before the 5th is long enough to see
-    seen = until(lambda: (s := manager.status("CrashLoop")).state == "restarting" and len(
-        [r for r in _trace(home, "CrashLoop") if r["what"] == "start"]) >= 4 and s, "the 4th crash's wait")
-    assert seen.pid and "crash 4 in a row" in seen.detail["note"]
+    def fourth_wait() -> ServiceStatus | None:
+        """The status while the 5th process waits, early enough in its wait to stop it there."""
+        trace = _trace(home, "CrashLoop")
+        crashes = sum(r["what"] == "crash" for r in trace)
+        status = manager.status("CrashLoop")
+        if crashes != 4 or status.state != "restarting" or "crash 4 in a row" not in status.detail["note"]:
+            return None
+        left = int(re.search(r"waits (\d+)s more", status.detail["note"])[1])
+        return status if left >= 2 else None
+
+    seen = until(fourth_wait, "the 4th crash's wait")
+    assert seen.pid
     trace = _trace(home, "CrashLoop")
     starts = [r for r in trace if r["what"] == "start"]
     crashes = [r for r in trace if r["what"] == "crash"]
