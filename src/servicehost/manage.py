@@ -444,11 +444,14 @@ def _cmd_logs(inv: Invocation) -> ExitCode:
         except KeyboardInterrupt:  # how following ends
             pass
         return ExitCode.OK
-    if lines is None:
-        print(manager.logs(_service_name(inv), inv.args.bytes), end="")
-        return ExitCode.OK
-    text = manager.logs(_service_name(inv), min(1 << 30, lines * _BYTES_PER_LINE))
-    print("".join(text.splitlines(keepends=True)[-lines:]), end="")
+    size = inv.args.bytes if lines is None else min(1 << 30, lines * _BYTES_PER_LINE)
+    text = manager.logs(_service_name(inv), size).replace("\r\n", "\n")  # a Windows log file's line ends
+    if lines is not None:
+        kept = text.split("\n")
+        if kept[-1] == "":  # the last line's end
+            kept.pop()
+        text = "".join(line + "\n" for line in kept[-lines:])
+    print(text, end="")
     return ExitCode.OK
 
 

@@ -16,8 +16,10 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -321,6 +323,34 @@ def test_pause_continue_control_and_reload_reach_the_service(managed):
     assert "128" in refused.stderr and "255" in refused.stderr and "Traceback" not in refused.stderr
     for line in ("contract: paused", "contract: continued", "contract: control 200", "contract: reloaded"):
         until(lambda line=line: line in managed.logs(), f"{line!r} in the service's log")
+
+
+def test_logs_shows_the_last_lines_and_follows_new_ones(managed):
+    tail = managed.cli("logs", "-n", "3").stdout.splitlines()
+    assert len(tail) == 3 and tail == managed.logs().splitlines()[-3:], tail
+    if managed.manager == "windows":  # the Event Log is read in records: nothing to follow, and it says so
+        refused = managed.cli("logs", "--follow", expect=ExitCode.CONFIG_ERROR)
+        assert "no log that can be followed" in refused.stderr and "Traceback" not in refused.stderr
+        return
+    follower = subprocess.Popen(managed.argv("logs", "-n", "1", "--follow"), env=managed.env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
+                                cwd=ROOT, start_new_session=True)  # its own group: the follower inside goes with it
+    seen: list[str] = []
+    reader = threading.Thread(target=lambda: seen.extend(follower.stdout or ()), daemon=True)
+    reader.start()
+    try:
+        until(lambda: seen, "the follower's first line")
+        managed.cli("control", "201")
+        until(lambda: any("contract: control 201" in line for line in seen), "a new line while following")
+    finally:
+        os.killpg(follower.pid, signal.SIGINT)  # Ctrl-C, as an admin ends it
+        try:
+            follower.wait(HANG_GUARD)
+        except subprocess.TimeoutExpired:
+            os.killpg(follower.pid, signal.SIGKILL)
+            follower.wait(HANG_GUARD)
+    if managed.prefix[0] == sys.executable:  # servicehost itself, not a wrapper entering a container
+        assert follower.returncode == 0, "".join(seen)  # Ctrl-C is how following ends: not an error
 
 
 def test_stop_waits_until_it_has_stopped_and_a_stopped_service_takes_no_controls(managed):
