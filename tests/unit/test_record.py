@@ -14,7 +14,7 @@ from servicehost.arguments import is_target
 from servicehost.cli import class_target, parse
 from servicehost.errors import ConfigError, UsageError
 from servicehost.platforms.base import InstallOptions, StartMode, launch_command
-from servicehost.platforms.record import InstallRecord, secrets_for_update, split_command, updated
+from servicehost.platforms.record import InstallRecord, split_command, updated, with_copies
 
 from .test_cli import ALPHA
 
@@ -168,21 +168,11 @@ def test_a_class_of_the_running_script_is_recorded_by_its_file(monkeypatch, tmp_
     assert class_target(InstallOptions) == "servicehost.platforms.base:InstallOptions"
 
 
-# -- secrets at update ----------------------------------------------------------------------------------
-def test_a_secret_whose_file_is_gone_since_it_was_copied_keeps_its_copy(tmp_path):
-    source, copies = tmp_path / "token", tmp_path / "copies"
-    source.write_bytes(b"first")
-    options = InstallOptions(name="svc", environment=(("TOKEN", f"@{source}"),))
-    before = InstallRecord(options, (PYTHON, "-m", "servicehost", "run", "svc.py"))
-    assert [data for _, data in secrets_for_update(options, before, copies)] == [b"first"]  # read afresh
-    source.write_bytes(b"rotated")
-    assert [data for _, data in secrets_for_update(options, before, copies)] == [b"rotated"]
-    copies.mkdir()
-    (copies / "TOKEN").write_bytes(b"rotated")
-    source.unlink()
-    assert [data for _, data in secrets_for_update(options, before, copies)] == [b"rotated"]  # the copy stays
-    with pytest.raises(ConfigError, match="--env TOKEN=@"):  # not recorded before: as at install
-        secrets_for_update(options, None, copies)
-    moved = InstallOptions(name="svc", environment=(("TOKEN", f"@{tmp_path / 'elsewhere'}"),))
-    with pytest.raises(ConfigError, match="--env TOKEN=@"):  # a new file that cannot be read
-        secrets_for_update(moved, before, copies)
+# -- secrets in the record of a manager that keeps copies ----------------------------------------------
+def test_a_secret_is_recorded_as_its_copy_never_the_file_it_came_from(tmp_path):
+    options = InstallOptions(name="svc", environment=(("TOKEN", "@/etc/secret-source"), ("MODE", "@@fast"),
+                                                      ("A", "b")))
+    kept = with_copies(options, tmp_path / "copies")
+    assert kept.environment == (("TOKEN", f"@{tmp_path / 'copies' / 'TOKEN'}"), ("MODE", "@@fast"), ("A", "b"))
+    assert "secret-source" not in InstallRecord(kept, (PYTHON, "run")).to_json()
+    assert with_copies(InstallOptions(name="svc"), tmp_path) == InstallOptions(name="svc")

@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 from ..errors import ConfigError, UsageError
-from .base import InstallOptions, Secret, launch_command, split_environment
+from .base import InstallOptions, launch_command, split_environment
 
 #: The version of the record's JSON; a reader takes what it knows and ignores the rest.
 RECORD_VERSION = 1
@@ -212,29 +212,20 @@ def updated(record: InstallRecord, *, options: Mapping[str, Any] = {}, environme
     return new_record, changes
 
 
-def secrets_for_update(options: InstallOptions, previous: InstallRecord | None, copies: Path
-                       ) -> list[tuple[Secret, bytes]]:
-    """Every ``--env NAME=@file`` secret's bytes, for a manager that keeps copies (supervisord, the
-    SCM) to store at update: each read from its file, so a changed file replaces its copy; one
-    recorded with the same file before, whose file is gone since, keeps its copy in ``copies``
-    (an admin may delete the source once install copied it: an update of something else must not
-    fail for it). ConfigError, as at install, for any other file that cannot be read."""
-    before = set(split_environment(previous.options.environment)[1]) if previous is not None else set()
-    out = []
-    for secret in split_environment(options.environment)[1]:
-        try:
-            out.append((secret, secret.read()))
-        except ConfigError:
-            copy = copies / secret.key
-            if secret not in before or not copy.is_file():
-                raise
-            out.append((secret, copy.read_bytes()))
-    return out
+def with_copies(options: InstallOptions, copies: Path) -> InstallOptions:
+    """``options`` as a manager that keeps copies of the secrets (supervisord, the SCM) records
+    them: each ``--env NAME=@file`` names its copy in ``copies`` instead of the file it came from,
+    so the record says no more than the manager's config does (not even where a secret came from),
+    and an update of anything else reads the copy again, whatever became of the file."""
+    secrets = {secret.key for secret in split_environment(options.environment)[1]}
+    environment = tuple((key, f"@{copies / key}" if key in secrets and value.startswith("@") else value)
+                        for key, value in options.environment)
+    return dataclasses.replace(options, environment=environment)
 
 
 #: Command flags that carry an option: their change is shown once, as the option's.
 _OPTION_MIRRORS = frozenset({"--config", "--state-dir", "--shutdown-timeout"})
 
 
-__all__ = ["OPTION_FLAGS", "RECORD_VERSION", "WATCHDOG_FLAGS", "Change", "InstallRecord", "secrets_for_update",
-           "split_command", "updated"]
+__all__ = ["OPTION_FLAGS", "RECORD_VERSION", "WATCHDOG_FLAGS", "Change", "InstallRecord", "split_command", "updated",
+           "with_copies"]

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 from ...errors import UsageError
 from ..base import InstallOptions, refusals, split_environment
 from ..control import check_name
-from ..record import InstallRecord
+from ..record import InstallRecord, with_copies
 from . import ENTRY
 from .backoff import ENV_RESTART_DELAY
 from .layout import BOOT_UNIT, ENV_CONF, ENV_HOME, Layout
@@ -150,6 +150,7 @@ def render_program(options: InstallOptions, command: Sequence[str], *, layout: L
     env += given_env
     workdir = options.working_directory or options.state_dir  # never supervisord's own (/)
     about = " ".join(filter(None, [options.display_name, options.description])).replace("\n", " ")
+    record = InstallRecord(with_copies(options, layout.credentials_dir(name)), tuple(command))  # names the copies
     lines = [
         f"{PROGRAM_MARKER} install; change it with: servicehost update (then restart)",
         f"; {about}" if about else None,
@@ -157,7 +158,7 @@ def render_program(options: InstallOptions, command: Sequence[str], *, layout: L
         f"; servicehost: state_dir = {options.state_dir}",
         f"; servicehost: stop_timeout = {options.stop_timeout:g}",
         f"; servicehost: account = {options.account}",
-        f"; servicehost: record = {InstallRecord(options, tuple(command)).to_json()}",
+        f"; servicehost: record = {record.to_json()}",
         f"[program:{name}]",
         f"command = {_ini(shlex.join(command), 'command')}",
         f"autostart = {'true' if options.start_mode == 'auto' else 'false'}",

@@ -36,7 +36,7 @@ from ... import logs
 from ...errors import ConfigError, PlatformUnavailable, StartupError, StopIncomplete, UsageError
 from ...stopping import Deadline
 from ..base import InstallOptions, Secret, ServiceStatus, wait_until
-from ..record import InstallRecord, secrets_for_update
+from ..record import InstallRecord
 from ..control import (
     STATUS_TIMEOUT,
     ChannelOperations,
@@ -290,9 +290,8 @@ class SupervisordManager(ChannelOperations):
 
     def update(self, options: InstallOptions, command: list[str]) -> None:
         """Rewrite the program file; supervisord applies it at the next ``restart`` (not now)."""
-        previous = self.record(options.name)
-        # a bad @file changes nothing; one gone since it was copied keeps its copy
-        secrets = secrets_for_update(options, previous, self.layout.credentials_dir(options.name))
+        self._installed(options.name)
+        secrets = read_secrets(options)  # a bad @file changes nothing
         self.ensure_running()
         self._write_program(options, command, secrets)
         self._reread()

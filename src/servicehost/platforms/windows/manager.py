@@ -102,7 +102,7 @@ class WindowsManager:
             current = ws.QueryServiceConfig(handle)[7] or "LocalSystem"
         previous = self.record(options.name) if self.is_installed(options.name) else None
         same = previous is not None and previous.options.account == options.account
-        plan = service_config.plan_install(options, command, account=options.account or current, previous=previous)
+        plan = service_config.plan_install(options, command, account=options.account or current)
         account = plan.account if options.account and not same else None  # else: keep the account
         password = self._password(account) if account else None
         with self._service(options.name) as handle:

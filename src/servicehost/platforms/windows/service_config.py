@@ -32,7 +32,7 @@ from ... import logs
 from ...errors import PlatformUnavailable
 from .. import restarts
 from ..base import InstallOptions, Secret, split_environment
-from ..record import InstallRecord, secrets_for_update
+from ..record import InstallRecord, with_copies
 from . import credentials, eventlog
 from .boot import base_python, service_command
 from .errors import ERROR_INVALID_LEVEL, ServiceControlError, scm_error, winerror
@@ -78,12 +78,9 @@ class InstallPlan:
     """The install record (``record.py``) as JSON: ``Parameters\\InstallRecord``."""
 
 
-def plan_install(options: InstallOptions, command: list[str], account: str = "",
-                 previous: InstallRecord | None = None) -> InstallPlan:
-    """The plan for ``options``; ``account``: the one to keep (update without ``--username``);
-    ``previous``: the record being updated (a secret whose file is gone since keeps its copy:
-    ``record.secrets_for_update``). Refuses (exit 2) before any change: code the account cannot
-    read, a secret file that cannot be read."""
+def plan_install(options: InstallOptions, command: list[str], account: str = "") -> InstallPlan:
+    """The plan for ``options``; ``account``: the one to keep (update without ``--username``).
+    Refuses (exit 2) before any change: code the account cannot read, a secret file that cannot be read."""
     image = service_command(command, name=options.name, prefix=sys.prefix, python=base_python())
     account = account or options.account or virtual_account(options.name)
     state_dir = Path(options.state_dir) if options.state_dir else service_data_dir(options.name)
@@ -95,10 +92,8 @@ def plan_install(options: InstallOptions, command: list[str], account: str = "",
     plain, secrets = split_environment(options.environment)
     copies = credentials_dir(options.name)
     result.environment = [f"{k}={v}" for k, v in plain] + [f"{s.variable}={copies / s.key}" for s in secrets]
-    # ConfigError (exit 2) before any change
-    result.secrets = (secrets_for_update(options, previous, copies) if previous is not None
-                      else [(secret, secret.read()) for secret in secrets])
-    result.record = InstallRecord(options, tuple(command)).to_json()
+    result.secrets = [(secret, secret.read()) for secret in secrets]  # ConfigError (exit 2) before any change
+    result.record = InstallRecord(with_copies(options, copies), tuple(command)).to_json()  # names the copies
     return result
 
 
