@@ -1,0 +1,97 @@
+"""The command line's habits in a real process (issue 10 items 5, 7, 8): what ``run``/``debug``
+say about where they run and where they keep their files, and Ctrl-C as a terminal delivers it.
+Timeouts are hang guards only."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+from servicehost.errors import ExitCode
+from servicehost.platforms.foreground import REPEAT_WINDOW
+
+from .proc import ServiceProcess
+
+SLOW_DRAIN = '''
+"""A task runs until the file ``release`` appears in the state dir (at most 30 s: a hang guard):
+a graceful stop waits for it (exit 0); a forced one leaves it unfinished (exit 4)."""
+import time
+from servicehost import Service, ThreadPool
+
+
+class SlowDrain(Service):
+    def start(self):
+        self.pool = self.use(ThreadPool(1, name="slow"))
+        self.pool.submit(self.work)
+
+    def work(self):
+        for _ in range(600):
+            if (self.state_dir / "release").exists():
+                return
+            time.sleep(0.05)
+
+    def stop(self, deadline):
+        self.log.info("slow: stopping, the task still runs")
+'''
+
+
+def _service(tmp_path: Path) -> str:
+    path = tmp_path / "slow_drain.py"
+    path.write_text(SLOW_DRAIN)
+    return str(path)
+
+
+def test_debug_says_it_runs_in_the_foreground_whatever_manager_is_set(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "release").touch()  # its task ends at once
+    with ServiceProcess("debug", _service(tmp_path), "--state-dir", str(state),
+                        SERVICEHOST_MANAGER="systemd") as svc:
+        svc.ready()
+        svc.signal(signal.SIGTERM)
+        svc.wait()
+        out = "\n".join(svc.output())
+    assert "running under foreground (debug runs in the foreground)" in out
+    assert "--manager" not in out
+
+
+def test_two_ctrl_c_at_once_are_one_stop_and_a_later_one_forces_it(tmp_path):
+    target, state = _service(tmp_path), tmp_path / "state"
+    state.mkdir()
+    with ServiceProcess("debug", target, "--state-dir", str(state)) as svc:
+        svc.ready()
+        svc.signal(signal.SIGINT)  # a process group's Ctrl-C: the same signal twice, at once
+        svc.signal(signal.SIGINT)
+        svc.expect(r"slow: stopping")  # a second request would have forced the stop (exit 4) by now
+        (state / "release").touch()
+        assert svc.wait() == ExitCode.OK  # graceful: the running task was waited for
+        out = "\n".join(svc.output())
+    assert "stop forced" not in out and out.count("stop requested") == 1
+    (state / "release").unlink()
+
+    with ServiceProcess("debug", target, "--state-dir", str(state)) as svc:
+        svc.ready()
+        svc.signal(signal.SIGINT)
+        svc.expect(r"stop requested \(SIGINT\)")
+        time.sleep(REPEAT_WINDOW * 1.5)  # past the window: a second Ctrl-C of its own
+        svc.signal(signal.SIGINT)
+        assert svc.wait() == ExitCode.STOP_INCOMPLETE
+        out = "\n".join(svc.output())
+    assert "stop forced (SIGINT)" in out
+
+
+def test_run_with_a_name_logs_under_that_name_where_systemd_says(tmp_path):
+    logs_dir, state = tmp_path / "var-log", tmp_path / "state"
+    state.mkdir()
+    (state / "release").touch()
+    with ServiceProcess("run", _service(tmp_path), "--name", "slow-two", "--state-dir", str(state),
+                        "--manager", "foreground", LOGS_DIRECTORY=str(logs_dir)) as svc:
+        svc.ready()
+        svc.signal(signal.SIGTERM)
+        assert svc.wait() == ExitCode.OK
+        out = "\n".join(svc.output())
+    assert f"slow-two keeps its state in {tmp_path / 'state'} (command line --state-dir)" in out
+    assert "slow-two: started" in out  # the service is known by its installed name
+    assert "slow: stopping" in (logs_dir / "slow-two.log").read_text()  # $LOGS_DIRECTORY/NAME.log
+    assert not (tmp_path / "state" / "logs").exists()
