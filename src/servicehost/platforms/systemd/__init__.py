@@ -99,6 +99,7 @@ NAMES: dict[str, str] = {
     # managing installed units
     "SHOW_PROPS": "manager",
     "SYSTEMCTL_TIMEOUT": "manager",
+    "UNIT_FILE_START_MODES": "manager",
     "WAIT_SLACK": "manager",
     "Show": "manager",
     "SystemctlTimeout": "manager",
