@@ -549,10 +549,12 @@ def test_a_secret_is_owned_by_the_services_account_which_reads_it(home, services
 
 
 # -- the seed sample, installed and driven through the command line ---------------------------------
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+def _cli(*args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
+    """``servicehost ARGS --manager supervisord``, expecting exit ``code`` (status: 0 running,
+    3 not running, 4 not installed)."""
     proc = subprocess.run([sys.executable, "-m", "servicehost", *args, "--manager", "supervisord"],
                           capture_output=True, text=True, timeout=HANG_GUARD, cwd=ROOT)
-    assert proc.returncode == 0, f"{args}: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    assert proc.returncode == code, f"{args}: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     return proc
 
 
@@ -584,7 +586,7 @@ def test_sample_service_under_supervisord_through_the_cli(home):
                  "SampleService: continued", "SampleService: control code 200", "SampleService: reloaded"):
         until(lambda text=text: logged(text), text)
     _cli("stop", SAMPLE)
-    stopped = _cli("status", SAMPLE).stdout
+    stopped = _cli("status", SAMPLE, code=3).stdout
     assert _field(stopped, "state") == "stopped" and _field(stopped, "last exit") == "0 (OK)"
     assert (state / "logs" / "SampleService.log").is_file()  # the host's own log, with event ids
     refused = subprocess.run([sys.executable, "-m", "servicehost", "pause", SAMPLE, "--manager", "supervisord"],
@@ -592,5 +594,5 @@ def test_sample_service_under_supervisord_through_the_cli(home):
     assert refused.returncode == ExitCode.CONFIG_ERROR
     assert "SampleService is not running under supervisord" in refused.stderr
     _cli("remove", SAMPLE, "--purge")
-    assert _field(_cli("status", SAMPLE).stdout, "state") == "not-installed"
+    assert _field(_cli("status", SAMPLE, code=4).stdout, "state") == "not-installed"
     assert not state.exists()
