@@ -61,6 +61,9 @@ class Platform(Protocol):
     def manager(self) -> Manager:
         """The install/start/status interface (PlatformUnavailable if there is none here)."""
 
+    # Optional: ``console_formatter(env) -> logging.Formatter | None``, how this manager wants
+    # stderr written (systemd: journald's priority prefixes); the CLI sets it before the first line.
+
 
 class Manager(Protocol):
     """Controls installed services under one service manager. Every manager keeps this contract;
