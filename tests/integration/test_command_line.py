@@ -4,14 +4,26 @@ Timeouts are hang guards only."""
 
 from __future__ import annotations
 
+import os
+import re
 import signal
+import subprocess
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from servicehost.errors import ExitCode
+from servicehost.platforms.base import wait_until
 from servicehost.platforms.foreground import REPEAT_WINDOW
+from servicehost.stopping import Deadline
 
-from .proc import ServiceProcess
+from .proc import HANG_GUARD, ServiceProcess
+from .proc import env as proc_env
+
+
+def until(predicate: Callable[[], object], what: str) -> None:
+    wait_until(predicate, Deadline.after(HANG_GUARD), lambda: AssertionError(f"hang guard: {what}"))
 
 SLOW_DRAIN = '''
 """A task runs until the file ``release`` appears in the state dir (at most 30 s: a hang guard):
@@ -95,3 +107,28 @@ def test_run_with_a_name_logs_under_that_name_where_systemd_says(tmp_path):
     assert "slow-two: started" in out  # the service is known by its installed name
     assert "slow: stopping" in (logs_dir / "slow-two.log").read_text()  # $LOGS_DIRECTORY/NAME.log
     assert not (tmp_path / "state" / "logs").exists()
+
+
+def test_under_systemd_the_first_line_already_carries_journald_s_priority_prefix(tmp_path):
+    """stderr is the journal when $JOURNAL_STREAM names it (systemd sets it): every line, the
+    first included, is ``<N>LEVEL logger: message`` (journald reads N and adds its own time)."""
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "release").touch()
+    journal = tmp_path / "journal"
+    with journal.open("w") as stream:
+        st = os.fstat(stream.fileno())
+        env = {**proc_env(), "JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}", "INVOCATION_ID": "0" * 32,
+               "SERVICEHOST_RUNTIME_DIR": str(tmp_path / "run")}
+        env.pop("NOTIFY_SOCKET", None)
+        run = subprocess.Popen([sys.executable, "-m", "servicehost", "run", _service(tmp_path), "--state-dir",
+                                str(state), "--log-file", "none"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                               stderr=stream, env=env)
+        try:
+            until(lambda: "ready: every service said so" in journal.read_text(), "the service to be ready")
+        finally:
+            run.send_signal(signal.SIGTERM)
+            run.wait(HANG_GUARD)
+    lines = journal.read_text().splitlines()
+    assert lines[0] == "<6>INFO servicehost.cli: running under systemd (INVOCATION_ID set and stderr is the journal)"
+    assert all(re.match(r"<[0-7]>", line) for line in lines), lines
