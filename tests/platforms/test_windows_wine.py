@@ -361,21 +361,21 @@ def test_start_status_pause_continue_control_reload_stop_through_the_cli(wine, t
     eventlog_at = wine.eventlog_size()
     (state / "trace.jsonl").unlink(missing_ok=True)
     wine.servicehost("start", target, "--name", name, "--arg", "a1", "--arg", "stdio", "--arg", "pool")
-    status = wine.servicehost("status", target, "--name", name).stdout
+    status = wine.status(target, "--name", name).stdout
     assert _field(status, "state") == "running" and _field(status, "pid").isdigit()
     wine.servicehost("pause", target, "--name", name)
-    assert _field(wine.servicehost("status", target, "--name", name).stdout, "state") == "paused"
+    assert _field(wine.status(target, "--name", name).stdout, "state") == "paused"
     wine.servicehost("continue", target, "--name", name)
     wine.servicehost("control", target, "--name", name, "200")
     wine.servicehost("reload", target, "--name", name)
-    pid = _field(wine.servicehost("status", target, "--name", name).stdout, "pid")
+    pid = _field(wine.status(target, "--name", name).stdout, "pid")
     wine.servicehost("restart", target, "--name", name)
-    status = wine.servicehost("status", target, "--name", name).stdout
+    status = wine.status(target, "--name", name).stdout
     assert _field(status, "state") == "running" and _field(status, "pid") != pid
     refused = wine.servicehost("control", target, "--name", name, "127", check=False)
     assert refused.returncode == ExitCode.CONFIG_ERROR and "128 to 255" in refused.stderr
     wine.servicehost("stop", target, "--name", name)
-    status = wine.servicehost("status", target, "--name", name).stdout
+    status = wine.status(target, "--name", name).stdout
     assert _field(status, "state") == "stopped" and _field(status, "last exit") == "0 (OK)"
 
     records = _trace(state)
@@ -390,7 +390,7 @@ def test_start_status_pause_continue_control_reload_stop_through_the_cli(wine, t
     assert records[2]["squares"] == [n * n for n in range(8)]  # a spawn process pool under the SCM
     assert records[2]["executable"].lower() == wine.base_python.lower()
     assert records[5]["code"] == 200
-    log_text = (state / "logs" / "Traced.log").read_text()
+    log_text = (state / "logs" / f"{name}.log").read_text()  # named after the installed name
     tail = wine.servicehost("logs", target, "--name", name).stdout  # Wine: no read-back, so the log file's end
     assert "reporting STOPPED to the SCM: win32 exit code 0" in tail
     assert "stdout: stdio-marker-out" in log_text and "stderr: stdio-marker-err" in log_text
@@ -482,14 +482,14 @@ def test_a_crash_ends_stopped_with_its_exit_code_and_a_requested_stop_never_does
             time.sleep(0.05)
         print(json.dumps(True))
     """, name)
-    status = wine.servicehost("status", target, "--name", name, check=False).stdout  # exit 3: not running
+    status = wine.status(target, "--name", name).stdout  # exit 3: not running
     assert _field(status, "state") == "failed" and _field(status, "last exit") == "1 (CRASH)"
     assert _field(status, "win32 exit code") == "1066"
 
     failed = wine.servicehost("start", target, "--name", name, "--arg", "crash-in-start", check=False)
     assert failed.returncode == ExitCode.START_FAILURE
     assert "stopped while starting (exit code 3 (START_FAILURE))" in failed.stderr
-    status = wine.servicehost("status", target, "--name", name, check=False).stdout
+    status = wine.status(target, "--name", name).stdout
     assert _field(status, "last exit") == "3 (START_FAILURE)" and _field(status, "state") == "failed"
     assert _field(status, "win32 exit code") == "0"  # so recovery never restarts a failed start
     events = wine.eventlog_since(eventlog_at)
@@ -594,7 +594,7 @@ def test_sixteen_threads_serve_tcp_clients_from_the_linux_side(wine, tmp_path):
         threads = {a.split()[2] for a in answers}
         assert threads == {f"tcp-{i}" for i in range(16)}
         wine.servicehost("stop", target, "--name", name)
-        status = wine.servicehost("status", target, "--name", name).stdout
+        status = wine.status(target, "--name", name).stdout
         assert _field(status, "state") == "stopped" and _field(status, "last exit") == "0 (OK)"
         wine.servicehost("remove", target, "--name", name)
         left = wine.script("""
@@ -608,7 +608,7 @@ def test_sixteen_threads_serve_tcp_clients_from_the_linux_side(wine, tmp_path):
             print(json.dumps([source, os.path.exists(dll)]))
         """, name)
         assert left == [False, False]  # remove took the Event Log source and its message file
-        assert _field(wine.servicehost("status", target, "--name", name).stdout, "state") == "not-installed"
+        assert _field(wine.status(target, "--name", name).stdout, "state") == "not-installed"
     finally:
         _remove(wine, name)
 
@@ -634,7 +634,7 @@ def test_stop_stops_the_dependents_first(wine, tmp_path):
         stops = {n: next(r["t"] for r in _trace(s) if r["hook"] == "stop") for n, s in states.items()}
         assert stops[dependent] < stops[base]
         for n in states:
-            assert _field(wine.servicehost("status", target, "--name", n).stdout, "state") == "stopped"
+            assert _field(wine.status(target, "--name", n).stdout, "state") == "stopped"
     finally:
         _remove(wine, dependent, base)
 
@@ -692,7 +692,7 @@ def test_a_secret_file_reaches_the_service_as_name_file_and_the_registry_holds_o
                                check=False)
         assert bad.returncode == ExitCode.CONFIG_ERROR and "Traceback" not in bad.stderr, bad.stderr
         assert len(bad.stderr.strip().splitlines()) == 1 and "expected a readable regular file" in bad.stderr
-        assert _field(wine.servicehost("status", target, "--name", name, check=False).stdout, "state") == "not-installed"
+        assert _field(wine.status(target, "--name", name).stdout, "state") == "not-installed"
 
         wine.servicehost("install", target, *common, "--env", f"TOKEN=@{winpath(tmp_path / 'token.txt')}")
         got = wine.script(SECRET_PROBE, name)
@@ -814,7 +814,7 @@ def test_install_refuses_code_the_service_account_cannot_read(wine, tmp_path):
     assert proc.returncode == ExitCode.CONFIG_ERROR
     assert f"NT SERVICE\\{name} cannot read {winpath(secret)}" in proc.stderr
     assert "icacls" in proc.stderr and "/grant" in proc.stderr
-    status = wine.servicehost("status", winpath(SERVICES) + ":Traced", "--name", name).stdout
+    status = wine.status(winpath(SERVICES) + ":Traced", "--name", name).stdout
     assert _field(status, "state") == "not-installed"
 
 
@@ -823,8 +823,8 @@ def test_named_account_password_comes_from_stdin_and_lands_nowhere(wine, tmp_pat
     name, password = f"shacct{TAG}", f"pw-{TAG}-never-stored"
     target = winpath(SERVICES) + ":Traced"
     refused = wine.servicehost("install", target, "--name", name, "--password", password, check=False)
-    assert refused.returncode == ExitCode.CONFIG_ERROR and "unknown option --password" in refused.stderr
-    assert password not in refused.stderr  # an unknown option's value is never repeated
+    assert refused.returncode == ExitCode.CONFIG_ERROR and "--password-stdin" in refused.stderr
+    assert password not in refused.stderr  # refused with the reason and the way, never repeated
     try:
         proc = wine.servicehost("install", target, "--name", name, "--state-dir", winpath(tmp_path / "state"),
                                 "--start", "manual", "--username", "root", "--password-stdin", input=password + "\n")
@@ -833,7 +833,7 @@ def test_named_account_password_comes_from_stdin_and_lands_nowhere(wine, tmp_pat
         written = json.dumps(got) + proc.stdout + proc.stderr + "".join(
             p.read_text(errors="replace") for p in tmp_path.rglob("*") if p.is_file())
         assert password not in written
-        status = wine.servicehost("status", target, "--name", name).stdout
+        status = wine.status(target, "--name", name).stdout
         assert password not in status and _field(status, "account") == "root"
     finally:
         _remove(wine, name)
@@ -849,10 +849,10 @@ def test_delayed_start_is_refused_clearly_where_the_scm_lacks_it(wine, tmp_path)
         if not NATIVE:  # Wine: DELAYED_AUTO_START_INFO is error 124
             assert proc.returncode == ExitCode.CONFIG_ERROR
             assert "does not implement delayed auto-start" in proc.stderr and "--start auto" in proc.stderr
-            status = wine.servicehost("status", target, "--name", name).stdout
+            status = wine.status(target, "--name", name).stdout
             assert _field(status, "state") == "not-installed"  # rolled back
         else:
-            assert _field(wine.servicehost("status", target, "--name", name).stdout, "start mode") == "delayed"
+            assert _field(wine.status(target, "--name", name).stdout, "start mode") == "delayed"
     finally:
         _remove(wine, name)
 
@@ -884,7 +884,7 @@ def test_delayed_start_is_stored(wine, tmp_path):
     target = winpath(SERVICES) + ":Traced"
     try:
         wine.servicehost("install", target, "--name", name, "--state-dir", winpath(tmp_path), "--start", "delayed")
-        assert _field(wine.servicehost("status", target, "--name", name).stdout, "start mode") == "delayed"
+        assert _field(wine.status(target, "--name", name).stdout, "start mode") == "delayed"
     finally:
         _remove(wine, name)
 
@@ -965,7 +965,7 @@ def test_the_scm_starts_dependencies_first(wine, tmp_path):
         wine.servicehost("install", target, "--name", dependent, "--state-dir", winpath(tmp_path / "b"),
                          "--start", "manual", "--depends", base)
         wine.servicehost("start", target, "--name", dependent)
-        assert _field(wine.servicehost("status", target, "--name", base).stdout, "state") == "running"
+        assert _field(wine.status(target, "--name", base).stdout, "state") == "running"
     finally:
         _remove(wine, dependent, base)
 

@@ -77,6 +77,18 @@ class Wine:
                     timeout: float = HANG_GUARD) -> subprocess.CompletedProcess[str]:
         return self.py("-m", "servicehost", *args, input=input, check=check, timeout=timeout)
 
+    def status(self, *args: str, timeout: float = HANG_GUARD) -> subprocess.CompletedProcess[str]:
+        """``servicehost status ARGS``: its exit code must be the one its state calls for (LSB:
+        0 running or on its way, 3 not running, 4 not installed or unknown)."""
+        from servicehost.platforms.base import STATE_CODES
+
+        proc = self.servicehost("status", *args, check=False, timeout=timeout)
+        state = next((line.split(":", 1)[1].strip() for line in proc.stdout.splitlines()
+                      if line.startswith("state:")), "")
+        assert state and proc.returncode == STATE_CODES[state], \
+            f"status {args!r}: state {state!r}, exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+        return proc
+
     def script(self, code: str, *args: str, timeout: float = HANG_GUARD) -> object:
         """Run ``code`` inside Wine; it prints one JSON document last, which is returned."""
         proc = self.py("-c", textwrap.dedent(code), *args, timeout=timeout, check=True)

@@ -141,6 +141,7 @@ NAMES: dict[str, str] = {
     "service_data_dir": "paths",
     "service_key": "paths",
     # managing installed services
+    "SCM_STATES": "manager",
     "STATE_NAMES": "manager",
     "ScmHandle": "manager",
     "WindowsManager": "manager",
