@@ -25,6 +25,7 @@ from .proc import env as proc_env
 def until(predicate: Callable[[], object], what: str) -> None:
     wait_until(predicate, Deadline.after(HANG_GUARD), lambda: AssertionError(f"hang guard: {what}"))
 
+
 SLOW_DRAIN = '''
 """A task runs until the file ``release`` appears in the state dir (at most 30 s: a hang guard):
 a graceful stop waits for it (exit 0); a forced one leaves it unfinished (exit 4)."""
