@@ -51,6 +51,9 @@ ROOT = Path(__file__).resolve().parents[2]
 HANG_GUARD = 90.0  # seconds: only against hangs (the slowest step, the 8 s drain, takes ~9 s)
 SYSTEM_PYTHON = Path("/usr/bin/python3")
 SECRET = "s3cr3t-drain-token-0451"
+#: What servicehost writes on a machine, removed in each container at its start (only there).
+FRESH = ("/var/lib/servicehost", "/var/lib/private/servicehost", "/var/log/servicehost", "/var/log/private/servicehost",
+         "/run/servicehost")
 
 pytestmark = [pytest.mark.real_manager, pytest.mark.slow]
 
@@ -220,6 +223,9 @@ def systemd() -> Iterator[Systemd]:
         # reaches PID 1 and the service finds an empty, root-only directory. Do what a booted
         # machine has.
         sd.sh("mount", "--make-rshared", "/", check=True)
+        # The container's / is this machine's (an overlay): start from one where servicehost never ran,
+        # whatever a root run on this machine left (a state dir a DynamicUser= unit would have to take over).
+        sd.sh("rm", "-rf", *FRESH, check=True)
         yield sd
     finally:
         if instance:
