@@ -42,6 +42,7 @@ def pywin32_cli(script: Path, *args: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.real_manager
 def test_the_seed_via_compat_is_installed_started_stopped_and_removed_under_supervisord(home, monkeypatch):
     monkeypatch.setenv("SERVICEHOST_MANAGER", "supervisord")
+    monkeypatch.setenv("SERVICEHOST_STATE_DIR", str(home / "state"))  # never the machine's own /var/lib
     script = seed_that_waits(home / "app")
     assert "Service installed" in pywin32_cli(script, "install").stdout
     manager = SupervisordManager()

@@ -258,7 +258,7 @@ else:
 
     def _options_file(service: Any) -> Path:
         name = getattr(service, "_svc_name_", service)
-        return config_mod.default_state_dir(str(name), os.environ) / "parameters.json"
+        return Path(config_mod.load(service_name=str(name)).host.state_dir) / "parameters.json"
 
     def SetServiceCustomOption(serviceName: Any, option: str, value: Any) -> None:
         """pywin32 keeps these under the service's registry key; here: a JSON file in its state dir."""
@@ -299,7 +299,7 @@ else:
         script = os.path.abspath(sys.argv[0])
         options = InstallOptions(name=name, display_name=display, description=description or "", start_mode=mode,
                                  dependencies=tuple(deps or ()), account=user or "",
-                                 state_dir=str(config_mod.default_state_dir(name, os.environ)))
+                                 state_dir=str(config_mod.load(service_name=name).host.state_dir))
         command = [sys.executable, script, "run"]
         _call("CreateService", lambda: getattr(_manager(), how)(options, command))
 
