@@ -43,8 +43,8 @@ from .errors import ConfigError, UsageError
 ENV_PREFIX = "SERVICEHOST_"
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
-_INT_TEXT = re.compile(r"[+-]?[0-9]+")
-_FLOAT_TEXT = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
+_INT_TEXT = r"[+-]?[0-9]+"  # re.fullmatch caches the compiled form: nothing to compile at import
+_FLOAT_TEXT = r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?"
 MAX_CONFIG_BYTES = 1024 * 1024
 """A config file larger than this is refused (a settings file is a few hundred bytes)."""
 NAME_MAX = 255
@@ -176,7 +176,7 @@ def text_problem(text: str) -> str | None:
 
 def text_number(text: str, kind: type) -> int | float | None:
     """``text`` as an int or a float if it is one in ASCII digits (no NaN, no infinities), else None."""
-    if not (_INT_TEXT if kind is int else _FLOAT_TEXT).fullmatch(text):
+    if not re.fullmatch(_INT_TEXT if kind is int else _FLOAT_TEXT, text):
         return None
     try:
         value = kind(text)

@@ -805,17 +805,24 @@ def serving(host: Host, path: Path | None = None) -> Iterator[ControlServer | No
     while the block runs, where it is optional (a run in a terminal): if it cannot be served (the
     same name runs already, an unsafe directory), that is logged (event 5222) and the block runs
     without it (None)."""
+    server = open_channel(host, path)
+    try:
+        yield server
+    finally:
+        if server is not None:
+            server.close()
+
+
+def open_channel(host: Host, path: Path | None = None) -> ControlServer | None:
+    """Start serving ``host``'s control channel where it is optional; None (logged, event 5222)
+    when it cannot be served. The caller closes it."""
     try:
         server = ControlServer(host, path if path is not None else socket_path(host.name))
         server.start()
     except (UsageError, StartupError, OSError) as exc:
         logs.control_unavailable(log, exc)
-        yield None
-        return
-    try:
-        yield server
-    finally:
-        server.close()
+        return None
+    return server
 
 
 class ChannelOperations:
