@@ -16,24 +16,43 @@ from .stopping import Deadline
 
 @dataclass(frozen=True)
 class Counters:
-    """A snapshot of one component's live counters."""
+    """A snapshot of one component's live counters (what ``status`` and systemd's ``STATUS=``
+    show). Fields are only ever added, each with a default, so a component written for an older
+    contract still builds one; ``None``: the component cannot tell."""
 
     name: str
     submitted: int
+    """Tasks accepted (a chunk counts its tasks)."""
     completed: int
+    """Tasks that returned ("done")."""
     failed: int
+    """Tasks that raised."""
     in_flight: int
+    """Tasks running now: for a pool, its busy workers (a chunk being run counts once)."""
     queue_depth: int
+    """Tasks accepted and not started."""
     latency_p50: float | None = None
     """Median run time of the sampled tasks, in seconds (None before any sample)."""
     latency_p99: float | None = None
+    workers: int | None = None
+    """How many workers (threads, processes) serve it: ``in_flight``/``workers`` is busy/size."""
+    queue_capacity: int | None = None
+    """How many hand-offs its queue holds before producers block (a bulk chunk counts once)."""
+    latency_p95: float | None = None
+    last_error: str | None = None
+    """The last task failure, ``Type: message`` on one line (None: none since it started)."""
+    last_error_at: float | None = None
+    """When that failure happened (``time.time()``)."""
+    kind: str | None = None
+    """The worker model (``ThreadPool``, ``PeriodicTimer``, ...); the host fills it in."""
 
     def summary(self) -> str:
-        """One short line, e.g. for systemd's ``STATUS=``."""
-        return (
-            f"{self.name}: {self.completed} done, {self.failed} failed, "
-            f"{self.in_flight} running, {self.queue_depth} queued"
-        )
+        """One short line, e.g. for systemd's ``STATUS=`` (php-fpm style: done, failed, busy/size,
+        queued/capacity)."""
+        busy = f"{self.in_flight} running" if self.workers is None else f"{self.in_flight}/{self.workers} busy"
+        queued = f"{self.queue_depth} queued" if self.queue_capacity is None else \
+            f"{self.queue_depth}/{self.queue_capacity} queued"
+        return f"{self.name}: {self.completed} done, {self.failed} failed, {busy}, {queued}"
 
 
 class Beat(NamedTuple):
@@ -97,6 +116,8 @@ class Component(Protocol):
 
     Order on stop: ``close()`` (stop intake) → ``drain(deadline)`` (finish in-flight work) →
     report what is left. All calls come from the host thread except ``beats``/``counters``.
+    A component may also hold its intake for a host drain (:class:`HoldsIntake`); one that
+    cannot is left as it is while the host drains.
     """
 
     name: str
@@ -118,3 +139,14 @@ class Component(Protocol):
     def pause(self) -> None: ...
 
     def resume(self) -> None: ...
+
+
+@runtime_checkable
+class HoldsIntake(Protocol):
+    """What a component offers for a host drain (``lifecycle.py``: DRAINING): hold its intake
+    without closing it — producers block as on a full queue, timers skip their ticks — while its
+    workers finish everything accepted; then release it. Neither call blocks."""
+
+    def hold_intake(self) -> None: ...
+
+    def release_intake(self) -> None: ...

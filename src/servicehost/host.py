@@ -14,12 +14,18 @@ Stop (``Host.wait``), after ``request_stop`` (a signal, SvcStop) or a failure:
   component not drained yet is drained with an expired deadline, so what it held is reported and
   handed back, never dropped silently. → STOPPED (or FAILED after a crash, a hang, a failed start).
 
+Drain (``Host.drain``), on the caller's thread: RUNNING → DRAINING; every component holds its
+intake (producers block as on a full queue, timers skip ticks) while its workers finish what was
+accepted; ``wait_drained`` says when nothing is queued or running; ``resume`` → RUNNING opens
+intake again. A stop during a drain closes intake as from RUNNING (``lifecycle.py``).
+
 The host never imports a platform. Platforms call ``start``/``request_stop``/``wait``/``pause``/
-``resume``/``reload``/``control`` and subscribe to ``lifecycle`` to tell their manager.
+``drain``/``resume``/``reload``/``control`` and subscribe to ``lifecycle`` to tell their manager.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -27,14 +33,17 @@ from collections.abc import Callable, Iterator, Sequence
 
 from . import logs
 from .config import HangPolicy, HostConfig
-from .errors import ExitCode, QueueClosed, ServiceHostError, StartupError
+from .errors import ControlRefused, ExitCode, QueueClosed, ServiceHostError, StartupError
 from .lifecycle import HostState, Lifecycle
 from .service import Service
 from .stopping import Deadline, StopToken
-from .components import Beat, Component, Counters, Unfinished
+from .components import Beat, Component, Counters, HoldsIntake, Unfinished
 
 log = logging.getLogger("servicehost.host")
 S = HostState
+
+#: Seconds between two looks at the counters while ``wait_drained`` waits (within its timeout).
+DRAIN_POLL = 0.02
 
 #: Seconds a forced stop waits for a drain under way to finish handing work back (well inside the
 #: 10 s the managers allow past the stop timeout before they kill).
@@ -96,6 +105,7 @@ class Host:
         self._stopper_done = threading.Event()
         self._wake = threading.Event()  # set when the stopper is done or the stop is forced
         self._started_at = 0.0
+        self._drain_began: float | None = None  # monotonic time of the drain under way, if any
 
     @property
     def state(self) -> HostState:
@@ -394,21 +404,69 @@ class Host:
             self.lifecycle.move(S.PAUSED)
             logs.host_paused(log)
 
+    def drain(self) -> None:
+        """RUNNING → DRAINING: every component holds its intake without closing it (``lifecycle.py``):
+        producers block as on a full queue (a ``run()`` blocked in ``submit`` just waits), timers
+        skip their ticks, and the workers finish everything queued and running. ``resume`` ends it;
+        ``wait_drained`` says when nothing is left. IllegalTransition unless RUNNING."""
+        with self._ops:
+            self.lifecycle.move(S.DRAINING)
+            self._drain_began = time.monotonic()
+            for component in self.components():
+                if isinstance(component, HoldsIntake):
+                    component.hold_intake()
+            logs.host_draining(log)
+
+    def wait_drained(self, timeout: float | None) -> bool:
+        """Block until a drain has finished — nothing queued or running in any component — or
+        ``timeout`` (None: no limit) passes, or the host leaves DRAINING (resumed, stopping).
+        True once drained (logged once per drain). Looks at the counters every ``DRAIN_POLL``."""
+        deadline = Deadline.after(timeout)
+        while self.state is S.DRAINING and not self.stop_token.stop_requested:
+            began = self._drain_began
+            if self.idle():
+                if began is not None and self._drain_began is began:
+                    self._drain_began = None  # log it once
+                    logs.host_drained(log, time.monotonic() - began)
+                return self.state is S.DRAINING
+            left = deadline.remaining()
+            if left is not None and left <= 0:
+                return False
+            self.stop_token.wait(DRAIN_POLL if left is None else min(DRAIN_POLL, left))
+        return False
+
+    def idle(self) -> bool:
+        """Nothing queued or running in any component now."""
+        return all(c.queue_depth == 0 and c.in_flight == 0 for c in self.counters())
+
     def resume(self) -> None:
-        """PAUSED → RUNNING: each service's ``resume()``, then its components take work again."""
+        """Back to RUNNING: from a drain (DRAINING), every component takes work again and blocked
+        producers go on; from a pause (PAUSED), each service's ``resume()``, then its components
+        take work again. IllegalTransition from any other state."""
+        with self._ops:
+            if self.state is S.DRAINING:
+                for component in self.components():
+                    if isinstance(component, HoldsIntake):
+                        component.release_intake()
+                self.lifecycle.move(S.RUNNING)
+                self._drain_began = None
+                logs.host_drain_ended(log)
+                return
+            self._resume_paused()
+
+    def _resume_paused(self) -> None:
         def resume(service: Service) -> None:
             service.resume()
             self._each(service.components, "resume")
 
-        with self._ops:
-            self.lifecycle.move(S.RESUMING)
-            try:
-                self._each_service(resume)
-            except BaseException:
-                self.lifecycle.move(S.PAUSED)
-                raise
-            self.lifecycle.move(S.RUNNING)
-            logs.host_resumed(log)
+        self.lifecycle.move(S.RESUMING)
+        try:
+            self._each_service(resume)
+        except BaseException:
+            self.lifecycle.move(S.PAUSED)
+            raise
+        self.lifecycle.move(S.RUNNING)
+        logs.host_resumed(log)
 
     def reload(self) -> None:
         """Call every service's ``reload()`` (SIGHUP, PARAMCHANGE)."""
@@ -429,6 +487,9 @@ class Host:
         for service in self.services:
             try:
                 op(service)
+            except ControlRefused as exc:  # not a failure: the service says it takes no such control
+                logs.service_control_refused(log, service.name, exc.reason or str(exc))
+                errors.append(exc)
             except BaseException as exc:
                 logs.service_hook_failed(log, service.name, getattr(op, "__name__", "hook"), exc_info=exc)
                 errors.append(exc)
@@ -448,7 +509,14 @@ class Host:
             yield from service.components
 
     def counters(self) -> list[Counters]:
-        return [c.counters() for c in self.components()]
+        """Each component's counters, its ``kind`` (worker model) filled in when it left it out."""
+        out = []
+        for component in self.components():
+            counters = component.counters()
+            if counters.kind is None:
+                counters = dataclasses.replace(counters, kind=type(component).__name__)
+            out.append(counters)
+        return out
 
     def status_line(self) -> str:
         """One line for a manager's status (systemd ``STATUS=``)."""

@@ -66,6 +66,10 @@ worker_hung = _event(1011, "worker_hung", ERROR, "%s/%s hung: one task (%s) runn
 host_failing = _event(1012, "host_failing", ERROR, "host failing: %s")
 stop_took_long = _event(1013, "stop_took_long", WARNING, "%s is still stopping; %.1fs left before the deadline")
 log_flush_failed = _event(1014, "log_flush_failed", DEBUG, "a log handler could not be flushed before exit (ignored: %s)")
+host_draining = _event(1015, "host_draining", INFO,
+                       "draining: intake held (producers wait, timers skip); queued and running work finishes")
+host_drained = _event(1016, "host_drained", INFO, "drained: nothing queued or running (%.3fs after the drain began)")
+host_drain_ended = _event(1017, "host_drain_ended", INFO, "resumed after a drain: intake open again")
 
 # -- 2xxx: services --------------------------------------------------------------------------------
 service_starting = _event(2001, "service_starting", DEBUG, "%s: starting")

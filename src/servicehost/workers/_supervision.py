@@ -1,9 +1,12 @@
 """What the worker models share to implement the component contract (``components.py``): live
 counters kept per worker and summed on read (:func:`sum_counters`), the pause gate, and the
-pause/close/shutdown methods every model would otherwise write again.
+pause/hold/close/shutdown methods every model would otherwise write again.
 
 Counters are plain attributes of a per-thread :class:`WorkerStats`, written only by their own
-thread (no lock on the hot path) and summed when someone reads them.
+thread (no lock on the hot path) and summed when someone reads them. The hot path writes two
+integers per task (per chunk for bulk work) and one sampled run time in ``LATENCY_SAMPLE_EVERY``;
+everything else a status shows (p50/p95, the last error, busy/size) is derived on read or written
+only on a failure.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ LATENCY_SAMPLE_EVERY = 64
 class WorkerStats:
     """Counters and heartbeat of one worker thread. Written only by that thread."""
 
-    __slots__ = ("name", "completed", "failed", "busy_since", "current", "latencies", "_tick")
+    __slots__ = ("name", "completed", "failed", "busy_since", "current", "latencies", "_tick", "last_error")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -34,6 +37,12 @@ class WorkerStats:
         self.current: Any = None  # the callable it is running, for the hung-worker report
         self.latencies: deque[float] = deque(maxlen=256)
         self._tick = LATENCY_SAMPLE_EVERY - 1  # the first task is sampled
+        self.last_error: tuple[float, str] | None = None  # (time.time(), "Type: message") of the last failure
+
+    def error(self, exc: BaseException) -> None:
+        """Remember ``exc`` as this worker's last failure (the failure path only; counting it is
+        the caller's: a chunk counts its failures once at its end)."""
+        self.last_error = (time.time(), describe_error(exc))
 
     def sample(self, started: float, count: int = 1) -> None:
         """Record the run time of ``count`` tasks that started at ``started`` (sampled)."""
@@ -86,9 +95,10 @@ class Drains:
 
 
 class GatedIntake(Drains):
-    """``pause``/``resume``/``paused``/``close`` for a component whose workers wait at
-    ``self._gate`` (a :class:`PauseGate`) between tasks and whose intake is one queue,
-    ``self._intake`` (a ``ClosableQueue``). Written once for ThreadPool, Pipeline, ProcessPool."""
+    """``pause``/``resume``/``paused``/``hold_intake``/``release_intake``/``close`` for a
+    component whose workers wait at ``self._gate`` (a :class:`PauseGate`) between tasks and whose
+    intake is one queue, ``self._intake`` (a ``ClosableQueue``). Written once for ThreadPool,
+    Pipeline, ProcessPool."""
 
     _gate: PauseGate
     _intake: Any  # ClosableQueue: what close() closes
@@ -104,6 +114,15 @@ class GatedIntake(Drains):
     def paused(self) -> bool:
         return self._gate.paused
 
+    def hold_intake(self) -> None:
+        """A drain: producers block in ``submit``/``put`` as on a full queue, while the workers
+        finish everything accepted (``lifecycle.py``). Never blocks."""
+        self._intake.hold()
+
+    def release_intake(self) -> None:
+        """End a drain: blocked producers go on."""
+        self._intake.release()
+
     def close(self) -> None:
         """Stop intake (producers get QueueClosed); workers still drain what was accepted.
         Never blocks. A paused component is resumed: it must still drain when the service stops."""
@@ -111,23 +130,43 @@ class GatedIntake(Drains):
         self.resume()
 
 
-def sum_counters(name: str, submitted: int, workers: Iterable[WorkerStats], *, not_run: int = 0) -> Counters:
+def sum_counters(name: str, submitted: int, workers: Iterable[WorkerStats], *, not_run: int = 0,
+                 queue_capacity: int | None = None) -> Counters:
     """Sum per-worker counters. Queue depth is derived: accepted, not finished, not running,
-    not taken back at a stop deadline (``not_run``)."""
-    completed = failed = in_flight = 0
+    not taken back at a stop deadline (``not_run``). ``workers`` (size) is how many there are."""
+    completed = failed = in_flight = size = 0
     samples: list[float] = []
+    last_error: tuple[float, str] | None = None
     for w in workers:
+        size += 1
         completed += w.completed
         failed += w.failed
         in_flight += w.busy_since is not None
         samples.extend(w.latencies)
-    p50 = p99 = None
+        error = w.last_error
+        if error is not None and (last_error is None or error[0] > last_error[0]):
+            last_error = error
+    p50 = p95 = p99 = None
     if samples:
         samples.sort()
-        p50 = samples[len(samples) // 2]
-        p99 = samples[min(len(samples) - 1, int(len(samples) * 0.99))]
+        p50, p95, p99 = (_quantile(samples, q) for q in (0.5, 0.95, 0.99))
     queue_depth = max(0, submitted - completed - failed - in_flight - not_run)
-    return Counters(name, submitted, completed, failed, in_flight, queue_depth, p50, p99)
+    return Counters(name, submitted, completed, failed, in_flight, queue_depth, p50, p99,
+                    workers=size, queue_capacity=queue_capacity, latency_p95=p95,
+                    last_error=None if last_error is None else last_error[1],
+                    last_error_at=None if last_error is None else last_error[0])
+
+
+def _quantile(ordered: list[float], q: float) -> float:
+    """The ``q`` quantile of sorted ``ordered`` (nearest rank: a sample that was measured)."""
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
+def describe_error(exc: BaseException, limit: int = 300) -> str:
+    """``Type: message`` on one line, at most ``limit`` characters (a status shows it)."""
+    text = f"{exc.__class__.__name__}: {exc}" if str(exc) else exc.__class__.__name__
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def describe(fn: Any) -> str:

@@ -75,6 +75,7 @@ class Dispatcher(Drains):
         self._hand_back_lock = threading.Lock()
         self._closed = False
         self._paused = False
+        self._held = False  # a drain: submit waits as on a full queue; workers go on
         self._stats = [WorkerStats(f"{name}-{i}") for i in range(workers)]
         self._threads = [
             threading.Thread(target=self._work, args=(s,), name=s.name, daemon=True) for s in self._stats
@@ -92,7 +93,7 @@ class Dispatcher(Drains):
         with self._lock:
             if self._closed:
                 raise QueueClosed(f"{self.name} is closed")
-            if self._depth >= self.queue_size:
+            if self._held or self._depth >= self.queue_size:
                 self._wait_for_space(timeout)
             tasks = self._keys.get(key)
             if tasks is None:  # new (or finished) key: it is ready at once
@@ -106,10 +107,11 @@ class Dispatcher(Drains):
 
     def _wait_for_space(self, timeout: float | None) -> None:
         end = None if timeout is None else _monotonic() + timeout
-        while self._depth >= self.queue_size and not self._closed:
+        while (self._held or self._depth >= self.queue_size) and not self._closed:
             left = None if end is None else end - _monotonic()
             if left is not None and left <= 0:
-                raise QueueFull(f"{self.name} stayed full ({self.queue_size} tasks) for {timeout}s")
+                why = "held (draining)" if self._held else f"full ({self.queue_size} tasks)"
+                raise QueueFull(f"{self.name} stayed {why} for {timeout}s")
             self._not_full.wait(left)
         if self._closed:
             raise QueueClosed(f"{self.name} closed while waiting for space")
@@ -147,6 +149,7 @@ class Dispatcher(Drains):
             fn(*args)
         except BaseException as exc:  # a task's error never ends the worker, nor its key
             stats.failed += 1
+            stats.error(exc)
             logs.task_failed(log, self.name, describe(fn), exc_info=exc)
             return
         stats.completed += 1
@@ -177,6 +180,16 @@ class Dispatcher(Drains):
         with self._lock:
             self._paused = False
             self._has_work.notify_all()
+
+    def hold_intake(self) -> None:
+        """A drain: ``submit`` blocks as on a full queue; workers run every task accepted."""
+        with self._lock:
+            self._held = True
+
+    def release_intake(self) -> None:
+        with self._lock:
+            self._held = False
+            self._not_full.notify_all()
 
     def close(self) -> None:
         """Stop intake (``submit`` raises QueueClosed); workers still run what was accepted.
@@ -223,7 +236,8 @@ class Dispatcher(Drains):
         return len(self._keys)
 
     def counters(self) -> Counters:
-        return sum_counters(self.name, self._accepted, self._stats, not_run=self._not_run)
+        return sum_counters(self.name, self._accepted, self._stats, not_run=self._not_run,
+                            queue_capacity=self.queue_size)
 
     def beats(self) -> Iterator[Beat]:
         for s in self._stats:

@@ -428,6 +428,14 @@ class EventServer(Drains):
         self._paused = False
         self._wakeup()
 
+    def hold_intake(self) -> None:
+        """A host drain: as ``pause`` — no new connection or request is taken; requests already
+        read finish and are answered."""
+        self.pause()
+
+    def release_intake(self) -> None:
+        self.resume()
+
     def drain(self, deadline: Deadline) -> Unfinished | None:
         """Close; answer every request already read, then close the connections, until
         ``deadline``. Returns what was not answered then (None: everything was)."""

@@ -180,6 +180,7 @@ class Pipeline(GatedIntake):
                     value = fn(item)
                 except BaseException as exc:  # a stage's error never ends the worker
                     stats.failed += 1
+                    stats.error(exc)
                     stats.busy_since = None
                     settle(claim)
                     self._failed(runner, item, exc)
@@ -264,7 +265,8 @@ class Pipeline(GatedIntake):
         """Per stage: accepted, done (including dropped), failed, running, queued, run times."""
         return [
             StageCounters(
-                **vars(sum_counters(r.label, r.queue.accepted, r.stats, not_run=r.not_run)),
+                **vars(sum_counters(r.label, r.queue.accepted, r.stats, not_run=r.not_run,
+                                    queue_capacity=r.queue.maxsize)),
                 dropped=sum(s.dropped for s in r.stats),
             )
             for r in self._stages
@@ -278,6 +280,8 @@ class Pipeline(GatedIntake):
         """
         per_stage = self.stage_counters()
         forwarding = sum(s.forwarding for r in self._stages for s in r.stats)
+        errors = [(c.last_error_at, c.last_error) for c in per_stage if c.last_error_at is not None]
+        last_at, last_error = max(errors) if errors else (None, None)
         return Counters(
             self.name,
             submitted=per_stage[0].submitted,
@@ -285,6 +289,10 @@ class Pipeline(GatedIntake):
             failed=sum(c.failed for c in per_stage),
             in_flight=sum(c.in_flight for c in per_stage) + forwarding,
             queue_depth=sum(c.queue_depth for c in per_stage),
+            workers=sum(c.workers or 0 for c in per_stage),
+            queue_capacity=sum(c.queue_capacity or 0 for c in per_stage),
+            last_error=last_error,
+            last_error_at=last_at,
         )
 
     def beats(self) -> Iterator[Beat]:

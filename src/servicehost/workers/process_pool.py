@@ -363,6 +363,7 @@ class ProcessPool(GatedIntake):
             else:
                 stats.failed += 1
                 error = error or _with_traceback(reply[1], reply[2])
+                stats.error(error)
             stats.busy_since = None
             if sink is not None:
                 sink._set(reply[1] if ok else None, None if ok else error)
@@ -382,6 +383,8 @@ class ProcessPool(GatedIntake):
                     errors.append(_with_traceback(outcome[1], outcome[2]))
         if whole is not None:
             errors.append(whole)
+        if errors:
+            stats.error(errors[-1])
         stats.failed += failed
         stats.completed += count - failed
         stats.busy_since = None
@@ -478,7 +481,7 @@ class ProcessPool(GatedIntake):
     # -- observation ------------------------------------------------------------------------------
     def counters(self) -> Counters:
         return sum_counters(self.name, self._queue.accepted, [s.stats for s in self._slots],
-                                     not_run=self._not_run)
+                            not_run=self._not_run, queue_capacity=self._queue.maxsize)
 
     def beats(self) -> Iterator[Beat]:
         """One per child: busy since when (tracked in the parent), running which function."""

@@ -7,6 +7,8 @@ and a producer blocked in ``put()`` on a full queue cannot be woken at all. Here
   :class:`~servicehost.errors.QueueClosed` once the queue is closed;
 * ``close()`` stops intake at once and wakes blocked producers; consumers still get every item
   that was accepted (close-and-drain), then ``QueueClosed``;
+* ``hold()`` holds intake without closing it (a drain): ``put`` blocks as if the queue were full
+  while consumers go on taking what was accepted; ``release()`` lets the producers go on;
 * ``take_all()`` removes what is left, for handing it back at a stop deadline;
 * with ``track=True`` the queue also remembers every item it accepted until a consumer
   settles it (``settle``): ``outstanding()`` then names the items in the queue *and* those a consumer
@@ -48,6 +50,7 @@ class ClosableQueue(Generic[T]):
         self._accepted = 0
         self._producers_waiting = 0
         self._closed = False
+        self._held = False
         self._outstanding: dict[T, None] | None = {} if track else None  # insertion order = FIFO
 
     @property
@@ -64,17 +67,34 @@ class ClosableQueue(Generic[T]):
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def held(self) -> bool:
+        return self._held
+
+    def hold(self) -> None:
+        """Hold intake (a drain): from now on ``put`` blocks as if the queue were full, until
+        ``release()`` or ``close()`` (then QueueClosed). Consumers are not affected. Never blocks."""
+        with self._mutex:
+            self._held = True
+
+    def release(self) -> None:
+        """End a ``hold()``: producers blocked by it go on."""
+        with self._mutex:
+            self._held = False
+            self._not_full.notify_all()
+
     def put(self, item: T, timeout: float | None = None, weight: int = 1, *, track: bool = True) -> None:
         """Append ``item``; block while full, up to ``timeout`` seconds (None: until space).
 
         ``weight`` is how many tasks the item carries (a chunk counts its tasks), added to
-        ``accepted``. ``track=False`` keeps a marker out of ``outstanding``.
+        ``accepted``. ``track=False`` keeps a marker out of ``outstanding``. While the queue is
+        held (``hold``), ``put`` waits as on a full queue.
         Raises QueueClosed if the queue is (or becomes) closed, QueueFull on timeout.
         """
         with self._mutex:
             if self._closed:
                 raise QueueClosed("queue is closed")
-            if self._items.qsize() >= self.maxsize:
+            if self._held or self._items.qsize() >= self.maxsize:
                 self._wait_for_space(timeout)
             self._accepted += weight
             if track and self._outstanding is not None:
@@ -83,13 +103,22 @@ class ClosableQueue(Generic[T]):
             self._items.put(item)
 
     def _wait_for_space(self, timeout: float | None) -> None:
+        """Wait (holding the mutex between checks) until the put may go on: not held, and, once the
+        queue was seen full, drained to the low-water mark."""
         end = None if timeout is None else time.monotonic() + timeout
         self._producers_waiting += 1
         try:
-            while self._items.qsize() > self._low_water and not self._closed:
+            room = self._items.qsize() < self.maxsize  # here only because held: no need to wait for low water
+            while not self._closed:
+                depth = self._items.qsize()
+                if depth >= self.maxsize:
+                    room = False
+                if not self._held and (room or depth <= self._low_water):
+                    break
                 left = None if end is None else end - time.monotonic()
                 if left is not None and left <= 0:
-                    raise QueueFull(f"queue stayed full ({self.maxsize} items) for {timeout}s")
+                    why = "held (draining)" if self._held else f"full ({self.maxsize} items)"
+                    raise QueueFull(f"queue stayed {why} for {timeout}s")
                 self._not_full.wait(left)
         finally:
             self._producers_waiting -= 1

@@ -207,6 +207,7 @@ class ThreadPool(GatedIntake):
             value = fn(*args)
         except BaseException as exc:  # a task's error never ends the worker
             stats.failed += 1
+            stats.error(exc)
             if sink is None:
                 logs.task_failed(log, self.name, describe(fn), exc_info=exc)
             else:
@@ -230,6 +231,7 @@ class ThreadPool(GatedIntake):
                         fn(x)
                     except BaseException as exc:  # a task's error never ends the worker
                         failed += 1
+                        stats.error(exc)
                         logs.task_failed(log, self.name, describe(fn), exc_info=exc)
             else:
                 results, offset = batch.results, claim.offset
@@ -239,6 +241,7 @@ class ThreadPool(GatedIntake):
                         results[offset + ran] = fn(x)
                     except BaseException as exc:
                         failed += 1
+                        stats.error(exc)
                         batch.fail(exc)
                     ran += 1
         except IndexError:
@@ -303,7 +306,8 @@ class ThreadPool(GatedIntake):
 
     # -- observation -------------------------------------------------------------------------------
     def counters(self) -> Counters:
-        return sum_counters(self.name, self._queue.accepted, self._stats, not_run=self._not_run)
+        return sum_counters(self.name, self._queue.accepted, self._stats, not_run=self._not_run,
+                            queue_capacity=self._queue.maxsize)
 
     def beats(self) -> Iterator[Beat]:
         for s in self._stats:

@@ -16,8 +16,9 @@ counted and logged (``tick_skipped``); the next run happens on the next tick of 
 If the timer itself wakes up after several ticks came due (a clock jump, a suspended machine)
 it runs once and counts the others as skipped (``ticks_missed``).
 
-Ticks that come due while paused are not run: they are counted in ``paused``, neither run nor
-skipped, and the grid is unchanged, so after ``resume`` the next run is on the next tick.
+Ticks that come due while paused (or while the host drains: ``hold_intake``) are not run: they
+are counted in ``paused``, neither run nor skipped, and the grid is unchanged, so after ``resume``
+(``release_intake``) the next run is on the next tick.
 
 Time comes from ``clock`` and waiting from ``wait``, so tests drive the timer with a
 :class:`~servicehost.testing.FakeClock`: ``PeriodicTimer(1.0, fn, clock=fake, wait=fake.wait)``.
@@ -52,12 +53,20 @@ class TimerCounters(Counters):
     skipped: int = 0
     """Ticks not run because the previous run was busy (or the timer woke late, or the pool was full)."""
     paused: int = 0
-    """Ticks that came due while paused (not run)."""
+    """Ticks that came due while paused or held by a drain (not run)."""
+    last_result: str | None = None
+    """How the last run ended: ``ok`` or ``failed`` (None: no run yet)."""
+    last_run: float | None = None
+    """When the last run began (``time.time()``)."""
+    next_run: float | None = None
+    """When the next tick is due (``time.time()``; None once closed)."""
+    interval: float | None = None
 
     def summary(self) -> str:
+        last = f", last {self.last_result}" if self.last_result else ""
         return (
             f"{self.name}: {self.completed} runs, {self.failed} failed, {self.skipped} skipped, "
-            f"{self.in_flight} running"
+            f"{self.in_flight} running{last}"
         )
 
 
@@ -96,6 +105,9 @@ class PeriodicTimer(Drains):
         self._wait = wait or self._wake.wait
         self._closed = False
         self._paused = False
+        self._held = False  # a host drain: ticks are not run, as while paused
+        self._last_result: str | None = None
+        self._last_run: float | None = None  # time.time() the last run began
         self._stats = WorkerStats(name)
         self._stats.current = fn
         self._submitted = 0  # written by the timer's thread only, like the two below
@@ -106,6 +118,7 @@ class PeriodicTimer(Drains):
         # Submitted to the pool under fn's own name, so the pool's reports name the real task.
         self._pool_run = functools.wraps(fn)(lambda: self._run())
         self._origin = clock() + (interval if first_delay is None else first_delay)
+        self._next_due: float | None = self._origin  # the clock's time of the next tick (None: closed)
         self._thread = threading.Thread(target=self._schedule, name=name, daemon=True)
         self._thread.start()
 
@@ -121,7 +134,7 @@ class PeriodicTimer(Drains):
                 if behind > 0:  # woke after later ticks came due: run once, for the latest
                     tick += behind
                     self._skip(behind, "the timer woke late (clock jump, suspend or overload)")
-                if self._paused:
+                if self._paused or self._held:
                     self._paused_ticks += 1
                 elif self.run_on is not None:
                     if not self._submit():
@@ -141,6 +154,7 @@ class PeriodicTimer(Drains):
 
     def _sleep_until(self, due: float) -> bool:
         """Block until the clock reaches ``due``; False if the timer was closed first."""
+        self._next_due = due
         while not self._closed:
             left = due - self._clock()
             if left <= 0:
@@ -182,13 +196,17 @@ class PeriodicTimer(Drains):
         # Heartbeats and run times are real time, whatever ``clock`` is: the host compares them
         # with time.monotonic() to find hung workers.
         started = stats.busy_since = time.monotonic()
+        self._last_run = time.time()
         try:
             self.fn()
         except BaseException as exc:  # a run's error never ends the timer
             stats.failed += 1
+            stats.error(exc)
+            self._last_result = "failed"
             logs.task_failed(log, self.name, describe(self.fn), exc_info=exc)
         else:
             stats.completed += 1
+            self._last_result = "ok"
         finally:
             stats.sample(started)
             stats.busy_since = None
@@ -203,6 +221,14 @@ class PeriodicTimer(Drains):
     def resume(self) -> None:
         """Run again from the next tick of the original grid."""
         self._paused = False
+
+    def hold_intake(self) -> None:
+        """A host drain: ticks that come due are not run (counted in ``paused``); a run in
+        progress finishes."""
+        self._held = True
+
+    def release_intake(self) -> None:
+        self._held = False
 
     def close(self) -> None:
         """No more ticks. Wakes the timer's thread; a run in progress finishes. Never blocks."""
@@ -225,9 +251,12 @@ class PeriodicTimer(Drains):
 
     # -- observation -------------------------------------------------------------------------------
     def counters(self) -> TimerCounters:
+        due = self._next_due
+        next_run = None if due is None or self._closed else time.time() + (due - self._clock())
         return TimerCounters(
             **vars(sum_counters(self.name, self._submitted, [self._stats])),
-            skipped=self._skipped, paused=self._paused_ticks,
+            skipped=self._skipped, paused=self._paused_ticks, last_result=self._last_result,
+            last_run=self._last_run, next_run=next_run, interval=self.interval,
         )
 
     def beats(self) -> Iterator[Beat]:
