@@ -12,12 +12,7 @@ if sys.platform == "win32":
 else:
     from typing import Any
 
-    class error(Exception):
-        """A failed call: ``winerror``, ``funcname``, ``strerror``, as pywintypes.error."""
-
-        def __init__(self, winerror: int, funcname: str, strerror: str) -> None:
-            super().__init__(winerror, funcname, strerror)
-            self.winerror, self.funcname, self.strerror = winerror, funcname, strerror
+    from .pywintypes import error as error  # as in pywin32: win32service.error is pywintypes.error
 
     # Values as pywin32 312 has them (checked against the real module under Wine by the tests).
     SC_ACTION_NONE, SC_ACTION_RESTART, SC_ACTION_REBOOT, SC_ACTION_RUN_COMMAND = 0, 1, 2, 3

@@ -13,7 +13,8 @@ from types import ModuleType
 from ...errors import PlatformUnavailable
 
 #: The pywin32 modules ``servicehost.compat`` hands out as they are on Windows.
-COMPAT_MODULES = ("win32serviceutil", "win32service", "win32event", "servicemanager")
+COMPAT_MODULES = ("win32serviceutil", "win32service", "win32event", "servicemanager",
+                  "win32api", "win32con", "winerror", "pywintypes", "win32timezone")
 
 
 def import_pywin32(name: str) -> ModuleType:

@@ -1,0 +1,139 @@
+"""``winerror`` — the real pywin32 module on Windows; elsewhere the error codes service code compares
+``pywintypes.error.winerror`` with, with pywin32's values (checked against the real module by
+``tests/compat/test_win32_more.py``), and its HRESULT helpers. A name not here is an AttributeError
+saying so (docs/compat.md)."""
+
+from __future__ import annotations
+
+import sys
+
+if sys.platform == "win32":
+    from ..platforms.windows.pywin32 import pywin32_module
+
+    sys.modules[__name__] = pywin32_module("winerror")
+else:
+    from . import _unavailable
+
+    # success
+    ERROR_SUCCESS = 0
+    NO_ERROR = 0
+    # files, handles, parameters
+    ERROR_INVALID_FUNCTION = 1
+    ERROR_FILE_NOT_FOUND = 2
+    ERROR_PATH_NOT_FOUND = 3
+    ERROR_TOO_MANY_OPEN_FILES = 4
+    ERROR_ACCESS_DENIED = 5
+    ERROR_INVALID_HANDLE = 6
+    ERROR_NOT_ENOUGH_MEMORY = 8
+    ERROR_INVALID_DATA = 13
+    ERROR_OUTOFMEMORY = 14
+    ERROR_NOT_READY = 21
+    ERROR_SHARING_VIOLATION = 32
+    ERROR_LOCK_VIOLATION = 33
+    ERROR_HANDLE_EOF = 38
+    ERROR_NOT_SUPPORTED = 50
+    ERROR_FILE_EXISTS = 80
+    ERROR_INVALID_PARAMETER = 87
+    ERROR_BROKEN_PIPE = 109
+    ERROR_DISK_FULL = 112
+    ERROR_CALL_NOT_IMPLEMENTED = 120
+    ERROR_INSUFFICIENT_BUFFER = 122
+    ERROR_INVALID_NAME = 123
+    ERROR_MOD_NOT_FOUND = 126
+    ERROR_PROC_NOT_FOUND = 127
+    ERROR_INVALID_LEVEL = 124
+    ERROR_DIR_NOT_EMPTY = 145
+    ERROR_BAD_PATHNAME = 161
+    ERROR_ALREADY_EXISTS = 183
+    ERROR_FILENAME_EXCED_RANGE = 206
+    ERROR_ENVVAR_NOT_FOUND = 203
+    ERROR_DIRECTORY = 267
+    # pipes and I/O
+    ERROR_PIPE_BUSY = 231
+    ERROR_NO_DATA = 232
+    ERROR_PIPE_NOT_CONNECTED = 233
+    ERROR_MORE_DATA = 234
+    WAIT_TIMEOUT = 258
+    ERROR_NO_MORE_ITEMS = 259
+    ERROR_MR_MID_NOT_FOUND = 317
+    ERROR_PIPE_CONNECTED = 535
+    ERROR_PIPE_LISTENING = 536
+    ERROR_OPERATION_ABORTED = 995
+    ERROR_IO_INCOMPLETE = 996
+    ERROR_IO_PENDING = 997
+    ERROR_NOACCESS = 998
+    # services
+    ERROR_DEPENDENT_SERVICES_RUNNING = 1051
+    ERROR_INVALID_SERVICE_CONTROL = 1052
+    ERROR_SERVICE_REQUEST_TIMEOUT = 1053
+    ERROR_SERVICE_NO_THREAD = 1054
+    ERROR_SERVICE_DATABASE_LOCKED = 1055
+    ERROR_SERVICE_ALREADY_RUNNING = 1056
+    ERROR_INVALID_SERVICE_ACCOUNT = 1057
+    ERROR_SERVICE_DISABLED = 1058
+    ERROR_CIRCULAR_DEPENDENCY = 1059
+    ERROR_SERVICE_DOES_NOT_EXIST = 1060
+    ERROR_SERVICE_CANNOT_ACCEPT_CTRL = 1061
+    ERROR_SERVICE_NOT_ACTIVE = 1062
+    ERROR_FAILED_SERVICE_CONTROLLER_CONNECT = 1063
+    ERROR_EXCEPTION_IN_SERVICE = 1064
+    ERROR_DATABASE_DOES_NOT_EXIST = 1065
+    ERROR_SERVICE_SPECIFIC_ERROR = 1066
+    ERROR_PROCESS_ABORTED = 1067
+    ERROR_SERVICE_DEPENDENCY_FAIL = 1068
+    ERROR_SERVICE_LOGON_FAILED = 1069
+    ERROR_SERVICE_START_HANG = 1070
+    ERROR_INVALID_SERVICE_LOCK = 1071
+    ERROR_SERVICE_MARKED_FOR_DELETE = 1072
+    ERROR_SERVICE_EXISTS = 1073
+    ERROR_ALREADY_RUNNING_LKG = 1074
+    ERROR_SERVICE_DEPENDENCY_DELETED = 1075
+    ERROR_BOOT_ALREADY_ACCEPTED = 1076
+    ERROR_SERVICE_NEVER_STARTED = 1077
+    ERROR_DUPLICATE_SERVICE_NAME = 1078
+    ERROR_DIFFERENT_SERVICE_ACCOUNT = 1079
+    ERROR_SERVICE_NOT_IN_EXE = 1083
+    ERROR_SHUTDOWN_IN_PROGRESS = 1115
+    # accounts, time-outs, cancellation
+    ERROR_NOT_FOUND = 1168
+    ERROR_CANCELLED = 1223
+    ERROR_CONNECTION_REFUSED = 1225
+    ERROR_PRIVILEGE_NOT_HELD = 1314
+    ERROR_LOGON_FAILURE = 1326
+    ERROR_NONE_MAPPED = 1332
+    ERROR_TIMEOUT = 1460
+    # HRESULTs
+    S_OK = 0
+    S_FALSE = 1
+    E_UNEXPECTED = -2147418113
+    E_NOTIMPL = -2147467263
+    E_OUTOFMEMORY = -2147024882
+    E_INVALIDARG = -2147024809
+    E_NOINTERFACE = -2147467262
+    E_POINTER = -2147467261
+    E_HANDLE = -2147024890
+    E_ABORT = -2147467260
+    E_FAIL = -2147467259
+    E_ACCESSDENIED = -2147024891
+    FACILITY_WIN32 = 7
+
+    def SUCCEEDED(hr: int) -> bool:
+        return hr >= 0
+
+    def FAILED(hr: int) -> bool:
+        return hr < 0
+
+    def HRESULT_CODE(hr: int) -> int:
+        return hr & 0xFFFF
+
+    def HRESULT_FACILITY(hr: int) -> int:
+        return (hr >> 16) & 0x1FFF
+
+    def HRESULT_SEVERITY(hr: int) -> int:
+        return (hr >> 31) & 1
+
+    def HRESULT_FROM_WIN32(x: int) -> int:
+        """A Win32 error code as an HRESULT (FACILITY_WIN32, severity bit set, signed as pywin32 has it)."""
+        return x if x <= 0 else (x & 0xFFFF) | (FACILITY_WIN32 << 16) | -0x80000000
+
+    __getattr__ = _unavailable.module_getattr("winerror", {}, globals())
