@@ -81,6 +81,7 @@ service_finished = _event(2006, "service_finished", INFO, "%s: run() returned; t
 service_hook_failed = _event(2007, "service_hook_failed", ERROR, "%s: %s raised")
 run_ended_by_stop = _event(
     2008, "run_ended_by_stop", DEBUG, "%s: run() ended by the stop (%s: its intake was closed)")
+service_control_refused = _event(2009, "service_control_refused", WARNING, "%s: %s")
 # 202x: a start that failed because of the environment or a setting (host.py): one line, traceback at DEBUG
 service_start_failed = _event(2020, "service_start_failed", ERROR, "%s: %s failed: %s")
 service_hook_traceback = _event(2021, "service_hook_traceback", DEBUG, "%s: %s raised (the traceback)")
@@ -123,10 +124,8 @@ signal_repeated = _event(
     5005, "signal_repeated", DEBUG, "signal %s received again within %gs: the same request (a process group's)")
 # 52xx: the control channel (platforms/control.py) and supervisord (platforms/supervisord/)
 control_listening = _event(5201, "control_listening", DEBUG, "control channel listening on %s")
-control_refused = _event(
-    5202, "control_refused", WARNING,
-    "control channel: refused pid %d (uid %d): only root and uid %d may control this service")
-control_command = _event(5203, "control_command", DEBUG, "control channel: %s from pid %d (uid %d)")
+control_refused = _event(5202, "control_refused", WARNING, "control channel: refused pid %d (%s): %s")
+control_command = _event(5203, "control_command", DEBUG, "control channel: %s from pid %d (%s)")
 control_failed = _event(5204, "control_failed", WARNING, "control channel: %s failed: %s")
 control_stale_socket = _event(5205, "control_stale_socket", INFO, "control channel: removed a stale socket %s")
 control_busy = _event(
@@ -137,6 +136,16 @@ control_marker_failed = _event(
 control_unavailable = _event(
     5222, "control_unavailable", INFO,
     "control channel unavailable (%s): servicehost status cannot see this run")
+control_write_refused = _event(
+    5223, "control_write_refused", WARNING,
+    "control channel: refused %s from pid %d (%s): a reader (the control group) may only read")
+control_group_unreachable = _event(
+    5224, "control_group_unreachable", WARNING,
+    "control channel: the control group %s cannot reach it: %s")
+control_level_set = _event(5225, "control_level_set", WARNING, "log level of %s set to %s (was %s) %s")
+control_level_reverted = _event(5226, "control_level_reverted", WARNING, "log level of %s back to %s (%s)")
+thread_dump_signal = _event(
+    5227, "thread_dump_signal", DEBUG, "signal %s dumps every thread's stack to %s (faulthandler)")
 supervisord_started = _event(5206, "supervisord_started", INFO, "started supervisord (%s, config %s)")
 supervisord_not_at_boot = _event(5207, "supervisord_not_at_boot", WARNING, "%s")
 supervisord_program_written = _event(5208, "supervisord_program_written", INFO, "%s: wrote %s")
@@ -204,6 +213,9 @@ windows_boot_outdated = _event(
 compat_log_info = _event(5320, "compat_log_info", INFO, "%s")
 compat_log_warning = _event(5321, "compat_log_warning", WARNING, "%s")
 compat_log_error = _event(5322, "compat_log_error", ERROR, "%s")
+compat_status_unwritable = _event(
+    5323, "compat_status_unwritable", WARNING,
+    "%s: its SERVICE_STATUS cannot be kept in %s (QueryServiceStatus elsewhere sees less of it): %s")
 
 
 class _EventIdDefault(logging.Filter):
@@ -220,6 +232,14 @@ CONSOLE_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 FILE_FORMAT = "%(asctime)s %(levelname)s [%(threadName)s] %(name)s #%(event_id)s: %(message)s"
 
 
+#: The handlers :func:`configure` (or :func:`add_handler`) put on the root logger: ours, and the only
+#: ones it ever removes. Everything else there (a script's ``basicConfig(filename=...)``, pytest's
+#: capture) is user code's and stays as it was.
+_ours: list[logging.Handler] = []
+#: The root logger's level before the first :func:`configure`, which :func:`release` gives back.
+_root_level: list[int] = []
+
+
 def configure(
     *,
     level: str = "INFO",
@@ -231,21 +251,28 @@ def configure(
     extra_handlers: Mapping[str, logging.Handler] | None = None,
     console_formatter: logging.Formatter | None = None,
 ) -> None:
-    """Configure the root logger once for the whole process (replaces earlier handlers).
+    """Add servicehost's handlers to the root logger, beside the ones user code installed (a second
+    call replaces only the handlers an earlier one added; user handlers are never removed).
 
     ``console`` writes to stderr (what every manager captures), formatted by ``console_formatter``
     when the platform's manager reads stderr its own way (journald's priority prefixes), so that
-    the first line is already in that form; ``log_file`` adds a rotating file; ``syslog`` adds
-    /dev/log. A broken or missing stderr (a Windows service has none) is skipped rather than
-    crashing later on the first write.
+    the first line is already in that form; when user code already logs to stderr, that handler
+    is the console (no line twice). ``log_file`` adds a rotating file; ``syslog`` adds /dev/log.
+    A broken or missing stderr (a Windows service has none) is skipped rather than crashing later
+    on the first write. Our handlers log from ``level`` up; the root logger's level becomes the
+    lower of ``level`` and the one user code set with handlers of its own, so their handlers keep
+    what they asked for and ours get what the settings ask for.
     """
+    release()
     root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-        handler.close()
-    root.setLevel(level)
+    ours = logging.getLevelName(level) if isinstance(level, str) else int(level)
+    if not isinstance(ours, int):
+        raise ValueError(f"unknown log level {level!r}")
+    _root_level.append(root.level)
+    user_handlers = list(root.handlers)
+    root.setLevel(min(root.level, ours) if user_handlers and root.level != logging.NOTSET else ours)
     handlers: list[logging.Handler] = []
-    if console and sys.stderr is not None:
+    if console and sys.stderr is not None and not any(_writes_to_stderr(h) for h in user_handlers):
         console_handler = logging.StreamHandler(sys.stderr)
         if console_formatter is None:
             _with_format(console_handler, CONSOLE_FORMAT)
@@ -269,9 +296,46 @@ def configure(
         )
     handlers.extend((extra_handlers or {}).values())
     for handler in handlers:
-        handler.addFilter(_EventIdDefault())
-        root.addHandler(handler)
+        handler.setLevel(ours)
+        add_handler(handler)
     logging.captureWarnings(True)
+
+
+def add_handler(handler: logging.Handler) -> None:
+    """Put one of servicehost's handlers on the root logger (a platform's, e.g. the Event Log's):
+    ours, so the next :func:`configure` or :func:`release` removes it."""
+    handler.addFilter(_EventIdDefault())
+    _ours.append(handler)
+    logging.getLogger().addHandler(handler)
+
+
+def ours(handler: logging.Handler) -> bool:
+    """Whether ``handler`` is one servicehost put on the root logger (a platform may restyle it;
+    a user's handler it leaves as it is)."""
+    return any(handler is h for h in _ours)
+
+
+def release() -> None:
+    """Take servicehost's handlers off the root logger (flushed and closed) and give the root its
+    level back; handlers user code installed stay. A run that ends in a process that goes on (a
+    compat script after ``StartServiceCtrlDispatcher``) leaves its logging as it found it."""
+    root = logging.getLogger()
+    while _ours:
+        handler = _ours.pop()
+        root.removeHandler(handler)
+        try:
+            handler.flush()
+        except (OSError, ValueError) as exc:  # a closed stream: nothing left to save
+            log_flush_failed(log, exc)
+        handler.close()
+    if _root_level:
+        root.setLevel(_root_level.pop())
+
+
+def _writes_to_stderr(handler: logging.Handler) -> bool:
+    stream = getattr(handler, "stream", None)
+    return isinstance(handler, logging.StreamHandler) and stream is not None and (
+        stream is sys.stderr or stream is sys.__stderr__)
 
 
 def _with_format(handler: logging.Handler, fmt: str) -> logging.Handler:

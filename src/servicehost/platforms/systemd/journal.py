@@ -12,6 +12,8 @@ import os
 import sys
 from collections.abc import Mapping
 
+from ... import logs
+
 #: syslog priorities journald reads from a "<N>" line prefix (SyslogLevelPrefix=, on by default).
 PRIORITIES = ((logging.CRITICAL, 2), (logging.ERROR, 3), (logging.WARNING, 4), (logging.INFO, 6))
 
@@ -48,12 +50,12 @@ def stderr_is_journal(env: Mapping[str, str], fd: int = 2) -> bool:
 
 
 def use_journal_prefixes(env: Mapping[str, str]) -> bool:
-    """Switch the console (stderr) log handlers to :class:`JournalFormatter` when stderr is the
-    journal. Returns whether it did."""
+    """Switch servicehost's console (stderr) log handler to :class:`JournalFormatter` when stderr is
+    the journal (a handler user code installed keeps its own format). Returns whether it did."""
     if not stderr_is_journal(env):
         return False
     for handler in logging.getLogger().handlers:
-        if type(handler) is logging.StreamHandler and handler.stream is sys.stderr:
+        if type(handler) is logging.StreamHandler and handler.stream is sys.stderr and logs.ours(handler):
             handler.setFormatter(JournalFormatter())
     return True
 

@@ -72,7 +72,7 @@ def attach_event_log(source: str) -> bool:
     except Exception as exc:  # no Event Log service, or no right to open the source
         logs.windows_event_log_unavailable(log, source, exc)
         return False
-    logging.getLogger().addHandler(handler)
+    logs.add_handler(handler)  # ours: a later configure() replaces it, a user's handlers stay
     return True
 
 
