@@ -26,6 +26,7 @@ if sys.platform == "win32":
     sys.modules[__name__] = pywin32_module("win32api")
 else:
     import getpass
+    import operator
     import os
     import re
     import shlex
@@ -49,7 +50,7 @@ else:
     def Sleep(time_ms: int, bAlertable: int = 0) -> int:
         """Suspend this thread for ``time_ms`` milliseconds (INFINITE, or -1: for good); 0, as
         SleepEx returns when the time elapsed (no I/O completion callback can end it early here)."""
-        ms = int(time_ms)
+        ms = operator.index(time_ms)  # an int, as pywin32 takes it (a float is a TypeError there too)
         if ms in (-1, _INFINITE):
             threading.Event().wait()  # never set: Windows' INFINITE sleep never returns either
         elif ms > 0:
