@@ -88,6 +88,16 @@ class StopIncomplete(ServiceHostError):
     exit_code = ExitCode.STOP_INCOMPLETE
 
 
+class ControlRefused(ServiceHostError):
+    """A service does not take a control it was sent (a pause, a reload, a code): it keeps running
+    as it was. The caller (a manager's pause, reload, control) gets this error; the host logs it as
+    one warning line, not as a failed hook with its traceback (a SIGHUP to a service that takes no
+    reload is not a failure). ``reason`` is that line (default: the message)."""
+
+    exit_code = ExitCode.CONFIG_ERROR
+    reason: str = ""
+
+
 class IllegalTransition(ServiceHostError):
     """A lifecycle move the transition table does not allow (a bug, not an input error)."""
 

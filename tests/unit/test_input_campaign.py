@@ -350,7 +350,8 @@ def bad_options(draw: st.DrawFn) -> Case:
         argv = _argv(command)
         if command in MANAGER_COMMANDS:
             argv = argv[:-2]  # the option must come last; the manager from the environment instead
-        return Case("options/valueless", [*argv, option], f"argument {option}: expected one argument",
+        # argparse names the option with its aliases ("argument -n/--lines: ..."): the long one ends the list
+        return Case("options/valueless", [*argv, option], f"{option}: expected one argument",
                     env={"SERVICEHOST_MANAGER": "foreground"})
     if what == "extra":
         word = draw(plain.filter(lambda w: not w.startswith("-")))
