@@ -126,11 +126,21 @@ else:
         _state["classes"].append(klass)
 
     def StartServiceCtrlDispatcher() -> None:
-        """Host the prepared class under the detected manager until it stops."""
-        from .win32serviceutil import run_framework
+        """Host the prepared class under the manager that launched this process until it stops (its
+        installed name: the manager's, else the class's ``_svc_name_``). Not launched by a manager
+        (a terminal): error 1063, as on Windows. A failed service ends the process with its exit
+        code (so its manager restarts a crash); a clean stop returns."""
+        import os
 
-        if len(_state["classes"]) != 1:
-            raise error(1063, "StartServiceCtrlDispatcher", "host exactly one prepared service class here")
-        code = run_framework(_state["classes"][0], list(sys.argv[1:]))
+        from .. import platforms
+        from .hosting import run_framework
+
+        platform, _ = platforms.detect()  # who launched us, whatever SERVICEHOST_MANAGER says
+        if platform.name == "foreground" or not _state["classes"]:
+            raise error(1063, "StartServiceCtrlDispatcher",
+                        "The service process could not connect to the service controller.")
+        cls = _state["classes"][0]
+        name = os.environ.get("SUPERVISOR_PROCESS_NAME") or cls._svc_name_
+        code = run_framework(cls, [], name=name, platform=platform)
         if code:
             raise SystemExit(code)

@@ -1,7 +1,8 @@
 """``win32serviceutil`` — the real pywin32 module on Windows; elsewhere ``ServiceFramework``,
-``HandleCommandLine`` and the helpers, on servicehost: the class runs as a servicehost service
-(:class:`FrameworkService`) under the detected manager, and the commands are servicehost's
-manager commands."""
+``HandleCommandLine`` and the helpers, with pywin32's behaviour: each helper makes the same calls
+as pywin32's, answered by ``scm.py`` (the SCM's rules and error codes, on the servicehost manager
+installed into here), and the class runs as a servicehost service (``hosting.py``): installed from
+its class string, it is run by ``python -m servicehost.compat.pythonservice`` (pythonservice.exe)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ if sys.platform == "win32":
 else:
     import getopt
     import json
-    import logging
     import os
     from collections.abc import Callable, Sequence
     from pathlib import Path
@@ -22,12 +22,11 @@ else:
 
     from .. import config as config_mod
     from .. import logs
-    from ..errors import ExitCode, ServiceHostError
-    from ..host import Host
-    from ..service import Service
-    from ..stopping import Deadline, StopToken
-    from . import servicemanager, win32service
-    from .win32service import error as _win32_error
+    from ..platforms.base import wait_until
+    from ..stopping import Deadline
+    from . import scm, servicemanager, win32service, winerror
+    from .hosting import FrameworkService, run_framework  # noqa: F401 (servicehost's own, used by tests)
+    from .pywintypes import error as _win32_error
 
     error = RuntimeError  # pywin32 re-exports this alias
     ws = win32service
@@ -97,154 +96,61 @@ else:
             self.SvcDoRun()  # type: ignore[attr-defined]
             self.ReportServiceStatus(ws.SERVICE_STOP_PENDING)
 
-    # -- the bridge onto servicehost ------------------------------------------------------------------
-    class FrameworkService(Service):
-        """A ServiceFramework subclass as a servicehost service (what the SCM does, done by the host):
-        ``start`` builds the instance, ``run`` is ``SvcRun``, ``stop``/``pause``/``resume``/``reload``/
-        ``control`` send the control codes through its handler — only those it accepts."""
-
-        ready_on_start = False
-
-        def __init__(self, cls: type, args: Sequence[str]) -> None:
-            self.name = cls._svc_name_  # type: ignore[attr-defined]
-            super().__init__()
-            self.cls, self.args = cls, list(args)
-            self.instance: Any = None
-            self.status: tuple[int, ...] = (ws.SERVICE_WIN32_OWN_PROCESS, ws.SERVICE_STOPPED, 0, 0, 0, 0, 0)
-            self._handler: Callable[..., Any] | None = None
-            self._use_ex = False
-
-        def register(self, handler: Callable[..., Any], use_ex: bool) -> FrameworkService:
-            self._handler, self._use_ex = handler, use_ex
-            return self
-
-        def report(self, status: tuple[int, ...]) -> None:
-            """SetServiceStatus: RUNNING means ready."""
-            self.status = status
-            if status[1] == ws.SERVICE_RUNNING and not self.is_ready:
-                self.ready()
-
-        def start(self) -> None:
-            servicemanager.set_running(True)
-            with servicemanager.hosting(self):
-                self.instance = self.cls([self.name, *self.args])
-            if self._handler is None:
-                raise RuntimeError(f"{self.cls.__name__} did not register a service control handler "
-                                   "(call ServiceFramework.__init__)")
-
-        def run(self, stop: StopToken) -> None:
-            self.instance.SvcRun()
-
-        def stop(self, deadline: Deadline) -> None:
-            self.send(ws.SERVICE_CONTROL_STOP)
-
-        def pause(self) -> None:
-            self.send(ws.SERVICE_CONTROL_PAUSE)
-
-        def resume(self) -> None:
-            if self.instance.GetAcceptedControls() & ws.SERVICE_ACCEPT_PAUSE_CONTINUE:
-                self.send(ws.SERVICE_CONTROL_CONTINUE)
-            # else: never paused (the host undoing a refused pause): nothing to continue
-
-        def reload(self) -> None:
-            self.send(ws.SERVICE_CONTROL_PARAMCHANGE)
-
-        def control(self, code: int) -> None:
-            self.send(code)
-
-        def send(self, control: int, event_type: int = 0, data: Any = None) -> Any:
-            """Deliver a control as the SCM does: refused (error 1052) unless accepted."""
-            needs = {ws.SERVICE_CONTROL_STOP: ws.SERVICE_ACCEPT_STOP,
-                     ws.SERVICE_CONTROL_PAUSE: ws.SERVICE_ACCEPT_PAUSE_CONTINUE,
-                     ws.SERVICE_CONTROL_CONTINUE: ws.SERVICE_ACCEPT_PAUSE_CONTINUE,
-                     ws.SERVICE_CONTROL_SHUTDOWN: ws.SERVICE_ACCEPT_SHUTDOWN,
-                     ws.SERVICE_CONTROL_PARAMCHANGE: ws.SERVICE_ACCEPT_PARAMCHANGE}.get(control, 0)
-            if needs and not self.instance.GetAcceptedControls() & needs:
-                raise _win32_error(1052, "ControlService", "The requested control is not valid for this service.")
-            assert self._handler is not None
-            return self._handler(control, event_type, data) if self._use_ex else self._handler(control)
-
-    def run_framework(cls: type, args: Sequence[str], *, debug: bool = False) -> int:
-        """Run ``cls`` as a service under the detected manager (``debug``: the foreground, DEBUG logs)
-        until it stops; the exit code."""
-        from .. import platforms
-
-        hc = config_mod.load(service_name=cls._svc_name_).host  # type: ignore[attr-defined]
-        logs.configure(level="DEBUG" if debug else hc.log_level, console=True)
-        platform, reason = platforms.detect(choice="foreground" if debug else hc.manager)
-        logs.platform_chosen(logging.getLogger("servicehost.compat"), platform.name, reason)
-        host = Host([FrameworkService(cls, args)], hc)
-        servicemanager.Debugging(debug)
-        try:
-            return int(platform.run(host, debug=debug))
-        finally:
-            servicemanager.Debugging(False)
-            servicemanager.set_running(False)
-
-    # -- the manager side ---------------------------------------------------------------------------
-    def _manager() -> Any:
-        """The manager servicehost installs into here (``SERVICEHOST_MANAGER`` chooses one)."""
-        from .. import platforms
-
-        platform, _ = platforms.detect_for_install(choice=config_mod.load(service_name="compat").host.manager)
-        return platform.manager()
-
-    def _control_error(exc: ServiceHostError, func: str) -> _win32_error:
-        return _win32_error(int(exc.exit_code) or 1, func, str(exc))
-
-    def _call(func: str, op: Callable[[], Any]) -> Any:
-        try:
-            return op()
-        except ServiceHostError as exc:
-            raise _control_error(exc, func) from None
-
-    _STATES = {"running": ws.SERVICE_RUNNING, "starting": ws.SERVICE_START_PENDING,
-               "stopping": ws.SERVICE_STOP_PENDING, "paused": ws.SERVICE_PAUSED, "stopped": ws.SERVICE_STOPPED,
-               "failed": ws.SERVICE_STOPPED, "pausing": ws.SERVICE_PAUSE_PENDING, "resuming": ws.SERVICE_CONTINUE_PENDING}
-
+    # -- the SCM's calls, as pywin32 makes them ----------------------------------------------------------
     def QueryServiceStatus(serviceName: str, machine: str | None = None) -> tuple[int, ...]:
-        """SERVICE_STATUS as pywin32 returns it, from the manager's status."""
-        status = _call("QueryServiceStatus", lambda: _manager().status(serviceName))
-        if status.state == "not-installed":
-            raise _win32_error(1060, "OpenService", "The specified service does not exist as an installed service.")
-        last = status.last_exit or 0
-        win32_exit = 0 if last in (ExitCode.OK, ExitCode.STOP_INCOMPLETE) else ws.SERVICE_SPECIFIC_ERROR
-        return (ws.SERVICE_WIN32_OWN_PROCESS, _STATES.get(status.state, ws.SERVICE_STOPPED), 0,
-                win32_exit, last, 0, 0)
+        """The SERVICE_STATUS the service last reported (STOPPED with its exit codes once it ended)."""
+        return scm.query(serviceName)
 
     def WaitForServiceStatus(serviceName: str, status: int, waitSecs: int, machine: str | None = None) -> None:
-        from ..platforms.base import wait_until
-
-        wait_until(lambda: QueryServiceStatus(serviceName)[1] == status, Deadline.after(float(waitSecs)),
-                   lambda: _win32_error(1053, "QueryServiceStatus",
-                                        "The service did not respond to the start or control request in a timely fashion."))
+        """Until the service reports ``status``; error 1053 after ``waitSecs`` seconds."""
+        if waitSecs <= 0:  # pywin32 asks no single time
+            raise scm.win32_error(winerror.ERROR_SERVICE_REQUEST_TIMEOUT, "QueryServiceStatus")
+        scm.wait_for(serviceName, status, float(waitSecs), "QueryServiceStatus")
 
     def StartService(serviceName: str, args: Sequence[str] | None = None, machine: str | None = None) -> None:
-        _call("StartService", lambda: _manager().start(serviceName, args=list(args or ()), wait=0))
+        scm.start(serviceName, list(args or ()))
+
+    def ControlService(serviceName: str, code: int, machine: str | None = None) -> tuple[int, ...]:
+        return scm.control(serviceName, code)
 
     def StopService(serviceName: str, machine: str | None = None) -> tuple[int, ...]:
-        _call("ControlService", lambda: _manager().stop(serviceName, wait=0))
-        return QueryServiceStatus(serviceName)
+        return ControlService(serviceName, ws.SERVICE_CONTROL_STOP, machine)
 
     def StopServiceWithDeps(serviceName: str, machine: str | None = None, waitSecs: int = 30) -> None:
-        _call("ControlService", lambda: _manager().stop(serviceName, wait=float(waitSecs)))
+        """Stop it and wait up to ``waitSecs`` until it has stopped (error 1053 after that); a service
+        that does not run is no error. Services depending on it: their manager stops them first."""
+        scm.installed(serviceName, "OpenService")
+        try:
+            StopService(serviceName, machine)
+        except _win32_error as exc:
+            if exc.winerror != winerror.ERROR_SERVICE_NOT_ACTIVE:
+                raise
+        if waitSecs <= 0:
+            raise scm.win32_error(winerror.ERROR_SERVICE_REQUEST_TIMEOUT, "ControlService")
+        scm.wait_for(serviceName, ws.SERVICE_STOPPED, float(waitSecs), "ControlService")
 
     def RestartService(serviceName: str, args: Sequence[str] | None = None, waitSeconds: int = 30,
                        machine: str | None = None) -> None:
-        _call("ControlService", lambda: _manager().stop(serviceName, wait=float(waitSeconds)))
-        StartService(serviceName, args)
+        """Stop it (if it runs), then start it again, trying for up to ``waitSeconds`` while the old
+        process is still stopping; gives up with pywin32's message."""
+        try:
+            StopService(serviceName, machine)
+        except _win32_error as exc:
+            if exc.winerror != winerror.ERROR_SERVICE_NOT_ACTIVE:
+                raise
+        def started() -> bool:
+            try:
+                StartService(serviceName, args, machine)
+                return True
+            except _win32_error as exc:
+                if exc.winerror != winerror.ERROR_SERVICE_ALREADY_RUNNING:
+                    raise
+                return False
 
-    def ControlService(serviceName: str, code: int, machine: str | None = None) -> tuple[int, ...]:
-        def send() -> None:
-            manager = _manager()
-            ops = {ws.SERVICE_CONTROL_STOP: lambda: manager.stop(serviceName, wait=0),
-                   ws.SERVICE_CONTROL_PAUSE: lambda: manager.pause(serviceName),
-                   ws.SERVICE_CONTROL_CONTINUE: lambda: manager.resume(serviceName),
-                   ws.SERVICE_CONTROL_PARAMCHANGE: lambda: manager.reload(serviceName)}
-            ops.get(code, lambda: manager.control(serviceName, code))()
-
-        _call("ControlService", send)
-        return QueryServiceStatus(serviceName)
+        try:
+            wait_until(started, Deadline.after(float(waitSeconds)), TimeoutError, longest=1.0)
+        except TimeoutError:
+            print("Gave up waiting for the old service to stop!")
 
     def GetServiceClassString(cls: type, argv: Sequence[str] | None = None) -> str:
         argv = sys.argv if argv is None else argv
@@ -278,7 +184,11 @@ else:
                        userName: str | None = None, password: str | None = None, exeName: str | None = None,
                        perfMonIni: str | None = None, perfMonDll: str | None = None, exeArgs: str | None = None,
                        description: str | None = None, delayedstart: bool | None = None) -> None:
-        _install("install", serviceName, displayName, startType, serviceDeps, userName, description, delayedstart)
+        """Install the service to run the class ``pythonClassString`` names (or ``exeName exeArgs``,
+        as it is); error 1073 when it is installed already."""
+        scm.create(serviceName, displayName, class_string=pythonClassString, start_type=startType, deps=serviceDeps,
+                   user=userName, exe_name=exeName, exe_args=exeArgs, description=description,
+                   delayed=delayedstart)
 
     def ChangeServiceConfig(pythonClassString: str | None, serviceName: str, startType: int | None = None,
                             errorControl: int | None = None, bRunInteractive: int = 0,
@@ -286,25 +196,13 @@ else:
                             password: str | None = None, exeName: str | None = None, displayName: str | None = None,
                             perfMonIni: str | None = None, perfMonDll: str | None = None, exeArgs: str | None = None,
                             description: str | None = None, delayedstart: bool | None = None) -> None:
-        _install("update", serviceName, displayName or serviceName, startType, serviceDeps, userName, description,
-                 delayedstart)
-
-    def _install(how: str, name: str, display: str, start_type: int | None, deps: Sequence[str] | None,
-                 user: str | None, description: str | None, delayed: bool | None) -> None:
-        from ..platforms.base import InstallOptions, StartMode
-
-        mode = {ws.SERVICE_AUTO_START: StartMode.DELAYED if delayed else StartMode.AUTO,
-                ws.SERVICE_DISABLED: StartMode.DISABLED}.get(
-            start_type if start_type is not None else ws.SERVICE_DEMAND_START, StartMode.MANUAL)
-        script = os.path.abspath(sys.argv[0])
-        options = InstallOptions(name=name, display_name=display, description=description or "", start_mode=mode,
-                                 dependencies=tuple(deps or ()), account=user or "",
-                                 state_dir=str(config_mod.load(service_name=name).host.state_dir))
-        command = [sys.executable, script, "run"]
-        _call("CreateService", lambda: getattr(_manager(), how)(options, command))
+        """Change what is given (None: no change) and write the command again."""
+        scm.change(serviceName, class_string=pythonClassString, start_type=startType, deps=serviceDeps,
+                   user=userName, exe_name=exeName, exe_args=exeArgs, display=displayName,
+                   description=description, delayed=delayedstart)
 
     def RemoveService(serviceName: str) -> None:
-        _call("DeleteService", lambda: _manager().remove(serviceName))
+        scm.delete(serviceName)
 
     def DebugService(cls: type, argv: Sequence[str] = ()) -> int:
         """Run the service in this process, in the foreground: Ctrl+C is ``SvcStop``."""
@@ -313,15 +211,22 @@ else:
 
     # -- the command line ----------------------------------------------------------------------------
     def usage() -> None:
+        """pywin32's usage text; exit 1."""
         fname = os.path.split(sys.argv[0])[1]
-        print(f"Usage: '{fname} [options] install|update|remove|start [...]|stop|restart [...]|debug [...]|run'")
+        print(f"Usage: '{fname} [options] install|update|remove|start [...]|stop|restart [...]|debug [...]'")
         print("Options for 'install' and 'update' commands only:")
         print(" --username domain\\username : The Username the service is to run under")
-        print(" --password password : not used here (services run as --username without one)")
+        print(" --password password : The password for the username")
         print(" --startup [manual|auto|disabled|delayed] : How the service starts, default = manual")
+        print(" --interactive : Allow the service to interact with the desktop.")
+        print(" --perfmonini file: .ini file to use for registering performance monitor data")
+        print(" --perfmondll file: .dll file to use when querying the service for")
+        print("   performance data, default = perfmondata.dll")
         print("Options for 'start' and 'stop' commands only:")
         print(" --wait seconds: Wait for the service to actually start or stop.")
-        print("'run': run the service as a service manager launches it (servicehost).")
+        print("                 If you specify --wait with the 'stop' option, the service")
+        print("                 and all dependent services will be stopped, each waiting")
+        print("                 the specified period.")
         sys.exit(1)
 
     def _refuse_abbreviations(argv: Sequence[str], shortopts: str, longopts: Sequence[str]) -> None:
@@ -349,12 +254,17 @@ else:
     def HandleCommandLine(cls: type, serviceClassString: str | None = None, argv: Sequence[str] | None = None,
                           customInstallOptions: str = "",
                           customOptionHandler: Callable[..., Any] | None = None) -> int:
-        """pywin32's commands and options (options before the command, as getopt wants them)."""
+        """pywin32's commands, options, messages and return values (the error code; 0 for success),
+        on the manager servicehost installs into here. ``debug`` runs the service in this process,
+        in the foreground (no install needed); ``run`` runs it as a manager launches it (the
+        command servicehost installed for these scripts before they were installed by class)."""
         argv = list(sys.argv if argv is None else argv)
         if len(argv) <= 1:
             usage()
         name = cls._svc_name_  # type: ignore[attr-defined]
         display = cls._svc_display_name_  # type: ignore[attr-defined]
+        if serviceClassString is None:
+            serviceClassString = GetServiceClassString(cls)
         longopts = ["password=", "username=", "startup=", "perfmonini=", "perfmondll=", "interactive", "wait="]
         try:
             _refuse_abbreviations(argv[1:], customInstallOptions, longopts)
@@ -369,7 +279,7 @@ else:
             if opt == "--username":
                 user = val
             elif opt == "--password":
-                print("--password is not used here: it would be visible in the process list; ignored")
+                print("--password is not used here: the manager runs the service as --username without one")
             elif opt in ("--perfmonini", "--perfmondll", "--interactive"):
                 print(f"{opt} has no equivalent here; ignored")
             elif opt == "--startup":
@@ -385,7 +295,7 @@ else:
                 except ValueError:
                     print("--wait must specify an integer number of seconds.")
                     usage()
-        if not args:
+        if not args:  # (pywin32 fails here with an IndexError)
             usage()
         arg, err = args[0], 0
         if arg in ("run", "debug"):  # what a manager launches / the foreground: the exit code is the process's
@@ -402,7 +312,7 @@ else:
                 print(f"Error starting service: {exc.strerror}")
                 err = exc.winerror
             return err
-        if arg == "restart":
+        if arg == "restart":  # as pywin32: an error here is raised, not printed
             print(f"Restarting service {name}")
             RestartService(name, args[1:])
             if wait_secs:
@@ -412,17 +322,23 @@ else:
             usage()
         description = getattr(cls, "_svc_description_", None)
         deps = getattr(cls, "_svc_deps_", None)
+        exe_name = getattr(cls, "_exe_name_", None)
+        exe_args = getattr(cls, "_exe_args_", None)
         if arg == "install":
             print(f"Installing service {name}")
             try:
                 InstallService(serviceClassString, name, display, startType=startup, serviceDeps=deps,
-                               userName=user, description=description, delayedstart=delayed)
+                               userName=user, exeName=exe_name, exeArgs=exe_args, description=description,
+                               delayedstart=delayed)
                 if customOptionHandler:
                     customOptionHandler(opts)
                 print("Service installed")
             except _win32_error as exc:
-                print(f"Error installing service: {exc.strerror} ({exc.winerror})")
-                err = exc.winerror
+                if exc.winerror == winerror.ERROR_SERVICE_EXISTS:
+                    arg = "update"  # as pywin32: installing what exists updates it
+                else:
+                    print(f"Error installing service: {exc.strerror} ({exc.winerror})")
+                    err = exc.winerror
             except ValueError as msg:  # from the custom option handler: undo the install
                 print(f"Error installing service: {msg}")
                 err = -1
@@ -430,11 +346,12 @@ else:
                     RemoveService(name)
                 except _win32_error:
                     print("Warning - could not remove the partially installed service.")
-        elif arg == "update":
+        if arg == "update":
             print("Changing service configuration")
             try:
                 ChangeServiceConfig(serviceClassString, name, startType=startup, serviceDeps=deps, userName=user,
-                                    displayName=display, description=description, delayedstart=delayed)
+                                    exeName=exe_name, exeArgs=exe_args, displayName=display,
+                                    description=description, delayedstart=delayed)
                 if customOptionHandler:
                     customOptionHandler(opts)
                 print("Service updated")
@@ -459,7 +376,7 @@ else:
             except _win32_error as exc:
                 print(f"Error stopping service: {exc.strerror} ({exc.winerror})")
                 err = exc.winerror
-        else:
+        elif arg != "install":
             print(f"Unknown command - '{arg}'")
             usage()
         return err
