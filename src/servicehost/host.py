@@ -518,7 +518,10 @@ class Host:
             out.append(counters)
         return out
 
-    def status_line(self) -> str:
-        """One line for a manager's status (systemd ``STATUS=``)."""
-        parts = [self.state.value] + [c.summary() for c in self.counters()]
+    def status_line(self, counters: Sequence[Counters] | None = None, state: HostState | None = None) -> str:
+        """One line for a manager's status (systemd ``STATUS=``): the state, then per component
+        (php-fpm style) done, failed, busy/size and queued/capacity. ``counters``/``state``: ones
+        read already (one snapshot for a whole status document)."""
+        counters = self.counters() if counters is None else counters
+        parts = [(state or self.state).value] + [c.summary() for c in counters]
         return "; ".join(parts)

@@ -65,6 +65,9 @@ TRANSITIONS: dict[HostState, frozenset[HostState]] = {
     S.STOPPED: frozenset(),
     S.FAILED: frozenset(),
 }
+#: The states in which the host counts as ready: it reached RUNNING (every service said it is
+#: ready) and has not begun stopping. A paused or draining host is ready: it runs, taking less work.
+READY_STATES: frozenset[HostState] = frozenset({S.RUNNING, S.DRAINING, S.PAUSING, S.PAUSED, S.RESUMING})
 del S
 
 Listener = Callable[[HostState, HostState], None]

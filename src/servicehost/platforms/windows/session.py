@@ -121,6 +121,7 @@ class ScmSession:
         self.start_args: tuple[str, ...] = ()
         self.status: StatusReporter | None = None
         self.host: Host | None = None
+        self._states: dict[HostState, int] = {}  # host state → SERVICE_* status (serve)
         self._done = threading.Event()
         self._ops: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._dispatch, name="servicehost-scm-dispatcher", daemon=True)
@@ -200,10 +201,13 @@ class ScmSession:
         status = self.status
         states = {
             HostState.STARTING: ws.SERVICE_START_PENDING, HostState.RUNNING: ws.SERVICE_RUNNING,
+            # a drain is not a pause: the service runs (lifecycle.py), so the SCM keeps RUNNING
+            HostState.DRAINING: ws.SERVICE_RUNNING,
             HostState.PAUSING: ws.SERVICE_PAUSE_PENDING, HostState.PAUSED: ws.SERVICE_PAUSED,
             HostState.RESUMING: ws.SERVICE_CONTINUE_PENDING, HostState.STOPPING: ws.SERVICE_STOP_PENDING,
             HostState.STOPPED: ws.SERVICE_STOP_PENDING, HostState.FAILED: ws.SERVICE_STOP_PENDING,
         }
+        self._states = states
         host.lifecycle.subscribe(lambda old, new: status.report(states[new]))
         for service in host.services:
             service.start_args = self.start_args  # docs/windows.md
@@ -225,8 +229,10 @@ class ScmSession:
             except Exception as exc:  # the host logged the hook's traceback; the SCM hears the state
                 logs.scm_control_failed(log, getattr(op, "__name__", "control"), exc)
             finally:
+                # the host's state, not the pending one on_control reported: a refused pause (e.g.
+                # during a drain, which the SCM sees as RUNNING) must not leave PAUSE_PENDING
                 if self.status is not None and self.host is not None and not self.host.state.is_final:
-                    self.status.again()
+                    self.status.report(self._states[self.host.state])
 
     def finish(self, code: int) -> None:
         """Report STOPPED with ``code``. A non-zero code ends the process here: pywin32 would
