@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import IntEnum, StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ..errors import ConfigError, ExitCode, UsageError
 from ..host import Host
@@ -132,6 +132,12 @@ class Manager(Protocol):
         """Deliver a custom control code (128-255; anything else: UsageError) to the service."""
 
     def reload(self, name: str) -> None: ...
+
+    def ask(self, name: str, command: str, *, timeout: float | None = None, **args: Any) -> Any:
+        """Run ``command`` (``threads``, ``config``, ``loglevel``, ...: ``control.COMMANDS``) in the
+        running service through its control channel (the unix socket, the Windows named pipe);
+        its result. ControlUnavailable when it does not answer, ControlChannelError (exit 2)
+        when it refuses, saying why (and which group would let the caller read)."""
 
     def logs(self, name: str, size: int = 16384) -> str:
         """The last ``size`` bytes (about) of the service's log, as the manager keeps it."""
@@ -361,7 +367,8 @@ class StatusCode(IntEnum):
 #: between two runs, never ``starting``).
 STATE_CODES: Mapping[str, StatusCode] = {
     "running": StatusCode.RUNNING, "starting": StatusCode.RUNNING, "pausing": StatusCode.RUNNING,
-    "paused": StatusCode.RUNNING, "resuming": StatusCode.RUNNING, "stopping": StatusCode.RUNNING,
+    "paused": StatusCode.RUNNING, "resuming": StatusCode.RUNNING, "draining": StatusCode.RUNNING,
+    "stopping": StatusCode.RUNNING,
     "stopped": StatusCode.NOT_RUNNING, "failed": StatusCode.NOT_RUNNING, "restarting": StatusCode.NOT_RUNNING,
     "not-installed": StatusCode.UNKNOWN, "unknown": StatusCode.UNKNOWN,
 }
@@ -380,8 +387,8 @@ class ServiceStatus:
     manager: str
     """The manager it is installed under, or ``foreground`` for a run in a terminal."""
     state: str
-    """A key of :data:`STATE_CODES`: running | starting | pausing | paused | resuming | stopping |
-    stopped | failed | restarting | not-installed | unknown."""
+    """A key of :data:`STATE_CODES`: running | starting | pausing | paused | resuming | draining |
+    stopping | stopped | failed | restarting | not-installed | unknown."""
     pid: int | None = None
     uptime: float | None = None
     """Seconds since the running process started."""
@@ -402,24 +409,30 @@ class ServiceStatus:
     """The service's own one-line summary (its host's ``status_line``: state and counters)."""
     counters: Sequence[Mapping[str, object]] | None = None
     """Each component's live counters, as the service's control channel answers them."""
+    state_since: float | None = None
+    """When the service entered its state, as it says (``time.time()``)."""
+    healthy: bool | None = None
+    """The service says no worker is hung and nothing failed."""
+    last_error: Mapping[str, object] | None = None
+    """The latest task failure the service recorded: ``{"component", "error", "at"}``."""
+    version: str | None = None
+    """The service's own ``version``."""
+    servicehost_version: str | None = None
+    python: str | None = None
 
     @property
     def code(self) -> StatusCode:
         """What ``status`` exits with (:data:`STATE_CODES`; a state not listed there is unknown)."""
         return STATE_CODES.get(self.state, StatusCode.UNKNOWN)
 
-    def lines(self) -> list[str]:
-        def show(value: object) -> str:
-            return "unknown" if value is None else str(value)
+    def lines(self, now: float | None = None) -> list[str]:
+        """The screen ``servicehost status`` prints (``status_screen.py``): the header (name,
+        manager, state and since when, pid, version, ...), then, when the service answers on its
+        control channel, each component's busy/size, queue, done, failed, run times, timers' last
+        and next run, and the last error. ``now``: the wall clock (``time.time()``)."""
+        from .status_screen import screen
 
-        last = "unknown" if self.last_exit is None else _exit_name(self.last_exit)
-        uptime = "unknown" if self.uptime is None else f"{self.uptime:.0f}s"
-        known = [("account", self.account), ("start mode", self.start_mode), ("status", self.status_line)]
-        return [
-            f"name:      {self.name}", f"manager:   {self.manager}", f"state:     {self.state}",
-            f"pid:       {show(self.pid)}", f"uptime:    {uptime}", f"restarts:  {show(self.restarts)}",
-            f"last exit: {last}",
-        ] + [f"{k}: {v}" for k, v in known if v is not None] + [f"{k}: {v}" for k, v in self.detail.items()]
+        return screen(self, time.time() if now is None else now)
 
     def as_json(self, now: float | None = None) -> dict[str, object]:
         """The ``status --json`` document (schema :data:`STATUS_SCHEMA`, documented in the README):
@@ -448,10 +461,27 @@ class ServiceStatus:
             "status_line": self.status_line,
             "counters": None if self.counters is None else [dict(c) for c in self.counters],
             "detail": dict(self.detail),
+            "state_since": None if self.state_since is None else _iso(self.state_since),
+            "healthy": self.healthy,
+            "last_error": None if self.last_error is None else _error_json(self.last_error),
+            "version": self.version,
+            "servicehost_version": self.servicehost_version,
+            "python": self.python,
         }
 
 
-def _exit_name(code: int) -> str:
+def _iso(when: float) -> str:
+    return datetime.fromtimestamp(when, timezone.utc).isoformat(timespec="seconds")
+
+
+def _error_json(error: Mapping[str, object]) -> dict[str, object]:
+    at = error.get("at")
+    return {"component": error.get("component"), "error": error.get("error"),
+            "at": _iso(at) if isinstance(at, (int, float)) else None}
+
+
+def exit_name(code: int) -> str:
+    """``1 (CRASH)``; a code servicehost does not define: the number."""
     try:
         return f"{code} ({ExitCode(code).name})"
     except ValueError:
