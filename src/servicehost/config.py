@@ -338,6 +338,20 @@ def check_path(spec: SettingSpec, value: Any, source: str, key: str | None = Non
         return
 
 
+_SECRET_PARTS = frozenset({"PASSWORD", "PASSWD", "PASSPHRASE", "SECRET", "SECRETS", "TOKEN", "TOKENS", "APIKEY",
+                           "CREDENTIAL", "CREDENTIALS", "PRIVATEKEY"})
+_SECRET_PAIRS = frozenset({("API", "KEY"), ("PRIVATE", "KEY"), ("ACCESS", "KEY"), ("SECRET", "KEY"), ("AUTH", "KEY")})
+
+
+def looks_secret(name: str) -> bool:
+    """True for names like DB_PASSWORD, GITHUB_TOKEN, api-key, AWS_SECRET_ACCESS_KEY: a value of
+    that name is never written where others read it (a unit file, ``config``'s answer)."""
+    from itertools import pairwise
+
+    parts = [p for p in re.split(r"[^A-Za-z0-9]+", name.upper()) if p]
+    return any(p in _SECRET_PARTS for p in parts) or any(pair in _SECRET_PAIRS for pair in pairwise(parts))
+
+
 class HangPolicy(StrEnum):
     """What a hung worker does (setting ``hang_policy``)."""
 
@@ -380,6 +394,10 @@ class HostConfig:
         "named after the service (--name, else its class)", path="dir")
     manager: str = setting(
         "auto", "service manager to run under: auto (detect), or a platform name (servicehost managers)")
+    control_group: str = setting(
+        "", "a group whose members may read the running service on its control channel (status, threads, "
+        "config), but not change it; a group name (or gid on Linux); empty: only root/Administrators and the "
+        "service's own account")
 
     def __post_init__(self) -> None:
         # HostConfig(hang_policy="report") written in code holds the member too, as a loaded one does

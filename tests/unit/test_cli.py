@@ -186,7 +186,7 @@ def test_a_service_setting_whose_flag_is_taken_is_one_line(tmp_path, capsys):
 def _long_options(command: str, target: str = CONFIGURED) -> list[str]:
     parser, group = cli._parser(True, command)
     if group is not None:  # the command takes every setting: the service's join the host's
-        cli._add_settings(group, cli.config_mod.all_specs(load_target(target).Settings)[9:])
+        cli._add_settings(group, cli.config_mod.all_specs(load_target(target).Settings)[len(cli.config_mod.specs(cli.config_mod.HostConfig)):])
     return sorted(o for o in option_strings(parser) if o.startswith("--") and o not in ("--help", "--version"))
 
 

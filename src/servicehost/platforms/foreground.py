@@ -1,6 +1,8 @@
 """Foreground: a terminal, or any manager that only sends signals.
 
-SIGTERM / SIGINT (Ctrl-C) / SIGBREAK → graceful stop; a second one forces it; SIGHUP → reload.
+SIGTERM / SIGINT (Ctrl-C) / SIGBREAK → graceful stop; a second one forces it; SIGHUP → reload;
+SIGUSR2 → every thread's stack on stderr, written by ``faulthandler`` from C, so it comes even
+while a C extension holds the GIL (``servicehost threads NAME`` asks the same of a live service).
 The same stop signal again within :data:`REPEAT_WINDOW` (0.5 s) is the same request, not a second
 one: Ctrl-C in a terminal signals the whole process group, so a service started by a wrapper
 (a shell script, ``make``) that passes the signal on receives two at once.
@@ -38,6 +40,7 @@ log = logging.getLogger("servicehost.platforms")
 STOP_SIGNALS = tuple(
     getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGBREAK") if hasattr(signal, name))
 RELOAD_SIGNALS = tuple(getattr(signal, name) for name in ("SIGHUP",) if hasattr(signal, name))
+DUMP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGUSR2",) if hasattr(signal, name))
 #: Seconds within which the same stop signal again counts as the same request (module docstring).
 REPEAT_WINDOW = 0.5
 
@@ -116,11 +119,40 @@ def signals_to_host(host: Host) -> Iterator[None]:
     for signum in STOP_SIGNALS + RELOAD_SIGNALS:
         previous[signum] = signal.signal(signum, record)
     try:
-        yield
+        with thread_dump_on_signal():
+            yield
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         inbox.put(None)
+
+
+@contextmanager
+def thread_dump_on_signal() -> Iterator[None]:
+    """While the block runs, SIGUSR2 writes every thread's stack to stderr (``faulthandler``: from
+    C, in the signal handler itself, so a thread holding the GIL in a C extension cannot stop it).
+    Where there is no SIGUSR2 (Windows) or no stderr with a file descriptor, nothing happens."""
+    import faulthandler
+
+    stream = next((s for s in (sys.stderr, sys.__stderr__) if _has_fileno(s)), None)
+    if not DUMP_SIGNALS or stream is None:
+        yield
+        return
+    for signum in DUMP_SIGNALS:
+        faulthandler.register(signum, file=stream, all_threads=True, chain=False)
+        logs.thread_dump_signal(log, signal.Signals(signum).name, "stderr")
+    try:
+        yield
+    finally:
+        for signum in DUMP_SIGNALS:
+            faulthandler.unregister(signum)
+
+
+def _has_fileno(stream: object) -> bool:
+    try:
+        return stream is not None and stream.fileno() >= 0  # type: ignore[attr-defined]
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both
+        return False
 
 
 class ForegroundPlatform:

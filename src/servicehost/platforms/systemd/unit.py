@@ -64,11 +64,11 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from itertools import pairwise
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ... import config as config_mod
+from ...config import looks_secret
 from ...errors import ConfigError, UsageError
 from ..base import InstallOptions, refusals
 from ..base import split_environment as split_secrets
@@ -194,15 +194,6 @@ _ACCOUNT = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}")
 _UNIT_SUFFIXES = ("service", "socket", "target", "mount", "timer", "path", "device", "slice", "scope", "swap",
                   "automount")
 _UNIT_NAME = re.compile(r"[A-Za-z0-9:_.\\-]+(@[A-Za-z0-9:_.\\-]*)?\.(" + "|".join(_UNIT_SUFFIXES) + ")")
-_SECRET_PARTS = {"PASSWORD", "PASSWD", "PASSPHRASE", "SECRET", "SECRETS", "TOKEN", "TOKENS", "APIKEY", "CREDENTIAL",
-                 "CREDENTIALS", "PRIVATEKEY"}
-_SECRET_PAIRS = {("API", "KEY"), ("PRIVATE", "KEY"), ("ACCESS", "KEY"), ("SECRET", "KEY"), ("AUTH", "KEY")}
-
-
-def looks_secret(name: str) -> bool:
-    """True for names like DB_PASSWORD, GITHUB_TOKEN, api-key, AWS_SECRET_ACCESS_KEY."""
-    parts = [p for p in re.split(r"[^A-Za-z0-9]+", name.upper()) if p]
-    return any(p in _SECRET_PARTS for p in parts) or any(pair in _SECRET_PAIRS for pair in pairwise(parts))
 
 
 def _check_text(text: str, what: str, *, show: bool = True) -> None:
