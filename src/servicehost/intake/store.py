@@ -1,0 +1,399 @@
+"""The Store contract: what the durable intake asks of a database, whatever the database.
+
+The :class:`Store` protocol is the one door between the intake (``intake/component.py``) and a
+database: SQLite here (``intake/sqlite.py``, embedded, one file), PostgreSQL next. Every store
+passes one contract suite, ``tests/intake/test_store_contract.py``. This module also holds the
+records a store returns (:class:`Job`, :class:`DeadJob`, :class:`JobInfo`, :class:`Stats`,
+:class:`StoreMetrics`), what a submit may carry (:class:`Submission`), the errors
+(:class:`StoreError` and its kinds), store URLs (:func:`parse_url`, :func:`redact`, which every
+message that names a URL goes through) and :func:`open_store`, which picks a store by URL scheme.
+
+The contract, in short (each method's docstring says more):
+
+* **Durable submit.** ``submit``/``submit_many`` return only after the commit that holds the job
+  (fsync'd). An idempotency key makes a second submit return the first job's id, for as long as
+  the store keeps the key (``idempotency_retention``, after the job is done too).
+* **Claims with leases.** ``claim(node, n, lease)`` hands out up to ``n`` ready jobs, counts the
+  attempt *at claim* (so a job that kills its process dies after ``max_attempts``), gives each a
+  fresh ``token`` and a lease ``lease`` seconds long. Order: higher ``priority`` first, then
+  ``run_at``, then submit order. Jobs sharing a ``key`` never run at the same time and run in
+  submit order (the key's oldest live job blocks the others, delayed or retrying included).
+  A claim also takes back the jobs whose lease ran out (a node that died): they become ready
+  again, or dead when their attempts are spent.
+* **Fenced completion.** ``ack``/``fail``/``release`` act only on a job still running under the
+  token it was claimed with; a node that lost its lease gets ``False``/``"fenced"`` and changes
+  nothing. ``renew(node, lease)`` extends every lease the node holds (from its heartbeats).
+* **Retries.** ``fail`` re-queues with ``retry_in`` seconds of delay (default:
+  :func:`backoff`, exponential with jitter); after ``max_attempts`` the job goes to the dead-letter
+  table with its error history; ``requeue(id)`` brings it back with its attempts reset.
+* **Payloads** are any JSON value (dict keys are strings; no NaN) or ``bytes``, returned as given.
+
+Times in a store are wall-clock seconds (``time.time()``): several processes, and later several
+machines, share them. Log events for the intake are 7xxx in ``logs.py`` (7001-7049: stores).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import random
+import socket
+import uuid
+from collections.abc import Iterable, Mapping
+from concurrent.futures import Future
+from typing import Any, NamedTuple, Protocol, runtime_checkable
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+from ..errors import ServiceHostError
+
+DEFAULT_LEASE = 30.0
+"""Seconds a claim holds a job before another node may take it back (renewed by heartbeats)."""
+DEFAULT_MAX_ATTEMPTS = 10
+"""Claims a job gets before it is dead-lettered (a claim counts, whether the handler ends or not)."""
+DEFAULT_TIMEOUT = 30.0
+"""Seconds a blocking store call waits for its commit before it raises :class:`StoreTimeout`."""
+ERROR_HISTORY = 10
+"""How many of a job's last errors the store keeps (the dead-letter table shows them)."""
+
+
+# -- records ---------------------------------------------------------------------------------------
+class Job(NamedTuple):
+    """One claimed job, as a handler sees it. Immutable; ``token`` fences its completion."""
+
+    id: int
+    payload: Any
+    """The JSON value or bytes that was submitted."""
+    attempt: int
+    """1 on the first claim; counted at claim, so a claim whose process died counts too."""
+    key: str | None
+    """Jobs sharing a key never run at the same time, and run in submit order."""
+    priority: int
+    max_attempts: int
+    token: int
+    """This claim's fence: ``ack``/``fail``/``release`` act only while the job still runs under it."""
+    node: str
+    """The node that claimed it."""
+    lease_until: float
+    """Wall-clock time the lease ran to when claimed (``renew`` extends it in the store)."""
+    submitted_at: float
+    idempotency_key: str | None = None
+
+
+class Submission(NamedTuple):
+    """A submit with its options, for ``submit_many`` items that differ (a bare payload there takes
+    the call's options)."""
+
+    payload: Any
+    key: str | None = None
+    idempotency_key: str | None = None
+    priority: int = 0
+    run_at: float | None = None
+    max_attempts: int | None = None
+
+
+class ErrorRecord(NamedTuple):
+    """One failed attempt: when, which, and the error on one line."""
+
+    at: float
+    attempt: int
+    error: str
+
+
+class DeadJob(NamedTuple):
+    """A job whose attempts are spent (or that failed for good), with its error history."""
+
+    id: int
+    payload: Any
+    key: str | None
+    attempts: int
+    errors: tuple[ErrorRecord, ...]
+    submitted_at: float
+    died_at: float
+    idempotency_key: str | None = None
+
+
+class JobInfo(NamedTuple):
+    """A live job as ``servicehost jobs NAME list`` shows it."""
+
+    id: int
+    state: str
+    """``ready``, ``delayed`` or ``running``."""
+    key: str | None
+    priority: int
+    attempts: int
+    run_at: float
+    submitted_at: float
+    node: str | None
+    lease_until: float | None
+    last_error: str | None
+    payload: Any
+
+
+class Stats(NamedTuple):
+    """How much work a store holds (``servicehost jobs NAME stats``)."""
+
+    ready: int
+    """Ready to run now."""
+    running: int
+    """Claimed, lease not yet taken back."""
+    delayed: int
+    """Waiting for their ``run_at`` (a retry's backoff included)."""
+    dead: int
+    """In the dead-letter table."""
+    oldest_ready_age: float | None
+    """Seconds the longest-waiting ready job has been ready (None: none ready)."""
+
+
+class StoreMetrics(NamedTuple):
+    """A store's own counters since it was opened in this process (for the component counters and
+    the metrics)."""
+
+    commits: int
+    """Transactions committed (each holds a whole tick: submits, acks, renewals, a claim)."""
+    committed_ops: int
+    """Operations those commits held: their sum over ``commits`` is the mean batch size."""
+    last_batch: int
+    submitted: int
+    acked: int
+    failed: int
+    dead_lettered: int
+    rescued: int
+    """Jobs taken back from a lease that ran out."""
+    fenced: int
+    """Acks, fails or releases that came too late (the job's lease was lost) and did nothing."""
+    commit_seconds: float
+    """Time spent committing (the mean commit latency is this over ``commits``)."""
+    log_bytes: int | None = None
+    """Size of the write-ahead log now (SQLite's -wal file), where there is one."""
+
+
+# -- errors ----------------------------------------------------------------------------------------
+class StoreError(ServiceHostError):
+    """A store could not do what it was asked. The message never holds a password."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be opened or written: a missing directory, no permission, a read-only
+    file, a disk that is full. Nothing of the failed call was written; the same call may succeed
+    once the cause is gone (the store keeps running)."""
+
+
+class StoreFull(StoreUnavailable):
+    """The disk (or the database's size limit) is full: nothing of the call was written; retry
+    when space is back."""
+
+
+class StoreClosed(StoreError):
+    """The store was closed (or is closing): no call is taken any more."""
+
+
+class StoreTimeout(StoreError):
+    """A blocking call did not commit before its timeout (another process holds the database, or
+    the disk is slow); it may still commit later."""
+
+
+class SchemaError(StoreError):
+    """The database's schema is not one this version can use (newer, or not a servicehost store)."""
+
+
+class PayloadError(StoreError, ValueError):
+    """A payload is neither a JSON value nor bytes."""
+
+
+class UnknownJob(StoreError, LookupError):
+    """No job (or dead job) has that id."""
+
+
+# -- retries ---------------------------------------------------------------------------------------
+def backoff(attempt: int, *, base: float = 1.0, cap: float = 3600.0, rng: random.Random | None = None) -> float:
+    """Seconds before retry number ``attempt`` (1 after the first failure): ``base * 2**(attempt-1)``
+    capped at ``cap``, times a jitter in [0.5, 1.5) so that jobs failing together do not come back
+    together."""
+    delay = min(cap, base * 2.0 ** max(0, min(attempt - 1, 60)))
+    return delay * (0.5 + (rng or random).random())
+
+
+# -- the protocol ----------------------------------------------------------------------------------
+@runtime_checkable
+class Store(Protocol):
+    """A durable job store. Thread-safe: any thread may call any method. Blocking methods take a
+    ``timeout`` (seconds, ``None``: the store's default) and raise :class:`StoreTimeout` past it;
+    derive it from a :class:`~servicehost.stopping.Deadline` (``deadline.remaining()``)."""
+
+    url: str
+    """Where the store is, redacted (safe to log)."""
+
+    def submit(
+        self, payload: Any, *, key: str | None = None, idempotency_key: str | None = None,
+        priority: int = 0, run_at: float | None = None, max_attempts: int | None = None,
+        timeout: float | None = None,
+    ) -> int:
+        """Add a job; return its id once the commit that holds it is durable. With an
+        ``idempotency_key`` already known, add nothing and return that job's id. ``run_at``:
+        wall-clock time before which it is not claimed. Raises PayloadError, StoreUnavailable
+        (StoreFull), StoreClosed, StoreTimeout; on any of them nothing was added."""
+        ...
+
+    def submit_many(
+        self, payloads: Iterable[Any], *, key: str | None = None, priority: int = 0,
+        run_at: float | None = None, max_attempts: int | None = None, timeout: float | None = None,
+    ) -> list[int]:
+        """Add many jobs in one commit (all or none); the ids in order. An item that is a
+        :class:`Submission` carries its own options; any other item is a payload with the call's."""
+        ...
+
+    def claim(self, node: str, n: int, lease: float = DEFAULT_LEASE, *, wait: float = 0.0,
+              timeout: float | None = None) -> list[Job]:
+        """Take up to ``n`` ready jobs for ``node`` (committed before this returns): attempts + 1,
+        a fresh token, ``lease`` seconds of lease. Waits up to ``wait`` seconds for a first job
+        (a local submit wakes it at once; another process's within the store's poll interval)."""
+        ...
+
+    def renew(self, node: str, lease: float = DEFAULT_LEASE, *, exclude: Iterable[int] = (),
+              timeout: float | None = None) -> int:
+        """Extend to now + ``lease`` the lease of every job ``node`` runs, except ``exclude`` (a
+        hung handler's job, which should be taken back); how many were extended."""
+        ...
+
+    def ack(self, job: Job) -> Future[bool]:
+        """The handler returned: the job is done (it leaves the hot table; its idempotency key is
+        kept). Does not block: the future says, once committed, True, or False when fenced (the
+        lease was lost and someone else may run it)."""
+        ...
+
+    def fail(self, job: Job, error: str, *, retry_in: float | None = None, dead: bool = False) -> Future[str]:
+        """The handler raised: keep ``error`` (one line) in the job's history; ready again after
+        ``retry_in`` seconds (``None``: :func:`backoff`), or dead when its attempts are spent or
+        ``dead``. Does not block: the future says ``"retry"``, ``"dead"`` or ``"fenced"``."""
+        ...
+
+    def release(self, jobs: Iterable[Job], *, timeout: float | None = None) -> int:
+        """Give back claimed jobs that did not start (a stop): ready again at once, the claim's
+        attempt not counted. Blocks until committed; how many were released (fenced ones are not)."""
+        ...
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Block until everything called before (acks and fails included) is committed."""
+        ...
+
+    def dead(self, limit: int = 100) -> list[DeadJob]:
+        """The dead-letter table, oldest first."""
+        ...
+
+    def requeue(self, job_id: int, *, timeout: float | None = None) -> None:
+        """Bring a dead job back, ready now, attempts reset (UnknownJob if it is not dead)."""
+        ...
+
+    def jobs(self, state: str | None = None, limit: int = 100) -> list[JobInfo]:
+        """Live jobs (``ready``, ``delayed``, ``running``; ``None``: all), in claim order."""
+        ...
+
+    def stats(self) -> Stats:
+        ...
+
+    def metrics(self) -> StoreMetrics:
+        ...
+
+    def close(self, timeout: float | None = None) -> None:
+        """Commit what is pending, then close. Idempotent. Later calls raise StoreClosed."""
+        ...
+
+    def __enter__(self) -> Store: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+# -- helpers the stores share ----------------------------------------------------------------------
+def periodic_key(name: str, tick: int) -> str:
+    """The idempotency key that keeps a periodic job single across nodes: one job per (name, tick),
+    however many schedulers submit it."""
+    return f"periodic:{name}:{tick}"
+
+
+def new_node_id() -> str:
+    """A node id unique to this process and run: ``host:pid:random``."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def one_line(error: object, limit: int = 500) -> str:
+    """An error as one line of at most ``limit`` characters (``Type: message``)."""
+    text = f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else str(error)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# -- URLs ------------------------------------------------------------------------------------------
+STORES: Mapping[str, str] = {
+    "sqlite": "servicehost.intake.sqlite:SQLiteStore",
+}
+"""URL scheme → the store class (imported only when used)."""
+
+
+class StoreURL(NamedTuple):
+    """A parsed store URL. ``path`` for file stores; ``options`` from the query string."""
+
+    scheme: str
+    path: str
+    options: Mapping[str, str]
+    url: str
+    """The URL as given (may hold a password: never log it; log :func:`redact` of it)."""
+
+
+def redact(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (``postgresql://u:***@h/db``); safe to log.
+    Query options named like secrets (password, secret, token, key) are redacted too."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable store url>"
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, host = netloc.rpartition("@")
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:***@{host}" if ":" in userinfo else f"{userinfo}@{host}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = "&".join(
+            f"{k}={'***' if any(s in k.lower() for s in ('pass', 'secret', 'token', 'key')) else v}"
+            for k, v in pairs
+        )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def parse_url(url: str) -> StoreURL:
+    """Split a store URL. ``sqlite:////abs/path.sqlite3`` (an absolute path: four slashes),
+    ``sqlite:///relative.sqlite3``, or a bare file path (SQLite). Options go in the query string
+    (``?synchronous=FULL&lease=30``). Raises StoreError naming the redacted URL."""
+    if "://" not in url:
+        if not url or url.startswith(("postgres:", "postgresql:")):
+            raise StoreError(f"not a store URL: {redact(url)!r}")
+        return StoreURL("sqlite", url, {}, url)
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme == "postgres":
+        scheme = "postgresql"
+    options = dict(parse_qsl(parts.query, keep_blank_values=True))
+    if scheme == "sqlite":
+        if parts.netloc:
+            raise StoreError(f"a sqlite URL has no host: {redact(url)!r} (an absolute path is sqlite:////path)")
+        path = parts.path[1:] if parts.path.startswith("/") else parts.path
+        if not path:
+            raise StoreError(f"a sqlite URL needs a file path: {redact(url)!r}")
+        return StoreURL(scheme, path, options, url)
+    return StoreURL(scheme, parts.path, options, url)
+
+
+def open_store(url: str, **options: Any) -> Store:
+    """Open the store a URL names (``sqlite:////var/lib/app/jobs.sqlite3``; ``postgresql://``
+    comes next), creating and migrating its schema when needed. ``options`` override the URL's
+    query options. Use it as a context manager, or ``close()`` it."""
+    parsed = parse_url(url)
+    target = STORES.get(parsed.scheme)
+    if target is None:
+        known = ", ".join(sorted(STORES))
+        raise StoreError(f"no store for {parsed.scheme!r} URLs ({redact(url)!r}); known: {known}")
+    module, _, name = target.partition(":")
+    cls = getattr(importlib.import_module(module), name)
+    store: Store = cls.from_url(parsed, **options)
+    return store
