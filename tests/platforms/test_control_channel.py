@@ -157,7 +157,7 @@ def test_refusals_say_why_and_leave_the_service_as_it_was(base, running):
             client.call("control", code=5)
         with pytest.raises(ControlChannelError, match=r"integer code"):
             client.call("control", code="200")
-        with pytest.raises(ControlChannelError, match=r"unknown command 'explode'; known: control, pause, ping"):
+        with pytest.raises(ControlChannelError, match=r"unknown command 'explode'; known: .*control, .*pause, .*ping"):
             client.call("explode")
         client.call("pause")
         with pytest.raises(ControlChannelError, match=r"pause: the service is paused, not running"):
@@ -413,13 +413,13 @@ def test_a_handler_whose_result_cannot_be_sent_gets_an_error_reply(base, running
     def raising(req: Request) -> object:
         raise RecursionError("maximum recursion depth exceeded")
 
-    commands = {**COMMANDS, "odd": lambda req: {1, 2}, "huge": lambda req: "x" * 100_000, "deep": raising}
+    commands = {**COMMANDS, "odd": lambda req: {1, 2}, "huge": lambda req: "x" * control.MAX_REPLY, "deep": raising}
     path = base / "Recorder" / "control.sock"
     with ControlServer(running.host, path, commands=commands):
         client = ControlClient(path, timeout=HANG_GUARD)
         with pytest.raises(ControlChannelError, match="odd: its result cannot be sent"):
             client.call("odd")
-        with pytest.raises(ControlChannelError, match="huge: its result cannot be sent: .*over the 65536-byte"):
+        with pytest.raises(ControlChannelError, match="huge: its result cannot be sent: .*over the 1048576-byte"):
             client.call("huge")
         with pytest.raises(ControlChannelError, match="RecursionError"):
             client.call("deep")

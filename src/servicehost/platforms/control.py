@@ -55,13 +55,14 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .. import logs
 from ..errors import IllegalTransition, StartupError, UsageError
 from ..host import Host
+from .. import lifecycle
 from ..lifecycle import HostState
 from ..stopping import Deadline
 
@@ -73,7 +74,10 @@ log = logging.getLogger("servicehost.platforms.control")
 ENV_RUNTIME_DIR = "SERVICEHOST_RUNTIME_DIR"
 SOCKET_NAME = "control.sock"
 READY_MARKER = "ready"
+#: Largest request (and any message a server reads), in bytes of JSON.
 MAX_MESSAGE = 64 * 1024
+#: Largest reply a client reads (a thread dump of many threads is bigger than any request).
+MAX_REPLY = 1024 * 1024
 #: How deep a message's JSON may nest (requests and replies are flat; the stdlib parser recurses).
 MAX_DEPTH = 32
 #: Seconds a peer has to send one whole request, from its first byte, and to begin one.
@@ -85,11 +89,12 @@ _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _BRACKET = re.compile(rb"[][{}]")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}")
 #: Host states in which the service counts as ready (it has reached RUNNING and not begun stopping).
-READY_STATES = frozenset({HostState.RUNNING, HostState.PAUSING, HostState.PAUSED, HostState.RESUMING})
+READY_STATES = lifecycle.READY_STATES
 #: A host state (what the channel answers) → the state ``servicehost status`` shows. A host that
 #: answers is alive: stopping, stopped and failed mean it is on its way out.
 STATUS_STATES: Mapping[str, str] = {
     HostState.CREATED.value: "starting", HostState.STARTING.value: "starting", HostState.RUNNING.value: "running",
+    HostState.DRAINING.value: "draining",
     HostState.PAUSING.value: "pausing", HostState.PAUSED.value: "paused", HostState.RESUMING.value: "resuming",
     HostState.STOPPING.value: "stopping", HostState.STOPPED.value: "stopping", HostState.FAILED.value: "stopping",
 }
@@ -177,18 +182,21 @@ def _private_dir(path: Path, mode: int, *, create_parents: bool) -> None:
 
 
 # -- the wire ---------------------------------------------------------------------------------------
-def encode_message(message: Mapping[str, Any]) -> bytes:
-    """The frame for ``message``: length header and JSON body (ValueError if over MAX_MESSAGE)."""
+def encode_message(message: Mapping[str, Any], limit: int = MAX_MESSAGE) -> bytes:
+    """The frame for ``message``: length header and JSON body (ValueError if over ``limit``)."""
     data = json.dumps(message, separators=(",", ":")).encode()
-    if len(data) > MAX_MESSAGE:
-        raise ValueError(f"control message of {len(data)} bytes is over the {MAX_MESSAGE}-byte limit")
+    if len(data) > limit:
+        raise ValueError(f"control message of {len(data)} bytes is over the {limit}-byte limit")
     return _LENGTH.pack(len(data)) + data
 
 
-def send_message(sock: socket.socket, message: Mapping[str, Any], *, deadline: float | None = None) -> None:
+def send_message(sock: socket.socket, message: Mapping[str, Any], *, deadline: float | None = None,
+                 limit: int = MAX_MESSAGE) -> None:
     """Send one message, all of it before ``deadline`` (a ``time.monotonic()`` value; None: the
-    socket's own timeout for each write). TimeoutError when the peer does not read it in time."""
-    data = memoryview(encode_message(message))
+    socket's own timeout for each write). TimeoutError when the peer does not read it in time.
+    ``sock`` is a socket, or any connection with the same ``send``/``settimeout``/``gettimeout``
+    (the Windows named pipe's)."""
+    data = memoryview(encode_message(message, limit))
     if deadline is None:
         sock.sendall(data)
         return
@@ -202,13 +210,13 @@ def send_message(sock: socket.socket, message: Mapping[str, Any], *, deadline: f
 
 
 def receive_message(sock: socket.socket, timeout: float | None = None, *,
-                    deadline: float | None = None) -> dict[str, Any] | None:
+                    deadline: float | None = None, limit: int = MAX_MESSAGE) -> dict[str, Any] | None:
     """The next message, or None when the peer closed the connection between messages.
 
     Waiting for its first byte takes as long as the socket's timeout allows (TimeoutError). From
     that byte on, the whole message must arrive within ``timeout`` seconds (None: the socket's
     timeout) and before ``deadline`` (``time.monotonic()``), however slowly it drips: else
-    :class:`RequestTimeout`. :class:`FrameTooLarge` is raised from the length header alone;
+    :class:`RequestTimeout`. :class:`FrameTooLarge` (over ``limit``) is raised from the length header alone;
     :class:`MessageError` for a body that is not a JSON object within :data:`MAX_DEPTH`.
     """
     first = sock.recv(_LENGTH.size)
@@ -221,8 +229,8 @@ def receive_message(sock: socket.socket, timeout: float | None = None, *,
         deadline = by if deadline is None else min(deadline, by)
     head = first + _receive_exactly(sock, _LENGTH.size - len(first), deadline)
     (size,) = _LENGTH.unpack(head)
-    if size > MAX_MESSAGE:
-        raise FrameTooLarge(f"control message of {size} bytes is over the {MAX_MESSAGE}-byte limit")
+    if size > limit:
+        raise FrameTooLarge(f"control message of {size} bytes is over the {limit}-byte limit")
     return parse_message(_receive_exactly(sock, size, deadline))
 
 
@@ -287,17 +295,104 @@ def _receive_exactly(sock: socket.socket, size: int, deadline: float | None) -> 
     return b"".join(chunks)
 
 
+# -- who may ask what ---------------------------------------------------------------------------------
+#: ``SO_PEERGROUPS`` (Linux 4.13+; the socket module lacks the name): the peer's supplementary
+#: groups, as the kernel recorded them when it connected.
+SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)
+READ, WRITE = "read", "write"
+#: The commands that only show the service (a reader may run them); every other command changes it.
+READ_COMMANDS = frozenset({"ping", "status", "threads", "config"})
+
+
 class Peer(NamedTuple):
-    """Who is on the other end of a unix socket (``SO_PEERCRED``)."""
+    """Who is on the other end: on a unix socket, its credentials (``SO_PEERCRED``) and
+    supplementary groups (``SO_PEERGROUPS``); on the Windows named pipe, its pid and its token's
+    user SID (``account``) and group SIDs (``sids``), uid and gid -1."""
 
     pid: int
     uid: int
     gid: int
+    groups: tuple[int, ...] = ()
+    account: str = ""
+    sids: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, sock: socket.socket) -> Peer:
         creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-        return cls(*struct.unpack("3i", creds))
+        pid, uid, gid = struct.unpack("3i", creds)
+        return cls(pid, uid, gid, _peer_groups(sock))
+
+    @property
+    def who(self) -> str:
+        """The peer as a log line names it: ``uid 1000``, or its account's SID."""
+        return self.account if self.uid < 0 else f"uid {self.uid}"
+
+
+def _peer_groups(sock: socket.socket) -> tuple[int, ...]:
+    """The peer's supplementary groups; () where the kernel cannot say (then only its primary
+    group counts)."""
+    size = 64
+    while True:
+        try:
+            raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, 4 * size)
+        except OSError as exc:
+            if exc.errno == errno.ERANGE and size < 65536:
+                size *= 8  # more groups than the buffer holds: ask again with room for them
+                continue
+            return ()
+        return struct.unpack(f"{len(raw) // 4}I", raw[:len(raw) // 4 * 4])
+
+
+class Permissions:
+    """Who may use a unix-socket channel: root and the service's own uid (``writers``) run every
+    command; members of ``group`` (the ``control_group`` setting; its gid) only
+    :data:`READ_COMMANDS`; anyone else nothing. The Windows pipe has its own
+    (``windows/control_pipe.py``), with the same three answers."""
+
+    def __init__(self, writers: frozenset[int] | None = None, group: int | None = None, group_name: str = "") -> None:
+        self.writers = writers if writers is not None else frozenset({0, os.geteuid()})
+        self.group = group
+        self.group_name = group_name or (str(group) if group is not None else "")
+
+    def access(self, peer: Peer) -> str | None:
+        """WRITE, READ or None for ``peer``."""
+        if peer.uid in self.writers:
+            return WRITE
+        if self.group is not None and (peer.gid == self.group or self.group in peer.groups):
+            return READ
+        return None
+
+    def _owners(self) -> str:
+        others = sorted(self.writers - {0}) or [os.geteuid()]
+        return "only root" + "".join(f" and uid {uid}" for uid in others) + " may"
+
+    def refusal(self, peer: Peer) -> str:
+        """What a peer that may do nothing is told (and which group would let it read)."""
+        text = f"{peer.who} may not control this service: {self._owners()}"
+        if self.group is not None:
+            text += f"; members of group {self.group_name} may read its status, threads and config (join that group)"
+        return text
+
+    def write_refusal(self, peer: Peer, command: str) -> str:
+        """What a reader asking for a command that changes the service is told."""
+        return (f"{command}: {peer.who} may read this service (group {self.group_name}) but not change it: "
+                f"{command} needs root or the service's own uid ({self._owners()})")
+
+
+def resolve_group(text: str) -> tuple[int, str]:
+    """``control_group`` (a group name, or a numeric gid) → (gid, name); StartupError when this
+    machine has no such group."""
+    import grp
+
+    try:
+        entry = grp.getgrgid(int(text)) if text.isdigit() else grp.getgrnam(text)
+    except KeyError:
+        if text.isdigit():
+            return int(text), text  # a gid without a name: still a gid the kernel checks
+        raise StartupError(
+            f"control_group {text!r}: this machine has no such group; create it (groupadd {text}) "
+            "or change the setting") from None
+    return entry.gr_gid, entry.gr_name
 
 
 # -- commands ---------------------------------------------------------------------------------------
@@ -321,13 +416,11 @@ def _ping(req: Request) -> dict[str, Any]:
 
 
 def _status(req: Request) -> dict[str, Any]:
-    return {
-        **_ping(req),
-        "uptime": time.monotonic() - req.serving_since,
-        "healthy": req.host.healthy(),
-        "status_line": req.host.status_line(),
-        "counters": [dataclasses.asdict(c) for c in req.host.counters()],
-    }
+    """The status document (``ops/status.py``): ping's keys, then uptime, health, since when, the
+    summary line, every component's counters, the last error, versions."""
+    from ..ops.status import service_status
+
+    return service_status(req.host, uptime=time.monotonic() - req.serving_since)
 
 
 def _pause(req: Request) -> dict[str, Any]:
@@ -339,11 +432,36 @@ def _pause(req: Request) -> dict[str, Any]:
 
 
 def _resume(req: Request) -> dict[str, Any]:
+    """Back to running, from a pause or a drain."""
     try:
         req.host.resume()
     except IllegalTransition:
-        raise ValueError(f"the service is {req.host.state.value}, not paused") from None
+        raise ValueError(f"the service is {req.host.state.value}, not paused or draining") from None
     return _ping(req)
+
+
+#: The longest ``drain`` may wait for the work to finish before it answers (seconds).
+MAX_DRAIN_WAIT = 86400.0
+
+
+def _drain(req: Request) -> dict[str, Any]:
+    """Hold intake and let queued and running work finish (``lifecycle.py``: DRAINING); a drain
+    under way is kept. ``wait`` (seconds): answer once nothing is queued or running, or when it
+    has passed. ``drained`` says which; ``queued`` and ``running`` what is left now."""
+    wait = req.args.get("wait", 0)
+    if not isinstance(wait, (int, float)) or isinstance(wait, bool) or not 0 <= wait <= MAX_DRAIN_WAIT:
+        raise ValueError(f"drain: wait must be 0-{MAX_DRAIN_WAIT:g} seconds, got {wait!r}")
+    host = req.host
+    if host.state is not HostState.DRAINING:
+        try:
+            host.drain()
+        except IllegalTransition:
+            if host.state is not HostState.DRAINING:  # another drain may have begun meanwhile
+                raise ValueError(f"the service is {host.state.value}, not running") from None
+    drained = host.wait_drained(wait) if wait else host.state is HostState.DRAINING and host.idle()
+    counters = host.counters()
+    return {**_ping(req), "drained": drained, "queued": sum(c.queue_depth for c in counters),
+            "running": sum(c.in_flight for c in counters)}
 
 
 def _control(req: Request) -> dict[str, Any]:
@@ -364,52 +482,158 @@ def _stop(req: Request) -> dict[str, Any]:
     return _ping(req)
 
 
+#: Frames shown per thread by ``threads``, innermost kept, fewer when the whole dump would not fit
+#: in one reply (:data:`MAX_REPLY`).
+THREAD_FRAMES = (64, 16, 4, 1)
+
+
+def _threads(req: Request) -> dict[str, Any]:
+    return thread_dump()
+
+
+def thread_dump(frames: Sequence[int] = THREAD_FRAMES) -> dict[str, Any]:
+    """Every thread's name and stack (innermost frame last), as ``threads`` answers: the most
+    frames per thread (``frames``, tried in order) that fit in one reply."""
+    import traceback
+
+    current = threading.get_ident()
+    named = {t.ident: t for t in threading.enumerate()}
+    stacks = []
+    for ident, frame in sys._current_frames().items():
+        summary = traceback.StackSummary.extract(traceback.walk_stack(frame), limit=max(frames))
+        summary.reverse()  # outermost first, as a traceback reads
+        thread = named.get(ident)
+        stacks.append({
+            "name": thread.name if thread is not None else f"(not started by threading: {ident})",
+            "ident": ident, "native_id": getattr(thread, "native_id", None),
+            "daemon": thread.daemon if thread is not None else None, "answering": ident == current,
+            "stack": [[f.filename, f.lineno, f.name, f.line or ""] for f in summary],
+        })
+    stacks.sort(key=lambda t: (not t["name"] == "MainThread", t["name"]))
+    for limit in frames:
+        result = {"threads": [{**t, "stack": t["stack"][-limit:]} for t in stacks],
+                  "frames_per_thread": limit}
+        try:
+            encode_message({"ok": True, "result": result}, MAX_REPLY)
+        except ValueError:
+            continue
+        return result
+    return {"threads": [{**t, "stack": []} for t in stacks], "frames_per_thread": 0}
+
+
+def format_threads(dump: Mapping[str, Any]) -> list[str]:
+    """``threads``' answer as text, one block per thread, as a Python traceback shows a stack."""
+    lines = []
+    for thread in dump.get("threads", []):
+        notes = [f"native id {thread.get('native_id')}"] if thread.get("native_id") is not None else []
+        notes += ["daemon"] if thread.get("daemon") else []
+        notes += ["answering this request"] if thread.get("answering") else []
+        lines.append(f"Thread {thread.get('name')!s}" + (f" ({', '.join(notes)})" if notes else "") + ":")
+        for filename, lineno, function, code in thread.get("stack", []):
+            lines.append(f'  File "{filename}", line {lineno}, in {function}')
+            if code:
+                lines.append(f"    {code}")
+        lines.append("")
+    limit = dump.get("frames_per_thread")
+    if isinstance(limit, int) and limit < THREAD_FRAMES[0]:
+        lines.append(f"(only the innermost {limit} frames of each thread: the whole dump is larger than one reply)")
+    return lines
+
+
+#: What ``config`` shows instead of a secret.
+REDACTED = "(redacted)"
+
+
+def _config(req: Request) -> dict[str, Any]:
+    return {"settings": effective_settings(req.host)}
+
+
+def effective_settings(host: Host, env: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    """The host's settings, then each service's, as ``config`` answers them: ``owner`` (``host``
+    or the service's name), ``name``, ``value`` (JSON: text for paths and choices) and whether it
+    was ``redacted``: a setting whose name looks secret (``…password``, ``…token``, ``api_key``),
+    or whose value holds a secret the service was given as a file (``--env NAME=@file``: the
+    contents of any file an environment variable ``*_FILE`` names)."""
+    from ..config import looks_secret, specs
+
+    secrets = _secret_values(os.environ if env is None else env)
+    out = []
+    owners: list[tuple[str, Any]] = [("host", host.config)]
+    owners += [(service.name, service.settings) for service in host.services
+               if dataclasses.is_dataclass(getattr(service, "settings", None))]
+    for owner, values in owners:
+        for spec in specs(type(values)):
+            value = getattr(values, spec.name)
+            shown = value if isinstance(value, (bool, int, float)) else str(value)
+            redacted = looks_secret(spec.name) or (
+                isinstance(shown, str) and any(secret in shown for secret in secrets))
+            out.append({"owner": owner, "name": spec.name, "value": REDACTED if redacted else shown,
+                        "redacted": redacted})
+    return out
+
+
+def _secret_values(env: Mapping[str, str]) -> list[str]:
+    """The secrets this process was given as files: the contents (at most 64 KiB, stripped) of
+    each regular file an environment variable ``*_FILE`` names."""
+    found = []
+    for key, path in env.items():
+        if not key.endswith("_FILE") or not path:
+            continue
+        try:
+            with open(path, "rb") as fh:
+                if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                    continue
+                data = fh.read(64 * 1024 + 1)
+        except (OSError, ValueError):
+            continue
+        text = data.decode("utf-8", "replace").strip()
+        if len(data) <= 64 * 1024 and len(text) >= 4:  # shorter would redact innocent values
+            found.append(text)
+    return found
+
+
 #: The commands every servicehost service answers. Read-only; extend by passing a new mapping.
 COMMANDS: Mapping[str, Handler] = {
-    "ping": _ping, "status": _status, "pause": _pause, "resume": _resume,
+    "ping": _ping, "status": _status, "pause": _pause, "resume": _resume, "drain": _drain,
     "control": _control, "reload": _reload, "stop": _stop,
+    "threads": _threads, "config": _config,
 }
 
 
-# -- the server -------------------------------------------------------------------------------------
-class ControlServer:
-    """Serves the control channel of ``host``: one daemon thread accepts, and each connection is
-    served on a daemon thread of its own (at most ``max_connections`` at once).
+# -- serving connections, whatever the transport ------------------------------------------------------
+class ChannelServer:
+    """What every transport's server shares (the unix socket's :class:`ControlServer`, the Windows
+    named pipe's ``PipeServer``): each connection on a daemon thread of its own (at most
+    ``max_connections`` at once; one more gets a "busy" reply), who may ask what
+    (``permissions``), the framing, the command table, and closing.
 
-    ``start()`` makes the runtime directory (0700, or 0750 with ``group_access``), removes a stale
-    socket, binds, and starts serving; it raises StartupError when another live process serves
-    the same name or the directory cannot be made safe. ``close()`` (or leaving the ``with`` block)
-    stops serving and removes the socket and the ready marker. While the host is ready, the
-    directory holds a ``ready`` marker with the pid (for health checks that cannot connect).
-    ``peer_timeout`` bounds each whole request from its first byte, and the wait for one to begin.
+    A transport starts its own accepting thread, hands each new connection to :meth:`_admit`, and
+    provides :meth:`_identify` (the peer), :meth:`_send_now` (a short reply that never blocks),
+    :meth:`_interrupt` (wake a thread blocked reading) and :meth:`_stop_accepting`. A connection
+    is anything with a socket's ``recv``/``send``/``settimeout``/``gettimeout``/``close``.
     """
 
-    def __init__(self, host: Host, path: Path, *, commands: Mapping[str, Handler] = COMMANDS,
-                 allowed_uids: frozenset[int] | None = None, group_access: bool = False,
+    #: What the log calls this channel's listening place.
+    where: str = ""
+
+    def __init__(self, host: Host, *, commands: Mapping[str, Handler] = COMMANDS, permissions: Any = None,
                  peer_timeout: float = PEER_TIMEOUT, max_connections: int = MAX_CONNECTIONS) -> None:
         if not peer_timeout > 0:
             raise ValueError(f"control channel: peer_timeout must be > 0 seconds, got {peer_timeout!r}")
         if max_connections < 1:
             raise ValueError(f"control channel: max_connections must be >= 1, got {max_connections}")
         self.host = host
-        self.path = Path(path)
         self.commands = dict(commands)
-        self.allowed_uids = allowed_uids if allowed_uids is not None else frozenset({0, os.geteuid()})
-        self.dir_mode = 0o750 if group_access else 0o700
-        self.socket_mode = 0o660 if group_access else 0o600
+        self.permissions = permissions
         self.peer_timeout = peer_timeout
         self.max_connections = max_connections
-        self.marker = self.path.parent / READY_MARKER
         self.serving_since = time.monotonic()
-        self._listener: socket.socket | None = None
-        self._inode: int | None = None
-        self._wake_r, self._wake_w = socket.socketpair()
         self._thread: threading.Thread | None = None
         self._closing = threading.Event()
         # Open connections → True while a request is being answered (close() waits for those and
         # ends the others at once). Guarded by _lock, with _threads and _refusing.
         self._lock = threading.Lock()
-        self._open: dict[socket.socket, bool] = {}
+        self._open: dict[Any, bool] = {}
         self._threads: set[threading.Thread] = set()
         self._refusing = False
         self._served = 0
@@ -419,19 +643,243 @@ class ControlServer:
         """Connections being served now."""
         return len(self._open)
 
+    # -- the transport's part -------------------------------------------------------------------------
+    def _identify(self, conn: Any) -> Peer:
+        raise NotImplementedError
+
+    def _send_now(self, conn: Any, reply: Mapping[str, Any]) -> None:
+        """Send a short reply on a fresh connection without ever blocking (then it is closed)."""
+        raise NotImplementedError
+
+    def _interrupt(self, conn: Any) -> None:
+        """Wake the thread blocked reading ``conn`` (it then sees the end of the connection)."""
+        raise NotImplementedError
+
+    def _stop_accepting(self, deadline: Deadline) -> None:
+        """End the accepting thread (by ``deadline``)."""
+        raise NotImplementedError
+
+    def _release(self) -> None:
+        """Free what the transport holds once every connection is done (the socket file...)."""
+
+    # -- accepting ------------------------------------------------------------------------------------
+    def _admit(self, conn: Any) -> None:
+        """Serve ``conn`` on a thread of its own, or refuse it with a reply (busy, stopping)."""
+        with self._lock:
+            busy = len(self._open) >= self.max_connections
+            if not busy and not self._closing.is_set():
+                self._refusing = False
+                self._open[conn] = False
+                self._served += 1
+                thread = threading.Thread(target=self._serve_connection, args=(conn,),
+                                          name=f"servicehost-control-{self._served}", daemon=True)
+                self._threads.add(thread)
+                thread.start()
+                return
+            first = busy and not self._refusing
+            self._refusing = self._refusing or busy
+        try:
+            if first:
+                logs.control_busy(log, self.max_connections)
+            reason = (f"busy: {self.max_connections} control connections are open; try again" if busy
+                      else "the service is stopping")
+            try:
+                self._send_now(conn, {"ok": False, "error": reason})
+            except OSError:
+                pass  # the peer is gone already
+        finally:
+            conn.close()
+
+    # -- one connection (its own thread) ---------------------------------------------------------------
+    def _serve_connection(self, conn: Any) -> None:
+        peer: Peer | None = None
+        try:
+            conn.settimeout(self.peer_timeout)  # the wait for a request to begin
+            peer = self._identify(conn)
+            access = self.permissions.access(peer)
+            if access is None:
+                self._refuse(conn, peer)
+                return
+            while not self._closing.is_set():
+                try:
+                    message = receive_message(conn, self.peer_timeout)
+                except MessageError as exc:
+                    logs.control_failed(log, f"a request from pid {peer.pid}", exc)
+                    self._reply(conn, {"ok": False, "error": _with_close(exc)})
+                    if isinstance(exc, FrameTooLarge):
+                        return  # its body was not read: the framing is lost
+                    continue
+                except RequestTimeout:
+                    self._reply(conn, {"ok": False, "error": (
+                        f"request not complete within {self.peer_timeout:g}s of its first byte; "
+                        "closing the connection")})
+                    logs.control_failed(log, f"a request from pid {peer.pid}",
+                                        f"not complete within {self.peer_timeout:g}s of its first byte")
+                    return
+                except TimeoutError:
+                    return  # no request began within peer_timeout: an idle connection, closed quietly
+                if message is None:
+                    return
+                with self._lock:  # close() now waits for this answer instead of cutting it off
+                    stopping = self._closing.is_set()
+                    self._open[conn] = True
+                reply = ({"ok": False, "error": "the service is stopping"} if stopping
+                         else self._answer(message, peer, access))
+                self._reply(conn, reply, answering=True)
+        except (OSError, ValueError) as exc:  # a broken peer: drop it, keep serving the others
+            if not self._closing.is_set():
+                who = f"pid {peer.pid}" if peer else "a peer"
+                logs.control_failed(log, f"a request from {who}", exc)
+        except BaseException as exc:  # never die silently (and never take the channel with it)
+            logs.worker_crashed(log, "control channel", threading.current_thread().name, exc_info=exc)
+        finally:
+            with self._lock:
+                self._open.pop(conn, None)
+                self._threads.discard(threading.current_thread())
+            conn.close()
+
+    def _reply(self, conn: Any, reply: Mapping[str, Any], *, answering: bool = False) -> None:
+        try:
+            send_message(conn, reply, deadline=time.monotonic() + self.peer_timeout, limit=MAX_REPLY)
+        finally:
+            if answering:
+                with self._lock:
+                    if conn in self._open:
+                        self._open[conn] = False
+
+    def _refuse(self, conn: Any, peer: Peer) -> None:
+        logs.control_refused(log, peer.pid, peer.who, self.permissions.refusal(peer))
+        # Read its request first, so the refusal is the answer to it.
+        try:
+            receive_message(conn, self.peer_timeout)
+        except (MessageError, TimeoutError):
+            pass
+        self._reply(conn, {"ok": False, "error": self.permissions.refusal(peer)})
+
+    def _answer(self, message: Mapping[str, Any], peer: Peer, access: str = WRITE) -> dict[str, Any]:
+        """The reply to one request. Never raises (Exception): an error becomes the reply."""
+        try:
+            return self._run(message, peer, access)
+        except Exception as exc:  # noqa: BLE001 - one request's failure is its own reply, never the channel's
+            logs.control_failed(log, "a request", exc)
+            return {"ok": False, "error": f"internal error: {exc.__class__.__name__}: {exc}"}
+
+    def _run(self, message: Mapping[str, Any], peer: Peer, access: str = WRITE) -> dict[str, Any]:
+        name = message.get("command")
+        handler = self.commands.get(name) if isinstance(name, str) else None
+        if handler is None or not isinstance(name, str):
+            return {"ok": False, "error": f"unknown command {name!r}; known: {', '.join(sorted(self.commands))}"}
+        if access != WRITE and name not in READ_COMMANDS:
+            refusal = self.permissions.write_refusal(peer, name)
+            logs.control_write_refused(log, name, peer.pid, peer.who)
+            return {"ok": False, "error": refusal}
+        args = message.get("args")
+        if args is None:
+            args = {}
+        if not isinstance(args, dict):
+            return {"ok": False, "error": "args must be a JSON object"}
+        logs.control_command(log, name, peer.pid, peer.who)
+        try:
+            result = handler(Request(self.host, name, args, peer, self.serving_since))
+        except Exception as exc:  # a hook logged its own traceback; the peer gets the reason
+            reason = str(exc) if type(exc) is ValueError else f"{exc.__class__.__name__}: {exc}"
+            logs.control_failed(log, name, reason)
+            return {"ok": False, "error": reason}
+        reply = {"ok": True, "result": result}
+        try:
+            encode_message(reply, MAX_REPLY)
+        except (TypeError, ValueError) as exc:  # not JSON, or too big: the peer must still get a reply
+            logs.control_failed(log, name, f"its result cannot be sent: {exc}")
+            return {"ok": False, "error": f"{name}: its result cannot be sent: {exc}"}
+        return reply
+
+    # -- closing ------------------------------------------------------------------------------------
+    def close(self, timeout: float = PEER_TIMEOUT * 2) -> None:
+        """Stop serving. Connections waiting for (or in the middle of receiving) a request are
+        ended at once; answers being made get up to ``timeout``."""
+        deadline = Deadline.after(timeout)
+        self._closing.set()
+        self._stop_accepting(deadline)
+        with self._lock:
+            for conn, answering in self._open.items():
+                if not answering:
+                    try:  # wakes its thread from its read with EOF; it closes the connection
+                        self._interrupt(conn)
+                    except OSError:
+                        pass  # the peer is gone already
+            threads = [t for t in self._threads if t is not threading.current_thread()]
+        for thread in threads:
+            thread.join(deadline.remaining())
+        self._release()
+
+    def __enter__(self) -> ChannelServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+
+# -- the unix socket ----------------------------------------------------------------------------------
+class ControlServer(ChannelServer):
+    """Serves the control channel of ``host`` on a unix socket: one daemon thread accepts, and
+    each connection is served on a daemon thread of its own (:class:`ChannelServer`).
+
+    ``start()`` makes the runtime directory (0700; 0750 with ``group_access`` or a control group),
+    removes a stale socket, binds, and starts serving; it raises StartupError when another live
+    process serves the same name or the directory cannot be made safe. ``close()`` (or leaving the
+    ``with`` block) stops serving and removes the socket and the ready marker. While the host is
+    ready, the directory holds a ``ready`` marker with the pid (for health checks that cannot
+    connect). ``peer_timeout`` bounds each whole request from its first byte, and the wait for one
+    to begin.
+
+    Who may ask what: root and ``allowed_uids`` (default: root and this process's uid) everything;
+    members of ``group`` (default: the host's ``control_group`` setting; a name or a gid) the read
+    commands. With a group, the directory and the socket belong to it (0750, 0660), so its members
+    can reach the socket; the server checks every peer's credentials all the same.
+    """
+
+    def __init__(self, host: Host, path: Path, *, commands: Mapping[str, Handler] = COMMANDS,
+                 allowed_uids: frozenset[int] | None = None, group_access: bool = False,
+                 group: str | None = None,
+                 peer_timeout: float = PEER_TIMEOUT, max_connections: int = MAX_CONNECTIONS) -> None:
+        super().__init__(host, commands=commands, permissions=Permissions(allowed_uids),
+                         peer_timeout=peer_timeout, max_connections=max_connections)
+        self.path = Path(path)
+        self.where = str(self.path)
+        self.group = group if group is not None else str(getattr(host.config, "control_group", "") or "")
+        self.group_access = group_access or bool(self.group)
+        self.dir_mode = 0o750 if self.group_access else 0o700
+        self.socket_mode = 0o660 if self.group_access else 0o600
+        self.marker = self.path.parent / READY_MARKER
+        self._listener: socket.socket | None = None
+        self._inode: int | None = None
+        self._wake_r, self._wake_w = socket.socketpair()
+
     def start(self) -> None:
         if len(os.fsencode(self.path)) >= 108:  # sun_path is 108 bytes with its NUL
             raise StartupError(
                 f"control socket path {self.path} is too long for a unix socket (max 107 bytes); "
                 f"set {ENV_RUNTIME_DIR} to a shorter directory")
+        gid = None
+        if self.group:
+            gid, name = resolve_group(self.group)
+            self.permissions = Permissions(self.permissions.writers, gid, name)
         base_is_tmp = self.path.parent.parent == Path(f"/tmp/servicehost-{os.geteuid()}")
         if base_is_tmp:  # /tmp is shared: the base must be ours and private, too
             _private_dir(self.path.parent.parent, 0o700, create_parents=False)
         _private_dir(self.path.parent, self.dir_mode, create_parents=not base_is_tmp)
+        if gid is not None:
+            gid = self._give_group(self.path.parent, gid)
         self._remove_stale()
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             listener.bind(str(self.path))
+            if gid is not None:  # before the mode lets the group in: never a moment it is anyone else's
+                os.chown(self.path, -1, gid)
             os.chmod(self.path, self.socket_mode)
             listener.listen(8)
         except OSError as exc:
@@ -447,6 +895,27 @@ class ControlServer:
         self._thread = threading.Thread(target=self._serve, name="servicehost-control", daemon=True)
         self._thread.start()
         logs.control_listening(log, self.path)
+
+    def _give_group(self, directory: Path, gid: int) -> int | None:
+        """Hand the runtime directory to the control group (the socket follows once bound). A
+        process that may not (neither root nor a member of the group) serves its own uid only,
+        and says so; so does a group that cannot reach the directory (a private parent)."""
+        name = self.permissions.group_name
+        try:
+            os.chown(directory, -1, gid)
+        except OSError as exc:
+            logs.control_group_unreachable(log, name, f"{directory} cannot be given to it ({exc.strerror or exc}): "
+                                           "make the service's account a member of the group")
+            self.permissions = Permissions(self.permissions.writers)
+            return None
+        for parent in directory.parents:
+            st = os.stat(parent)
+            if not (st.st_mode & 0o001 or (st.st_mode & 0o010 and st.st_gid == gid)):
+                logs.control_group_unreachable(
+                    log, name, f"{parent} is not searchable by it; serve the channel under a directory it can "
+                    f"reach ({ENV_RUNTIME_DIR})")
+                break
+        return gid
 
     def _remove_stale(self) -> None:
         try:
@@ -496,129 +965,19 @@ class ControlServer:
         except OSError as exc:  # e.g. the peer gave up already, or out of descriptors; keep serving
             logs.control_failed(log, "accept", exc)
             return
-        with self._lock:
-            busy = len(self._open) >= self.max_connections
-            if not busy and not self._closing.is_set():
-                self._refusing = False
-                self._open[conn] = False
-                self._served += 1
-                thread = threading.Thread(target=self._serve_connection, args=(conn,),
-                                          name=f"servicehost-control-{self._served}", daemon=True)
-                self._threads.add(thread)
-                thread.start()
-                return
-            first = busy and not self._refusing
-            self._refusing = self._refusing or busy
-        with conn:
-            if first:
-                logs.control_busy(log, self.max_connections)
-            # Never blocks: a fresh socket's buffer holds this short reply. Closing with the peer's
-            # request unread is fine on a unix socket: the peer still reads the reply first.
-            reason = (f"busy: {self.max_connections} control connections are open; try again" if busy
-                      else "the service is stopping")
-            try:
-                conn.setblocking(False)
-                conn.send(encode_message({"ok": False, "error": reason}))
-            except OSError:
-                pass  # the peer is gone already
+        self._admit(conn)
 
-    # -- one connection (its own thread) ---------------------------------------------------------------
-    def _serve_connection(self, conn: socket.socket) -> None:
-        peer: Peer | None = None
-        try:
-            conn.settimeout(self.peer_timeout)  # the wait for a request to begin
-            peer = Peer.of(conn)
-            if peer.uid not in self.allowed_uids:
-                self._refuse_uid(conn, peer)
-                return
-            while not self._closing.is_set():
-                try:
-                    message = receive_message(conn, self.peer_timeout)
-                except MessageError as exc:
-                    logs.control_failed(log, f"a request from pid {peer.pid}", exc)
-                    self._reply(conn, {"ok": False, "error": _with_close(exc)})
-                    if isinstance(exc, FrameTooLarge):
-                        return  # its body was not read: the framing is lost
-                    continue
-                except RequestTimeout:
-                    self._reply(conn, {"ok": False, "error": (
-                        f"request not complete within {self.peer_timeout:g}s of its first byte; "
-                        "closing the connection")})
-                    logs.control_failed(log, f"a request from pid {peer.pid}",
-                                        f"not complete within {self.peer_timeout:g}s of its first byte")
-                    return
-                except TimeoutError:
-                    return  # no request began within peer_timeout: an idle connection, closed quietly
-                if message is None:
-                    return
-                with self._lock:  # close() now waits for this answer instead of cutting it off
-                    stopping = self._closing.is_set()
-                    self._open[conn] = True
-                reply = {"ok": False, "error": "the service is stopping"} if stopping else self._answer(message, peer)
-                self._reply(conn, reply, answering=True)
-        except (OSError, ValueError) as exc:  # a broken peer: drop it, keep serving the others
-            if not self._closing.is_set():
-                who = f"pid {peer.pid}" if peer else "a peer"
-                logs.control_failed(log, f"a request from {who}", exc)
-        except BaseException as exc:  # never die silently (and never take the channel with it)
-            logs.worker_crashed(log, "control channel", threading.current_thread().name, exc_info=exc)
-        finally:
-            with self._lock:
-                self._open.pop(conn, None)
-                self._threads.discard(threading.current_thread())
-            conn.close()
+    def _identify(self, conn: socket.socket) -> Peer:
+        return Peer.of(conn)
 
-    def _reply(self, conn: socket.socket, reply: Mapping[str, Any], *, answering: bool = False) -> None:
-        try:
-            send_message(conn, reply, deadline=time.monotonic() + self.peer_timeout)
-        finally:
-            if answering:
-                with self._lock:
-                    if conn in self._open:
-                        self._open[conn] = False
+    def _send_now(self, conn: socket.socket, reply: Mapping[str, Any]) -> None:
+        # Never blocks: a fresh socket's buffer holds this short reply. Closing with the peer's
+        # request unread is fine on a unix socket: the peer still reads the reply first.
+        conn.setblocking(False)
+        conn.send(encode_message(reply))
 
-    def _refuse_uid(self, conn: socket.socket, peer: Peer) -> None:
-        logs.control_refused(log, peer.pid, peer.uid, os.geteuid())
-        # Read its request first, so the refusal is the answer to it.
-        try:
-            receive_message(conn, self.peer_timeout)
-        except (MessageError, TimeoutError):
-            pass
-        self._reply(conn, {"ok": False, "error": (
-            f"uid {peer.uid} may not control this service: only root and uid {os.geteuid()} may")})
-
-    def _answer(self, message: Mapping[str, Any], peer: Peer) -> dict[str, Any]:
-        """The reply to one request. Never raises (Exception): an error becomes the reply."""
-        try:
-            return self._run(message, peer)
-        except Exception as exc:  # noqa: BLE001 - one request's failure is its own reply, never the channel's
-            logs.control_failed(log, "a request", exc)
-            return {"ok": False, "error": f"internal error: {exc.__class__.__name__}: {exc}"}
-
-    def _run(self, message: Mapping[str, Any], peer: Peer) -> dict[str, Any]:
-        name = message.get("command")
-        handler = self.commands.get(name) if isinstance(name, str) else None
-        if handler is None or not isinstance(name, str):
-            return {"ok": False, "error": f"unknown command {name!r}; known: {', '.join(sorted(self.commands))}"}
-        args = message.get("args")
-        if args is None:
-            args = {}
-        if not isinstance(args, dict):
-            return {"ok": False, "error": "args must be a JSON object"}
-        logs.control_command(log, name, peer.pid, peer.uid)
-        try:
-            result = handler(Request(self.host, name, args, peer, self.serving_since))
-        except Exception as exc:  # a hook logged its own traceback; the peer gets the reason
-            reason = str(exc) if type(exc) is ValueError else f"{exc.__class__.__name__}: {exc}"
-            logs.control_failed(log, name, reason)
-            return {"ok": False, "error": reason}
-        reply = {"ok": True, "result": result}
-        try:
-            encode_message(reply)
-        except (TypeError, ValueError) as exc:  # not JSON, or too big: the peer must still get a reply
-            logs.control_failed(log, name, f"its result cannot be sent: {exc}")
-            return {"ok": False, "error": f"{name}: its result cannot be sent: {exc}"}
-        return reply
+    def _interrupt(self, conn: socket.socket) -> None:
+        conn.shutdown(socket.SHUT_RDWR)
 
     # -- the ready marker ---------------------------------------------------------------------------
     def _on_move(self, old: HostState, new: HostState) -> None:
@@ -647,24 +1006,17 @@ class ControlServer:
     def close(self, timeout: float = PEER_TIMEOUT * 2) -> None:
         """Stop serving, remove the socket. Connections waiting for (or in the middle of
         receiving) a request are ended at once; answers being made get up to ``timeout``."""
-        deadline = Deadline.after(timeout)
-        self._closing.set()
+        super().close(timeout)
+
+    def _stop_accepting(self, deadline: Deadline) -> None:
         try:
             self._wake_w.send(b"x")
         except OSError:
             pass  # already closed
         if self._thread is not None:
             self._thread.join(deadline.remaining())
-        with self._lock:
-            for conn, answering in self._open.items():
-                if not answering:
-                    try:  # wakes its thread from recv() with EOF; it closes the socket
-                        conn.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass  # the peer is gone already
-            threads = [t for t in self._threads if t is not threading.current_thread()]
-        for thread in threads:
-            thread.join(deadline.remaining())
+
+    def _release(self) -> None:
         if self._listener is not None:
             self._listener.close()
             try:  # only our own socket: a newer instance may have replaced it
@@ -681,9 +1033,6 @@ class ControlServer:
         self.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
 
 def _with_close(exc: MessageError) -> str:
     return f"{exc}; closing the connection" if isinstance(exc, FrameTooLarge) else str(exc)
@@ -695,22 +1044,19 @@ class ControlClient:
     in all (connecting, sending and receiving together, however slowly the answer comes).
 
     ``server_uids`` (optional): the uids the serving process may have; anything else is refused
-    before a request is sent (so a socket put there by someone else is never trusted).
+    before a request is sent (so a socket put there by someone else is never trusted). Another
+    transport (the Windows named pipe's ``PipeClient``) provides :meth:`_connect` and ``where``.
     """
 
     def __init__(self, path: Path, *, timeout: float = 10.0, server_uids: frozenset[int] | None = None) -> None:
         self.path = Path(path)
+        self.where = str(self.path)
         self.timeout = timeout
         self.server_uids = server_uids
 
-    def call(self, command: str, **args: Any) -> Any:
-        """Run ``command`` in the service; its result. ControlChannelError says what went wrong."""
-        request = {"command": command, "args": args}
-        try:
-            encode_message(request)
-        except ValueError as exc:  # too big: say so before connecting
-            raise ControlChannelError(f"{command}: {exc}") from None
-        deadline = time.monotonic() + self.timeout
+    def _connect(self, deadline: float) -> Any:
+        """A connection to the service (socket-like); ControlUnavailable when nothing answers,
+        ControlChannelError when it may not be reached."""
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
         try:
@@ -721,8 +1067,7 @@ class ControlClient:
                     f"no service answers at {self.path}: it is not running, or not ready to listen yet "
                     "(see: servicehost status)") from None
             except PermissionError:
-                raise ControlChannelError(
-                    f"not allowed to reach {self.path}: run this as root or as the service's user") from None
+                raise ControlChannelError(f"not allowed to reach {self.path}: {self._who_may()}") from None
             except OSError as exc:
                 raise ControlUnavailable(f"cannot connect to {self.path}: {exc.strerror or exc}") from None
             if self.server_uids is not None:
@@ -731,26 +1076,59 @@ class ControlClient:
                     raise ControlChannelError(
                         f"{self.path} is served by uid {server.uid}, not by the service's account; "
                         "not sending anything to it: remove the socket and restart the service")
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def _who_may(self) -> str:
+        """Who may reach the socket, and which group to join to read it (its directory's group,
+        when the service gave it one: its ``control_group``)."""
+        text = "run this as root or as the service's user"
+        try:
+            st = os.stat(self.path.parent)
+        except OSError:
+            return text
+        if st.st_mode & 0o050 == 0o050 and st.st_gid != 0:
+            import grp
+
+            try:
+                group = grp.getgrgid(st.st_gid).gr_name
+            except KeyError:
+                group = str(st.st_gid)
+            text += f", or join group {group} (its control_group) to read its status, threads and config"
+        return text
+
+    def call(self, command: str, **args: Any) -> Any:
+        """Run ``command`` in the service; its result. ControlChannelError says what went wrong."""
+        request = {"command": command, "args": args}
+        try:
+            encode_message(request)
+        except ValueError as exc:  # too big: say so before connecting
+            raise ControlChannelError(f"{command}: {exc}") from None
+        deadline = time.monotonic() + self.timeout
+        conn = self._connect(deadline)
+        try:
             try:
                 try:
-                    send_message(sock, request, deadline=deadline)
+                    send_message(conn, request, deadline=deadline)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # refused at once (e.g. busy): the reason may be waiting to be read
-                sock.settimeout(_remaining(deadline))
-                reply = receive_message(sock, deadline=deadline)
+                conn.settimeout(_remaining(deadline))
+                reply = receive_message(conn, deadline=deadline, limit=MAX_REPLY)
             except TimeoutError:
                 raise ControlChannelError(
-                    f"{command}: no answer from {self.path} within {self.timeout:g}s "
+                    f"{command}: no answer from {self.where} within {self.timeout:g}s "
                     "(a hook may be blocking; see the service's log)") from None
             except MessageError as exc:
-                raise ControlChannelError(f"{command}: {self.path} answered with something else than a "
+                raise ControlChannelError(f"{command}: {self.where} answered with something else than a "
                                           f"control message: {exc}") from None
             except (OSError, ValueError) as exc:
                 if isinstance(exc, OSError) and exc.errno not in (None, errno.ECONNRESET, errno.EPIPE):
-                    raise ControlChannelError(f"{command}: {self.path}: {exc.strerror or exc}") from None
+                    raise ControlChannelError(f"{command}: {self.where}: {exc.strerror or exc}") from None
                 raise ControlChannelError(f"{command}: the service closed the connection ({exc})") from None
         finally:
-            sock.close()
+            conn.close()
         if reply is None:
             raise ControlChannelError(f"{command}: the service closed the connection without answering")
         if not reply.get("ok"):
@@ -760,16 +1138,32 @@ class ControlClient:
 
 def status_fields(answer: Mapping[str, Any]) -> dict[str, Any]:
     """:class:`~servicehost.platforms.base.ServiceStatus` fields from the channel's answer to
-    ``status`` (or ``ping``, which lacks the summary and counters): state, sub_state (the host's
-    own state), ready, status_line, counters."""
+    ``status`` (or ``ping``, which lacks the rest): state, sub_state (the host's own state), ready,
+    status_line, counters, and what the service says of itself (``ops/status.py``): since when it
+    is in its state, health, the last error, versions. A key an older service does not send is
+    None."""
     host_state = str(answer.get("state", ""))
     counters = answer.get("counters")
+
+    def of(key: str, kind: type | tuple[type, ...]) -> Any:
+        """The answer's ``key`` if it has the type ``kind`` (a bool is not a number here)."""
+        value = answer.get(key)
+        if kind is bool:
+            return value if isinstance(value, bool) else None
+        return value if isinstance(value, kind) and not isinstance(value, bool) else None
+
     return {
         "state": STATUS_STATES.get(host_state, "unknown"),
         "sub_state": host_state or None,
         "ready": bool(answer.get("ready")),
         "status_line": answer.get("status_line"),
         "counters": counters if isinstance(counters, list) else None,
+        "state_since": of("state_since", (int, float)),
+        "healthy": of("healthy", bool),
+        "last_error": of("last_error", dict),
+        "version": of("version", str),
+        "servicehost_version": of("servicehost", str),
+        "python": of("python", str),
     }
 
 
@@ -838,13 +1232,18 @@ class ChannelOperations:
     def _check(self, service: str) -> None:
         """Raise if ``service`` cannot be asked anything (default: nothing to check)."""
 
-    def _ask(self, service: str, command: str, **args: Any) -> None:
+    def ask(self, service: str, command: str, *, timeout: float | None = None, **args: Any) -> Any:
+        """Run ``command`` in the running service; its result (``Manager.ask``)."""
         self._check(service)
         try:
-            self._client(service).call(command, **args)
+            client = self._client(service) if timeout is None else self._client(service, timeout=timeout)  # type: ignore[call-arg]
+            return client.call(command, **args)
         except ControlUnavailable as exc:
             raise ControlUnavailable(
                 f"{service} is not running under {self.name}, or not ready yet: {exc}") from None
+
+    def _ask(self, service: str, command: str, **args: Any) -> None:
+        self.ask(service, command, **args)
 
     def pause(self, name: str) -> None:
         self._ask(name, "pause")
