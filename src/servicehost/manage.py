@@ -1,5 +1,5 @@
 """Manager commands: install, update, remove, start, stop, restart, status, pause, continue,
-control, reload — one set for every service manager, each a thin call on the chosen platform's
+drain, resume, control, reload — one set for every service manager, each a thin call on the chosen platform's
 :class:`~servicehost.platforms.base.Manager`. Listed in :data:`COMMANDS`, which ``cli.py`` joins to its own.
 
 The manager is chosen by ``--manager`` (a setting) or detected for installing: Windows → the SCM;
@@ -361,34 +361,78 @@ def _name_only(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", type=service_name, help="service name (default: the class's name)")
 
 
+#: Seconds between two screens of ``status --watch`` unless ``--interval`` says otherwise.
+WATCH_INTERVAL = 2.0
+
+
 def _status_args(p: argparse.ArgumentParser) -> None:
     _name_only(p)
     p.add_argument("--json", action="store_true",
                    help=f"print one JSON document (schema {STATUS_SCHEMA}: see the README) instead of lines")
+    p.add_argument("--watch", action="store_true",
+                   help="show it again every --interval seconds until Ctrl-C (with --json: one document a line)")
+    p.add_argument("--interval", type=number(float, min=0.1, max=86400), default=WATCH_INTERVAL, metavar="SECONDS",
+                   help=f"seconds between two screens of --watch (default {WATCH_INTERVAL:g})")
 
 
 def _cmd_status(inv: Invocation) -> int:
-    """Exit 0 running (or on its way: starting, pausing, paused, resuming, stopping), 3 not
-    running (stopped, failed, restarting), 4 not installed or unknown: ``StatusCode``, as LSB and
-    ``systemctl status``. A name no manager has but that answers on its control channel (a
-    ``servicehost run`` in a terminal) is running."""
-    from .platforms.control import foreground_status
-
+    """Exit 0 running (or on its way: starting, pausing, paused, resuming, draining, stopping), 3
+    not running (stopped, failed, restarting), 4 not installed or unknown: ``StatusCode``, as LSB
+    and ``systemctl status``. A name no manager has but that answers on its control channel (a
+    ``servicehost run`` in a terminal) is running. ``--watch``: the last screen's code."""
     name = _service_name(inv)
     manager: Manager | None = None
+    unavailable = ""
     try:
         manager = _manager(inv)
+    except PlatformUnavailable as exc:  # no manager can be asked here: a foreground run may still answer
+        unavailable = str(exc)
+    if not inv.args.watch:
+        status = _status_of(name, manager, inv, unavailable)
+        print(json.dumps(status.as_json(), indent=2) if inv.args.json else "\n".join(status.lines()))
+        return int(status.code)
+    return _watch(lambda: _status_of(name, manager, inv, unavailable), inv.args.json, inv.args.interval)
+
+
+def _status_of(name: str, manager: Manager | None, inv: Invocation, unavailable: str = "") -> ServiceStatus:
+    """``name``'s status from its manager, else (not installed, or no manager) from its own
+    control channel when a run in a terminal answers by that name."""
+    from .platforms.control import foreground_status
+
+    try:
+        if manager is None:
+            raise PlatformUnavailable(unavailable or "no manager can be asked here")
         status = manager.status(name)
     except PlatformUnavailable as exc:  # the manager cannot tell: LSB's "unknown", said as such
         status = ServiceStatus(name, manager.name if manager else str(inv.loaded.host.manager), "unknown",
                                detail={"error": str(exc)})
     if status.state == "not-installed" or manager is None:
         status = foreground_status(name) or status
-    if inv.args.json:
-        print(json.dumps(status.as_json(), indent=2))
-    else:
-        print("\n".join(status.lines()))
-    return int(status.code)
+    return status
+
+
+def _watch(read: Any, as_json: bool, interval: float) -> int:
+    """``status --watch``: a screen (on a terminal: the screen cleared first, as ``watch`` does)
+    or a JSON line every ``interval`` seconds until Ctrl-C; the last one's exit code."""
+    import threading
+    import time
+
+    clear = sys.stdout.isatty() and not as_json
+    tick = threading.Event()  # never set: its wait is the pause between two screens
+    code = 0
+    try:
+        while True:
+            status = read()
+            code = int(status.code)
+            if as_json:
+                print(json.dumps(status.as_json(), separators=(",", ":")), flush=True)
+            else:
+                head = f"every {interval:g}s: {time.strftime('%Y-%m-%d %H:%M:%S')} (Ctrl-C ends)"
+                print(("\x1b[H\x1b[2J" if clear else "") + "\n".join([head, "", *status.lines()]) + "\n",
+                      flush=True)
+            tick.wait(interval)
+    except KeyboardInterrupt:  # how watching ends
+        return code
 
 
 def _cmd_pause(inv: Invocation) -> ExitCode:
@@ -398,6 +442,57 @@ def _cmd_pause(inv: Invocation) -> ExitCode:
 
 def _cmd_continue(inv: Invocation) -> ExitCode:
     _manager(inv).resume(_service_name(inv))
+    return ExitCode.OK
+
+
+def ask_running(inv: Invocation, command: str, *, timeout: float | None = None, **args: Any) -> Any:
+    """Run ``command`` (``control.COMMANDS``) in the running service on its control channel: through
+    the manager it is installed under (``Manager.ask``), else the run in a terminal that answers by
+    its name. Its result; ControlChannelError (exit 2) when it cannot be asked, or refuses."""
+    from .platforms.control import ControlClient, ControlUnavailable, socket_path
+
+    name = _service_name(inv)
+    manager = _manager(inv)
+    if manager.is_installed(name):
+        ask = getattr(manager, "ask", None)
+        if ask is None:
+            raise PlatformUnavailable(f"{command}: {manager.name} has no control channel to carry it")
+        return ask(name, command, timeout=timeout, **args)
+    try:
+        client = ControlClient(socket_path(name)) if timeout is None else ControlClient(socket_path(name), timeout=timeout)
+        return client.call(command, **args)
+    except ControlUnavailable:
+        raise ControlUnavailable(f"{command}: {name} is not installed under {manager.name}, and no run in a terminal "
+                                 "answers by that name (see: servicehost status)") from None
+
+
+def _drain_args(p: argparse.ArgumentParser) -> None:
+    _name_only(p)
+    p.add_argument("--wait", type=number(float, min=0, max=86400), metavar="SECONDS", default=0.0,
+                   help="then wait up to SECONDS until nothing is queued or running (exit 4 if work is left)")
+
+
+def _cmd_drain(inv: Invocation) -> ExitCode:
+    """Hold intake (producers wait, timers skip) while queued and running work finishes; the
+    service keeps running for its manager. ``resume`` takes work again."""
+    wait = inv.args.wait
+    answer = ask_running(inv, "drain", wait=wait, **({"timeout": wait + 10.0} if wait else {}))
+    name = _service_name(inv)
+    left = f"{answer.get('queued', '?')} queued, {answer.get('running', '?')} running"
+    if answer.get("drained"):
+        print(f"{name}: drained, nothing queued or running; intake held until: servicehost resume {name}")
+        return ExitCode.OK
+    if wait:
+        print(f"{name}: still draining after {wait:g}s ({left}); intake held until: servicehost resume {name}")
+        return ExitCode.STOP_INCOMPLETE
+    print(f"{name}: draining ({left}); intake held until: servicehost resume {name}")
+    return ExitCode.OK
+
+
+def _cmd_resume(inv: Invocation) -> ExitCode:
+    """From a drain or a pause, back to running (``continue`` is the SCM's word for a pause)."""
+    ask_running(inv, "resume")
+    print(f"{_service_name(inv)}: running")
     return ExitCode.OK
 
 
@@ -485,12 +580,18 @@ COMMANDS: tuple[Command, ...] = (
             settings=ON_INSTALLED, operand=NAME_OR_TARGET),
     Command("restart", "stop, then start the installed service", _cmd_restart, _name_wait,
             settings=ON_INSTALLED, operand=NAME_OR_TARGET),
-    Command("status", "show state, pid, uptime, restarts and last exit (the same on every manager); exit 0 "
-            "running, 3 not running, 4 not installed or unknown", _cmd_status, _status_args,
+    Command("status", "show state and since when, pid, version, restarts, last exit and, from the running "
+            "service, each component's busy workers, queue, done, failed, run times and the last error (the same "
+            "on every manager); exit 0 running, 3 not running, 4 not installed or unknown", _cmd_status, _status_args,
             settings=ON_INSTALLED, operand=NAME_OR_TARGET),
     Command("pause", "pause the running service", _cmd_pause, _name_only,
             settings=ON_INSTALLED, operand=NAME_OR_TARGET),
     Command("continue", "continue a paused service", _cmd_continue, _name_only,
+            settings=ON_INSTALLED, operand=NAME_OR_TARGET),
+    Command("drain", "hold intake (producers wait, timers skip) and let queued and running work finish; the "
+            "service keeps running for its manager until: resume", _cmd_drain, _drain_args,
+            settings=ON_INSTALLED, operand=NAME_OR_TARGET),
+    Command("resume", "take work again after a drain (or a pause)", _cmd_resume, _name_only,
             settings=ON_INSTALLED, operand=NAME_OR_TARGET),
     Command("control", "send a custom control code (128-255) to the running service", _cmd_control, _control_args,
             settings=ON_INSTALLED, operand=NAME_OR_TARGET),

@@ -30,14 +30,17 @@ from .test_systemd_real import systemd  # noqa: F401 (the fixture: a real system
 
 ROOT = Path(__file__).resolve().parents[2]
 
-#: The keys of schema 1, in order: a change here is a new STATUS_SCHEMA (README: status --json).
+#: The keys of schema 1, in order: keys are only ever added (at the end); removing or changing one
+#: is a new STATUS_SCHEMA (README: status --json).
 SCHEMA_1 = ["schema", "name", "manager", "state", "sub_state", "status_code", "running", "ready", "pid", "since",
-            "uptime", "restarts", "last_exit", "account", "start_mode", "status_line", "counters", "detail"]
+            "uptime", "restarts", "last_exit", "account", "start_mode", "status_line", "counters", "detail",
+            # added by issue 12 (what the service says of itself on its control channel)
+            "state_since", "healthy", "last_error", "version", "servicehost_version", "python"]
 
 
 # -- the record --------------------------------------------------------------------------------------
 def test_each_state_has_its_lsb_code_and_an_unlisted_state_is_unknown():
-    running = {"running", "starting", "pausing", "paused", "resuming", "stopping"}
+    running = {"running", "starting", "pausing", "paused", "resuming", "draining", "stopping"}
     not_running = {"stopped", "failed", "restarting"}
     assert {s for s, c in STATE_CODES.items() if c is StatusCode.RUNNING} == running
     assert {s for s, c in STATE_CODES.items() if c is StatusCode.NOT_RUNNING} == not_running
@@ -57,7 +60,8 @@ def test_the_json_document_has_every_key_of_its_schema_null_where_unknown():
     assert list(doc) == SCHEMA_1 and doc["schema"] == STATUS_SCHEMA == 1
     assert (doc["status_code"], doc["running"]) == (4, False)
     assert all(doc[k] is None for k in ("sub_state", "ready", "pid", "since", "uptime", "restarts", "last_exit",
-                                        "account", "start_mode", "status_line", "counters"))
+                                        "account", "start_mode", "status_line", "counters", "state_since",
+                                        "healthy", "last_error", "version", "servicehost_version", "python"))
     assert doc["detail"] == {}
     json.dumps(doc)  # plain JSON
 
@@ -113,7 +117,9 @@ def test_status_fields_of_a_channel_answer():
     answer = {"pid": 1, "name": "svc", "state": "paused", "ready": True, "uptime": 2.0, "healthy": True,
               "status_line": "paused; pool: 0 done", "counters": [{"name": "pool"}]}
     assert status_fields(answer) == {"state": "paused", "sub_state": "paused", "ready": True,
-                                     "status_line": "paused; pool: 0 done", "counters": [{"name": "pool"}]}
+                                     "status_line": "paused; pool: 0 done", "counters": [{"name": "pool"}],
+                                     "state_since": None, "healthy": True, "last_error": None, "version": None,
+                                     "servicehost_version": None, "python": None}
     ping = status_fields({"state": "starting", "ready": False})  # ping: no summary, no counters
     assert (ping["state"], ping["status_line"], ping["counters"]) == ("starting", None, None)
 
