@@ -15,6 +15,8 @@ Layout (who may import whom: arrows point one way, down this list):
     platforms/     the registry (__init__), the contracts (base.py, entry.py), foreground, control,
                    supervisord/, systemd/, windows/ (each a package split by side)
     compat/        pywin32-shaped modules for porting pywin32 services
+    ops/           the operations view: the status document, health checks, and the optional HTTP
+                   listener (probes, metrics, the status page), imported only when it is on
     arguments.py   the parser class, argument types, Command, Invocation
     manage.py      the manager commands (install, start, status, ...), on the Manager contract
     cli.py         run/debug/settings + the one COMMANDS table; the only code that exits
@@ -30,7 +32,7 @@ from ._lazy import lazy_names
 
 __all__ = [
     "ClosableQueue", "ConfigError", "Counters", "Deadline", "Dispatcher", "EventServer", "ExitCode",
-    "Host", "HostConfig", "HostState", "PeriodicTimer", "Pipeline", "ProcessPool", "QueueClosed",
+    "Health", "Host", "HostConfig", "HostState", "PeriodicTimer", "Pipeline", "ProcessPool", "QueueClosed",
     "QueueFull", "Result", "Service", "ServiceHostError", "Stage", "StartupError", "StopToken", "ThreadPool",
     "Unfinished", "main", "setting",
 ]
@@ -45,6 +47,7 @@ _WHERE = {
     "PeriodicTimer": "workers.timers", "EventServer": "workers.event_server",
     "ProcessPool": "workers.process_pool", "ClosableQueue": "workers.queues",
     "Counters": "components", "Unfinished": "components",
+    "Health": "ops.health",
 }
 
 
@@ -61,6 +64,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .errors import ConfigError, ExitCode, QueueClosed, QueueFull, ServiceHostError, StartupError
     from .host import Host
     from .lifecycle import HostState
+    from .ops.health import Health
     from .service import Service
     from .stopping import Deadline, StopToken
     from .components import Counters, Unfinished

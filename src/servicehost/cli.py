@@ -25,14 +25,18 @@ import stat
 import sys
 import traceback
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from types import ModuleType
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from . import config as config_mod
 from . import logs
 from .arguments import _SHOWN, NAME_OR_TARGET, NOTHING, ArgumentParser, Command, Invocation, is_target, one_line, service_name
 from .errors import ConfigError, ExitCode, ServiceHostError, UsageError
+
+if TYPE_CHECKING:
+    from .host import Host
 
 log = logging.getLogger("servicehost.cli")
 PROG = "servicehost"
@@ -352,12 +356,22 @@ def _run(inv: Invocation, *, debug: bool) -> ExitCode:
     service.name = name  # the installed name (--name), else the class's: logs and the control channel use it
     logs.state_dir_used(log, name, hc.state_dir, inv.loaded.origins.get("state_dir", "default"))
     host = Host([service], hc)
-    code = platform.run(host, debug=debug)
+    with _http_listener(host, hc):  # up before the start, down after the stop: probes see both
+        code = platform.run(host, debug=debug)
     if host.report.forced:
         # Threads still running cannot be killed; do not let them hold the exit.
         logs.flush()
         os._exit(code)
     return code
+
+
+def _http_listener(host: Host, hc: config_mod.HostConfig) -> AbstractContextManager[object]:
+    """The HTTP listener (``ops/http.py``) when the ``http`` setting is given; imported only then."""
+    if not hc.http:
+        return nullcontext()
+    from .ops.http import serving
+
+    return serving(host, hc.http, hc.http_allowed_hosts)
 
 
 def _cmd_run(inv: Invocation) -> ExitCode:

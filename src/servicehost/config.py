@@ -398,6 +398,12 @@ class HostConfig:
         "", "a group whose members may read the running service on its control channel (status, threads, "
         "config), but not change it; a group name (or gid on Linux); empty: only root/Administrators and the "
         "service's own account")
+    http: str = setting(
+        "", "serve probes (/livez, /readyz), /metrics, /status and a status page over HTTP on PORT, HOST:PORT "
+        "or [IPv6]:PORT (a bare PORT: 127.0.0.1); empty: no listener")
+    http_allowed_hosts: str = setting(
+        "", "host names the HTTP listener answers besides localhost and IP addresses (comma-separated; "
+        "'*': any), e.g. the name a proxy or Prometheus uses; any other Host header is refused (DNS rebinding)")
 
     def __post_init__(self) -> None:
         # HostConfig(hang_policy="report") written in code holds the member too, as a loaded one does

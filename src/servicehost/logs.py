@@ -238,6 +238,10 @@ FILE_FORMAT = "%(asctime)s %(levelname)s [%(threadName)s] %(name)s #%(event_id)s
 _ours: list[logging.Handler] = []
 #: The root logger's level before the first :func:`configure`, which :func:`release` gives back.
 _root_level: list[int] = []
+#: The level :func:`configure` gave our handlers, and the levels set on a running service
+#: (:func:`set_logger_level`, the control channel's ``loglevel``): logger name → level.
+_configured: list[int] = []
+_overrides: dict[str, int] = {}
 
 
 def configure(
@@ -295,8 +299,9 @@ def configure(
             _with_format(logging.handlers.SysLogHandler(address), "servicehost: %(name)s: %(message)s")
         )
     handlers.extend((extra_handlers or {}).values())
+    _configured[:] = [ours]
     for handler in handlers:
-        handler.setLevel(ours)
+        handler.setLevel(_handler_level())
         add_handler(handler)
     logging.captureWarnings(True)
 
@@ -330,6 +335,39 @@ def release() -> None:
         handler.close()
     if _root_level:
         root.setLevel(_root_level.pop())
+
+
+def set_logger_level(name: str, level: int) -> int:
+    """Set logger ``name``'s level (``""``: the root) in a running service; the level it had.
+    Our handlers log from the configured level, or from the lowest level set this way, so a
+    logger turned to DEBUG shows its DEBUG lines while every other logger logs as before (their
+    own levels still filter)."""
+    logger = logging.getLogger(name or None)
+    before = logger.level
+    logger.setLevel(level)
+    if level == logging.NOTSET:  # inherits its parent's again: nothing for our handlers to let through
+        _overrides.pop(name, None)
+    else:
+        _overrides[name] = level
+    _apply_handler_level()
+    return before
+
+
+def restore_logger_level(name: str, level: int) -> None:
+    """Give logger ``name`` back the ``level`` it had before :func:`set_logger_level`."""
+    logging.getLogger(name or None).setLevel(level)
+    _overrides.pop(name, None)
+    _apply_handler_level()
+
+
+def _handler_level() -> int:
+    return min([*_configured, *_overrides.values()]) if _configured else logging.NOTSET
+
+
+def _apply_handler_level() -> None:
+    if _configured:
+        for handler in _ours:
+            handler.setLevel(_handler_level())
 
 
 def _writes_to_stderr(handler: logging.Handler) -> bool:

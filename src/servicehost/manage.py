@@ -514,6 +514,65 @@ def _cmd_reload(inv: Invocation) -> ExitCode:
     return ExitCode.OK
 
 
+def _threads_args(p: argparse.ArgumentParser) -> None:
+    _name_only(p)
+    p.add_argument("--json", action="store_true", help="print the control channel's answer as JSON")
+
+
+def _cmd_threads(inv: Invocation) -> ExitCode:
+    """Every thread of the running service, by name, with its stack (innermost call last)."""
+    from .platforms.control import format_threads
+
+    dump = ask_running(inv, "threads")
+    print(json.dumps(dump, indent=2) if inv.args.json else "\n".join(format_threads(dump)))
+    return ExitCode.OK
+
+
+_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def duration(text: str) -> float:
+    """``90``, ``90s``, ``10m``, ``1.5h``, ``1d`` → seconds (argparse type)."""
+    import re
+
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([smhd]?)\s*", text.lower())
+    if match is None or not float(match[1]) > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration: a number of seconds, or with s, m, h or d "
+                                         "(90s, 10m, 1h)")
+    return float(match[1]) * _UNITS[match[2]]
+
+
+def _loglevel_args(p: argparse.ArgumentParser) -> None:
+    _name_only(p)
+    p.add_argument("logger", metavar="LOGGER", help="the logger's name (root: the root logger)")
+    p.add_argument("level", metavar="LEVEL", type=str.upper,
+                   choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", "NOTSET"),
+                   help="DEBUG, INFO, WARNING, ERROR, CRITICAL, or NOTSET (inherit its parent's)")
+    p.add_argument("--for", dest="for_", type=duration, default=None, metavar="DURATION",
+                   help="then back to its level before, by itself (90s, 10m, 1h; at most 7d)")
+
+
+def _cmd_loglevel(inv: Invocation) -> ExitCode:
+    """Set a logger's level in the running service, for a while or until changed again."""
+    import time
+
+    args = inv.args
+    answer = ask_running(inv, "loglevel", logger=args.logger, level=args.level,
+                         **({"for": args.for_} if args.for_ is not None else {}))
+    line = f"{_service_name(inv)}: logger {answer.get('logger')} now {answer.get('level')} (was {answer.get('was')})"
+    until = answer.get("reverts_at")
+    if isinstance(until, (int, float)):
+        line += (f"; back to {answer.get('reverts_to')} by itself at "
+                 f"{time.strftime('%H:%M:%S', time.localtime(until))} (in {args.for_:g}s)")
+    else:
+        line += "; until changed again"
+    print(line)
+    if answer.get("existed") is False:
+        print(f"note: no code in the service had asked for logger {answer.get('logger')} yet: check its name",
+              file=sys.stderr)
+    return ExitCode.OK
+
+
 def _logs_args(p: argparse.ArgumentParser) -> None:
     _name_only(p)
     p.add_argument("--bytes", type=number(int, min=1, max=1 << 30), default=16384, metavar="N",
@@ -597,6 +656,11 @@ COMMANDS: tuple[Command, ...] = (
             settings=ON_INSTALLED, operand=NAME_OR_TARGET),
     Command("reload", "ask the running service to reload (SIGHUP / PARAMCHANGE)", _cmd_reload, _name_only,
             settings=ON_INSTALLED, operand=NAME_OR_TARGET),
+    Command("threads", "show every thread of the running service by name, with its stack (read through its "
+            "control channel; SIGUSR2 makes the service write the same to stderr)", _cmd_threads, _threads_args,
+            settings=ON_INSTALLED, operand=NAME_OR_TARGET),
+    Command("loglevel", "set a logger's level in the running service: LOGGER LEVEL [--for DURATION] (then back "
+            "by itself)", _cmd_loglevel, _loglevel_args, settings=ON_INSTALLED, operand=NAME_OR_TARGET),
     Command("logs", "show the end of the installed service's log, as its manager keeps it", _cmd_logs, _logs_args,
             settings=ON_INSTALLED, operand=NAME_OR_TARGET),
     Command("list", "list every service servicehost installed on this machine (every manager), with its state",

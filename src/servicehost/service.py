@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, get_args, get_origin
 
@@ -35,6 +35,8 @@ from .components import Component
 C = TypeVar("C", bound=Component)
 if TYPE_CHECKING:  # a default (PEP 696), so a bare ``Service`` stays valid under mypy --strict
     from typing_extensions import TypeVar as DefaultTypeVar
+
+    from .ops.health import HealthCheck
 
     S = DefaultTypeVar("S", default=Any)
 else:  # at run time the default changes nothing (and typing_extensions is not a dependency)
@@ -101,6 +103,8 @@ class Service(Generic[S]):
         self.start_args: tuple[str, ...] = ()
         self._ready = threading.Event()
         self._on_ready: Callable[[], None] = lambda: None
+        #: The checks declared with :meth:`health_check` (``ops/health.py`` runs them for the probes).
+        self.health_checks: list[HealthCheck] = []
 
     # -- composition ------------------------------------------------------------------------------
     def use(self, component: C) -> C:
@@ -119,6 +123,22 @@ class Service(Generic[S]):
             start()
         self.components.append(component)
         return component
+
+    def health_check(self, name: str, fn: Callable[[], object], *, timeout: float = 5.0, cache: float = 5.0,
+                     tags: Iterable[str] = ("ready",)) -> HealthCheck:
+        """Declare a health check (``ops/health.py``), e.g. in ``start()``: ``fn()`` returns a
+        ``servicehost.Health`` (HEALTHY, DEGRADED: both pass; UNHEALTHY fails), or ``(Health,
+        "detail")``, a bool or None (healthy); raising is UNHEALTHY. A probe waits for it at most
+        ``timeout`` seconds and reuses its result for ``cache`` seconds. ``tags``: ``ready`` gates
+        ``/readyz`` (out of rotation while it fails), ``live`` gates ``/livez`` (restart me: only for
+        what a restart fixes, never a dependency)."""
+        from .ops.health import HealthCheck
+
+        check = HealthCheck(name, fn, timeout=timeout, cache=cache, tags=tags)
+        if any(c.name == name for c in self.health_checks):
+            raise ValueError(f"{self.name}: a health check named {name!r} exists already")
+        self.health_checks.append(check)
+        return check
 
     def ready(self) -> None:
         """Tell the host this service is ready (only needed when ``ready_on_start`` is False)."""

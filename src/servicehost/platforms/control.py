@@ -592,11 +592,18 @@ def _secret_values(env: Mapping[str, str]) -> list[str]:
     return found
 
 
+def _loglevel(req: Request) -> dict[str, Any]:
+    """Set a logger's level (``ops/loglevel.py``); ``for`` (seconds): then back by itself."""
+    from ..ops.loglevel import LEVELS
+
+    return LEVELS.set(req.args.get("logger", ""), req.args.get("level", ""), req.args.get("for"))
+
+
 #: The commands every servicehost service answers. Read-only; extend by passing a new mapping.
 COMMANDS: Mapping[str, Handler] = {
     "ping": _ping, "status": _status, "pause": _pause, "resume": _resume, "drain": _drain,
     "control": _control, "reload": _reload, "stop": _stop,
-    "threads": _threads, "config": _config,
+    "threads": _threads, "config": _config, "loglevel": _loglevel,
 }
 
 
