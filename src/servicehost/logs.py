@@ -1,7 +1,8 @@
 """Logging setup, and every framework log message as a named event with a stable id.
 
 Ids are stable across releases (the Windows Event Log shows them, admins filter on them):
-1xxx host lifecycle, 2xxx services, 3xxx workers, 4xxx config and CLI, 5xxx platforms.
+1xxx host lifecycle, 2xxx services, 3xxx workers, 4xxx config and CLI, 5xxx platforms,
+6xxx the operations view (``ops/``: the HTTP listener, health checks, metrics).
 Use an event as a function: ``logs.task_failed(log, "pool", "mod.fn", exc_info=exc)``.
 Each record carries ``event_id`` and ``event`` attributes for handlers that need them.
 """
@@ -216,6 +217,22 @@ compat_log_error = _event(5322, "compat_log_error", ERROR, "%s")
 compat_status_unwritable = _event(
     5323, "compat_status_unwritable", WARNING,
     "%s: its SERVICE_STATUS cannot be kept in %s (QueryServiceStatus elsewhere sees less of it): %s")
+
+
+# -- 6xxx: the operations view (ops/) --------------------------------------------------------------
+# 600x: the HTTP listener (ops/http.py)
+http_listening = _event(
+    6001, "http_listening", INFO, "HTTP listener on http://%s/ (/livez, /readyz, /metrics, /status, the page /)")
+http_not_loopback = _event(
+    6002, "http_not_loopback", WARNING,
+    "HTTP listener on %s is reachable from other machines: it has no authentication (status and metrics "
+    "are readable by anyone who reaches it)")
+http_refused = _event(6003, "http_refused", INFO, "HTTP: refused %s %s from %s: %s")
+http_failed = _event(6004, "http_failed", ERROR, "HTTP: %s %s failed (answered 500)")
+http_closed = _event(6005, "http_closed", DEBUG, "HTTP listener on %s closed")
+# 601x: health checks (ops/health.py)
+health_check_failing = _event(6010, "health_check_failing", WARNING, "health check %s: %s -> %s (%s)")
+health_check_passing = _event(6011, "health_check_passing", INFO, "health check %s: %s -> %s (%s)")
 
 
 class _EventIdDefault(logging.Filter):
