@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
@@ -53,6 +53,60 @@ class Counters:
         queued = f"{self.queue_depth} queued" if self.queue_capacity is None else \
             f"{self.queue_depth}/{self.queue_capacity} queued"
         return f"{self.name}: {self.completed} done, {self.failed} failed, {busy}, {queued}"
+
+
+#: The bucket grid every sampled time (a task's run, its wait in a queue) is counted on: upper
+#: bounds in seconds, 100 µs to 15 min. A metrics exposition shows these buckets or a subset of
+#: them (``ops/metrics.py``); the grid itself is fixed, so counting costs one bisect per sample.
+TIME_BUCKETS: tuple[float, ...] = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0,
+)
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """Sampled times counted on :data:`TIME_BUCKETS`: ``counts[i]`` samples were at most
+    ``TIME_BUCKETS[i]`` (and above the bound before); the last count is those above 15 min.
+    ``total`` is the sum of the samples, in seconds."""
+
+    counts: tuple[int, ...] = (0,) * (len(TIME_BUCKETS) + 1)
+    total: float = 0.0
+
+    @property
+    def samples(self) -> int:
+        return sum(self.counts)
+
+    def __add__(self, other: Histogram) -> Histogram:
+        return Histogram(tuple(a + b for a, b in zip(self.counts, other.counts)), self.total + other.total)
+
+
+@dataclass(frozen=True)
+class Measures:
+    """What a component offers a metrics exposition beyond its :class:`Counters`: totals that only
+    grow. Fields are only ever added, each with a default.
+
+    ``busy_seconds``: time its workers spent running tasks, the running ones included (so a rate
+    of it over the worker count is the utilisation). ``task_duration``, ``queue_wait``: sampled
+    where the pools sample run times (one task in ``LATENCY_SAMPLE_EVERY``, one hand-off in as many
+    for the wait). ``rejected``: tasks refused by ``submit``/``put`` (queue closed, or full past
+    the caller's timeout). ``restarts``: workers replaced (a process pool's child that died or
+    reached ``max_tasks_per_child``). ``stages``: a pipeline's, per stage name."""
+
+    busy_seconds: float = 0.0
+    task_duration: Histogram = Histogram()
+    queue_wait: Histogram | None = None
+    rejected: int = 0
+    restarts: int = 0
+    stages: Mapping[str, Measures] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Measured(Protocol):
+    """A component that reports :class:`Measures` (every built-in worker model does); the metrics
+    of one that does not show its :class:`Counters` only."""
+
+    def measures(self) -> Measures: ...
 
 
 class Beat(NamedTuple):

@@ -4,20 +4,22 @@ pause/hold/close/shutdown methods every model would otherwise write again.
 
 Counters are plain attributes of a per-thread :class:`WorkerStats`, written only by their own
 thread (no lock on the hot path) and summed when someone reads them. The hot path writes two
-integers per task (per chunk for bulk work) and one sampled run time in ``LATENCY_SAMPLE_EVERY``;
-everything else a status shows (p50/p95, the last error, busy/size) is derived on read or written
-only on a failure.
+integers and one float per task (per chunk for bulk work: the count, and the busy time) and one
+sampled run time in ``LATENCY_SAMPLE_EVERY``, counted on the histogram grid too; everything else a
+status or a metrics scrape shows (p50/p95, the last error, busy/size, :func:`sum_measures`) is
+derived on read or written only on a failure.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Iterable
 from typing import Any, Self
 
-from ..components import Counters, Unfinished
+from ..components import TIME_BUCKETS, Counters, Histogram, Measures, Unfinished
 from ..stopping import Deadline
 
 #: One task in this many has its run time sampled for the latency figures.
@@ -27,7 +29,8 @@ LATENCY_SAMPLE_EVERY = 64
 class WorkerStats:
     """Counters and heartbeat of one worker thread. Written only by that thread."""
 
-    __slots__ = ("name", "completed", "failed", "busy_since", "current", "latencies", "_tick", "last_error")
+    __slots__ = ("name", "completed", "failed", "busy_since", "current", "latencies", "_tick", "last_error",
+                 "busy_seconds", "durations", "duration_total", "restarts")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -38,6 +41,10 @@ class WorkerStats:
         self.latencies: deque[float] = deque(maxlen=256)
         self._tick = LATENCY_SAMPLE_EVERY - 1  # the first task is sampled
         self.last_error: tuple[float, str] | None = None  # (time.time(), "Type: message") of the last failure
+        self.busy_seconds = 0.0  # time spent running tasks that ended (a running one: now - busy_since)
+        self.durations = [0] * (len(TIME_BUCKETS) + 1)  # the sampled run times on the histogram grid
+        self.duration_total = 0.0
+        self.restarts = 0  # times this worker was replaced (a process pool's child)
 
     def error(self, exc: BaseException) -> None:
         """Remember ``exc`` as this worker's last failure (the failure path only; counting it is
@@ -45,11 +52,17 @@ class WorkerStats:
         self.last_error = (time.time(), describe_error(exc))
 
     def sample(self, started: float, count: int = 1) -> None:
-        """Record the run time of ``count`` tasks that started at ``started`` (sampled)."""
+        """Record the run time of ``count`` tasks that started at ``started``: added to the busy
+        time, and sampled (one in ``LATENCY_SAMPLE_EVERY``) for the latency figures."""
+        took = time.monotonic() - started
+        self.busy_seconds += took
         self._tick += count
         if self._tick >= LATENCY_SAMPLE_EVERY:
             self._tick = 0
-            self.latencies.append((time.monotonic() - started) / count)
+            each = took / count
+            self.latencies.append(each)
+            self.durations[bisect_left(TIME_BUCKETS, each)] += 1
+            self.duration_total += each
 
 
 class PauseGate:
@@ -93,6 +106,13 @@ class Drains:
     def __exit__(self, *exc: object) -> None:
         self.shutdown()
 
+    def measures(self) -> Measures:
+        """What a metrics scrape reads (``components.Measured``): summed from the model's
+        ``_stats`` (a list of :class:`WorkerStats`, or one) and its ``_queue``, when it has one. A
+        model that keeps them elsewhere overrides this."""
+        stats = getattr(self, "_stats", ())
+        return sum_measures([stats] if isinstance(stats, WorkerStats) else stats, getattr(self, "_queue", None))
+
 
 class GatedIntake(Drains):
     """``pause``/``resume``/``paused``/``hold_intake``/``release_intake``/``close`` for a
@@ -130,10 +150,30 @@ class GatedIntake(Drains):
         self.resume()
 
 
+class _Reading(threading.local):
+    quantiles = True
+
+
+_reading = _Reading()
+
+
+class without_quantiles:
+    """``with without_quantiles(): component.counters()``: counters read on this thread leave the
+    latency quantiles out (None) and skip sorting every sample — for a reader that does not show
+    them (a metrics scrape: its histograms come from :func:`sum_measures`)."""
+
+    def __enter__(self) -> None:
+        _reading.quantiles = False
+
+    def __exit__(self, *exc: object) -> None:
+        _reading.quantiles = True
+
+
 def sum_counters(name: str, submitted: int, workers: Iterable[WorkerStats], *, not_run: int = 0,
                  queue_capacity: int | None = None) -> Counters:
     """Sum per-worker counters. Queue depth is derived: accepted, not finished, not running,
     not taken back at a stop deadline (``not_run``). ``workers`` (size) is how many there are."""
+    quantiles = _reading.quantiles
     completed = failed = in_flight = size = 0
     samples: list[float] = []
     last_error: tuple[float, str] | None = None
@@ -142,7 +182,8 @@ def sum_counters(name: str, submitted: int, workers: Iterable[WorkerStats], *, n
         completed += w.completed
         failed += w.failed
         in_flight += w.busy_since is not None
-        samples.extend(w.latencies)
+        if quantiles:
+            samples.extend(w.latencies)
         error = w.last_error
         if error is not None and (last_error is None or error[0] > last_error[0]):
             last_error = error
@@ -155,6 +196,32 @@ def sum_counters(name: str, submitted: int, workers: Iterable[WorkerStats], *, n
                     workers=size, queue_capacity=queue_capacity, latency_p95=p95,
                     last_error=None if last_error is None else last_error[1],
                     last_error_at=None if last_error is None else last_error[0])
+
+
+def sum_measures(workers: Iterable[WorkerStats], queue: Any = None) -> Measures:
+    """Sum the per-worker totals a metrics scrape reads (:class:`~servicehost.components.Measures`):
+    busy time (the running tasks' so far included), sampled run times, restarts; and, given the
+    component's ``ClosableQueue``, its sampled waits and rejected tasks."""
+    now = time.monotonic()
+    busy = total = 0.0
+    restarts = 0
+    grids = []
+    for w in workers:
+        busy += w.busy_seconds  # read before busy_since: a task that just ended is counted once
+        since = w.busy_since
+        if since is not None:
+            busy += max(0.0, now - since)
+        grids.append(w.durations)
+        total += w.duration_total
+        restarts += w.restarts
+    counts = tuple(map(sum, zip(*grids))) if grids else Histogram().counts
+    return Measures(
+        busy_seconds=busy,
+        task_duration=Histogram(counts, total),
+        queue_wait=None if queue is None else queue.waits(),
+        rejected=0 if queue is None else queue.rejected,
+        restarts=restarts,
+    )
 
 
 def _quantile(ordered: list[float], q: float) -> float:

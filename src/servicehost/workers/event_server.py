@@ -70,7 +70,7 @@ from typing import Any, Protocol, Self
 from .. import logs
 from ..errors import QueueClosed, QueueFull, StartupError
 from ..stopping import Deadline
-from ..components import Beat, Counters, Unfinished
+from ..components import Beat, Counters, Measures, Unfinished
 from ._supervision import Drains
 from .thread_pool import ThreadPool
 
@@ -480,6 +480,11 @@ class EventServer(Drains):
         # A cancelled request ran as a no-op pool task: the pool counted it as completed.
         return dataclasses.replace(counters, submitted=max(0, counters.submitted - cancelled),
                                    completed=max(0, counters.completed - cancelled))
+
+    def measures(self) -> Measures:
+        """The pool's: handler run times, busy time, waits (requests refused for a full queue are
+        the connection counters' business)."""
+        return Measures() if self._pool is None else self._pool.measures()
 
     def connection_counters(self) -> ConnectionCounters:
         return ConnectionCounters(self.name, self._accepted, len(self._conns), self._refused,

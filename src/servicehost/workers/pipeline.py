@@ -29,8 +29,8 @@ from typing import Any
 from .. import logs
 from ..errors import QueueClosed
 from ..stopping import Deadline
-from ..components import Beat, Counters, HandBack, Unfinished
-from ._supervision import GatedIntake, PauseGate, WorkerStats, describe, sum_counters
+from ..components import Beat, Counters, HandBack, Histogram, Measures, Unfinished
+from ._supervision import GatedIntake, PauseGate, WorkerStats, describe, sum_counters, sum_measures
 from ._tasks import One, report_unfinished, take_back
 from .queues import ClosableQueue
 
@@ -293,6 +293,18 @@ class Pipeline(GatedIntake):
             queue_capacity=sum(c.queue_capacity or 0 for c in per_stage),
             last_error=last_error,
             last_error_at=last_at,
+        )
+
+    def measures(self) -> Measures:
+        """Per stage (``stages``, by stage name), and their sums for the whole pipeline."""
+        stages = {r.name: sum_measures(r.stats, r.queue) for r in self._stages}
+        each = list(stages.values())
+        return Measures(
+            busy_seconds=sum(m.busy_seconds for m in each),
+            task_duration=sum((m.task_duration for m in each), Histogram()),
+            queue_wait=sum((m.queue_wait or Histogram() for m in each), Histogram()),
+            rejected=sum(m.rejected for m in each),
+            stages=stages,
         )
 
     def beats(self) -> Iterator[Beat]:

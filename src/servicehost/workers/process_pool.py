@@ -61,8 +61,8 @@ from typing import Any, TypeVar
 from .. import logs
 from ..errors import QueueClosed
 from ..stopping import Deadline
-from ..components import Beat, Counters, HandBack, Unfinished
-from ._supervision import GatedIntake, PauseGate, WorkerStats, describe, sum_counters
+from ..components import Beat, Counters, HandBack, Measures, Unfinished
+from ._supervision import GatedIntake, PauseGate, WorkerStats, describe, sum_counters, sum_measures
 from ._tasks import Batch, Claim, Result, not_run, report_unfinished, take_back, tell_waiter
 from .queues import ClosableQueue
 
@@ -278,6 +278,8 @@ class ProcessPool(GatedIntake):
 
     def _spawn(self, slot: _Slot) -> None:
         """Start a child and wait for its hello (or its initializer's failure)."""
+        if slot.ready.is_set():  # the slot had a child: this one replaces it
+            slot.stats.restarts += 1
         parent_end, child_end = _CTX.Pipe(duplex=True)
         proc = _CTX.Process(target=_child_main, args=(child_end, self.initializer, self.initargs),
                             name=slot.stats.name)
@@ -482,6 +484,9 @@ class ProcessPool(GatedIntake):
     def counters(self) -> Counters:
         return sum_counters(self.name, self._queue.accepted, [s.stats for s in self._slots],
                             not_run=self._not_run, queue_capacity=self._queue.maxsize)
+
+    def measures(self) -> Measures:
+        return sum_measures([s.stats for s in self._slots], self._queue)
 
     def beats(self) -> Iterator[Beat]:
         """One per child: busy since when (tracked in the parent), running which function."""

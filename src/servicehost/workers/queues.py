@@ -15,6 +15,11 @@ and a producer blocked in ``put()`` on a full queue cannot be woken at all. Here
   has taken but not finished — with no gap between the two, because the item is recorded under
   the same mutex that accepts it. A drain uses this to find every accepted task at a deadline.
 
+For metrics, the queue counts the tasks it refused (``rejected``: closed, or full past the
+caller's timeout) and times one hand-off in ``WAIT_SAMPLE_EVERY`` from ``put`` to ``get``
+(``waits()``, on the histogram grid of ``components.TIME_BUCKETS``): the timed one is stamped
+under the mutex ``put`` holds anyway, and ``get`` pays one identity check for the others.
+
 Consumers block inside ``SimpleQueue.get`` (C code) and take no lock on the way out: the depth
 is ``SimpleQueue.qsize()``. Only a producer facing a full queue uses the condition variable; it
 sleeps until the queue has drained to a low-water mark (a quarter free), so a saturated producer
@@ -27,13 +32,19 @@ from __future__ import annotations
 
 import threading
 import time
+from bisect import bisect_left
+from collections import deque
 from queue import Empty, SimpleQueue
 from typing import Generic, TypeVar
 
+from ..components import TIME_BUCKETS, Histogram
 from ..errors import QueueClosed, QueueFull
 
 T = TypeVar("T")
 _CLOSED = object()  # put once, after the last accepted item; each consumer that sees it passes it on
+_NOTHING = object()  # no hand-off is being timed
+#: One hand-off in this many is timed from ``put`` to ``get`` (a power of two: a mask picks it).
+WAIT_SAMPLE_EVERY = 64
 
 
 class ClosableQueue(Generic[T]):
@@ -52,6 +63,12 @@ class ClosableQueue(Generic[T]):
         self._closed = False
         self._held = False
         self._outstanding: dict[T, None] | None = {} if track else None  # insertion order = FIFO
+        self.rejected = 0  # tasks (by weight) refused: closed, or full past the caller's timeout
+        self._puts = 0  # hand-offs accepted (each counts once): numbers the timed ones
+        self._timed: deque[tuple[object, float, int]] = deque()  # (item, put at, its number), FIFO
+        self._timed_head: object = _NOTHING  # the item of _timed[0]: what get() compares with
+        self._waits = [0] * (len(TIME_BUCKETS) + 1)
+        self._wait_total = 0.0
 
     @property
     def depth(self) -> int:
@@ -93,12 +110,20 @@ class ClosableQueue(Generic[T]):
         """
         with self._mutex:
             if self._closed:
+                self.rejected += weight
                 raise QueueClosed("queue is closed")
             if self._held or self._items.qsize() >= self.maxsize:
-                self._wait_for_space(timeout)
+                try:
+                    self._wait_for_space(timeout)
+                except (QueueClosed, QueueFull):
+                    self.rejected += weight
+                    raise
             self._accepted += weight
             if track and self._outstanding is not None:
                 self._outstanding[item] = None
+            self._puts += 1
+            if not self._puts & (WAIT_SAMPLE_EVERY - 1):
+                self._time(item)
             # Inside the mutex, so no item can land after close()'s end marker.
             self._items.put(item)
 
@@ -131,13 +156,42 @@ class ClosableQueue(Generic[T]):
         Raises QueueClosed once closed and empty; ``queue.Empty`` on timeout.
         """
         item = self._items.get(timeout=timeout)
-        if item is _CLOSED:
+        if item is self._timed_head:
+            self._timed_out(item)
+        elif item is _CLOSED:
             self._items.put(_CLOSED)  # let the next consumer see it too
             raise QueueClosed("queue is closed and drained")
         if self._producers_waiting and self._items.qsize() <= self._low_water:
             with self._mutex:
                 self._not_full.notify()
         return item  # type: ignore[return-value]
+
+    def _time(self, item: object) -> None:
+        """(Under the mutex, in ``put``.) Time ``item``'s wait. Stamps whose item a consumer took
+        without seeing it as the head (two consumers overtaking each other) are dropped first:
+        their number is at most the count of hand-offs already taken."""
+        timed = self._timed
+        taken = self._puts - 1 - self._items.qsize()
+        while timed and timed[0][2] <= taken:
+            timed.popleft()
+        timed.append((item, time.monotonic(), self._puts))
+        self._timed_head = timed[0][0]
+
+    def _timed_out(self, item: object) -> None:
+        """``item``, timed at its ``put``, was taken: count its wait."""
+        now = time.monotonic()
+        with self._mutex:
+            timed = self._timed
+            if timed and timed[0][0] is item:
+                waited = now - timed.popleft()[1]
+                self._waits[bisect_left(TIME_BUCKETS, waited)] += 1
+                self._wait_total += waited
+            self._timed_head = timed[0][0] if timed else _NOTHING
+
+    def waits(self) -> Histogram:
+        """The timed hand-offs' waits from ``put`` to ``get`` (one in ``WAIT_SAMPLE_EVERY``)."""
+        with self._mutex:
+            return Histogram(tuple(self._waits), self._wait_total)
 
     def close(self) -> None:
         """Stop intake now; consumers drain what was accepted, then get QueueClosed."""
@@ -162,6 +216,8 @@ class ClosableQueue(Generic[T]):
                 continue
             taken.append(item)  # type: ignore[arg-type]
         with self._mutex:
+            self._timed.clear()  # taken back, never got: not timed
+            self._timed_head = _NOTHING
             if saw_end:
                 self._items.put(_CLOSED)
             self._not_full.notify_all()

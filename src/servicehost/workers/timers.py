@@ -61,6 +61,8 @@ class TimerCounters(Counters):
     next_run: float | None = None
     """When the next tick is due (``time.time()``; None once closed)."""
     interval: float | None = None
+    last_success: float | None = None
+    """When the last run that returned began (``time.time()``; None: none yet)."""
 
     def summary(self) -> str:
         last = f", last {self.last_result}" if self.last_result else ""
@@ -108,6 +110,7 @@ class PeriodicTimer(Drains):
         self._held = False  # a host drain: ticks are not run, as while paused
         self._last_result: str | None = None
         self._last_run: float | None = None  # time.time() the last run began
+        self._last_success: float | None = None  # time.time() the last run that returned began
         self._stats = WorkerStats(name)
         self._stats.current = fn
         self._submitted = 0  # written by the timer's thread only, like the two below
@@ -207,6 +210,7 @@ class PeriodicTimer(Drains):
         else:
             stats.completed += 1
             self._last_result = "ok"
+            self._last_success = self._last_run
         finally:
             stats.sample(started)
             stats.busy_since = None
@@ -256,7 +260,7 @@ class PeriodicTimer(Drains):
         return TimerCounters(
             **vars(sum_counters(self.name, self._submitted, [self._stats])),
             skipped=self._skipped, paused=self._paused_ticks, last_result=self._last_result,
-            last_run=self._last_run, next_run=next_run, interval=self.interval,
+            last_run=self._last_run, next_run=next_run, interval=self.interval, last_success=self._last_success,
         )
 
     def beats(self) -> Iterator[Beat]:
