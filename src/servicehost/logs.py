@@ -234,6 +234,31 @@ http_closed = _event(6005, "http_closed", DEBUG, "HTTP listener on %s closed")
 health_check_failing = _event(6010, "health_check_failing", WARNING, "health check %s: %s -> %s (%s)")
 health_check_passing = _event(6011, "health_check_passing", INFO, "health check %s: %s -> %s (%s)")
 
+# -- 7xxx: the durable intake (intake/) -------------------------------------------------------------
+# 700x-704x: the stores (intake/sqlite.py); every URL in them is redacted (store.redact)
+intake_store_opened = _event(7001, "intake_store_opened", INFO, "intake store %s open (schema v%d, synchronous=%s)")
+intake_store_migrated = _event(7002, "intake_store_migrated", INFO, "intake store %s: schema migrated from v%d to v%d")
+intake_store_closed = _event(7003, "intake_store_closed", DEBUG, "intake store %s closed")
+intake_store_crashed = _event(7004, "intake_store_crashed", CRITICAL, "intake store %s: its store thread died; every call now fails")
+intake_store_close_failed = _event(7005, "intake_store_close_failed", WARNING, "intake store %s: closing the database failed: %s")
+intake_store_write_failed = _event(
+    7006, "intake_store_write_failed", ERROR,
+    "intake store %s cannot write: %s; %d waiting call(s) told so (nothing of them was written), "
+    "%d ack(s)/fail(s)/renewal(s) kept and retried until it can")
+intake_store_writable = _event(7007, "intake_store_writable", INFO, "intake store %s writes again")
+intake_store_unwritten = _event(
+    7008, "intake_store_unwritten", ERROR,
+    "intake store %s closed with %d ack(s)/fail(s)/renewal(s) not written (%s): those jobs run again after their lease")
+intake_late_completion = _event(
+    7009, "intake_late_completion", DEBUG,
+    "intake store %s: job %d: %s from %s came after its lease was lost; ignored (it may run again elsewhere)")
+intake_lease_dead = _event(
+    7010, "intake_lease_dead", ERROR,
+    "intake store %s: job %d dead-lettered: its lease ran out on its last attempt (%d; node %s)")
+intake_leases_lapsed = _event(7011, "intake_leases_lapsed", WARNING, "intake store %s: %d job(s) taken back from lapsed leases (node %s)")
+intake_checkpoint_failed = _event(7012, "intake_checkpoint_failed", WARNING, "intake store %s: %s checkpoint failed: %s")
+intake_prune_failed = _event(7013, "intake_prune_failed", WARNING, "intake store %s: pruning old idempotency keys failed: %s")
+
 
 class _EventIdDefault(logging.Filter):
     """Give records logged without an event (user code) ``event_id`` 0 for formatters."""

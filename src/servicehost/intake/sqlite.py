@@ -1,0 +1,756 @@
+"""The embedded intake store: one SQLite file, one store thread per process, group commit.
+
+Every write a process makes goes through its store thread. Callers append operations to the
+current *batch* and (for a submit, a claim, a release) wait for it; the store thread takes the
+whole batch and runs it as **one transaction** — ``BEGIN IMMEDIATE``; the submits (one
+``executemany``); releases; the acks (one fenced ``DELETE`` for all of them); fails; lease
+renewals; requeues; the reaping of lapsed leases when due; the claims — then ``COMMIT`` (WAL,
+``synchronous=FULL``: durable when it returns), and only then answers the callers. While it
+commits, the next batch fills, so the busier the store, the more each fsync carries.
+
+Checkpoints are the store thread's too (SQLite's automatic ones are off): a passive one every
+``checkpoint_interval`` seconds, and a truncating one when the WAL passes ``checkpoint_bytes``
+(which is also its ``journal_size_limit``), so the log stays bounded however long the run.
+
+Several processes may share one file (each with its store thread): ``BEGIN IMMEDIATE`` serializes
+their transactions and a busy timeout (from the call's deadline) waits out the others. A waiting
+claim polls for their submits every ``poll`` seconds with one indexed read (local submits wake it
+at once). Correct, not fast: many machines is what the PostgreSQL store is for.
+
+When a write fails because of the disk (full, read-only, gone), the transaction is rolled back,
+the waiting submits, claims, releases and requeues get :class:`StoreUnavailable` (or
+:class:`StoreFull`) — nothing of them was written — and acks, fails and renewals are kept for the
+next try, so work continues, without loss, once the cause is gone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import stat
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from .. import logs
+from .schema import LATEST, migrate
+from .store import (
+    DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT, ERROR_HISTORY, DeadJob, ErrorRecord, Job, JobInfo,
+    PayloadError, Stats, StoreClosed, StoreError, StoreFull, StoreMetrics, StoreTimeout,
+    StoreUnavailable, StoreURL, Submission, UnknownJob, backoff, one_line, redact,
+)
+
+log = logs.log.getChild("intake")
+
+_UNSET: Any = object()
+_READY, _RUNNING = 0, 1
+
+# Operation kinds, in the order a tick applies them.
+_SUBMIT, _RELEASE, _ACK, _FAIL, _RENEW, _REQUEUE, _READ, _CLAIM, _FLUSH = range(9)
+# Kinds a failed write answers with the error (nothing was written); the others are retried.
+_ANSWERED_ON_ERROR = frozenset({_SUBMIT, _RELEASE, _REQUEUE, _READ, _CLAIM})
+
+_CLAIM_SQL = """
+UPDATE jobs SET state = 1, attempts = attempts + 1, owner = ?1, token = random(), lease_until = ?2
+WHERE id IN (
+    SELECT id FROM jobs AS j
+    WHERE state = 0 AND run_at <= ?3
+      AND (key IS NULL OR NOT EXISTS (
+            SELECT 1 FROM jobs AS k
+            WHERE k.key = j.key AND k.id <> j.id AND (k.state = 1 OR k.id < j.id)))
+    ORDER BY priority DESC, run_at, id LIMIT ?4)
+RETURNING id, payload, attempts, key, priority, max_attempts, token, lease_until, submitted_at,
+          idem_key, run_at
+"""
+_ACK_SQL = """
+DELETE FROM jobs WHERE id IN (
+    SELECT jobs.id FROM json_each(?1) AS e
+    JOIN jobs ON jobs.id = e.value ->> 0 AND jobs.token = e.value ->> 1 AND jobs.state = 1)
+RETURNING id
+"""
+_INSERT_SQL = """
+INSERT INTO jobs (id, state, priority, run_at, key, attempts, max_attempts, submitted_at, idem_key, payload)
+VALUES (?, 0, ?, ?, ?, 0, ?, ?, ?, ?)
+"""
+_SYNC_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+
+class _Batch:
+    """The operations one tick commits; ``done`` is set once each has its answer."""
+
+    __slots__ = ("ops", "done")
+
+    def __init__(self) -> None:
+        self.ops: list[_Op] = []
+        self.done = threading.Event()
+
+
+class _Op:
+    """One call's operation, and its answer once its batch is committed. It is the future an
+    ``ack``/``fail`` returns (``result(timeout)``, ``done()``)."""
+
+    __slots__ = ("kind", "args", "value", "error", "batch", "until")
+
+    def __init__(self, kind: int, args: Any, until: float | None = None) -> None:
+        self.kind = kind
+        self.args = args
+        self.value: Any = _UNSET
+        self.error: BaseException | None = None
+        self.batch: _Batch | None = None
+        self.until = until  # a waiting claim: monotonic time it gives up
+
+    def done(self) -> bool:
+        return self.value is not _UNSET or self.error is not None
+
+    def result(self, timeout: float | None = None) -> Any:
+        """The answer, once committed; raises what the store raised, StoreTimeout past ``timeout``."""
+        end = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if self.error is not None:
+                raise self.error
+            if self.value is not _UNSET:
+                return self.value
+            batch = self.batch  # re-read: a waiting claim or a carried ack moves to a batch of its own
+            left = None if end is None else end - time.monotonic()
+            if left is not None and left <= 0:
+                raise StoreTimeout(f"the intake store did not commit within {timeout:.3g}s; it may still do so")
+            assert batch is not None
+            batch.done.wait(left)
+
+
+def _encode(payload: Any) -> str | bytes:
+    if isinstance(payload, bytes):
+        return payload
+    if isinstance(payload, (bytearray, memoryview)):
+        return bytes(payload)
+    try:
+        return json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise PayloadError(f"a payload must be a JSON value or bytes: {exc}") from None
+
+
+def _decode(payload: str | bytes) -> Any:
+    return payload if isinstance(payload, bytes) else json.loads(payload)
+
+
+def _storage_error(exc: sqlite3.Error, url: str) -> StoreError:
+    """A SQLite error as the store error callers see (the URL redacted)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    text = str(exc)
+    if code == sqlite3.SQLITE_FULL or "full" in text:
+        return StoreFull(f"intake store {url}: the disk is full ({text}); nothing was written, retry when space is back")
+    if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or "locked" in text:
+        return StoreTimeout(f"intake store {url}: another process held the database too long ({text})")
+    return StoreUnavailable(f"intake store {url}: cannot write ({text}); nothing was written")
+
+
+class SQLiteStore:
+    """A :class:`~servicehost.intake.store.Store` on one SQLite file (``open_store("sqlite:////path")``).
+
+    Options (URL query or keyword): ``synchronous`` (FULL; NORMAL trades the last commits on a
+    power loss for speed), ``timeout`` (default seconds a blocking call waits: 30),
+    ``busy_timeout`` (at most this long waiting for another process's transaction: 5),
+    ``max_attempts`` (default per job: 10), ``checkpoint_bytes`` (WAL size limit: 64 MiB),
+    ``checkpoint_interval`` (1 s), ``poll`` (a waiting claim's look at other processes' work:
+    0.05 s), ``idempotency_retention`` (seconds a done job's key still dedupes: 7 days),
+    ``max_batch`` (operations in one transaction: 20000), ``file_mode`` (0600; its folder is made
+    0700 when missing).
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, url: str | None = None, synchronous: str = "FULL",
+        timeout: float = DEFAULT_TIMEOUT, busy_timeout: float = 5.0, max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        checkpoint_bytes: int = 64 << 20, checkpoint_interval: float = 1.0, poll: float = 0.05,
+        idempotency_retention: float = 7 * 86400.0, max_batch: int = 20000, file_mode: int = 0o600,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.path = os.fspath(path)
+        self.url = redact(url or f"sqlite:///{self.path}")
+        sync = synchronous.upper()
+        if sync not in _SYNC_MODES:
+            raise StoreError(f"intake store {self.url}: synchronous must be one of {', '.join(_SYNC_MODES)}, not {synchronous!r}")
+        if max_attempts < 1 or timeout <= 0 or busy_timeout < 0 or poll <= 0 or max_batch < 1:
+            raise StoreError(f"intake store {self.url}: max_attempts, timeout, poll and max_batch must be positive")
+        self.timeout = timeout
+        self.max_attempts = max_attempts
+        self._busy_timeout = busy_timeout
+        self._checkpoint_bytes = checkpoint_bytes
+        self._checkpoint_interval = checkpoint_interval
+        self._poll = poll
+        self._retention = idempotency_retention
+        self._max_batch = max_batch
+        self._clock = clock
+        self._conn = self._connect(sync, file_mode)
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._next = _Batch()
+        self._sleeping = False
+        self._closing = False
+        self._closed = False
+        self._carried: list[_Op] = []      # acks/fails/renewals kept after a failed write
+        self._waiting: list[_Op] = []      # claims waiting for work
+        self._inflight: list[_Op] = []     # the tick being run
+        self._failing: str | None = None   # why the last write failed, until one succeeds
+        # metrics (store thread only; read unlocked: ints)
+        self._m = dict(commits=0, committed_ops=0, last_batch=0, submitted=0, acked=0, failed=0,
+                       dead_lettered=0, rescued=0, fenced=0)
+        self._commit_seconds = 0.0
+        self._thread = threading.Thread(target=self._run, name=f"intake-store:{os.path.basename(self.path)}",
+                                        daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def from_url(cls, parsed: StoreURL, **options: Any) -> SQLiteStore:
+        conv: Mapping[str, Callable[[str], Any]] = {
+            "synchronous": str, "timeout": float, "busy_timeout": float, "max_attempts": int,
+            "checkpoint_bytes": int, "checkpoint_interval": float, "poll": float,
+            "idempotency_retention": float, "max_batch": int, "file_mode": lambda v: int(v, 8),
+        }
+        kwargs: dict[str, Any] = {}
+        for name, text in parsed.options.items():
+            if name not in conv:
+                raise StoreError(f"intake store {redact(parsed.url)}: unknown option {name!r} (known: {', '.join(conv)})")
+            try:
+                kwargs[name] = conv[name](text)
+            except ValueError:
+                raise StoreError(f"intake store {redact(parsed.url)}: option {name}={text!r} is not valid") from None
+        kwargs.update(options)
+        return cls(parsed.path, url=parsed.url, **kwargs)
+
+    # -- opening -----------------------------------------------------------------------------------
+    def _connect(self, sync: str, file_mode: int) -> sqlite3.Connection:
+        folder = os.path.dirname(os.path.abspath(self.path))
+        try:
+            if not os.path.isdir(folder):
+                os.makedirs(folder, mode=0o700, exist_ok=True)
+            if not os.path.exists(self.path):
+                # SQLite gives its -wal and -shm files the database file's mode.
+                os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), file_mode))
+            elif not stat.S_ISREG(os.stat(self.path).st_mode):
+                raise StoreUnavailable(f"intake store {self.url}: not a regular file")
+        except OSError as exc:
+            raise StoreUnavailable(f"intake store {self.url}: cannot create it: {exc.strerror or exc}") from None
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                   timeout=self._busy_timeout, cached_statements=64)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"intake store {self.url}: cannot open it: {exc}") from None
+        try:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreUnavailable(f"intake store {self.url}: cannot use a write-ahead log here (journal mode {mode})")
+            conn.execute(f"PRAGMA synchronous = {sync}")
+            conn.execute("PRAGMA wal_autocheckpoint = 0")      # the store thread checkpoints
+            conn.execute(f"PRAGMA journal_size_limit = {int(self._checkpoint_bytes)}")
+            conn.execute("PRAGMA foreign_keys = OFF")
+            before, now = migrate(conn)
+        except StoreError:
+            conn.close()
+            raise
+        except sqlite3.Error as exc:
+            conn.close()
+            raise _storage_error(exc, self.url) from None
+        if before != now:
+            logs.intake_store_migrated(log, self.url, before, now)
+        logs.intake_store_opened(log, self.url, now, sync)
+        return conn
+
+    # -- the calls ---------------------------------------------------------------------------------
+    def _add(self, op: _Op) -> _Op:
+        with self._lock:
+            if self._closing:
+                raise StoreClosed(f"intake store {self.url} is closed")
+            batch = self._next
+            op.batch = batch
+            batch.ops.append(op)
+            if self._sleeping:
+                self._sleeping = False
+                self._wake.notify()
+        return op
+
+    def _wait(self, op: _Op, timeout: float | None) -> Any:
+        return op.result(self.timeout if timeout is None else timeout)
+
+    def _row(self, payload: Any, key: str | None, idem: str | None, priority: int,
+             run_at: float | None, max_attempts: int | None, now: float) -> tuple[Any, ...]:
+        if max_attempts is not None and max_attempts < 1:
+            raise StoreError("max_attempts must be at least 1")
+        return (int(priority), now if run_at is None else float(run_at), key,
+                self.max_attempts if max_attempts is None else int(max_attempts), now, idem, _encode(payload))
+
+    def submit(
+        self, payload: Any, *, key: str | None = None, idempotency_key: str | None = None,
+        priority: int = 0, run_at: float | None = None, max_attempts: int | None = None,
+        timeout: float | None = None,
+    ) -> int:
+        row = self._row(payload, key, idempotency_key, priority, run_at, max_attempts, self._clock())
+        ids: list[int] = self._wait(self._add(_Op(_SUBMIT, [row])), timeout)
+        return ids[0]
+
+    def submit_many(
+        self, payloads: Iterable[Any], *, key: str | None = None, priority: int = 0,
+        run_at: float | None = None, max_attempts: int | None = None, timeout: float | None = None,
+    ) -> list[int]:
+        now = self._clock()
+        rows = [
+            self._row(p.payload, p.key, p.idempotency_key, p.priority, p.run_at, p.max_attempts, now)
+            if type(p) is Submission else self._row(p, key, None, priority, run_at, max_attempts, now)
+            for p in payloads
+        ]
+        if not rows:
+            return []
+        ids: list[int] = self._wait(self._add(_Op(_SUBMIT, rows)), timeout)
+        return ids
+
+    def claim(self, node: str, n: int, lease: float = 30.0, *, wait: float = 0.0,
+              timeout: float | None = None) -> list[Job]:
+        if n <= 0:
+            return []
+        until = time.monotonic() + wait if wait > 0 else None
+        op = self._add(_Op(_CLAIM, (node, int(n), float(lease)), until))
+        jobs: list[Job] = self._wait(op, (self.timeout if timeout is None else timeout) + max(0.0, wait))
+        return jobs
+
+    def renew(self, node: str, lease: float = 30.0, *, exclude: Iterable[int] = (),
+              timeout: float | None = None) -> int:
+        count: int = self._wait(self._add(_Op(_RENEW, (node, float(lease), [int(i) for i in exclude]))), timeout)
+        return count
+
+    def ack(self, job: Job) -> _Op:  # the future: result() -> bool
+        return self._add(_Op(_ACK, (job.id, job.token)))
+
+    def fail(self, job: Job, error: str, *, retry_in: float | None = None, dead: bool = False) -> _Op:
+        return self._add(_Op(_FAIL, (job, one_line(error), retry_in, dead)))
+
+    def release(self, jobs: Iterable[Job], *, timeout: float | None = None) -> int:
+        pairs = [(job.id, job.token) for job in jobs]
+        if not pairs:
+            return 0
+        count: int = self._wait(self._add(_Op(_RELEASE, pairs)), timeout)
+        return count
+
+    def flush(self, timeout: float | None = None) -> None:
+        self._wait(self._add(_Op(_FLUSH, None)), timeout)
+
+    def requeue(self, job_id: int, *, timeout: float | None = None) -> None:
+        self._wait(self._add(_Op(_REQUEUE, int(job_id))), timeout)
+
+    def _read(self, fn: Callable[[sqlite3.Connection, float], Any]) -> Any:
+        return self._wait(self._add(_Op(_READ, fn)), None)
+
+    def dead(self, limit: int = 100) -> list[DeadJob]:
+        def read(conn: sqlite3.Connection, now: float) -> list[DeadJob]:
+            rows = conn.execute(
+                "SELECT id, payload, key, attempts, errors, submitted_at, died_at, idem_key FROM dead "
+                "ORDER BY died_at, id LIMIT ?", (int(limit),)).fetchall()
+            return [DeadJob(r[0], _decode(r[1]), r[2], r[3], _errors(r[4]), r[5], r[6], r[7]) for r in rows]
+        result: list[DeadJob] = self._read(read)
+        return result
+
+    def jobs(self, state: str | None = None, limit: int = 100) -> list[JobInfo]:
+        if state not in (None, "ready", "delayed", "running"):
+            raise StoreError(f"no job state {state!r} (ready, delayed, running)")
+
+        def read(conn: sqlite3.Connection, now: float) -> list[JobInfo]:
+            where = {None: "1", "ready": "state = 0 AND run_at <= ?1", "delayed": "state = 0 AND run_at > ?1",
+                     "running": "state = 1"}[state]
+            rows = conn.execute(
+                f"SELECT id, state, key, priority, attempts, run_at, submitted_at, owner, lease_until, errors, "
+                f"payload FROM jobs WHERE {where} ORDER BY state DESC, priority DESC, run_at, id LIMIT ?2",
+                (now, int(limit))).fetchall()
+            out = []
+            for r in rows:
+                name = "running" if r[1] == _RUNNING else ("ready" if r[5] <= now else "delayed")
+                errs = _errors(r[9])
+                out.append(JobInfo(r[0], name, r[2], r[3], r[4], r[5], r[6], r[7], r[8],
+                                   errs[-1].error if errs else None, _decode(r[10])))
+            return out
+        result: list[JobInfo] = self._read(read)
+        return result
+
+    def stats(self) -> Stats:
+        def read(conn: sqlite3.Connection, now: float) -> Stats:
+            ready, delayed, running, oldest = conn.execute(
+                "SELECT sum(state = 0 AND run_at <= ?1), sum(state = 0 AND run_at > ?1), sum(state = 1), "
+                "min(CASE WHEN state = 0 AND run_at <= ?1 THEN max(run_at, submitted_at) END) FROM jobs",
+                (now,)).fetchone()
+            dead = conn.execute("SELECT count(*) FROM dead").fetchone()[0]
+            return Stats(ready or 0, running or 0, delayed or 0, dead,
+                         None if oldest is None else max(0.0, now - oldest))
+        result: Stats = self._read(read)
+        return result
+
+    def metrics(self) -> StoreMetrics:
+        m = self._m
+        try:
+            wal: int | None = os.stat(self.path + "-wal").st_size
+        except OSError:
+            wal = None
+        return StoreMetrics(m["commits"], m["committed_ops"], m["last_batch"], m["submitted"], m["acked"],
+                            m["failed"], m["dead_lettered"], m["rescued"], m["fenced"],
+                            self._commit_seconds, wal)
+
+    def close(self, timeout: float | None = None) -> None:
+        with self._lock:
+            if self._closing:
+                first = False
+            else:
+                first = self._closing = True
+                self._wake.notify()
+        self._thread.join(self.timeout if timeout is None else timeout)
+        if first and not self._thread.is_alive():
+            logs.intake_store_closed(log, self.url)
+
+    def __enter__(self) -> SQLiteStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the store thread --------------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:  # the store thread must never die silently
+            logs.intake_store_crashed(log, self.url, exc_info=exc)
+            self._abandon(StoreError(f"intake store {self.url}: its store thread died: {one_line(exc)}"))
+        finally:
+            try:
+                self._conn.close()
+            except sqlite3.Error as exc:
+                logs.intake_store_close_failed(log, self.url, one_line(exc))
+
+    def _loop(self) -> None:
+        last_checkpoint = last_reap = last_prune = time.monotonic()
+        retry_at = 0.0
+        while True:
+            now = time.monotonic()
+            wait_for = self._checkpoint_interval
+            if self._waiting:
+                wait_for = min(wait_for, self._poll, *(max(0.0, op.until - now) for op in self._waiting if op.until))
+            if self._carried:
+                wait_for = min(wait_for, max(0.0, retry_at - now))
+            with self._lock:
+                if not self._next.ops and not self._closing and wait_for > 0:
+                    self._sleeping = True
+                    self._wake.wait(wait_for)
+                    self._sleeping = False
+                batch = self._next
+                if batch.ops:
+                    self._next = _Batch()
+                closing = self._closing
+            now = time.monotonic()
+            ops = batch.ops
+            if len(ops) > self._max_batch:  # the rest waits for the next tick, in order
+                with self._lock:
+                    rest = ops[self._max_batch:]
+                    for op in rest:
+                        op.batch = self._next
+                    self._next.ops[:0] = rest
+                del ops[self._max_batch:]
+            if self._carried and (now >= retry_at or closing):
+                ops = self._carried + ops
+                self._carried = []
+            expired = [op for op in self._waiting if op.until is not None and op.until <= now]
+            if expired:
+                self._waiting = [op for op in self._waiting if op not in expired]
+                for op in expired:
+                    op.value = []
+                    op.batch and op.batch.done.set()
+            if self._waiting and (ops or self._work_visible()):
+                ops = ops + self._waiting  # this tick may have added or freed claimable jobs
+                self._waiting = []
+            reap = now - last_reap >= min(1.0, self._poll * 10) and any(op.kind == _CLAIM for op in ops)
+            if ops:
+                self._inflight = ops
+                if self._tick(ops, reap):
+                    last_reap = now if reap else last_reap
+                else:
+                    retry_at = now + 0.2
+            if now - last_prune >= 60.0:
+                last_prune = now
+                self._prune()
+            if now - last_checkpoint >= self._checkpoint_interval or self._wal_size() > self._checkpoint_bytes:
+                last_checkpoint = now
+                self._checkpoint()
+            if closing:
+                with self._lock:
+                    pending = bool(self._next.ops)
+                if not pending and (not self._carried or time.monotonic() - now > self.timeout):
+                    break
+        for op in self._waiting:
+            op.value = []
+            op.batch and op.batch.done.set()
+        self._waiting = []
+        if self._carried:
+            logs.intake_store_unwritten(log, self.url, len(self._carried), self._failing or "closed")
+            self._abandon(StoreClosed(f"intake store {self.url} closed before it could write"), self._carried)
+        self._checkpoint(truncate=True)
+
+    def _abandon(self, error: BaseException, ops: list[_Op] | None = None) -> None:
+        with self._lock:
+            self._closing = True
+            todo = list(ops or []) + self._inflight + self._next.ops + self._carried + self._waiting
+            self._next = _Batch()
+        for op in todo:
+            if not op.done():
+                op.error = error
+            op.batch and op.batch.done.set()
+
+    def _work_visible(self) -> bool:
+        """A cheap read: is there a ready job, or a lapsed lease to take back, for a waiting claim?"""
+        now = self._clock()
+        try:
+            row = self._conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM jobs WHERE state = 0 AND run_at <= ?1) "
+                "OR EXISTS (SELECT 1 FROM jobs WHERE state = 1 AND lease_until < ?1)", (now,)).fetchone()
+        except sqlite3.Error:
+            return True  # let the tick meet (and report) the error
+        return bool(row[0])
+
+    def _tick(self, ops: list[_Op], reap: bool) -> bool:
+        """One transaction for ``ops``; True when it committed. Answers every op that is answered."""
+        conn = self._conn
+        started = time.perf_counter()
+        batches = {id(op.batch): op.batch for op in ops if op.batch is not None}
+        answers: list[tuple[_Op, Any]] = []
+        waiting: list[_Op] = []
+        counts = dict(submitted=0, acked=0, failed=0, dead_lettered=0, rescued=0, fenced=0)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                now = self._clock()
+                by_kind: list[list[_Op]] = [[] for _ in range(9)]
+                for op in ops:
+                    by_kind[op.kind].append(op)
+                if by_kind[_SUBMIT]:
+                    self._apply_submits(conn, by_kind[_SUBMIT], answers, counts)
+                for op in by_kind[_RELEASE]:
+                    n = 0
+                    for job_id, token in op.args:
+                        n += conn.execute(
+                            "UPDATE jobs SET state = 0, attempts = max(0, attempts - 1), owner = NULL, token = NULL, "
+                            "lease_until = NULL WHERE id = ? AND token = ? AND state = 1", (job_id, token)).rowcount
+                    answers.append((op, n))
+                if by_kind[_ACK]:
+                    acks = by_kind[_ACK]
+                    done = {r[0] for r in conn.execute(_ACK_SQL, (json.dumps([op.args for op in acks]),))}
+                    for op in acks:
+                        ok = op.args[0] in done
+                        answers.append((op, ok))
+                        if not ok:
+                            logs.intake_late_completion(log, self.url, op.args[0], "ack", "this node")
+                    counts["acked"] += len(done)
+                    counts["fenced"] += len(acks) - len(done)
+                for op in by_kind[_FAIL]:
+                    answers.append((op, self._apply_fail(conn, op, now, counts)))
+                for op in by_kind[_RENEW]:
+                    node, lease, exclude = op.args
+                    n = conn.execute(
+                        "UPDATE jobs SET lease_until = ?1 WHERE state = 1 AND owner = ?2 "
+                        "AND id NOT IN (SELECT value FROM json_each(?3))",
+                        (now + lease, node, json.dumps(exclude))).rowcount
+                    answers.append((op, n))
+                for op in by_kind[_REQUEUE]:
+                    if self._apply_requeue(conn, op.args, now):
+                        answers.append((op, None))
+                    else:
+                        op.error = UnknownJob(f"no dead job {op.args} in intake store {self.url}")
+                for op in by_kind[_READ]:
+                    try:
+                        answers.append((op, op.args(conn, now)))
+                    except sqlite3.DatabaseError:
+                        raise
+                    except Exception as exc:  # a read's own error goes to its caller
+                        op.error = exc
+                if by_kind[_CLAIM]:
+                    if reap:
+                        self._reap(conn, now, counts)
+                    for op in by_kind[_CLAIM]:
+                        jobs = self._apply_claim(conn, op.args, now)
+                        if jobs or op.until is None or self._closing:
+                            answers.append((op, jobs))
+                        else:
+                            waiting.append(op)
+                for op in by_kind[_FLUSH]:
+                    answers.append((op, None))
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            self._write_failed(ops, exc, batches)
+            return False
+        elapsed = time.perf_counter() - started
+        for op, value in answers:
+            op.value = value
+        if waiting:
+            own = _Batch()  # set when they are answered; their first batch is set below
+            for op in waiting:
+                op.batch = own
+            self._waiting.extend(waiting)
+        m = self._m
+        m["commits"] += 1
+        m["committed_ops"] += len(ops)
+        m["last_batch"] = len(ops)
+        for name, n in counts.items():
+            m[name] += n
+        self._commit_seconds += elapsed
+        if self._failing is not None:
+            logs.intake_store_writable(log, self.url)
+            self._failing = None
+        for batch in batches.values():
+            batch.done.set()
+        return True
+
+    def _write_failed(self, ops: list[_Op], exc: sqlite3.Error, batches: dict[int, _Batch]) -> None:
+        error = _storage_error(exc, self.url)
+        carried = [op for op in ops if op.kind not in _ANSWERED_ON_ERROR]
+        answered = [op for op in ops if op.kind in _ANSWERED_ON_ERROR]
+        reason = one_line(exc)
+        if self._failing != reason:
+            logs.intake_store_write_failed(log, self.url, reason, len(answered), len(carried))
+            self._failing = reason
+        for op in answered:
+            op.error = error
+        if carried:
+            own = _Batch()
+            for op in carried:
+                op.batch = own
+            self._carried = carried + self._carried
+        for batch in batches.values():
+            batch.done.set()
+
+    def _apply_submits(self, conn: sqlite3.Connection, ops: list[_Op], answers: list[tuple[_Op, Any]],
+                       counts: dict[str, int]) -> None:
+        row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'jobs'").fetchone()
+        next_id = (row[0] if row else 0) + 1
+        inserts: list[tuple[Any, ...]] = []
+        keys: list[tuple[str, int, float]] = []
+        seen: dict[str, int] = {}
+        for op in ops:
+            ids = []
+            for priority, run_at, key, max_attempts, now, idem, payload in op.args:
+                if idem is not None:
+                    known = seen.get(idem)
+                    if known is None:
+                        hit = conn.execute("SELECT job_id FROM idempotency WHERE key = ?", (idem,)).fetchone()
+                        known = hit[0] if hit else None
+                    if known is not None:
+                        ids.append(known)
+                        continue
+                    seen[idem] = next_id
+                    keys.append((idem, next_id, now))
+                inserts.append((next_id, priority, run_at, key, max_attempts, now, idem, payload))
+                ids.append(next_id)
+                next_id += 1
+            answers.append((op, ids))
+        conn.executemany(_INSERT_SQL, inserts)
+        if keys:
+            conn.executemany("INSERT INTO idempotency (key, job_id, at) VALUES (?, ?, ?)", keys)
+        counts["submitted"] += len(inserts)
+
+    def _apply_claim(self, conn: sqlite3.Connection, args: tuple[str, int, float], now: float) -> list[Job]:
+        node, n, lease = args
+        rows = conn.execute(_CLAIM_SQL, (node, now + lease, now, n)).fetchall()
+        rows.sort(key=lambda r: (-r[4], r[10], r[0]))
+        return [Job(r[0], _decode(r[1]), r[2], r[3], r[4], r[5], r[6], node, r[7], r[8], r[9]) for r in rows]
+
+    def _apply_fail(self, conn: sqlite3.Connection, op: _Op, now: float, counts: dict[str, int]) -> str:
+        job, error, retry_in, dead = op.args
+        row = conn.execute("SELECT attempts, max_attempts, errors FROM jobs WHERE id = ? AND token = ? AND state = 1",
+                           (job.id, job.token)).fetchone()
+        if row is None:
+            counts["fenced"] += 1
+            logs.intake_late_completion(log, self.url, job.id, "fail", job.node)
+            return "fenced"
+        attempts, max_attempts, errors = row
+        history = _append_error(errors, now, attempts, error)
+        counts["failed"] += 1
+        if dead or attempts >= max_attempts:
+            self._bury(conn, job.id, history, now)
+            counts["dead_lettered"] += 1
+            return "dead"
+        delay = backoff(attempts) if retry_in is None else max(0.0, float(retry_in))
+        conn.execute("UPDATE jobs SET state = 0, owner = NULL, token = NULL, lease_until = NULL, run_at = ?, "
+                     "errors = ? WHERE id = ?", (now + delay, history, job.id))
+        return "retry"
+
+    def _bury(self, conn: sqlite3.Connection, job_id: int, history: str, now: float) -> None:
+        conn.execute(
+            "INSERT INTO dead (id, priority, key, attempts, max_attempts, submitted_at, died_at, idem_key, errors, "
+            "payload) SELECT id, priority, key, attempts, max_attempts, submitted_at, ?, idem_key, ?, payload "
+            "FROM jobs WHERE id = ?", (now, history, job_id))
+        conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+
+    def _reap(self, conn: sqlite3.Connection, now: float, counts: dict[str, int]) -> None:
+        """Take back the jobs whose lease ran out: ready at once, or dead when their attempts are spent."""
+        rows = conn.execute("SELECT id, attempts, max_attempts, errors, owner FROM jobs "
+                            "WHERE state = 1 AND lease_until < ?", (now,)).fetchall()
+        for job_id, attempts, max_attempts, errors, owner in rows:
+            history = _append_error(errors, now, attempts, f"lease lost: node {owner} stopped renewing it")
+            if attempts >= max_attempts:
+                self._bury(conn, job_id, history, now)
+                counts["dead_lettered"] += 1
+                logs.intake_lease_dead(log, self.url, job_id, attempts, owner)
+            else:
+                conn.execute("UPDATE jobs SET state = 0, owner = NULL, token = NULL, lease_until = NULL, "
+                             "run_at = ?, errors = ? WHERE id = ?", (now, history, job_id))
+        if rows:
+            counts["rescued"] += len(rows)
+            logs.intake_leases_lapsed(log, self.url, len(rows), ", ".join(sorted({r[4] or "?" for r in rows})))
+
+    def _apply_requeue(self, conn: sqlite3.Connection, job_id: int, now: float) -> bool:
+        moved = conn.execute(
+            "INSERT INTO jobs (id, state, priority, run_at, key, attempts, max_attempts, submitted_at, idem_key, "
+            "errors, payload) SELECT id, 0, priority, ?, key, 0, max_attempts, submitted_at, idem_key, errors, payload "
+            "FROM dead WHERE id = ?", (now, job_id)).rowcount
+        if moved:
+            conn.execute("DELETE FROM dead WHERE id = ?", (job_id,))
+        return bool(moved)
+
+    # -- housekeeping ------------------------------------------------------------------------------
+    def _wal_size(self) -> int:
+        try:
+            return os.stat(self.path + "-wal").st_size
+        except OSError:
+            return 0
+
+    def _checkpoint(self, truncate: bool = False) -> None:
+        """Copy the WAL into the database: passive, or truncating once it passes the size limit."""
+        mode = "TRUNCATE" if truncate or self._wal_size() > self._checkpoint_bytes else "PASSIVE"
+        try:
+            self._conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+        except sqlite3.Error as exc:
+            logs.intake_checkpoint_failed(log, self.url, mode.lower(), one_line(exc))
+
+    def _prune(self) -> None:
+        """Forget the idempotency keys of jobs done (or dead) longer than the retention."""
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.execute(
+                    "DELETE FROM idempotency WHERE at < ? AND job_id NOT IN (SELECT id FROM jobs) "
+                    "AND job_id NOT IN (SELECT id FROM dead)", (self._clock() - self._retention,))
+                self._conn.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            logs.intake_prune_failed(log, self.url, one_line(exc))
+
+
+def _errors(text: str | None) -> tuple[ErrorRecord, ...]:
+    return tuple(ErrorRecord(*e) for e in json.loads(text)) if text else ()
+
+
+def _append_error(text: str | None, now: float, attempt: int, error: str) -> str:
+    history = json.loads(text) if text else []
+    history.append([now, attempt, error])
+    return json.dumps(history[-ERROR_HISTORY:], ensure_ascii=False)
+
+

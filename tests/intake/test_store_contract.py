@@ -1,0 +1,351 @@
+"""The Store contract (intake/store.py), run against every store.
+
+Every store passes this one suite: add a store by adding its opener to ``STORES`` (the PostgreSQL
+store of the next issue joins here). ``opened(...)`` opens a store, and ``another(...)`` a second
+handle on the same database, as another process or machine would.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from servicehost.intake.store import (
+    DeadJob, Job, PayloadError, Stats, Store, StoreClosed, StoreError, Submission, UnknownJob, backoff,
+    open_store, parse_url, periodic_key, redact,
+)
+
+HANG = 30.0  # a hang guard, never a measure
+
+
+def _sqlite(tmp: Path) -> Callable[[], Store]:
+    url = f"sqlite:///{tmp}/jobs.sqlite3?poll=0.01"
+    return lambda: open_store(url)
+
+
+STORES: dict[str, Callable[[Path], Callable[[], Store]]] = {"sqlite": _sqlite}
+
+
+@pytest.fixture(params=sorted(STORES))
+def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], Store]]:
+    opened: list[Store] = []
+    make = STORES[request.param](tmp_path)
+
+    def open_one() -> Store:
+        store = make()
+        opened.append(store)
+        return store
+
+    yield open_one
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
+def store(opener: Callable[[], Store]) -> Store:
+    return opener()
+
+
+def claim_one(store: Store, node: str = "n1", lease: float = 30.0, wait: float = 0.0) -> Job:
+    jobs = store.claim(node, 1, lease, wait=wait)
+    assert len(jobs) == 1, jobs
+    return jobs[0]
+
+
+# -- submit ----------------------------------------------------------------------------------------
+PAYLOADS: list[Any] = [
+    {"n": 1, "nested": {"list": [1, 2.5, None, True, False, "ä€𝄞"]}},
+    [1, "two", {"3": [4]}],
+    "a string", "", 0, -7, 2**62, 10**30, 0.1, 1e-300, -0.0, True, False, None,
+    b"", b"\x00\xff raw bytes", {"": ""},
+]
+
+
+def test_payloads_come_back_as_submitted(store: Store) -> None:
+    ids = [store.submit(p) for p in PAYLOADS]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    got = {job.id: job.payload for job in store.claim("n1", 100)}
+    for job_id, payload in zip(ids, PAYLOADS, strict=True):
+        assert got[job_id] == payload and type(got[job_id]) is type(payload), payload
+    negative_zero = next(i for i, p in enumerate(PAYLOADS) if type(p) is float and p == 0)
+    assert math.copysign(1, got[ids[negative_zero]]) == -1
+
+
+@pytest.mark.parametrize("bad", [{1, 2}, float("nan"), object(), {"k": float("inf")}])
+def test_a_payload_that_is_not_json_is_refused_and_nothing_added(store: Store, bad: Any) -> None:
+    with pytest.raises(PayloadError):
+        store.submit(bad)
+    with pytest.raises(PayloadError):
+        store.submit_many([1, bad])
+    assert store.stats().ready == 0
+
+
+def test_submit_many_is_in_order_and_takes_submissions(store: Store) -> None:
+    ids = store.submit_many(["a", Submission("b", priority=5, key="k"), "c"], priority=1)
+    assert len(ids) == 3 and ids == sorted(ids)
+    jobs = store.claim("n1", 10)
+    assert [(j.payload, j.priority, j.key) for j in jobs] == [("b", 5, "k"), ("a", 1, None), ("c", 1, None)]
+    assert store.submit_many([]) == []
+
+
+def test_idempotency_key_returns_the_first_job_even_after_it_is_done(store: Store) -> None:
+    first = store.submit({"order": 991}, idempotency_key="order-991")
+    assert store.submit({"order": "again"}, idempotency_key="order-991") == first
+    ids = store.submit_many([Submission(1, idempotency_key="x"), Submission(2, idempotency_key="x")])
+    assert ids[0] == ids[1] != first
+    job = store.claim("n1", 10)[0]
+    assert job.id == first and job.payload == {"order": 991} and job.idempotency_key == "order-991"
+    assert store.ack(job).result(HANG) is True
+    assert store.submit("late duplicate", idempotency_key="order-991") == first
+    assert store.stats().running == 1  # only "x" is left
+
+
+def test_periodic_jobs_are_one_per_tick_however_many_schedulers(opener: Callable[[], Store]) -> None:
+    a, b = opener(), opener()
+    ids = {s.submit({"tick": 7}, idempotency_key=periodic_key("report", 7)) for s in (a, b, a)}
+    assert len(ids) == 1
+    assert a.submit({"tick": 8}, idempotency_key=periodic_key("report", 8)) not in ids
+    assert a.stats().ready == 2
+
+
+# -- claim, order ----------------------------------------------------------------------------------
+def test_claim_counts_the_attempt_and_fences_each_claim(store: Store) -> None:
+    job_id = store.submit("x", max_attempts=3)
+    before = time.time()
+    job = claim_one(store, "node-a", lease=30.0)
+    assert (job.id, job.attempt, job.node, job.max_attempts) == (job_id, 1, "node-a", 3)
+    assert job.lease_until >= before + 30.0 - 1
+    assert store.claim("node-b", 10) == []  # running: nobody else gets it
+    assert store.stats() == Stats(0, 1, 0, 0, None)
+
+
+def test_claim_takes_at_most_n_and_two_nodes_never_share_a_job(opener: Callable[[], Store]) -> None:
+    a, b = opener(), opener()
+    a.submit_many(range(50))
+    got_a = a.claim("a", 20)
+    got_b = b.claim("b", 100)
+    assert len(got_a) == 20 and len(got_b) == 30
+    assert not {j.id for j in got_a} & {j.id for j in got_b}
+
+
+def test_priority_first_then_submit_order(store: Store) -> None:
+    store.submit_many(["low1", "low2"], priority=-1)
+    store.submit_many(["mid1", "mid2"])
+    store.submit("high", priority=10)
+    assert [j.payload for j in store.claim("n", 10)] == ["high", "mid1", "mid2", "low1", "low2"]
+
+
+def test_run_at_delays_a_job(store: Store) -> None:
+    store.submit("later", run_at=time.time() + 0.5)
+    store.submit("now")
+    assert [j.payload for j in store.claim("n", 10)] == ["now"]
+    stats = store.stats()
+    assert (stats.ready, stats.delayed) == (0, 1)
+    assert [j.payload for j in store.claim("n", 10, wait=HANG)] == ["later"]
+
+
+def test_a_waiting_claim_wakes_on_a_submit(opener: Callable[[], Store]) -> None:
+    a, b = opener(), opener()
+    got: list[Job] = []
+    waiter = threading.Thread(target=lambda: got.extend(a.claim("a", 5, wait=HANG)))
+    waiter.start()
+    time.sleep(0.1)  # let it wait first (the outcome holds either way)
+    b.submit("from another handle")
+    waiter.join(HANG)
+    assert [j.payload for j in got] == ["from another handle"]
+
+
+def test_a_waiting_claim_ends_empty_after_its_wait(store: Store) -> None:
+    assert store.claim("n", 5, wait=0.05) == []
+
+
+# -- per-key serialization -------------------------------------------------------------------------
+def test_jobs_sharing_a_key_never_run_together_and_run_in_submit_order(opener: Callable[[], Store]) -> None:
+    a, b = opener(), opener()
+    a.submit_many([Submission(i, key="customer-7") for i in range(5)] + [Submission("other", key="customer-8")])
+    a.submit("unkeyed")
+    first = a.claim("a", 10)
+    assert sorted(str(j.payload) for j in first) == ["0", "other", "unkeyed"]
+    assert b.claim("b", 10) == []  # customer-7's next waits for 0
+    order = [0]
+    job = next(j for j in first if j.payload == 0)
+    for expected in range(1, 5):
+        assert a.ack(job).result(HANG)
+        nxt = b.claim("b", 10)
+        assert [j.payload for j in nxt] == [expected]
+        job = nxt[0]
+        order.append(job.payload)
+    assert order == [0, 1, 2, 3, 4]
+
+
+def test_a_retrying_keyed_job_holds_its_key(store: Store) -> None:
+    store.submit_many([Submission("first", key="k"), Submission("second", key="k")])
+    job = claim_one(store)
+    assert store.fail(job, "boom", retry_in=0.3).result(HANG) == "retry"
+    assert store.claim("n", 10) == []  # "first" is delayed; "second" may not overtake it
+    assert [j.payload for j in store.claim("n", 10, wait=HANG)] == ["first"]
+
+
+# -- leases, fencing -------------------------------------------------------------------------------
+def test_renew_extends_the_nodes_leases_except_excluded(opener: Callable[[], Store]) -> None:
+    a, b = opener(), opener()
+    a.submit_many(range(3))
+    mine = a.claim("a", 2, lease=0.5)
+    theirs = b.claim("b", 1, lease=30.0)
+    assert a.renew("a", 30.0, exclude=[mine[1].id]) == 1
+    time.sleep(0.6)  # past the short lease (the outcome is what is asserted)
+    taken = b.claim("b", 10, lease=30.0, wait=HANG)
+    assert [j.id for j in taken] == [mine[1].id] and taken[0].attempt == 2
+    assert a.ack(mine[0]).result(HANG) is True
+    assert b.ack(theirs[0]).result(HANG) is True
+
+
+def test_a_lapsed_lease_is_taken_back_and_the_late_ack_changes_nothing(opener: Callable[[], Store]) -> None:
+    a, b = opener(), opener()
+    job_id = a.submit({"long": True})
+    stale = claim_one(a, "a", lease=0.2)
+    fresh = claim_one(b, "b", lease=30.0, wait=HANG)
+    assert (fresh.id, fresh.attempt, fresh.node) == (job_id, 2, "b") and fresh.token != stale.token
+    assert a.ack(stale).result(HANG) is False
+    assert a.fail(stale, "late").result(HANG) == "fenced"
+    assert a.release([stale]) == 0
+    assert a.renew("a", 30.0) == 0
+    assert a.stats().running == 1
+    assert b.ack(fresh).result(HANG) is True
+    assert a.stats() == Stats(0, 0, 0, 0, None)
+    assert b.metrics().rescued + a.metrics().rescued == 1
+
+
+def test_a_job_whose_lease_lapses_on_its_last_attempt_is_dead(store: Store) -> None:
+    store.submit("poison", max_attempts=2)
+    claim_one(store, "dies-1", lease=0.1)
+    claim_one(store, "dies-2", lease=0.1, wait=HANG)
+    deadline = time.monotonic() + HANG
+    while store.stats().dead == 0 and time.monotonic() < deadline:
+        assert store.claim("n", 1, wait=0.2) == []
+    [dead] = store.dead()
+    assert dead.payload == "poison" and dead.attempts == 2
+    assert [e.attempt for e in dead.errors] == [1, 2] and "lease" in dead.errors[-1].error
+
+
+def test_release_makes_jobs_ready_at_once_without_counting_the_attempt(store: Store) -> None:
+    store.submit_many(["a", "b"])
+    jobs = store.claim("n", 2)
+    assert store.release(jobs) == 2
+    assert store.release(jobs) == 0  # fenced: no longer theirs
+    again = store.claim("n2", 2)
+    assert sorted(j.payload for j in again) == ["a", "b"] and {j.attempt for j in again} == {1}
+
+
+# -- retries, dead letters -------------------------------------------------------------------------
+def test_fail_retries_after_the_delay_then_dead_letters_with_the_history(store: Store) -> None:
+    job_id = store.submit({"n": 1}, max_attempts=3, key="k", idempotency_key="i")
+    for attempt in (1, 2):
+        job = claim_one(store, wait=HANG)
+        assert job.attempt == attempt
+        assert store.fail(job, f"ValueError: try {attempt}", retry_in=0.05).result(HANG) == "retry"
+    job = claim_one(store, wait=HANG)
+    assert store.fail(job, "ValueError: try 3\nwith a second line").result(HANG) == "dead"
+    assert store.stats() == Stats(0, 0, 0, 1, None)
+    [dead] = store.dead()
+    assert isinstance(dead, DeadJob)
+    assert (dead.id, dead.payload, dead.key, dead.attempts, dead.idempotency_key) == (job_id, {"n": 1}, "k", 3, "i")
+    assert [e.error for e in dead.errors] == ["ValueError: try 1", "ValueError: try 2",
+                                              "ValueError: try 3 with a second line"]
+    assert store.submit("dup", idempotency_key="i") == job_id  # the key still holds while dead
+    store.requeue(job_id)
+    assert store.dead() == []
+    job = claim_one(store)
+    assert (job.id, job.attempt, job.payload) == (job_id, 1, {"n": 1})
+    with pytest.raises(UnknownJob):
+        store.requeue(job_id)
+
+
+def test_fail_can_dead_letter_at_once_and_default_retry_is_backoff(store: Store) -> None:
+    store.submit_many(["bad", "retry"])
+    jobs = {j.payload: j for j in store.claim("n", 2)}
+    assert store.fail(jobs["bad"], "not retryable", dead=True).result(HANG) == "dead"
+    assert store.fail(jobs["retry"], "transient").result(HANG) == "retry"
+    stats = store.stats()
+    assert (stats.dead, stats.delayed) == (1, 1)
+    [info] = store.jobs("delayed")
+    assert info.last_error == "transient" and info.attempts == 1
+    assert info.run_at > time.time()
+
+
+def test_backoff_grows_with_jitter_and_a_cap() -> None:
+    import random
+    rng = random.Random(1)
+    delays = [backoff(a, base=1.0, cap=100.0, rng=rng) for a in range(1, 12)]
+    assert all(0.5 * min(100.0, 2 ** (a - 1)) <= d < 1.5 * min(100.0, 2 ** (a - 1))
+               for a, d in zip(range(1, 12), delays, strict=True))
+    assert len({round(backoff(3, rng=rng), 6) for _ in range(10)}) > 1
+
+
+# -- reading ---------------------------------------------------------------------------------------
+def test_stats_and_jobs_say_what_the_store_holds(store: Store) -> None:
+    store.submit_many(["r1", "r2"])
+    store.submit("d", run_at=time.time() + 3600)
+    claim_one(store)
+    time.sleep(0.01)
+    stats = store.stats()
+    assert (stats.ready, stats.running, stats.delayed, stats.dead) == (1, 1, 1, 0)
+    assert stats.oldest_ready_age is not None and stats.oldest_ready_age > 0
+    listed = {j.payload: j.state for j in store.jobs()}
+    assert listed == {"r1": "running", "r2": "ready", "d": "delayed"}
+    assert [j.payload for j in store.jobs("ready")] == ["r2"]
+    assert len(store.jobs(limit=1)) == 1
+    with pytest.raises(StoreError):
+        store.jobs("done")
+
+
+def test_metrics_count_what_was_committed(store: Store) -> None:
+    store.submit_many(range(10))
+    for job in store.claim("n", 10):
+        store.ack(job)
+    store.flush(HANG)
+    m = store.metrics()
+    assert (m.submitted, m.acked, m.fenced) == (10, 10, 0)
+    assert m.commits >= 1 and m.committed_ops >= m.commits
+
+
+# -- closing ---------------------------------------------------------------------------------------
+def test_close_commits_what_is_pending_and_then_refuses(opener: Callable[[], Store]) -> None:
+    store = opener()
+    store.submit_many(range(3))
+    futures = [store.ack(j) for j in store.claim("n", 3)]
+    store.close()
+    assert [f.result(HANG) for f in futures] == [True] * 3
+    with pytest.raises(StoreClosed):
+        store.submit("after close")
+    store.close()  # idempotent
+    assert opener().stats() == Stats(0, 0, 0, 0, None)
+
+
+def test_a_store_is_a_context_manager(opener: Callable[[], Store]) -> None:
+    with opener() as store:
+        store.submit("x")
+    with pytest.raises(StoreClosed):
+        store.submit("y")
+
+
+# -- URLs (store-independent) ----------------------------------------------------------------------
+def test_urls_are_parsed_and_passwords_never_shown() -> None:
+    assert parse_url("sqlite:////var/lib/app/jobs.sqlite3").path == "/var/lib/app/jobs.sqlite3"
+    assert parse_url("sqlite:///jobs.sqlite3?poll=0.1").options == {"poll": "0.1"}
+    assert parse_url("/plain/path.sqlite3").scheme == "sqlite"
+    assert redact("postgresql://app:s3cret@db:5432/jobs") == "postgresql://app:***@db:5432/jobs"
+    assert "s3cret" not in redact("postgresql://db/jobs?password=s3cret&sslmode=require")
+    assert redact("sqlite:////x.sqlite3") == "sqlite:////x.sqlite3"
+    for bad in ("sqlite://host/x", "sqlite:///", ""):
+        with pytest.raises(StoreError):
+            parse_url(bad)
+    with pytest.raises(StoreError) as caught:
+        open_store("nosuch://u:s3cret@h/x")
+    assert "s3cret" not in str(caught.value)
