@@ -42,7 +42,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Future
 from typing import Any, NamedTuple, Protocol, runtime_checkable
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from ..errors import ServiceHostError
 
@@ -342,23 +342,25 @@ class StoreURL(NamedTuple):
 def redact(url: str) -> str:
     """``url`` with any password replaced by ``***`` (``postgresql://u:***@h/db``); safe to log.
     Query options named like secrets (password, secret, token, key) are redacted too."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable store url>"
-    netloc = parts.netloc
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    cut = min((i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+    netloc, tail = rest[:cut], rest[cut:]
     if "@" in netloc:
         userinfo, _, host = netloc.rpartition("@")
-        user = userinfo.split(":", 1)[0]
-        netloc = f"{user}:***@{host}" if ":" in userinfo else f"{userinfo}@{host}"
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        query = "&".join(
-            f"{k}={'***' if any(s in k.lower() for s in ('pass', 'secret', 'token', 'key')) else v}"
-            for k, v in pairs
-        )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+        if ":" in userinfo:
+            netloc = f"{userinfo.split(':', 1)[0]}:***@{host}"
+    path, qmark, query = tail.partition("?")
+    if qmark:
+        query, hash_, fragment = query.partition("#")
+        pairs = []
+        for pair in query.split("&"):
+            name, eq, _value = pair.partition("=")
+            secret = any(s in name.lower() for s in ("pass", "secret", "token", "key"))
+            pairs.append(f"{name}=***" if eq and secret else pair)
+        tail = f"{path}?{'&'.join(pairs)}{hash_}{fragment}"
+    return f"{scheme}://{netloc}{tail}"
 
 
 def parse_url(url: str) -> StoreURL:
