@@ -17,6 +17,7 @@ Layout (who may import whom: arrows point one way, down this list):
     compat/        pywin32-shaped modules for porting pywin32 services
     ops/           the operations view: the status document, health checks, and the optional HTTP
                    listener (probes, metrics, the status page), imported only when it is on
+    intake/        Intake, the durable intake component, and the Store protocol (SQLite embedded; open_store)
     arguments.py   the parser class, argument types, Command, Invocation
     manage.py      the manager commands (install, start, status, ...), on the Manager contract
     cli.py         run/debug/settings + the one COMMANDS table; the only code that exits
@@ -32,7 +33,7 @@ from ._lazy import lazy_names
 
 __all__ = [
     "ClosableQueue", "ConfigError", "Counters", "Deadline", "Dispatcher", "EventServer", "ExitCode",
-    "Health", "Host", "HostConfig", "HostState", "PeriodicTimer", "Pipeline", "ProcessPool", "QueueClosed",
+    "Health", "Host", "HostConfig", "HostState", "Intake", "PeriodicTimer", "Pipeline", "ProcessPool", "QueueClosed",
     "QueueFull", "Result", "Service", "ServiceHostError", "Stage", "StartupError", "StopToken", "ThreadPool",
     "Unfinished", "main", "setting",
 ]
@@ -46,7 +47,7 @@ _WHERE = {
     "Pipeline": "workers.pipeline", "Stage": "workers.pipeline", "Dispatcher": "workers.dispatcher",
     "PeriodicTimer": "workers.timers", "EventServer": "workers.event_server",
     "ProcessPool": "workers.process_pool", "ClosableQueue": "workers.queues",
-    "Counters": "components", "Unfinished": "components",
+    "Counters": "components", "Unfinished": "components", "Intake": "intake.component",
     "Health": "ops.health",
 }
 
@@ -63,6 +64,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .config import HostConfig, setting
     from .errors import ConfigError, ExitCode, QueueClosed, QueueFull, ServiceHostError, StartupError
     from .host import Host
+    from .intake.component import Intake
     from .lifecycle import HostState
     from .ops.health import Health
     from .service import Service

@@ -440,12 +440,14 @@ CORE_COMMANDS: dict[str, Command] = {c.name: c for c in (
 
 def commands(chosen: str | None = None) -> dict[str, Command]:
     """Every command, by name: run/debug/settings here, the manager commands from ``manage.py``
-    (imported only when a manager command, or the list of all, is wanted). ``COMMANDS`` is this."""
+    and ``jobs`` from ``intake/commands.py`` (imported only when one of them, or the list of all, is
+    wanted). ``COMMANDS`` is this."""
     if chosen in CORE_COMMANDS:
         return CORE_COMMANDS
     from . import manage
+    from .intake import commands as intake_commands
 
-    return {**CORE_COMMANDS, **{c.name: c for c in manage.COMMANDS}}
+    return {**CORE_COMMANDS, **{c.name: c for c in (*manage.COMMANDS, *intake_commands.COMMANDS)}}
 
 
 def __getattr__(name: str) -> object:

@@ -258,6 +258,27 @@ intake_lease_dead = _event(
 intake_leases_lapsed = _event(7011, "intake_leases_lapsed", WARNING, "intake store %s: %d job(s) taken back from lapsed leases (node %s)")
 intake_checkpoint_failed = _event(7012, "intake_checkpoint_failed", WARNING, "intake store %s: %s checkpoint failed: %s")
 intake_prune_failed = _event(7013, "intake_prune_failed", WARNING, "intake store %s: pruning old idempotency keys failed: %s")
+# 705x-707x: the Intake component (intake/component.py); 7001-7049 are the stores'
+intake_started = _event(7050, "intake_started", INFO, "%s: taking jobs from %s (%d workers, lease %.1fs, node %s)")
+intake_job_failed = _event(
+    7051, "intake_job_failed", WARNING, "%s: job %d raised on attempt %d of %d: retried in %.1fs")
+intake_job_dead = _event(
+    7052, "intake_job_dead", ERROR, "%s: job %d raised on attempt %d of %d: dead-lettered (servicehost jobs NAME dead)")
+intake_job_overran = _event(
+    7053, "intake_job_overran", WARNING,
+    "%s: job %d has run %.1fs > the intake's hang_timeout %.1fs on %s: its lease is no longer renewed, so it "
+    "may be taken back and run again; the host is not restarted for it")
+intake_late_ack = _event(
+    7054, "intake_late_ack", INFO,
+    "%s: job %d (attempt %d) finished after its lease was lost: the ack changed nothing (whoever claimed it since "
+    "completes it)")
+intake_store_failed = _event(
+    7055, "intake_store_failed", WARNING, "%s: %s failed: %s (again in %.1fs; the store keeps every job)")
+intake_released = _event(7056, "intake_released", INFO, "%s: %d claimed job(s) not started given back to the store")
+intake_attempts_spent = _event(
+    7057, "intake_attempts_spent", ERROR,
+    "%s: job %d claimed for attempt %d > max_attempts %d (its earlier attempts ended with their process): "
+    "dead-lettered without running")
 
 
 class _EventIdDefault(logging.Filter):

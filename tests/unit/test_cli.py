@@ -197,7 +197,7 @@ def test_no_option_of_any_command_is_taken_abbreviated(capsys, command):
     assert "--config" in options and "--manager" in options
     for option in options:
         for prefix in {option[:-1], option[:max(3, len(option) // 2)]} - set(options):
-            operands = {"control": ["200"], "loglevel": ["app", "DEBUG"]}.get(command, [])
+            operands = {"control": ["200"], "loglevel": ["app", "DEBUG"], "jobs": ["stats"]}.get(command, [])
             code = run_cli([command, target, *operands, prefix, "1", *SAFE])
             err = capsys.readouterr().err
             assert code == ExitCode.CONFIG_ERROR, (command, prefix)

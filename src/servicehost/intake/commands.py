@@ -1,0 +1,159 @@
+"""``servicehost jobs NAME|TARGET stats|list|dead|requeue ID|submit JSON``: a service's durable
+intake from the command line. ``cli.commands()`` joins :data:`COMMANDS` to the others.
+
+Which store: ``--store URL`` when given; else the service's own ``store`` setting (a TARGET's
+settings, with its config file and ``SERVICEHOST_STORE``); else what the installed service NAME
+was given (``--store`` in the command its manager launches, or ``SERVICEHOST_STORE`` in its
+environment); else the embedded default, :func:`default_url` of its state directory
+(``<state_dir>/jobs.sqlite3``: the directory ``servicehost settings`` names). A URL is shown
+redacted, never with its password.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from ..arguments import NAME_OR_TARGET, Command, Invocation, number, service_name, text
+from ..errors import ExitCode, UsageError
+
+#: The file of the embedded store in a service's state directory.
+STORE_FILE = "jobs.sqlite3"
+
+
+def default_url(state_dir: str | Path) -> str:
+    """The embedded store of a service whose state is in ``state_dir``: ``sqlite:///<state_dir>/jobs.sqlite3``
+    (an absolute directory gives the four slashes of an absolute SQLite path)."""
+    return f"sqlite:///{Path(state_dir) / STORE_FILE}"
+
+
+ACTIONS = ("stats", "list", "dead", "requeue", "submit")
+
+
+def _args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=ACTIONS, metavar="ACTION",
+                   help="stats (ready, running, delayed, dead, oldest ready age) | list (live jobs) | dead (the "
+                   "dead-letter table with each job's errors) | requeue ID (a dead job, ready again) | submit JSON")
+    p.add_argument("value", nargs="?", default=None, metavar="ID|JSON", help="requeue: the job id; submit: the payload")
+    p.add_argument("--name", type=service_name, help="service name (default: the class's name)")
+    p.add_argument("--store", type=text, default=None, metavar="URL",
+                   help="the store (default: the service's store setting, else jobs.sqlite3 in its state dir)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of lines")
+    p.add_argument("--limit", type=number(int, min=1, max=1_000_000), default=100, metavar="N",
+                   help="list/dead: at most N jobs")
+    p.add_argument("--state", choices=("ready", "delayed", "running"), default=None, help="list: only these")
+    p.add_argument("--key", type=text, default=None, help="submit: the job's key (jobs sharing one run in order)")
+    p.add_argument("--idempotency-key", type=text, default=None, help="submit: a second submit with it adds nothing")
+    p.add_argument("--priority", type=number(int, min=-(1 << 31), max=(1 << 31) - 1), default=0,
+                   help="submit: higher runs first")
+    p.add_argument("--delay", type=number(float, min=0, max=10 * 365 * 86400), default=0.0, metavar="SECONDS",
+                   help="submit: not before SECONDS from now")
+
+
+def store_url(inv: Invocation) -> str:
+    """Which store ``jobs`` opens (see the module docstring)."""
+    if inv.args.store:
+        return str(inv.args.store)
+    own = getattr(inv.loaded.service, "store", None)
+    if own:
+        return str(own)
+    if inv.name:
+        given = _installed_store(inv.name)
+        if given:
+            return given
+    return default_url(inv.loaded.host.state_dir)
+
+
+def _installed_store(name: str) -> str | None:
+    """``--store`` (else ``--state-dir``'s default) in the command the manager launches for
+    ``name``, or ``SERVICEHOST_STORE`` in its environment; None when it is not installed."""
+    from ..errors import ServiceHostError
+    from ..manage import where_installed
+
+    try:
+        record = where_installed(name).record(name)
+    except ServiceHostError:
+        return None
+    if record is None:
+        return None
+    command = list(record.command)
+    for flag in ("--store",):
+        if flag in command[:-1]:
+            return command[command.index(flag) + 1]
+    for key, value in record.options.environment:
+        if key == "SERVICEHOST_STORE" and value:
+            return value
+    if "--state-dir" in command[:-1]:
+        return default_url(command[command.index("--state-dir") + 1])
+    return None
+
+
+def _cmd_jobs(inv: Invocation) -> ExitCode:
+    from .store import open_store
+
+    a = inv.args
+    if a.action in ("requeue", "submit") and a.value is None:
+        raise UsageError(f"jobs {a.action}: expected {'a job id' if a.action == 'requeue' else 'a JSON payload'}")
+    if a.action not in ("requeue", "submit") and a.value is not None:
+        raise UsageError(f"jobs {a.action} takes no value (found {a.value[:40]!r})")
+    url = store_url(inv)
+    with open_store(url) as store:
+        if a.action == "stats":
+            s = store.stats()
+            doc: Any = {"store": store.url, **s._asdict()}
+            if a.json:
+                print(json.dumps(doc))
+            else:
+                age = "-" if s.oldest_ready_age is None else f"{s.oldest_ready_age:.1f}s"
+                print(f"store:       {store.url}\nready:       {s.ready}\nrunning:     {s.running}\n"
+                      f"delayed:     {s.delayed}\ndead:        {s.dead}\noldest ready age: {age}")
+        elif a.action == "list":
+            jobs = store.jobs(a.state, a.limit)
+            if a.json:
+                print(json.dumps([_plain(j._asdict()) for j in jobs]))
+            for j in jobs if not a.json else ():
+                print(f"{j.id}\t{j.state}\tattempts={j.attempts}\tkey={j.key or '-'}\tpriority={j.priority}\t"
+                      f"age={time.time() - j.submitted_at:.1f}s\t{_short(j.payload)}")
+        elif a.action == "dead":
+            dead = store.dead(a.limit)
+            if a.json:
+                print(json.dumps([_plain({**d._asdict(), "errors": [e._asdict() for e in d.errors]}) for d in dead]))
+            for d in dead if not a.json else ():
+                print(f"{d.id}\tattempts={d.attempts}\tkey={d.key or '-'}\t{_short(d.payload)}")
+                for e in d.errors:
+                    print(f"    attempt {e.attempt}: {e.error}")
+        elif a.action == "requeue":
+            try:
+                job_id = int(a.value)
+            except ValueError:
+                raise UsageError(f"jobs requeue: expected a job id (an integer), found {a.value[:40]!r}") from None
+            store.requeue(job_id)
+            print(f"requeued job {job_id}")
+        else:
+            try:
+                payload = json.loads(a.value)
+            except ValueError as exc:
+                raise UsageError(f"jobs submit: the payload is not JSON: {exc}") from None
+            job_id = store.submit(payload, key=a.key, idempotency_key=a.idempotency_key, priority=a.priority,
+                                  run_at=time.time() + a.delay if a.delay else None)
+            print(job_id)
+    return ExitCode.OK
+
+
+def _plain(doc: dict[str, Any]) -> dict[str, Any]:
+    """JSON-safe: a bytes payload shown as its hex."""
+    return {k: (v.hex() if isinstance(v, bytes) else v) for k, v in doc.items()}
+
+
+def _short(payload: Any, limit: int = 120) -> str:
+    shown = f"bytes:{payload[:32].hex()}" if isinstance(payload, bytes) else json.dumps(payload)
+    return shown if len(shown) <= limit else shown[: limit - 1] + "…"
+
+
+COMMANDS: tuple[Command, ...] = (
+    Command("jobs", "the service's durable intake: stats | list | dead | requeue ID | submit JSON", _cmd_jobs, _args,
+            settings=("manager",), operand=NAME_OR_TARGET),
+)

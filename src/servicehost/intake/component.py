@@ -1,0 +1,524 @@
+"""Intake: the durable intake component. Workers take jobs from a :class:`~.store.Store` (claimed
+in batches, with leases), run the handler, and acknowledge; a service composes it like a pool::
+
+    self.intake = self.use(Intake(self.handle, store=self.settings.store, workers=16))
+
+Threads (all started by :meth:`Intake.start`, which ``Service.use`` calls):
+
+* ``workers`` worker threads run the handler, one job at a time, taking claimed jobs from a small
+  local buffer. A handler that returns acks the job; one that raises fails it (a retry after an
+  exponential backoff with jitter, or the dead-letter table once its attempts are spent).
+* one claimer thread keeps the buffer filled: it claims ``free slots`` jobs in one call (the
+  store group-commits the claim with the ticks's other work) while fewer than
+  ``workers + prefetch`` jobs are held (claimed, not finished).
+* one renewer thread renews the leases of every job this node holds every ``lease / 3`` seconds,
+  from the workers' heartbeats: a job whose handler has run longer than the intake's own
+  ``hang_timeout`` is left out, so its lease runs out and another node (or this one, on a later
+  claim) takes it back. The host's hang watch never fires for the intake (long jobs are normal):
+  the host is not restarted for it.
+
+Nothing in memory is the only copy: a stop (``close``) gives the claimed jobs that did not start
+back to the store at once (``release``: ready again without waiting for a lease, the attempt not
+counted); running handlers finish until the stop deadline and are acked; a job still running at
+the deadline comes back when its lease runs out. ``kill -9`` loses nothing: every job not acked is
+in the store, and its lease runs out. Attempts are counted at claim, so a job that kills its
+process is dead-lettered after ``max_attempts`` claims (the intake's limit: a job claimed past it
+goes to the dead-letter table without running).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, Self
+
+from .. import logs
+from ..components import Beat, Counters, Unfinished
+from ..stopping import Deadline
+from ..workers._supervision import Drains, WorkerStats, describe, sum_counters
+from .store import (
+    DEFAULT_LEASE,
+    DEFAULT_MAX_ATTEMPTS,
+    Job,
+    Stats,
+    Store,
+    StoreClosed,
+    StoreError,
+    backoff,
+    new_node_id,
+    one_line,
+    open_store,
+)
+
+__all__ = ["Intake"]
+
+log = logging.getLogger("servicehost.intake")
+_monotonic = time.monotonic
+
+#: Seconds one claim waits for a first job when none is ready (a local submit wakes it at once).
+CLAIM_WAIT = 0.2
+#: Longest wait before a failed store call is tried again (doubling from 0.1 s).
+STORE_RETRY_CAP = 5.0
+#: How long a read of the store's stats is reused by ``counters()`` (status is read often).
+STATS_TTL = 1.0
+#: Seconds between two reads of the committed acks' answers (counted, a late one logged).
+SETTLE_EVERY = 0.25
+#: One job in this many has its wait (submit to start) sampled.
+WAIT_SAMPLE_EVERY = 16
+
+
+class Intake(Drains):
+    """A durable intake: a :class:`~servicehost.components.Component` whose queue is a store.
+
+    ``handler(job)`` runs on a worker thread for each job (``job.id``, ``job.payload``,
+    ``job.attempt``, ``job.key``). Delivery is at least once: make the handler idempotent (a job
+    whose ack had not committed when its process died runs again, with a higher ``attempt``).
+
+    ``store``: a :class:`~.store.Store`, or its URL (``sqlite:////var/lib/app/jobs.sqlite3``;
+    opened by :meth:`start`, closed at the end of the drain), or a path (a SQLite file).
+    ``lease``: seconds a claim holds a job without renewal (renewed every ``lease / 3`` while its
+    handler runs). ``max_attempts``: claims a job gets (counted at claim) before it is
+    dead-lettered. ``hang_timeout``: a handler running longer stops renewing its job's lease (so
+    the job can be taken back); 0 or None: never. ``retry_base``/``retry_cap``: the backoff of a
+    failed job, ``retry_base * 2**(attempt-1)`` up to ``retry_cap`` seconds, times a jitter in
+    [0.5, 1.5). ``prefetch``: jobs claimed ahead of the free workers (default: ``4 * workers``), so a
+    worker that finishes finds its next job without waiting for a commit.
+    """
+
+    #: What the host's hang watch uses for this component: never. A long job is normal here; the
+    #: intake's own ``job_hang_timeout`` stops renewing its lease instead (see the module docstring).
+    hang_timeout = math.inf
+
+    def __init__(
+        self,
+        handler: Callable[[Job], Any],
+        *,
+        store: Store | str | Path,
+        workers: int = 16,
+        lease: float = DEFAULT_LEASE,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        hang_timeout: float | None = 300.0,
+        retry_base: float = 1.0,
+        retry_cap: float = 3600.0,
+        prefetch: int | None = None,
+        name: str = "intake",
+    ) -> None:
+        if workers < 1:
+            raise ValueError(f"{name}: workers must be >= 1, got {workers}")
+        if not lease > 0:
+            raise ValueError(f"{name}: lease must be > 0 seconds, got {lease}")
+        if max_attempts < 1:
+            raise ValueError(f"{name}: max_attempts must be >= 1, got {max_attempts}")
+        self.name = name
+        self.handler = handler
+        self.workers = workers
+        self.lease = float(lease)
+        self.max_attempts = max_attempts
+        self.job_hang_timeout = float(hang_timeout or 0.0)
+        self.retry_base, self.retry_cap = retry_base, retry_cap
+        self.capacity = workers + (4 * workers if prefetch is None else max(0, prefetch))
+        self.node = new_node_id()
+        self._given: Store | str | Path = store
+        self.store: Store | None = store if isinstance(store, Store) else None
+        self._owns_store = not isinstance(store, Store)
+
+        self._cond = threading.Condition()
+        self._ready: deque[Job] = deque()  # claimed, not started
+        self._held = 0  # claimed and not finished (ready + running): what the claimer fills up to
+        self._closing = False
+        self._paused = False
+        self._holding = False  # a host drain: claim nothing new, finish what is held
+        self._done = threading.Event()  # the drain is over: the renewer ends
+        self._started = False
+        self._hand_back_lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._stats = [WorkerStats(f"{name}-{i}") for i in range(workers)]
+        self._running: list[Job | None] = [None] * workers
+        self._waits: deque[float] = deque(maxlen=256)
+        self._wait_tick = 0
+        self._overran: set[int] = set()  # jobs whose lease is no longer renewed (ids)
+        self._pending: deque[tuple[Job, Future[Any]]] = deque()  # acks and fails not yet read back
+        # counted by this intake (its own threads only: plain integers)
+        self._claimed = 0
+        self._released = 0
+        self._dead_at_claim = 0
+        self._retries = 0
+        self._dead_lettered = 0
+        self._fenced = 0
+        self._stats_cache: tuple[float, Stats | None] = (-math.inf, None)
+
+    # -- life ---------------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Open the store (when given its URL) and start the threads. ``Service.use`` calls it; a
+        store that cannot be opened fails the service's start. Starting twice does nothing."""
+        if self._started:
+            return
+        if self.store is None:
+            self.store = open_store(str(self._given))
+        store = self.store
+        self._started = True
+        self._threads = [
+            threading.Thread(target=self._work, args=(i,), name=s.name, daemon=True) for i, s in enumerate(self._stats)
+        ]
+        self._threads.append(threading.Thread(target=self._claim_loop, name=f"{self.name}-claimer", daemon=True))
+        self._renewer = threading.Thread(target=self._renew_loop, name=f"{self.name}-renewer", daemon=True)
+        for thread in (*self._threads, self._renewer):
+            thread.start()
+        logs.intake_started(log, self.name, store.url, self.workers, self.lease, self.node)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    # -- the claimer --------------------------------------------------------------------------------
+    def _claim_loop(self) -> None:
+        store = self.store
+        assert store is not None
+        pause = 0.0
+        try:
+            while True:
+                with self._cond:
+                    while not self._closing and (self._paused or self._holding or self._held >= self.capacity):
+                        if self._paused and self._ready:
+                            break  # give the buffer back: a paused node holds no jobs others could run
+                        self._cond.wait()
+                    if self._closing:
+                        return
+                    if self._paused:
+                        self._give_back_ready_locked()
+                        continue
+                    n = self.capacity - self._held
+                try:
+                    jobs = store.claim(self.node, n, self.lease, wait=CLAIM_WAIT)
+                    pause = 0.0
+                except StoreClosed:
+                    return
+                except StoreError as exc:
+                    pause = min(STORE_RETRY_CAP, max(0.1, pause * 2))
+                    logs.intake_store_failed(log, self.name, "claim", one_line(exc), pause)
+                    if self._done.wait(pause):
+                        return
+                    continue
+                if jobs:
+                    self._take(jobs)
+        except BaseException as exc:  # never die silently
+            logs.worker_crashed(log, self.name, "claimer", exc_info=exc)
+            raise
+
+    def _take(self, jobs: list[Job]) -> None:
+        """Put claimed jobs in the buffer, or give them back when the intake is closing; a job
+        claimed past ``max_attempts`` (its earlier claims ended with their process) goes to the
+        dead-letter table without running."""
+        spent = [j for j in jobs if j.attempt > self.max_attempts]
+        back: list[Job] = []
+        with self._cond:
+            self._claimed += len(jobs)
+            for job in jobs:
+                if job.attempt > self.max_attempts:
+                    continue
+                if self._closing or self._paused:
+                    back.append(job)
+                else:
+                    self._ready.append(job)
+                    self._held += 1
+            self._dead_at_claim += len(spent)
+            self._cond.notify(len(jobs))
+        store = self.store
+        assert store is not None
+        for job in spent:
+            logs.intake_attempts_spent(log, self.name, job.id, job.attempt, self.max_attempts)
+            self._count_fail(job, self._safely(store.fail, job, f"claimed for attempt {job.attempt} > max_attempts "
+                                             f"{self.max_attempts}: the earlier attempts ended with their "
+                                             "process (killed, or crashed) before the handler returned",
+                                                   dead=True))
+        if back:
+            self._release(back)
+
+    def _give_back_ready_locked(self) -> None:
+        """(Holding ``_cond``.) Release the buffer at once, from the claimer (a pause)."""
+        back = list(self._ready)
+        self._ready.clear()
+        self._held -= len(back)
+        self._cond.release()
+        try:
+            self._release(back)
+        finally:
+            self._cond.acquire()
+
+    def _release(self, jobs: list[Job], deadline: Deadline | None = None) -> None:
+        if not jobs:
+            return
+        store = self.store
+        assert store is not None
+        try:
+            store.release(jobs, timeout=None if deadline is None else deadline.remaining())
+        except StoreError as exc:  # they come back when their leases run out
+            logs.intake_store_failed(log, self.name, f"release of {len(jobs)} job(s)", one_line(exc), self.lease)
+            return
+        with self._cond:
+            self._released += len(jobs)
+        logs.intake_released(log, self.name, len(jobs))
+
+    # -- the workers --------------------------------------------------------------------------------
+    def _work(self, index: int) -> None:
+        stats = self._stats[index]
+        store = self.store
+        assert store is not None
+        cond, ready = self._cond, self._ready
+        try:
+            while True:
+                with cond:
+                    while not ready or self._paused:
+                        if self._closing:
+                            return
+                        cond.wait()
+                    if self._closing:
+                        return  # what is left is released by the drain
+                    job = ready.popleft()
+                    started = stats.busy_since = _monotonic()
+                    stats.current = job
+                    self._running[index] = job
+                if job.attempt == 1:
+                    self._sample_wait(job)
+                self._run(stats, store, job)
+                stats.sample(started)
+                with cond:
+                    stats.busy_since = None
+                    self._running[index] = None
+                    self._held -= 1
+                    cond.notify_all()  # the claimer may fill the slot; a drain may be waiting
+        except BaseException as exc:  # the loop itself broke: never die silently
+            logs.worker_crashed(log, self.name, stats.name, exc_info=exc)
+            raise
+
+    def _run(self, stats: WorkerStats, store: Store, job: Job) -> None:
+        try:
+            self.handler(job)
+        except BaseException as exc:  # a job's error never ends the worker
+            stats.failed += 1
+            stats.error(exc)
+            error = one_line(exc)
+            limit = min(self.max_attempts, job.max_attempts)
+            if job.attempt >= limit:
+                logs.intake_job_dead(log, self.name, job.id, job.attempt, limit, exc_info=exc)
+                self._count_fail(job, self._safely(store.fail, job, error, dead=True))
+            else:
+                retry_in = backoff(job.attempt, base=self.retry_base, cap=self.retry_cap)
+                logs.intake_job_failed(log, self.name, job.id, job.attempt, limit, retry_in, exc_info=exc)
+                self._count_fail(job, self._safely(store.fail, job, error, retry_in=retry_in))
+            return
+        stats.completed += 1
+        future = self._safely(store.ack, job)
+        if future is not None:
+            self._pending.append((job, future))
+
+    def _safely(self, call: Callable[..., Future[Any]], *args: Any, **kwargs: Any) -> Future[Any] | None:
+        """An ack or fail whose store refused it at once (closed, full): the job comes back when
+        its lease runs out, so it is logged, not raised into the worker."""
+        try:
+            return call(*args, **kwargs)
+        except StoreError as exc:
+            logs.intake_store_failed(log, self.name, call.__name__, one_line(exc), self.lease)
+            return None
+
+    def _count_fail(self, job: Job, future: Future[str] | None) -> None:
+        if future is not None:
+            self._pending.append((job, future))
+
+    def _settle(self) -> None:
+        """Read the answers of the acks and fails committed since the last call (oldest first; the
+        store commits them in order): count retries, dead letters and fenced ones, and log a late
+        ack. Runs on the renewer thread, and once more at the end of the drain."""
+        pending = self._pending
+        while pending:
+            job, future = pending[0]
+            if not future.done():
+                return
+            pending.popleft()
+            try:
+                outcome = future.result(0)
+            except BaseException as exc:  # a commit that failed: the job comes back after its lease
+                logs.intake_store_failed(log, self.name, f"completion of job {job.id}", one_line(exc), self.lease)
+                continue
+            if outcome is True or outcome == "done":
+                continue
+            if outcome == "retry":
+                self._retries += 1
+            elif outcome == "dead":
+                self._dead_lettered += 1
+            else:  # False or "fenced": the lease was lost, someone else may run it
+                self._fenced += 1
+                logs.intake_late_ack(log, self.name, job.id, job.attempt)
+
+    def _sample_wait(self, job: Job) -> None:
+        self._wait_tick += 1  # racy across workers: a sample more or less changes nothing
+        if self._wait_tick >= WAIT_SAMPLE_EVERY:
+            self._wait_tick = 0
+            self._waits.append(max(0.0, time.time() - job.submitted_at))
+
+    # -- leases from heartbeats -----------------------------------------------------------------------
+    def _renew_loop(self) -> None:
+        store = self.store
+        assert store is not None
+        period = self.lease / 3
+        due = _monotonic() + period
+        try:
+            while not self._done.wait(min(SETTLE_EVERY, max(0.0, due - _monotonic()))):
+                self._settle()
+                if _monotonic() < due:
+                    continue
+                due = _monotonic() + period
+                exclude = self._overrunning()
+                try:
+                    store.renew(self.node, self.lease, exclude=exclude, timeout=period)
+                except StoreClosed:
+                    return
+                except StoreError as exc:  # the next period tries again; a lease is 3 periods long
+                    logs.intake_store_failed(log, self.name, "lease renewal", one_line(exc), period)
+        except BaseException as exc:
+            logs.worker_crashed(log, self.name, "renewer", exc_info=exc)
+            raise
+
+    def _overrunning(self) -> list[int]:
+        """Ids of the jobs whose handler has run longer than the intake's hang timeout (each logged
+        once): their leases are no longer renewed."""
+        limit = self.job_hang_timeout
+        if limit <= 0:
+            return []
+        now = _monotonic()
+        out = []
+        for stats, job in zip(self._stats, self._running):
+            since = stats.busy_since
+            if job is None or since is None or now - since <= limit:
+                continue
+            out.append(job.id)
+            if job.id not in self._overran:
+                self._overran.add(job.id)
+                logs.intake_job_overran(log, self.name, job.id, now - since, limit, stats.name)
+        return out
+
+    # -- the component contract -------------------------------------------------------------------------
+    def close(self) -> None:
+        """Claim no more; workers finish the job they run and take no other (the jobs claimed but
+        not started are given back to the store by :meth:`drain`, at once). Never blocks."""
+        with self._cond:
+            self._closing = True
+            self._paused = False
+            self._cond.notify_all()
+
+    def drain(self, deadline: Deadline) -> Unfinished | None:
+        """Close; give the claimed jobs that did not start back to the store (ready again at once);
+        let the running handlers finish (and be acked) until ``deadline``; commit what is pending;
+        close the store when the intake opened it. Returns the handlers still running at the
+        deadline (their jobs come back when their leases run out), else None."""
+        self.close()
+        if not self._started:
+            return None
+        with self._hand_back_lock:
+            with self._cond:
+                back = list(self._ready)
+                self._ready.clear()
+                self._held -= len(back)
+            self._release(back, deadline)
+            for thread in self._threads:
+                thread.join(deadline.remaining())
+            running = [f"job {job.id}" for job in self._running if job is not None]
+            if not running and not self._done.is_set():
+                self._done.set()  # the renewer ends: nothing runs here any more
+                store = self.store
+                assert store is not None
+                try:
+                    store.flush(deadline.remaining())
+                    self._settle()
+                    if self._owns_store:
+                        store.close(deadline.remaining())
+                except StoreError as exc:
+                    logs.intake_store_failed(log, self.name, "the last commit", one_line(exc), self.lease)
+            if not running:
+                return None
+            return Unfinished(self.name, "jobs", 0, len(running), True, tuple(running))
+
+    def pause(self) -> None:
+        """Workers finish the job they run and take no other; the claimed jobs not started are
+        given back to the store (other nodes may run them) until :meth:`resume`."""
+        with self._cond:
+            self._paused = True
+            self._cond.notify_all()
+
+    def resume(self) -> None:
+        with self._cond:
+            self._paused = False
+            self._cond.notify_all()
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def hold_intake(self) -> None:
+        """A host drain: claim nothing new; the workers finish the jobs claimed already."""
+        with self._cond:
+            self._holding = True
+
+    def release_intake(self) -> None:
+        with self._cond:
+            self._holding = False
+            self._cond.notify_all()
+
+    # -- observation ----------------------------------------------------------------------------------
+    def counters(self) -> Counters:
+        """``submitted``: jobs this intake claimed; ``completed``/``failed``: handlers that returned
+        or raised; ``queue_depth``: claimed jobs waiting for a worker here; ``depth``: jobs ready
+        in the store (every node's backlog); latency: run times; ``wait_*``: submit to start of
+        first attempts (sampled); ``retries``, ``dead_letters`` (the dead-letter table's size),
+        ``rescues`` and ``commit_batch`` (mean operations per commit) from the store."""
+        base = sum_counters(self.name, self._claimed, self._stats,
+                            not_run=self._released + self._dead_at_claim, queue_capacity=self.capacity)
+        stats = self._store_stats()
+        waits = sorted(self._waits)
+        metrics = None
+        store = self.store
+        if store is not None:
+            try:
+                metrics = store.metrics()
+            except StoreError:
+                metrics = None
+        extra: dict[str, Any] = {
+            "depth": None if stats is None else stats.ready,
+            "wait_p50": waits[len(waits) // 2] if waits else None,
+            "wait_p99": waits[min(len(waits) - 1, int(len(waits) * 0.99))] if waits else None,
+            "retries": self._retries,
+            "rescues": None if metrics is None else metrics.rescued,
+            "dead_letters": None if stats is None else stats.dead,
+            "commit_batch": (metrics.committed_ops / metrics.commits) if metrics and metrics.commits else None,
+        }
+        known = {f.name for f in dataclasses.fields(Counters)}
+        return dataclasses.replace(base, **{k: v for k, v in extra.items() if k in known})
+
+    def _store_stats(self) -> Stats | None:
+        at, cached = self._stats_cache
+        now = _monotonic()
+        if now - at < STATS_TTL or self.store is None or self._done.is_set():
+            return cached
+        try:
+            cached = self.store.stats()
+        except StoreError:
+            cached = None
+        self._stats_cache = (now, cached)
+        return cached
+
+    def beats(self) -> Iterator[Beat]:
+        for s in self._stats:
+            busy_since, job = s.busy_since, s.current
+            what = f"job {job.id} ({describe(self.handler)})" if busy_since is not None and job is not None else ""
+            yield Beat(self.name, s.name, busy_since, what)
+
+    def __repr__(self) -> str:
+        url = self.store.url if self.store is not None else "(not opened)"
+        return f"Intake({self.name!r}, {url}, workers={self.workers})"
