@@ -45,6 +45,21 @@ class Counters:
     """When that failure happened (``time.time()``)."""
     kind: str | None = None
     """The worker model (``ThreadPool``, ``PeriodicTimer``, ...); the host fills it in."""
+    # A durable intake's (``intake/component.py``; None for the other models):
+    depth: int | None = None
+    """Jobs ready in its store: every node's backlog (``queue_depth`` is what this process holds)."""
+    wait_p50: float | None = None
+    """Median seconds a job waited from its submit to its first start (sampled)."""
+    wait_p99: float | None = None
+    retries: int | None = None
+    """Failed attempts put back for a retry (after a backoff)."""
+    rescues: int | None = None
+    """Jobs its store took back from a lease that ran out (a node that died, or a handler past the
+    intake's hang timeout)."""
+    dead_letters: int | None = None
+    """Jobs in its store's dead-letter table."""
+    commit_batch: float | None = None
+    """Operations per store commit, on average (group commit: submits, acks, renewals, claims)."""
 
     def summary(self) -> str:
         """One short line, e.g. for systemd's ``STATUS=`` (php-fpm style: done, failed, busy/size,
