@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import sys
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -218,7 +219,6 @@ compat_status_unwritable = _event(
     5323, "compat_status_unwritable", WARNING,
     "%s: its SERVICE_STATUS cannot be kept in %s (QueryServiceStatus elsewhere sees less of it): %s")
 
-
 # -- 6xxx: the operations view (ops/) --------------------------------------------------------------
 # 600x: the HTTP listener (ops/http.py)
 http_listening = _event(
@@ -362,11 +362,40 @@ def configure(
             _with_format(logging.handlers.SysLogHandler(address), "servicehost: %(name)s: %(message)s")
         )
     handlers.extend((extra_handlers or {}).values())
+    _count_records()
     _configured[:] = [ours]
     for handler in handlers:
         handler.setLevel(_handler_level())
         add_handler(handler)
     logging.captureWarnings(True)
+
+
+#: Records logged at each level since :func:`configure` first ran (every record a logger made: its
+#: level was enabled), a level between two standard ones counted at the lower. Read by the metrics
+#: (``ops/metrics.py``: ``servicehost_log_messages_total``).
+MESSAGES: dict[int, int] = dict.fromkeys((DEBUG, INFO, WARNING, ERROR, CRITICAL), 0)
+_counting = threading.Lock()
+
+
+def _count_records() -> None:
+    """Count every record made from now on into :data:`MESSAGES`, through the record factory (so no
+    handler is added: user code's list of handlers stays as it was), wrapping the factory user code
+    may have set. Once per process."""
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, "_servicehost_counts", False):
+        return
+
+    def make(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        level = record.levelno
+        key = CRITICAL if level >= CRITICAL else ERROR if level >= ERROR else WARNING if level >= WARNING \
+            else INFO if level >= INFO else DEBUG
+        with _counting:
+            MESSAGES[key] += 1
+        return record
+
+    make._servicehost_counts = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(make)
 
 
 def add_handler(handler: logging.Handler) -> None:
