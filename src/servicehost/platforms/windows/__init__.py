@@ -77,6 +77,15 @@ NAMES: dict[str, str] = {
     "open_session": "session",
     "prepare_process": "session",
     "scm_exit_status": "session",
+    # the control channel: the named pipe, its security descriptor, who may ask what
+    "PipeClient": "control_pipe",
+    "PipeConnection": "control_pipe",
+    "PipePermissions": "control_pipe",
+    "PipeServer": "control_pipe",
+    "own_sids": "control_pipe",
+    "pipe_name": "control_pipe",
+    "pipe_sddl": "control_pipe",
+    "serve_pipe": "control_pipe",
     # a service's stdout/stderr
     "ServiceStdio": "stdio",
     "restore_console": "stdio",

@@ -265,11 +265,49 @@ class WindowsManager:
         detail = {"display name": config[8], "win32 exit code": str(st["Win32ExitCode"])}
         if st["CurrentState"] in (2, 3, 5, 6):
             detail["checkpoint"] = f"{st['CheckPoint']} (wait hint {st['WaitHint']} ms)"
+        service: dict[str, Any] = {}  # what the service itself says on its control pipe
+        if pid is not None and st["CurrentState"] in (4, 5, 6, 7):
+            service = self._service_fields(name, pid, detail)
+        ready = service.pop("ready", st["CurrentState"] in (4, 5, 6, 7))
+        service.pop("state", None)  # the SCM's state is what status shows (a drain is RUNNING to it)
+        service.pop("sub_state", None)
         return ServiceStatus(name, self.name, state, pid=pid, uptime=uptime(pid), restarts=None,
                              last_exit=last_exit(st), detail=detail,
                              sub_state=SCM_STATES.get(st["CurrentState"], str(st["CurrentState"])),
-                             ready=st["CurrentState"] in (4, 5, 6, 7), account=config[7] or "LocalSystem",
-                             start_mode=start_mode)
+                             ready=ready, account=config[7] or "LocalSystem",
+                             start_mode=start_mode, **service)
+
+    def _service_fields(self, name: str, pid: int, detail: dict[str, str]) -> dict[str, Any]:
+        """The service's own status fields (``control.status_fields``), asked on its control pipe;
+        none (and the reason in ``detail``) when it does not answer."""
+        from ..control import STATUS_TIMEOUT, ControlChannelError, status_fields
+        from .control_pipe import PipeClient, pipe_name
+
+        try:
+            answer = PipeClient(pipe_name(name), timeout=STATUS_TIMEOUT, server_pid=pid).call("status")
+        except ControlChannelError as exc:
+            detail["control channel"] = f"no answer ({exc})"
+            return {}
+        detail["control channel"] = pipe_name(name)
+        fields = status_fields(answer)
+        detail["service state"] = str(fields.get("sub_state"))
+        return fields
+
+    def ask(self, name: str, command: str, *, timeout: float | None = None, **args: Any) -> Any:
+        """Run ``command`` in the running service through its control pipe (``control_pipe.py``),
+        served by the pid the SCM gives the service."""
+        from ..control import ControlUnavailable
+        from .control_pipe import PipeClient, pipe_name
+
+        ws = self._ws
+        with self._service(name, ws.SERVICE_QUERY_STATUS) as handle:
+            st = ws.QueryServiceStatusEx(handle)
+        if st["CurrentState"] not in (4, 5, 6, 7) or not st["ProcessId"]:
+            raise ControlUnavailable(f"{name} is not running under {self.name} "
+                                     f"({STATE_NAMES.get(st['CurrentState'], 'unknown')}): nothing to ask")
+        client = PipeClient(pipe_name(name), server_pid=st["ProcessId"],
+                            **({"timeout": timeout} if timeout is not None else {}))
+        return client.call(command, **args)
 
     def follow_logs(self, name: str, lines: int) -> list[str]:
         """Refused: the Event Log is read in records, not followed as a stream."""

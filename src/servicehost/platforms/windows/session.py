@@ -214,10 +214,16 @@ class ScmSession:
         logs.scm_connected(log, self.name, list(self.start_args))
         self.host = host
         threading.Thread(target=self._run_controls, name="servicehost-scm-control", daemon=True).start()
+        # The control channel: the named pipe (control_pipe.py), on threads of its own.
+        from .control_pipe import own_sids, serve_pipe
+
+        channel = serve_pipe(host, self.name, own_sids(self.name))
         code = ExitCode.CRASH
         try:
             code = host.run()
         finally:
+            if channel is not None:
+                channel.close()
             self._ops.put(None)
             self.finish(code)
         return code
