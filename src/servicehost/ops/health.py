@@ -123,17 +123,27 @@ class HealthCheck:
         """The latest result, without running the check (None: it never ran)."""
         return self._last
 
+    def refresh(self) -> CheckResult | None:
+        """The latest result, at once; when it is stale, a run starts in the background (unless one
+        is under way) for whoever asks next (the status page, which never waits for a check)."""
+        with self._lock:
+            if self._run is None and (self._last is None or time.monotonic() - self._last_mono >= self.cache):
+                self._start()
+            return self._last
+
+    def _start(self) -> _Run:
+        run = self._run = _Run()
+        threading.Thread(target=self._execute, args=(run,), name=f"servicehost-health-{self.name}",
+                         daemon=True).start()
+        return run
+
     def result(self) -> CheckResult:
         """The cached result while it is fresh; else run the check (or join the run under way)
         and wait for it at most until ``timeout`` after that run began."""
         with self._lock:
             if self._last is not None and time.monotonic() - self._last_mono < self.cache:
                 return self._last
-            run = self._run
-            if run is None:
-                run = self._run = _Run()
-                threading.Thread(target=self._execute, args=(run,), name=f"servicehost-health-{self.name}",
-                                 daemon=True).start()
+            run = self._run or self._start()
         deadline = Deadline(run.started + self.timeout)
         if run.done.wait(deadline.remaining()) and run.result is not None:
             return run.result

@@ -7,7 +7,9 @@
                    check (Kubernetes' form); ``?exclude=NAME`` leaves a check out
     GET /metrics   the Prometheus text format (``ops/metrics.py``: ``render(host) -> bytes``)
     GET /status    the status document (``ops/status.py``, as ``servicehost status --json`` gets it
-                   on the control channel) plus each health check's last result, as JSON
+                   on the control channel) plus ``accepting`` (what /readyz's state line says) and
+                   each health check's latest result (never waited for: a stale one is refreshed
+                   in the background), as JSON
     GET /          the status page (``page.py``): it polls ``status`` and shows it
 
 Read only: GET and HEAD; any other method is 405, a request with a body is refused. No setting
@@ -253,11 +255,7 @@ class HttpApp:
 
         document = service_status(self.host, uptime=time.monotonic() - self.began)
         document["accepting"] = self.host.state is health.READY_STATE  # what /readyz's state line says
-        document["checks"] = [
-            (check.last.as_json() if check.last is not None else
-             {"name": check.name, "health": None, "detail": "not run yet", "at": None, "duration": None,
-              "tags": list(check.tags)})
-            for check in health.checks(self.host)]
+        document["checks"] = [_check_json(check) for check in health.checks(self.host)]
         return 200, JSON, json.dumps(document, ensure_ascii=True, allow_nan=False, default=str).encode(), ()
 
     def metrics(self, request: Request) -> tuple[int, str, bytes, tuple[tuple[str, str], ...]]:
@@ -266,6 +264,15 @@ class HttpApp:
         except ImportError:  # not part of this build
             return 404, TEXT, b"metrics are not available in this build\n", ()
         return 200, METRICS, metrics.render(self.host), ()
+
+
+def _check_json(check: health.HealthCheck) -> dict[str, Any]:
+    """A check's latest result, never waited for (a stale one is refreshed in the background)."""
+    last = check.refresh()
+    if last is not None:
+        return last.as_json()
+    return {"name": check.name, "health": None, "detail": "running for the first time", "at": None,
+            "duration": None, "tags": list(check.tags)}
 
 
 def _keep_alive(request: Request) -> bool:

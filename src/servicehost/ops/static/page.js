@@ -122,7 +122,7 @@
       checkRows.replaceChildren(...checks.map((c) => {
         const row = document.createElement("tr");
         cell(row, "Check", c.name);
-        const result = cell(row, "Result", c.health || "not run yet");
+        const result = cell(row, "Result", c.health || "pending");
         result.className = c.health === "healthy" ? "good" : c.health === "degraded" ? "poor" : c.health ? "bad" : "muted";
         const tags = Array.isArray(c.tags) ? c.tags : [];
         cell(row, "For", tags.map((t) => (t === "ready" ? "readiness" : t === "live" ? "liveness" : t)).join(", "));
@@ -143,6 +143,7 @@
     banner.hidden = false;
     setState("unknown");
     $("state").textContent = "unknown: no answer";
+    $("since").textContent = "";
     yesNo("accepting", null, true);
     yesNo("healthy", null, true);
   }
@@ -163,8 +164,12 @@
     timer = setTimeout(poll, wait);
   }
 
+  let polls = 0;
+
   async function poll() {
     clearTimeout(timer);
+    polls += 1;
+    document.documentElement.setAttribute("data-polls", String(polls));
     if (inFlight) inFlight.abort();
     const control = new AbortController();
     inFlight = control;
