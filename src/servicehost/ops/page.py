@@ -13,7 +13,8 @@ markup; states are shown in words (a colour only repeats them); the tables read 
 from __future__ import annotations
 
 import functools
-from importlib import resources
+from pathlib import Path
+from typing import Any
 
 #: The files served, by path: name in ``static/`` and content type.
 FILES = {
@@ -26,6 +27,12 @@ FILES = {
 
 @functools.cache
 def assets() -> dict[str, tuple[str, bytes]]:
-    """Path → (content type, bytes), read once from the package."""
-    folder = resources.files(__package__).joinpath("static")
+    """Path → (content type, bytes), read once from the package: from the folder beside this file,
+    else (a zipped package) through ``importlib.resources`` — imported only then, as it and what it
+    imports (zipfile, tempfile, bz2, lzma, ...) cost the listener ~1 MiB."""
+    folder: Any = Path(__file__).with_name("static")
+    if not folder.is_dir():
+        from importlib import resources
+
+        folder = resources.files(__package__).joinpath("static")
     return {path: (ctype, folder.joinpath(name).read_bytes()) for path, (name, ctype) in FILES.items()}

@@ -356,8 +356,9 @@ class EventServer(Drains):
     def _bind(self) -> socket.socket:
         where = _address((self.host, self.port))
         try:
-            infos = socket.getaddrinfo(self.host or None, self.port, type=socket.SOCK_STREAM,
-                                       flags=socket.AI_PASSIVE)
+            # An ASCII name as bytes: a str is IDNA-encoded, which imports unicodedata (~0.5 MiB).
+            host = self.host.encode("ascii") if self.host and self.host.isascii() else self.host or None
+            infos = socket.getaddrinfo(host, self.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
         except socket.gaierror as exc:
             raise BindError(exc.errno, f"{self.name}: cannot listen on {where}: unknown host ({exc.strerror})") from exc
         family, _, _, _, sockaddr = infos[0]
