@@ -5,6 +5,12 @@
                 with it, ``servicehost status`` renders it, systemd's ``STATUS=`` is its summary
     loglevel.py a logger's level changed in a running service (``loglevel``), back by itself after
                 ``--for``
+    health.py   health checks a service declares (``Service.health_check``: Health, timeout, cache,
+                tags) and the probes' verdicts: readiness (RUNNING + ``ready`` checks), liveness
+                (heartbeats + ``live`` checks)
+    http.py     the optional HTTP listener (setting ``http``; imported only then): /livez, /readyz,
+                /status, /metrics, the page; read only, Host-checked, on an EventServer
+    page.py     the status page's files (``static/``: page.html, page.js, page.css, favicon.svg)
 
 It reads the host and the component contract (``components.py``) and imports no platform; the
 platforms only carry what it makes (the control channel, sd_notify, the SCM).
