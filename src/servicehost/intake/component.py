@@ -88,8 +88,11 @@ class Intake(Drains):
     dead-lettered. ``hang_timeout``: a handler running longer stops renewing its job's lease (so
     the job can be taken back); 0 or None: never. ``retry_base``/``retry_cap``: the backoff of a
     failed job, ``retry_base * 2**(attempt-1)`` up to ``retry_cap`` seconds, times a jitter in
-    [0.5, 1.5). ``prefetch``: jobs claimed ahead of the free workers (default: ``4 * workers``), so a
-    worker that finishes finds its next job without waiting for a commit.
+    [0.5, 1.5). ``prefetch``: jobs claimed ahead of the free workers (default: ``workers``), so a
+    worker that finishes finds its next job without waiting for a commit. A claim counts an
+    attempt, so the jobs a process held when it died count one each, prefetched or running (a job
+    claimed beside a poison job included): keep ``max_attempts`` above the crashes in a row you
+    expect, or ``prefetch=0`` to claim only for free workers (fewer jobs per commit).
     """
 
     #: What the host's hang watch uses for this component: never. A long job is normal here; the
@@ -123,7 +126,7 @@ class Intake(Drains):
         self.max_attempts = max_attempts
         self.job_hang_timeout = float(hang_timeout or 0.0)
         self.retry_base, self.retry_cap = retry_base, retry_cap
-        self.capacity = workers + (4 * workers if prefetch is None else max(0, prefetch))
+        self.capacity = workers + (workers if prefetch is None else max(0, prefetch))
         self.node = new_node_id()
         self._given: Store | str | Path = store
         self.store: Store | None = store if isinstance(store, Store) else None
