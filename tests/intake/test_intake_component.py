@@ -1,0 +1,88 @@
+"""The Intake as a component, in process on a real SQLite file: a stop gives the claimed jobs that
+did not start back at once (ready again without waiting for a lease), a pause gives the buffer
+back, the counters carry the intake's fields, and a service composes it with ``use``; the example
+service and ``servicehost jobs`` on its embedded default store, in real processes."""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+from servicehost import Intake
+from servicehost.intake import default_url, open_store
+from servicehost.stopping import Deadline
+
+from ..integration.proc import EXAMPLES, ServiceProcess, run_cli
+from .intakes import store_url, wait_until
+
+
+def test_a_stop_gives_claimed_jobs_that_did_not_start_back_at_once(tmp_path):
+    url = store_url(tmp_path)
+    gate, started = threading.Event(), threading.Event()
+
+    def handler(job):  # type: ignore[no-untyped-def]
+        started.set()
+        gate.wait(60)
+
+    with open_store(url) as store:
+        store.submit_many([{"n": i} for i in range(10)])
+    intake = Intake(handler, store=url, workers=1, prefetch=4, lease=600)  # a lease far longer than the test
+    intake.start()
+    assert started.wait(60)
+    wait_until(lambda: intake.counters().queue_depth == 4, 60, "the prefetch is claimed")
+    intake.close()
+    drained = threading.Thread(target=intake.drain, args=(Deadline.after(60),))
+    drained.start()
+    with open_store(url) as store:  # the four prefetched jobs are ready again now, not after the lease
+        wait_until(lambda: store.stats().ready == 9 and store.stats().running == 1, 60, "the prefetched jobs are back")
+    gate.set()
+    drained.join(60)
+    with open_store(url) as store:
+        s = store.stats()
+        assert (s.ready, s.running) == (9, 0)
+        assert all(j.attempts == 0 for j in store.jobs("ready"))  # a release does not count the attempt
+
+
+def test_counters_and_pause(tmp_path):
+    url = store_url(tmp_path)
+    done: list[int] = []
+    with open_store(url) as store:
+        ids = store.submit_many([{"n": i} for i in range(50)])
+        store.submit({"fail": True}, max_attempts=1)
+
+    def handler(job):  # type: ignore[no-untyped-def]
+        if job.payload.get("fail"):
+            raise ValueError("no")
+        done.append(job.id)
+
+    with Intake(handler, store=url, workers=2, lease=30) as intake:
+        wait_until(lambda: len(done) == len(ids), 60, "every job runs")
+        wait_until(lambda: intake.counters().dead_letters == 1, 60, "the failing job is dead-lettered")
+        c = intake.counters()
+        assert (c.completed, c.failed, c.queue_depth, c.workers) == (50, 1, 0, 2)
+        assert c.depth == 0 and c.commit_batch is not None and c.commit_batch >= 1
+        intake.pause()
+        with open_store(url) as store:
+            store.submit_many([{"n": i} for i in range(5)])
+            wait_until(lambda: store.stats().ready == 5 and store.stats().running == 0, 60,
+                       "a paused intake holds no job")
+        intake.resume()
+        wait_until(lambda: len(done) == len(ids) + 5, 60, "resumed, it runs them")
+    assert sorted(done)[: len(ids)] == sorted(ids)
+
+
+def test_the_example_and_jobs_on_its_embedded_default_store(tmp_path):
+    state = tmp_path / "state"
+    example = str(EXAMPLES / "jobs.py")
+    with ServiceProcess("run", example, "--state-dir", str(state), "--log-file", "none") as svc:
+        svc.ready()
+        sub = run_cli("jobs", example, "submit", '{"name": "Ada"}', SERVICEHOST_STATE_DIR=str(state))
+        assert sub.returncode == 0, sub.stderr
+        job = int(sub.stdout)
+        out = state / "out" / f"{job}.txt"
+        wait_until(out.exists, 60, "the job's file is written")
+        assert out.read_text().startswith("Hello, Ada!")
+        stats = run_cli("jobs", example, "stats", SERVICEHOST_STATE_DIR=str(state))
+        assert stats.returncode == 0 and default_url(state) in stats.stdout and "ready:       0" in stats.stdout
+        svc.signal(signal.SIGTERM)
+        assert svc.wait() == 0, "\n".join(svc.output())
