@@ -208,6 +208,8 @@ def test_a_second_run_of_the_same_name_still_runs_without_a_channel(terminal, tm
             second = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                       stderr=err, cwd=ROOT)
         until(lambda: "ready: every service said so" in log.read_text(), "the second run to be ready")
+        # its channel is opened once it is ready, on a thread of its own: its refusal comes after
+        until(lambda: "control channel unavailable" in log.read_text(), "the second run's channel to give up")
         said = log.read_text()
         assert "control channel unavailable" in said and "already serves" in said, said
         doc = json.loads(_status(target, env, "--json").stdout)
