@@ -362,7 +362,7 @@ def configure(
             _with_format(logging.handlers.SysLogHandler(address), "servicehost: %(name)s: %(message)s")
         )
     handlers.extend((extra_handlers or {}).values())
-    _count_records()
+    count_records()
     _configured[:] = [ours]
     for handler in handlers:
         handler.setLevel(_handler_level())
@@ -371,13 +371,22 @@ def configure(
 
 
 #: Records logged at each level since :func:`configure` first ran (every record a logger made: its
-#: level was enabled), a level between two standard ones counted at the lower. Read by the metrics
+#: level was enabled), a level between two standard ones counted at the lower; a process pool's
+#: children's added as their replies bring them (:func:`add_messages`). Read by the metrics
 #: (``ops/metrics.py``: ``servicehost_log_messages_total``).
 MESSAGES: dict[int, int] = dict.fromkeys((DEBUG, INFO, WARNING, ERROR, CRITICAL), 0)
 _counting = threading.Lock()
 
 
-def _count_records() -> None:
+def add_messages(counts: Mapping[int, int]) -> None:
+    """Add records counted elsewhere (a process pool's child) to :data:`MESSAGES`."""
+    with _counting:
+        for level, count in counts.items():
+            if level in MESSAGES:
+                MESSAGES[level] += count
+
+
+def count_records() -> None:
     """Count every record made from now on into :data:`MESSAGES`, through the record factory (so no
     handler is added: user code's list of handlers stays as it was), wrapping the factory user code
     may have set. Once per process."""

@@ -65,6 +65,12 @@ def square(x: int) -> int:  # a process pool's task: importable by name
     return x * x
 
 
+def log_errors(count: int) -> int:  # a process pool's task that logs, in the child
+    for i in range(count):
+        logging.getLogger("servicehost.test_metrics.child").error("error %d in the child", i)
+    return count
+
+
 def sleep_then(seconds: float) -> float:
     time.sleep(seconds)
     return seconds
@@ -325,6 +331,19 @@ def test_a_process_pool_reports_through_its_pipe_and_counts_a_replaced_child(run
     _, after = scrape(host)
     assert value(after, "servicehost_worker_restarts_total", component="procs") == 1
     assert value(after, "servicehost_tasks_total", component="procs", outcome="completed") == 101
+
+
+def test_a_process_pool_childs_log_records_are_counted_in_the_parent_through_its_pipe():
+    pool = ProcessPool(1, name="logging")
+    try:
+        pool.wait_ready(HANG_GUARD)
+        before = dict(logs.MESSAGES)
+        assert pool.submit_result(log_errors, 3).result(HANG_GUARD) == 3
+        assert pool.submit_result(square, 2).result(HANG_GUARD) == 4  # nothing logged: nothing sent
+        assert pool.submit_result(log_errors, 1).result(HANG_GUARD) == 1
+        assert logs.MESSAGES[logging.ERROR] - before[logging.ERROR] == 4
+    finally:
+        pool.shutdown(HANG_GUARD)
 
 
 def test_state_follows_the_host(running):

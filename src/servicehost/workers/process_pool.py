@@ -24,6 +24,11 @@ only the parent acts on it, and stops its children in order: on ``drain`` each i
 a stop message and exits; at the deadline the children still busy get ``terminate()`` (final on
 Windows; on POSIX it is SIGTERM, which they ignore) and then ``kill()`` (SIGKILL).
 
+Metrics: what a child does comes back through its result pipe — each reply says how its task
+ended, and the parent counts it (no files shared between processes, as ``prometheus_client``'s
+multiprocess mode needs). The records a child logs are counted by level in the child and sent
+before the reply that follows them (``_LOG_COUNTS``), into the parent's ``logs.MESSAGES``.
+
 Start-up: the children start in the constructor, in parallel and without blocking it (each
 parent thread starts its own child and waits for its hello). ``wait_ready()`` blocks until all
 are up and raises if the ``initializer`` failed. A failing initializer (or a child that dies
@@ -74,6 +79,7 @@ _CTX = multiprocessing.get_context("spawn")
 _SPAWN_LOCK = threading.Lock()  # the spawn executable is process-wide: set it only around a start
 _SINGLE, _CHUNK = -1, 0  # the offset of a single task; the kind of a chunk on the wire
 _STOP = b""  # the stop message to an idle child
+_LOG_COUNTS = b"L"  # + a pickled {level: records}: what a child logged since its last reply (a pickle starts b"\x80")
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
 _TERMINATE_GRACE = 0.1  # between terminate() and kill() at the deadline
 _REAP_WAIT = 5.0  # hang guard: an idle child told to stop exits in milliseconds
@@ -337,8 +343,11 @@ class ProcessPool(GatedIntake):
         conn, proc = slot.conn, slot.proc
         try:
             conn.send_bytes(payload)
-            if conn in _wait([conn, proc.sentinel]):
+            while conn in _wait([conn, proc.sentinel]):
                 data = conn.recv_bytes()
+                if data[:1] == _LOG_COUNTS:  # what the child logged while running it; the reply follows
+                    logs.add_messages(pickle.loads(data[1:]))
+                    continue
                 try:
                     return pickle.loads(data)
                 except Exception as exc:  # e.g. the result's class cannot be imported here
@@ -574,6 +583,9 @@ def _child_main(conn: Any, initializer: Callable[..., object] | None, initargs: 
             conn.send_bytes(_dumps(("init_failed", *_portable(exc))))
             return
     conn.send_bytes(_dumps(("ready",)))
+    logs.count_records()
+    counts = logs.MESSAGES
+    reported = dict(counts)
     while True:
         try:
             data = conn.recv_bytes()
@@ -592,6 +604,9 @@ def _child_main(conn: Any, initializer: Callable[..., object] | None, initargs: 
             else:
                 reply = [_run(fn, (x,)) for x in args]
         try:
+            if counts != reported:
+                conn.send_bytes(_LOG_COUNTS + pickle.dumps({k: n - reported[k] for k, n in counts.items()}, _PROTOCOL))
+                reported = dict(counts)
             conn.send_bytes(_dumps(reply))
         except (EOFError, OSError):
             return
