@@ -11,6 +11,9 @@
     http.py     the optional HTTP listener (setting ``http``; imported only then): /livez, /readyz,
                 /status, /metrics, the page; read only, Host-checked, on an EventServer
     page.py     the status page's files (``static/``: page.html, page.js, page.css, favicon.svg)
+    metrics.py  the Prometheus exposition (``render(host) -> bytes``, text format 0.0.4), served at
+                /metrics: counters and :class:`~servicehost.components.Measures` of every component,
+                timers, log messages by level (``logs.MESSAGES``), health checks
 
 It reads the host and the component contract (``components.py``) and imports no platform; the
 platforms only carry what it makes (the control channel, sd_notify, the SCM).
