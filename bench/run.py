@@ -17,6 +17,11 @@ Benchmarks (targets from the performance issue):
   start    spawn → "ready" vs a bare interpreter with the same imports       <= 1.25x
   stop     SIGTERM on a busy service: exit − last task completion            <= 50 ms
   rss      idle service, 16 ThreadPool workers vs bare + 16 idle threads     <= 1.1x
+  status   servicehost status answered on the control channel while 256 workers run 5 ms
+           sleeps with a full queue (median; p99 printed)                    <= 50 ms
+           ... with 8 CPU-bound workers: printed, no target (the GIL decides)
+  counters the counters and the STATUS= line on vs off, bulk (per chunk) and per-task paths
+           (bench/ops.py)                                                    >= 0.97x
   wine     Windows under Wine's SCM, StartService → RUNNING (bench/wine_start.py; skipped, saying
            why, where the Wine harness is not found): the seed through servicehost.compat and
            examples/sample_service.py, each vs the seed with plain pywin32 imports   <= 1.2x
@@ -557,6 +562,92 @@ def bench_stop(sz: Sizes) -> Result:
 
 
 # -- wine: the Windows start under Wine's SCM (bench/wine_start.py) ------------------------------
+# -- status / counters: seeing inside a running service (bench/ops.py) ------------------------------------
+STATUS_IO_WORKERS, STATUS_CPU_WORKERS = 256, 8
+
+
+def bench_status(sz: Sizes) -> Result:
+    import ops
+    from workloads import calibrate_spin, sleep5, spin
+
+    calls = 100 if sz is FULL else 40
+    res = Result("status", f"servicehost status on the control channel, asked by another process every "
+                           f"{ops.STATUS_SPACING * 1000:.0f} ms ({calls} calls a round), while the pool's queue is full")
+    say(f"  -- {STATUS_IO_WORKERS} workers on 5 ms sleeps (I/O-bound), queue 1024")
+    io = ops.measure_status(STATUS_IO_WORKERS, sleep5, 1024, sz.rounds, calls, say)
+    res.notes.append(f"@{STATUS_IO_WORKERS} I/O-bound workers: queue {io.depth}/1024 when measuring began; "
+                     f"p99 {ops.p99(io.every):.2f} ms over {len(io.every)} calls, max {max(io.every):.2f} ms")
+    res.targets.append(Target("status", f"status answer, {STATUS_IO_WORKERS} I/O-bound workers, queue full (median)",
+                              "<=", 50.0, "ms", io.every))
+    res.info += [(f"status p99 per round, {STATUS_IO_WORKERS} I/O-bound workers", io.p99s, "ms"),
+                 (f"bare socket floor, {STATUS_IO_WORKERS} I/O-bound workers", io.bare, "ms"),
+                 (f"bare socket floor p99 per round, {STATUS_IO_WORKERS} I/O-bound workers", io.bare_p99s, "ms")]
+    iters = calibrate_spin(1000)
+
+    def cpu_task(_: int) -> int:
+        return spin(iters)
+
+    say(f"  -- {STATUS_CPU_WORKERS} workers on ~1 ms pure-Python tasks (CPU-bound: the GIL decides), queue 64")
+    cpu = ops.measure_status(STATUS_CPU_WORKERS, cpu_task, 64, sz.rounds, calls, say)
+    res.notes.append(f"@{STATUS_CPU_WORKERS} CPU-bound workers: p99 {ops.p99(cpu.every):.2f} ms over {len(cpu.every)} "
+                     f"calls, max {max(cpu.every):.2f} ms (no target: a thread holding the GIL decides when the "
+                     "channel runs)")
+    res.info += [(f"status answer, {STATUS_CPU_WORKERS} CPU-bound workers (no target)", cpu.every, "ms"),
+                 (f"status p99 per round, {STATUS_CPU_WORKERS} CPU-bound workers", cpu.p99s, "ms"),
+                 (f"bare socket floor, {STATUS_CPU_WORKERS} CPU-bound workers", cpu.bare, "ms")]
+    return res
+
+
+def bench_counters(sz: Sizes) -> Result:
+    import ops
+    from ours import OursThreads
+    from workloads import tiny
+
+    n, each_n = sz.bulk_tasks, max(100_000, sz.tpe_tasks)
+    res = Result("counters", f"tiny tasks (x + 1) on ThreadPool({THREADS}) with the counters and the STATUS= line on "
+                             f"(read every {0.05 * 1000:.0f} ms) and off: {n:,} through submit_many (counted per chunk), "
+                             f"{each_n:,} through submit (counted per task); compared in tasks/s")
+    on, off = OursThreads(THREADS), OursThreads(THREADS)
+    ops.counters_off(off.pool)
+    line = ops.StatusLine([on.pool], 0.05)
+    bulk_on = Contender("bulk, counters + STATUS= on", "s", n, short="bulk on")
+    bulk_off = Contender("bulk, counters off", "s", n, short="bulk off")
+    each_on = Contender("per task, counters + STATUS= on", "s", each_n, short="each on")
+    each_off = Contender("per task, counters off", "s", each_n, short="each off")
+    items, each_items = range(n), range(each_n)
+
+    def checked(ours: OursThreads, step: Callable[[], None], count: int) -> float:
+        before = ours.completed()
+        t = h.timed(step)
+        if ours.completed() - before != count:
+            raise RuntimeError("not every task ran")
+        return t
+
+    for pool in (on, off):  # warm-up, untimed
+        pool.submit_many(tiny, range(10_000))
+        pool.submit_each(tiny, range(10_000))
+    try:
+        interleave(res, sz, {
+            bulk_on: lambda: checked(on, lambda: on.submit_many(tiny, items), n),
+            bulk_off: lambda: checked(off, lambda: off.submit_many(tiny, items), n),
+            each_on: lambda: checked(on, lambda: on.submit_each(tiny, each_items), each_n),
+            each_off: lambda: checked(off, lambda: off.submit_each(tiny, each_items), each_n),
+        }, rounds=sz.rounds + 4)  # small differences on a shared machine: more rounds than the others
+    finally:
+        line.close()
+        on.close()
+        off.close()
+    res.contenders = [bulk_on, bulk_off, each_on, each_off]
+    res.notes.append(f"STATUS= lines sent while measuring: {line.sent}")
+    res.targets += [
+        Target("counters", "bulk path: counters + STATUS= on vs off (tasks/s)", ">=", 0.97, "x",
+               h.speedups(bulk_on.samples, n, bulk_off.samples, n)),
+        Target("counters", "per-task path: counters + STATUS= on vs off (tasks/s)", ">=", 0.97, "x",
+               h.speedups(each_on.samples, each_n, each_off.samples, each_n)),
+    ]
+    return res
+
+
 def bench_wine(sz: Sizes) -> Result:
     import wine_start
 
@@ -569,6 +660,7 @@ def bench_wine(sz: Sizes) -> Result:
 BENCHMARKS: dict[str, Callable[[Sizes], Result]] = {
     "import": bench_import, "bulk": bench_bulk, "cpu": bench_cpu, "process": bench_process,
     "io": bench_io, "start": bench_start, "stop": bench_stop, "rss": bench_rss, "wine": bench_wine,
+    "status": bench_status, "counters": bench_counters,
 }
 
 

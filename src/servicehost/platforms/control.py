@@ -452,12 +452,12 @@ def _drain(req: Request) -> dict[str, Any]:
     if not isinstance(wait, (int, float)) or isinstance(wait, bool) or not 0 <= wait <= MAX_DRAIN_WAIT:
         raise ValueError(f"drain: wait must be 0-{MAX_DRAIN_WAIT:g} seconds, got {wait!r}")
     host = req.host
-    if host.state is not HostState.DRAINING:
-        try:
-            host.drain()
-        except IllegalTransition:
-            if host.state is not HostState.DRAINING:  # another drain may have begun meanwhile
-                raise ValueError(f"the service is {host.state.value}, not running") from None
+    try:
+        host.drain()
+    except IllegalTransition:  # from DRAINING too: a drain under way (this one's, or another's) is kept
+        state = host.state
+        if state is not HostState.DRAINING:
+            raise ValueError(f"the service is {state.value}, not running") from None
     drained = host.wait_drained(wait) if wait else host.state is HostState.DRAINING and host.idle()
     counters = host.counters()
     return {**_ping(req), "drained": drained, "queued": sum(c.queue_depth for c in counters),
