@@ -34,5 +34,5 @@ def assets() -> dict[str, tuple[str, bytes]]:
     if not folder.is_dir():
         from importlib import resources
 
-        folder = resources.files(__package__).joinpath("static")
-    return {path: (ctype, folder.joinpath(name).read_bytes()) for path, (name, ctype) in FILES.items()}
+        folder = Path(__file__).with_name("static")  # package data (pyproject); importlib.resources costs ~1 MiB
+    return {path: (ctype, (folder / name).read_bytes()) for path, (name, ctype) in FILES.items()}
