@@ -18,13 +18,13 @@ import pytest
 from servicehost import logs
 from servicehost.components import TIME_BUCKETS
 from servicehost.config import HostConfig
-from servicehost.errors import QueueFull
+from servicehost.errors import QueueClosed, QueueFull
 from servicehost.host import Host
 from servicehost.lifecycle import HostState
 from servicehost.ops import metrics
 from servicehost.service import Service
 from servicehost.stopping import Deadline, StopToken
-from servicehost.workers import Dispatcher, PeriodicTimer, Pipeline, ProcessPool, Stage, ThreadPool
+from servicehost.workers import ClosableQueue, Dispatcher, PeriodicTimer, Pipeline, ProcessPool, Stage, ThreadPool
 from servicehost.workers.process_pool import WorkerDied
 
 parser = pytest.importorskip("prometheus_client.parser", reason="prometheus_client (the test extra) parses every scrape")
@@ -197,7 +197,8 @@ def test_counters_follow_the_work(running):
     _, s = scrape(host)
     assert value(s, "servicehost_tasks_total", component="pool", outcome="completed") == 7 + 1000 + 200
     assert value(s, "servicehost_tasks_total", component="pool", outcome="failed") == 1
-    assert value(s, "servicehost_tasks_submitted_total", component="pool") >= 7 + 1000 + 200 + 1
+    assert value(s, "servicehost_tasks_submitted_total", component="pool") == 7 + 1000 + 200 + 1
+    assert value(s, "servicehost_queue_depth", component="pool") == 0  # join()'s markers are no tasks
     assert value(s, "servicehost_tasks_total", component="pipe", stage="parse", outcome="completed") == 500
     assert value(s, "servicehost_tasks_total", component="pipe", stage="store", outcome="completed") == 500
     assert value(s, "servicehost_tasks_total", component="keyed", outcome="completed") == 300
@@ -213,6 +214,35 @@ def test_counters_follow_the_work(running):
                      if k[0] == "servicehost_task_duration_seconds_bucket" and ("component", "pool") in k[1])
     counts = [v for _, v in buckets]
     assert counts == sorted(counts) and counts[-1] == value(s, "servicehost_task_duration_seconds_count", component="pool")
+
+
+def test_queue_waits_are_timed_with_many_consumers_and_never_stick():
+    """Consumers overtaking each other between taking a timed hand-off and seeing it: the stale
+    stamp is dropped at the next timing, so later waits are still timed."""
+    queue: ClosableQueue[int] = ClosableQueue(10_000)
+    got = []
+
+    def consume() -> None:
+        try:
+            while True:
+                got.append(queue.get())
+        except QueueClosed:
+            pass
+
+    consumers = [threading.Thread(target=consume) for _ in range(4)]
+    for t in consumers:
+        t.start()
+    for burst in range(20):
+        for i in range(64 * 50):
+            queue.put(i)
+        wait_until(f"burst {burst} taken", lambda: len(got) == (burst + 1) * 64 * 50)
+        assert queue.waits().samples >= 40 * (burst + 1)  # ~50 a burst, whatever the races dropped
+    queue.close()
+    for t in consumers:
+        t.join(HANG_GUARD)
+    with pytest.raises(QueueClosed):
+        queue.put(1)
+    assert queue.rejected == 1
 
 
 def test_timers_runs_overruns_and_last_success(running):

@@ -262,7 +262,8 @@ class ThreadPool(GatedIntake):
         with self._join_lock:
             self._barrier = threading.Barrier(self.workers + 1)
             for _ in range(self.workers):
-                self._queue.put(_JOIN, timeout, track=False)  # type: ignore[arg-type]
+                # weight 0: a marker is no task (not accepted, so never "queued" in the counters)
+                self._queue.put(_JOIN, timeout, 0, track=False)  # type: ignore[arg-type]
             try:
                 self._barrier.wait(timeout)
             except threading.BrokenBarrierError:
