@@ -7,7 +7,7 @@ and the SCM do for it on Windows, done by servicehost's host under the detected 
   registered — only those its ``GetAcceptedControls()`` accepts (else error 1052, as the SCM; the
   host logs a refused one as one warning line: a SIGHUP to a service that takes no PARAMCHANGE).
 * The service's status as the SCM keeps it: each ``SetServiceStatus`` (and each control handled)
-  is written to ``service_status.json`` in the service's state dir, with the process id, so
+  until it reports STOPPED is written to ``service_status.json`` in the service's state dir, with the process id, so
   that ``win32serviceutil.QueryServiceStatus`` in another process answers what the service last
   reported — accepted controls, checkpoint and wait hint included (``scm.py`` reads it).
 * :func:`run_framework` — run a class under the detected manager (or the foreground) until it stops.
@@ -107,7 +107,11 @@ class FrameworkService(Service):
         return self
 
     def report(self, status: tuple[int, ...]) -> None:
-        """SetServiceStatus: kept for QueryServiceStatus; RUNNING means ready."""
+        """SetServiceStatus: kept for QueryServiceStatus; RUNNING means ready. Once the service
+        reported STOPPED, the SCM keeps that: what the process reports after it changes nothing
+        (``SvcRun``'s STOP_PENDING after a ``SvcStop`` that reported STOPPED itself)."""
+        if self.status[1] == ws.SERVICE_STOPPED and self.instance is not None:
+            return
         self.status = status
         self._save()
         if status[1] == ws.SERVICE_RUNNING and not self.is_ready:

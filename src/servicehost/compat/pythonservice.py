@@ -12,6 +12,7 @@ unusable command line or class string is exit 2, with one line on stderr.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +31,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     given = parser.parse_args(argv)
     from . import hosting  # after parsing: --help needs none of it
 
+    # What the install recorded holds for the whole process: the class's own calls that read the
+    # settings (Get/SetServiceCustomOption) see the service's state dir and config file too.
+    if given.state_dir:
+        os.environ["SERVICEHOST_STATE_DIR"] = given.state_dir
+    if given.config:
+        os.environ["SERVICEHOST_CONFIG"] = given.config
     try:
         cls = hosting.load_class(given.class_string)
         settings = {"state_dir": given.state_dir} if given.state_dir else None

@@ -10,7 +10,8 @@
   only the system sends and anything outside 1-255: 87. A control returns once the service's
   handler returned (as ControlService does), with the status the service reported by then;
 * the status is what the service last reported with ``SetServiceStatus`` (``hosting.py`` keeps
-  it) while its process runs, and STOPPED with its exit codes once it does not.
+  it) while its process runs, and once it does not, the STOPPED it reported itself or else
+  STOPPED with its exit codes (win32 exit code 1077 for one that never ran since it was installed).
 
 Anything else a manager refuses becomes a ``pywintypes.error`` whose text is servicehost's message
 (what to fix). Requests are queued as the SCM's are (``wait=0``); ``win32serviceutil`` waits where
@@ -129,8 +130,14 @@ def _query(found: Manager, name: str) -> tuple[ServiceStatus, tuple[int, ...], d
     if status.state == "not-installed":
         raise win32_error(winerror.ERROR_SERVICE_DOES_NOT_EXIST, LOOKUP)
     if not _alive(status):  # as pythonservice.exe reports the end: 0, or 1066 + the code for a failure
-        last = status.last_exit or 0
+        if status.last_exit is None:  # installed, never run: the SCM's 1077
+            return status, (ws.SERVICE_WIN32_OWN_PROCESS, ws.SERVICE_STOPPED, 0,
+                            winerror.ERROR_SERVICE_NEVER_STARTED, 0, 0, 0), None
+        last = status.last_exit
         failed = last not in (ExitCode.OK, ExitCode.STOP_INCOMPLETE)
+        data = None if failed else hosting.read_status(_state_dir(found, name))
+        if data is not None and data["status"][1] == ws.SERVICE_STOPPED:
+            return status, tuple(data["status"]), None  # the STOPPED the service reported itself
         return status, (ws.SERVICE_WIN32_OWN_PROCESS, ws.SERVICE_STOPPED, 0,
                         ws.SERVICE_SPECIFIC_ERROR if failed else 0, last if failed else 0, 0, 0), None
     data = _reported(found, name, status)
