@@ -32,6 +32,15 @@ def _need(reason: str) -> None:
 
 @pytest.fixture
 def browser() -> Iterator[object]:
+    drv = launch()
+    try:
+        yield drv
+    finally:
+        drv.quit()
+
+
+def launch(*extra: str) -> object:
+    """A headless Chromium under selenium, DevTools logs on, CSP violations collected."""
     chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
     if not chromium or not driver:
         _need("needs Debian's chromium and chromium-driver: run `bash .ci/setup-ops.sh` as root")
@@ -44,7 +53,7 @@ def browser() -> Iterator[object]:
     options.binary_location = chromium
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--window-size=1200,900", "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--disable-default-apps"):
+                "--disable-component-update", "--disable-sync", "--disable-default-apps", *extra):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
     drv = webdriver.Chrome(options=options, service=DriverService(driver))
@@ -54,10 +63,7 @@ def browser() -> Iterator[object]:
     drv.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": (
         "window.__csp = []; document.addEventListener('securitypolicyviolation', "
         "e => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));")})
-    try:
-        yield drv
-    finally:
-        drv.quit()
+    return drv
 
 
 @pytest.fixture
@@ -201,3 +207,21 @@ def test_the_page_polls_less_while_hidden_and_says_stale_since_when_the_service_
     wait(drv, "retries backing off", lambda d: int(d.execute_script(every)) > 2000)
     assert drv.execute_script("return window.__csp") == []
     save(drv, "status-page-stale.png")
+
+
+def test_dns_rebinding_a_page_on_a_foreign_name_that_resolves_to_loopback_gets_nothing(app):
+    """The attack itself: the browser resolves evil.test to 127.0.0.1 (--host-resolver-rules) and
+    loads the service's port under that name; the page's script (same origin as evil.test) would
+    read everything. The listener answers 403 to Host: evil.test, so there is nothing to read."""
+    _, base, _ = app
+    port = base.rstrip("/").rsplit(":", 1)[1]
+    drv = launch("--host-resolver-rules=MAP evil.test 127.0.0.1")
+    try:
+        drv.get(f"http://evil.test:{port}/")
+        assert "Host header not allowed" in drv.find_element("tag name", "body").text
+        # a script there gets nothing either: the 403's own CSP forbids the fetch, and the answer is 403
+        status = drv.execute_script("return fetch('/status').then(r => String(r.status), e => 'blocked')")
+        assert status in ("403", "blocked")
+        assert "OpsApp" not in drv.page_source
+    finally:
+        drv.quit()
