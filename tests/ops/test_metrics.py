@@ -202,6 +202,10 @@ def test_counters_follow_the_work(running):
     assert value(s, "servicehost_tasks_total", component="pipe", stage="parse", outcome="completed") == 500
     assert value(s, "servicehost_tasks_total", component="pipe", stage="store", outcome="completed") == 500
     assert value(s, "servicehost_tasks_total", component="keyed", outcome="completed") == 300
+    service.keyed.close()
+    with pytest.raises(QueueClosed):
+        service.keyed.submit("k", abs, 1)
+    assert value(scrape(host)[1], "servicehost_tasks_rejected_total", component="keyed") == 1
     # Sampled: one task in 64 (a chunk counts its tasks), one hand-off in 64 timed in the queue.
     assert value(s, "servicehost_task_duration_seconds_count", component="pool") >= 3
     assert value(s, "servicehost_queue_wait_seconds_count", component="pool") >= 2

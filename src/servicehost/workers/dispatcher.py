@@ -17,6 +17,7 @@ queued over all keys: ``submit`` blocks while it is full.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -27,8 +28,8 @@ from typing import Any
 from .. import logs
 from ..errors import QueueClosed, QueueFull
 from ..stopping import Deadline
-from ..components import Beat, Counters, HandBack, Unfinished
-from ._supervision import Drains, WorkerStats, describe, sum_counters
+from ..components import Beat, Counters, HandBack, Measures, Unfinished
+from ._supervision import Drains, WorkerStats, describe, sum_counters, sum_measures
 from ._tasks import report_unfinished
 
 log = logging.getLogger("servicehost.workers")
@@ -71,6 +72,7 @@ class Dispatcher(Drains):
         self._ready: deque[Hashable] = deque()  # keys with tasks queued and no task running
         self._depth = 0  # tasks queued over all keys
         self._accepted = 0
+        self._rejected = 0  # submits refused: closed, or full past their timeout
         self._not_run = 0  # tasks taken back at a deadline
         self._hand_back_lock = threading.Lock()
         self._closed = False
@@ -92,9 +94,14 @@ class Dispatcher(Drains):
         """
         with self._lock:
             if self._closed:
+                self._rejected += 1
                 raise QueueClosed(f"{self.name} is closed")
             if self._held or self._depth >= self.queue_size:
-                self._wait_for_space(timeout)
+                try:
+                    self._wait_for_space(timeout)
+                except (QueueClosed, QueueFull):
+                    self._rejected += 1
+                    raise
             tasks = self._keys.get(key)
             if tasks is None:  # new (or finished) key: it is ready at once
                 self._keys[key] = deque([(fn, args)])
@@ -238,6 +245,11 @@ class Dispatcher(Drains):
     def counters(self) -> Counters:
         return sum_counters(self.name, self._accepted, self._stats, not_run=self._not_run,
                             queue_capacity=self.queue_size)
+
+    def measures(self) -> Measures:
+        """Busy time and sampled run times of the workers; rejected submits. (No queue wait: the
+        keyed queues are not timed.)"""
+        return dataclasses.replace(sum_measures(self._stats), rejected=self._rejected)
 
     def beats(self) -> Iterator[Beat]:
         for s in self._stats:
