@@ -286,6 +286,27 @@ def test_two_components_of_one_name_are_two_series(running):
     assert value(s, "servicehost_workers", component="same#2") == 1
 
 
+def test_health_checks_show_their_last_result_by_status(running):
+    from servicehost import Health
+
+    class Checked(Service):
+        def __init__(self) -> None:
+            super().__init__()
+            self.verdict = Health.DEGRADED
+
+        def start(self) -> None:
+            self.health_check(HOSTILE.replace("\n", " "), lambda: self.verdict, timeout=5.0, cache=0.0)
+
+    service = Checked()
+    host = running(service)
+    _, s = scrape(host)
+    assert [value(s, "servicehost_health_check_status", check=HOSTILE.replace("\n", " "), status=x)
+            for x in ("healthy", "degraded", "unhealthy")] == [0, 1, 0]
+    service.verdict = Health.UNHEALTHY
+    _, s = scrape(host)
+    assert value(s, "servicehost_health_check_status", check=HOSTILE.replace("\n", " "), status="unhealthy") == 1
+
+
 def test_buckets_are_chosen_per_component_on_the_grid(running):
     class Chosen(Service):
         def start(self) -> None:
