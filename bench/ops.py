@@ -11,7 +11,7 @@ status    A real Host runs one service whose ``run()`` keeps a ThreadPool's queu
 counters  The same tasks on the same pool type with the counters on and off, interleaved rounds:
           "on" is the pool as shipped plus a thread that reads every counter and sends the
           ``STATUS=`` line (``Notifier``, to a real AF_UNIX datagram socket) every 50 ms — twenty
-          times as often as the systemd session does; "off" is the same pool whose per-worker
+          times as often as the systemd session does, while "on" runs; "off" is the same pool whose per-worker
           recorders (``WorkerStats.sample``/``error``: run times, p50/p95, busy time, the last
           error) do nothing, and no reader. Bulk (``submit_many``: counted per chunk) and per-task
           (``submit``: counted per task) paths; ratio on/off in tasks/s, target >= 0.97 (<= 3%).
@@ -192,8 +192,16 @@ def measure_status(workers: int, task: Callable[[int], Any], queue_size: int, ro
 
 
 # -- counters: on and off ------------------------------------------------------------------------------------
-def counters_off(pool: Any) -> None:
-    """Make ``pool``'s per-worker recorders do nothing (its threads keep the same objects)."""
+def counters(pool: Any, on: bool) -> None:
+    """Make ``pool``'s per-worker recorders record (``on``) or do nothing; its threads keep the
+    same objects, so two pools can swap roles between rounds (what differs is only this)."""
+    from servicehost.workers._supervision import WorkerStats
+
+    for stats in pool._stats:
+        stats.__class__ = WorkerStats if on else _Off
+
+
+def _off_class() -> type:
     from servicehost.workers._supervision import WorkerStats
 
     class Off(WorkerStats):
@@ -205,8 +213,10 @@ def counters_off(pool: Any) -> None:
         def error(self, exc: BaseException) -> None:
             pass
 
-    for stats in pool._stats:
-        stats.__class__ = Off
+    return Off
+
+
+_Off = _off_class()
 
 
 class StatusLine:
@@ -224,12 +234,15 @@ class StatusLine:
         self.notifier = Notifier(str(self.dir / "notify"))
         self.pools, self.every = pools, every
         self.sent = 0
+        self.active = threading.Event()  # set: sending (the benchmark sets it around each "on" run)
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="bench-status-line", daemon=True)
         self.thread.start()
 
     def _loop(self) -> None:
         while not self._stop.wait(self.every):
+            if not self.active.is_set():
+                continue
             line = "; ".join(["running"] + [p.counters().summary() for p in self.pools])
             self.notifier.notify(f"STATUS={line}")
             self.sent += 1
