@@ -22,6 +22,9 @@ Benchmarks (targets from the performance issue):
            ... with 8 CPU-bound workers: printed, no target (the GIL decides)
   counters the counters and the STATUS= line on vs off, bulk (per chunk) and per-task paths
            (bench/ops.py)                                                    >= 0.97x
+  metrics  /metrics rendered with 20 ThreadPool(8) components (median)       <= 5 ms
+           the HTTP listener idle: RSS with --http − without (median)        <= 1 MiB
+           ... tiny tasks with it on vs off, bulk and per-task (bench/scrape.py)  >= 0.97x
   wine     Windows under Wine's SCM, StartService → RUNNING (bench/wine_start.py; skipped, saying
            why, where the Wine harness is not found): the seed through servicehost.compat and
            examples/sample_service.py, each vs the seed with plain pywin32 imports   <= 1.2x
@@ -672,6 +675,103 @@ def bench_counters(sz: Sizes) -> Result:
     return res
 
 
+# -- metrics: the Prometheus scrape and the HTTP listener (bench/scrape.py) -------------------------------
+def bench_metrics(sz: Sizes) -> Result:
+    import scrape
+    from ours import OursThreads
+    from procs import OURS_READY, Spawned, is_linux_proc
+    from workloads import tiny
+
+    res = Result("metrics", f"/metrics of {scrape.COMPONENTS} ThreadPool({scrape.WORKERS}) components rendered; "
+                            "the HTTP listener idle: its RSS, and tiny tasks with it on and off")
+    # render: one host, full latency windows; each round is RENDERS renders
+    host, close = scrape.render_host()
+    renders = Contender(f"render /metrics, {scrape.COMPONENTS} components", "ms", short="render")
+    per_round: list[float] = []
+    try:
+        scrape.measure_render(host, 20)  # warm-up: imports, caches
+        for r in range(sz.rounds):
+            times = scrape.measure_render(host)
+            renders.samples += times
+            per_round.append(scrape.median(times))
+            say(f"  round {r + 1}: render median {per_round[-1]:.2f} ms, max {max(times):.2f} ms")
+        body, lines = scrape.size(host)
+    finally:
+        close()
+    res.notes.append(f"one scrape: {body:,} bytes, {lines:,} lines")
+    res.targets.append(Target("metrics", f"/metrics render, {scrape.COMPONENTS} components (median)", "<=", 5.0,
+                              "ms", renders.samples))
+    res.info.append(("render median per round", per_round, "ms"))
+    # tasks: the listener idle in this process, on and off, the same pool on both sides
+    n, each_n = sz.bulk_tasks, sz.tpe_tasks
+    listener_host, close_listener = scrape.idle_host()
+    ours = OursThreads(THREADS)
+    bulk_on = Contender("bulk, listener on", "s", n, short="bulk on")
+    bulk_off = Contender("bulk, listener off", "s", n, short="bulk off")
+    each_on = Contender("per task, listener on", "s", each_n, short="each on")
+    each_off = Contender("per task, listener off", "s", each_n, short="each off")
+    items, each_items = range(n), range(each_n)
+
+    def timed(step: Callable[[], None], count: int, listening: bool) -> float:
+        before = ours.completed()
+        if listening:
+            with scrape.Listener(listener_host):
+                t = h.timed(step)
+        else:
+            t = h.timed(step)
+        if ours.completed() - before != count:
+            raise RuntimeError("not every task ran")
+        return t
+
+    ours.submit_many(tiny, range(10_000))  # warm-up, untimed
+    ours.submit_each(tiny, range(10_000))
+    try:
+        interleave(res, sz, {
+            bulk_on: lambda: timed(lambda: ours.submit_many(tiny, items), n, True),
+            bulk_off: lambda: timed(lambda: ours.submit_many(tiny, items), n, False),
+            each_on: lambda: timed(lambda: ours.submit_each(tiny, each_items), each_n, True),
+            each_off: lambda: timed(lambda: ours.submit_each(tiny, each_items), each_n, False),
+        })
+    finally:
+        ours.close()
+        close_listener()
+    res.contenders = [renders, bulk_on, bulk_off, each_on, each_off]
+    res.targets += [
+        Target("metrics", "bulk path: listener idle on vs off (tasks/s)", ">=", 0.97, "x",
+               h.speedups(bulk_on.samples, n, bulk_off.samples, n)),
+        Target("metrics", "per-task path: listener idle on vs off (tasks/s)", ">=", 0.97, "x",
+               h.speedups(each_on.samples, each_n, each_off.samples, each_n)),
+    ]
+    # rss: whole processes, with --http and without
+    target = Target("metrics", "idle RSS: --http on − off", "<=", 1.0, "MiB")
+    res.targets.append(target)
+    if not is_linux_proc():
+        target.status, target.note = "SKIPPED", "no /proc"
+        return res
+    with tempfile.TemporaryDirectory(prefix="servicehost-bench-") as d:
+        tmp = Path(d)
+        on = Contender("servicehost run idle.py --http 127.0.0.1:0", "MiB", short="http on")
+        off = Contender("servicehost run idle.py", "MiB", short="http off")
+
+        def one(argv: list[str]) -> float:
+            p = Spawned(argv, OURS_READY)
+            try:
+                p.wait_ready()
+                time.sleep(0.5)  # idle: every thread blocked, start-up garbage settled
+                rss = p.rss_mib()
+            finally:
+                code = p.stop()
+            if code != 0:
+                raise RuntimeError(f"{argv} exited {code}:\n{p.output()}")
+            return rss
+
+        interleave(res, sz, {on: lambda: one(_ours_idle_argv(tmp) + ["--http", "127.0.0.1:0"]),
+                             off: lambda: one(_ours_idle_argv(tmp))}, rounds=sz.proc_rounds, warmup=True)
+    res.contenders += [on, off]
+    target.samples = h.diffs(on.samples, off.samples)
+    return res
+
+
 def bench_wine(sz: Sizes) -> Result:
     import wine_start
 
@@ -684,7 +784,7 @@ def bench_wine(sz: Sizes) -> Result:
 BENCHMARKS: dict[str, Callable[[Sizes], Result]] = {
     "import": bench_import, "bulk": bench_bulk, "cpu": bench_cpu, "process": bench_process,
     "io": bench_io, "start": bench_start, "stop": bench_stop, "rss": bench_rss, "wine": bench_wine,
-    "status": bench_status, "counters": bench_counters,
+    "status": bench_status, "counters": bench_counters, "metrics": bench_metrics,
 }
 
 
