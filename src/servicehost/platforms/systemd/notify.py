@@ -8,11 +8,13 @@ message on ``$NOTIFY_SOCKET``. Pure Python; no libsystemd binding.
                                        the start goes on (bounded by start_timeout)
     every service ready (RUNNING)      READY=1 + STATUS=<state; live counters>
     reload (SIGHUP, ``reload``)        RELOADING=1 + MONOTONIC_USEC, the services' reload(), READY=1
-    paused / resumed                   STATUS=
+    paused, draining, resumed          STATUS=<state; live counters> (a drain is reported here only:
+                                       the unit stays active, as the service still runs)
     stop requested (STOPPING)          STOPPING=1, then EXTEND_TIMEOUT_USEC every second until the
                                        stop deadline (a drain longer than TimeoutStopSec= survives)
-    every second                       STATUS= when it changed; WATCHDOG=1 (when $WATCHDOG_USEC is
-                                       set) only while ``host.healthy()``: a hung worker starves the
+    every second                       STATUS= when it changed (php-fpm style: the state, then per
+                                       component done, failed, busy/size, queued/capacity);
+                                       WATCHDOG=1 (when $WATCHDOG_USEC is set) only while ``host.healthy()``: a hung worker starves the
                                        watchdog, systemd kills the service and Restart= restarts it.
                                        (``install --watchdog`` also sets the host's hang policy, which
                                        usually acts first for a worker hung in Python: exit 5, then
