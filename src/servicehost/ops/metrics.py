@@ -271,7 +271,9 @@ class _Exposition:
         return "\n".join(line for f in self.families for line in f.lines) + "\n"
 
 
+@functools.lru_cache(maxsize=4096)
 def _labels(labels: Labels) -> str:
+    """The escaped label pairs of a series (cached: a scrape writes the same ones in every family)."""
     return ",".join(f'{k}="{_escape_value(v)}"' for k, v in labels)
 
 
