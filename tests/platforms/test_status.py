@@ -93,6 +93,34 @@ def test_the_text_keeps_its_fields_and_adds_what_is_known():
     assert bare[3:] == ["pid:       unknown", "uptime:    unknown", "restarts:  unknown", "last exit: unknown"]
 
 
+def test_the_screen_shows_each_component_timers_and_the_last_error():
+    """The one screen (``status_screen.py``), from what a service answers, against a fixed clock."""
+    now = 1_800_000_000.0
+    pool = {"name": "files", "kind": "ThreadPool", "submitted": 10_300, "completed": 10_234, "failed": 3,
+            "in_flight": 3, "workers": 8, "queue_depth": 12, "queue_capacity": 1024, "latency_p50": 0.0012,
+            "latency_p95": 0.008, "last_error": "PermissionError: denied", "last_error_at": now - 7}
+    timer = {"name": "summary", "kind": "PeriodicTimer", "submitted": 61, "completed": 61, "failed": 0,
+             "in_flight": 0, "workers": 1, "queue_depth": 0, "latency_p50": 0.00031, "latency_p95": 0.0011,
+             "last_result": "ok", "last_run": now - 4, "next_run": now + 1, "skipped": 2}
+    status = ServiceStatus("drop", "systemd", "draining", pid=42, uptime=182.0, counters=[pool, timer],
+                           state_since=now - 182, healthy=True, version="1.4", servicehost_version="0.1.0",
+                           python="3.11.2")
+    lines = status.lines(now)
+    fields = text_fields("\n".join(lines))
+    assert (fields["state"], fields["version"], fields["health"]) == ("draining", "1.4 (servicehost 0.1.0, Python 3.11.2)", "ok")
+    assert fields["since"].endswith("(3min 2s ago)"), fields
+    table = lines[lines.index("") + 1:]
+    assert table[0].split() == ["component", "kind", "busy", "queue", "done", "failed", "p50", "p95"]
+    assert table[1].split() == ["files", "ThreadPool", "3/8", "12/1024", "10234", "3", "1.2ms", "8ms"]
+    assert table[2].split() == ["summary", "PeriodicTimer", "0/1", "0", "61", "0", "310µs", "1.1ms"]
+    assert table[3].startswith("  summary: last run ok at ") and "(4s ago), next at" in table[3], table[3]
+    assert table[3].endswith("(in 1s); 2 skipped"), table[3]
+    # no last_error sent (an older service): the latest failure in the counters
+    assert lines[-1].startswith("last error: files at ") and lines[-1].endswith("(7s ago): PermissionError: denied")
+    doc = status.as_json()
+    assert doc["state_since"].endswith("+00:00") and doc["status_code"] == 0 and doc["counters"][0] == pool
+
+
 def test_the_readme_documents_every_key_and_state():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     section = readme[readme.index("### `status`"):]

@@ -12,9 +12,9 @@ manager, for a foreground run too (``ServiceStatus.lines`` calls :func:`screen`)
                                               health, the manager's own details)
 
     component  kind           busy  queue     done  failed  p50    p95
-    files      ThreadPool     3/8   12/1024  10234       3  1.2ms  8.0ms
-    summary    PeriodicTimer  0/1   -           61       0  310µs  1.1ms
-      summary: last run ok at 12:03:01 (4s ago), next at 12:03:06 (in 1s)
+    files      ThreadPool     3/8   12/1024  10234       3  1.2ms  8ms
+    summary    PeriodicTimer  0/1   0           61       0  310µs  1.1ms
+      summary: last run ok at 12:03:01 (4s ago), next at 12:03:02 (in 1s)
 
     last error: files at 12:02:58 (7s ago): PermissionError: [Errno 13] ...
 
