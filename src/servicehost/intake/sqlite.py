@@ -310,8 +310,9 @@ class SQLiteStore:
             return []
         until = time.monotonic() + wait if wait > 0 else None
         op = self._add(_Op(_CLAIM, (node, int(n), float(lease)), until))
-        jobs: list[Job] = self._wait(op, (self.timeout if timeout is None else timeout) + max(0.0, wait))
-        return jobs
+        rows = self._wait(op, (self.timeout if timeout is None else timeout) + max(0.0, wait))
+        # Built here, on the caller's thread: the store thread only fetches rows.
+        return [Job(r[0], _decode(r[1]), r[2], r[3], r[4], r[5], r[6], node, r[7], r[8], r[9]) for r in rows]
 
     def renew(self, node: str, lease: float = 30.0, *, exclude: Iterable[int] = (),
               timeout: float | None = None) -> int:
@@ -653,11 +654,11 @@ class SQLiteStore:
             conn.executemany("INSERT INTO idempotency (key, job_id, at) VALUES (?, ?, ?)", keys)
         counts["submitted"] += len(inserts)
 
-    def _apply_claim(self, conn: sqlite3.Connection, args: tuple[str, int, float], now: float) -> list[Job]:
+    def _apply_claim(self, conn: sqlite3.Connection, args: tuple[str, int, float], now: float) -> list[Any]:
         node, n, lease = args
         rows = conn.execute(_CLAIM_SQL, (node, now + lease, now, n)).fetchall()
-        rows.sort(key=lambda r: (-r[4], r[10], r[0]))
-        return [Job(r[0], _decode(r[1]), r[2], r[3], r[4], r[5], r[6], node, r[7], r[8], r[9]) for r in rows]
+        rows.sort(key=lambda r: (-r[4], r[10], r[0]))  # RETURNING's order is not the claim's
+        return rows
 
     def _apply_fail(self, conn: sqlite3.Connection, op: _Op, now: float, counts: dict[str, int]) -> str:
         job, error, retry_in, dead = op.args
