@@ -232,7 +232,6 @@ def refused_once(lines: list[str]) -> None:
 
 
 # -- the patterns ---------------------------------------------------------------------------------------
-@pytest.mark.real_manager
 def test_the_base_class_pattern_runs_in_debug(tmp_path):
     run = debug(tmp_path, "pattern_base_app.py", "shc1base")
     run.seen("main")
@@ -254,7 +253,6 @@ def test_the_base_class_pattern_under_supervisord_and_the_scm_alike(wine, tmp_pa
     assert on_linux["hooks"] == ["start", "main", "stop", "main-end"] * 3
 
 
-@pytest.mark.real_manager
 def test_the_controls_pattern_runs_in_debug(tmp_path):
     run = debug(tmp_path, "pattern_controls.py", "shc1ctl")
     run.seen("SvcDoRun")
@@ -284,7 +282,6 @@ def test_the_dispatcher_pattern_fails_from_a_terminal_and_runs_under_supervisord
     assert on_linux["hooks"] == ["__init__", "SvcDoRun", "SvcStop", "SvcDoRun-end"] * 3
 
 
-@pytest.mark.real_manager
 def test_the_dispatcher_pattern_runs_in_debug(tmp_path):
     run = debug(tmp_path, "pattern_dispatcher.py", "shc1disp")
     run.seen("SvcDoRun")
@@ -296,7 +293,6 @@ RECIPE_TRACE = "recipe_app.trace"
 ALIVE = "I'm alive ..."
 
 
-@pytest.mark.real_manager
 def test_the_recipe_pattern_runs_in_debug(tmp_path):
     run = debug(tmp_path, "recipe_app.py", "shrecipe", RECIPE_TRACE)
     run.seen(ALIVE)
@@ -338,7 +334,6 @@ def own_lines(hooks: list[str]) -> list[str]:
     return [line for line in hooks if " logging_app: " in line]
 
 
-@pytest.mark.real_manager
 def test_the_logging_pattern_keeps_its_own_file_in_debug(tmp_path):
     run = debug(tmp_path, "logging_app.py", "shlogapp", LOG_FILE)
     run.seen(FIRST_TICK)

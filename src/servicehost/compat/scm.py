@@ -196,8 +196,11 @@ def control(name: str, code: int) -> tuple[int, ...]:
             return reported_now
         return None
 
-    return wait_until(handled, Deadline.after(HANDLER_TIMEOUT),
-                      lambda: win32_error(winerror.ERROR_SERVICE_REQUEST_TIMEOUT, "ControlService"))
+    after: tuple[int, ...] | None = wait_until(
+        handled, Deadline.after(HANDLER_TIMEOUT),
+        lambda: win32_error(winerror.ERROR_SERVICE_REQUEST_TIMEOUT, "ControlService"))
+    assert after is not None  # wait_until returns only a true answer
+    return after
 
 
 def wait_for(name: str, state: int, seconds: float, func: str) -> None:
@@ -266,10 +269,10 @@ def change(name: str, *, class_string: str | None, start_type: int | None, deps:
     kept = tuple((k, v) for k, v in old.environment if k not in ("SERVICEHOST_STATE_DIR", "SERVICEHOST_CONFIG"))
     options = dataclasses.replace(
         old, start_mode=_start_mode(start_type, delayed, old.start_mode), environment=kept + tuple(env),
-        state_dir=str(state_dir),
-        **{key: value for key, value in (("dependencies", None if deps is None else tuple(deps)),
-                                         ("account", user), ("display_name", display),
-                                         ("description", description)) if value is not None})
+        state_dir=str(state_dir), dependencies=old.dependencies if deps is None else tuple(deps),
+        account=old.account if user is None else user,
+        display_name=old.display_name if display is None else display,
+        description=old.description if description is None else description)
     call("ChangeServiceConfig", lambda: found.update(options, argv))
 
 
