@@ -398,3 +398,46 @@ def test_no_listener_and_no_import_without_the_setting():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env(), capture_output=True, text=True,
                          timeout=HANG_GUARD)
     assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_a_real_run_readyz_follows_drain_resume_and_a_slow_stop(tmp_path):
+    """``servicehost drain NAME``/``resume NAME`` on the run's control channel, and a stop that waits for
+    a running task: /readyz says 503 throughout each, 200 after resume; /livez stays 200."""
+    import os
+
+    name = f"opshttp{os.getpid() % 100000}"
+    with ServiceProcess("run", APP, "--name", name, "--http", "127.0.0.1:0", "--gate", str(tmp_path),
+                        "--log-file", "none", "--state-dir", str(tmp_path / "state"),
+                        "--shutdown-timeout", str(HANG_GUARD)) as proc:
+        address = ("127.0.0.1", int(proc.expect(r"HTTP listener on http://127\.0\.0\.1:(\d+)/").group(1)))
+        proc.ready()
+        until(lambda: run_cli("status", name).returncode == 0, "the control channel answering")
+        assert get(address, "/readyz")[0] == 200
+        drained = run_cli("drain", name, "--wait", str(HANG_GUARD))
+        assert drained.returncode == 0, drained.stderr
+        status, _, body = get(address, "/readyz?verbose")
+        assert status == 503 and b"[-]state failed: draining" in body
+        assert get(address, "/livez")[0] == 200
+        assert json.loads(get(address, "/status")[2])["accepting"] is False
+        assert run_cli("resume", name).returncode == 0
+        assert get(address, "/readyz")[0] == 200
+
+        (tmp_path / "hang").touch()  # the next task runs until the file is gone: the stop waits for it
+        until(lambda: any(c["in_flight"] for c in json.loads(get(address, "/status")[2])["counters"]
+                          if c["name"] == "pool"), "a task running")
+        proc.signal(signal.SIGTERM)
+        try:
+            until(lambda: json.loads(get(address, "/status")[2])["state"] == "stopping", "stopping")
+        except AssertionError:  # say where every thread is (SIGUSR2: faulthandler's dump on stderr)
+            proc.signal(signal.SIGUSR2)
+            try:
+                proc.expect(r"Thread 0x|Current thread", timeout=5)
+            except AssertionError:
+                pass
+            raise AssertionError("never stopping:\n" + get(address, "/status")[2].decode() + "\n" +
+                                 "\n".join(proc.output())) from None
+        status, _, body = get(address, "/readyz?verbose")
+        assert status == 503 and b"[-]state failed: stopping" in body
+        assert get(address, "/livez")[0] == 200
+        (tmp_path / "hang").unlink()
+        assert proc.wait() == 0
