@@ -112,7 +112,7 @@ def test_the_screen_shows_each_component_timers_and_the_last_error():
     table = lines[lines.index("") + 1:]
     assert table[0].split() == ["component", "kind", "busy", "queue", "done", "failed", "p50", "p95"]
     assert table[1].split() == ["files", "ThreadPool", "3/8", "12/1024", "10234", "3", "1.2ms", "8ms"]
-    assert table[2].split() == ["summary", "PeriodicTimer", "0/1", "0", "61", "0", "310µs", "1.1ms"]
+    assert table[2].split() == ["summary", "PeriodicTimer", "0/1", "0", "61", "0", "310us", "1.1ms"]
     assert table[3].startswith("  summary: last run ok at ") and "(4s ago), next at" in table[3], table[3]
     assert table[3].endswith("(in 1s); 2 skipped"), table[3]
     # no last_error sent (an older service): the latest failure in the counters

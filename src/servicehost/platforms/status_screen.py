@@ -13,7 +13,7 @@ manager, for a foreground run too (``ServiceStatus.lines`` calls :func:`screen`)
 
     component  kind           busy  queue     done  failed  p50    p95
     files      ThreadPool     3/8   12/1024  10234       3  1.2ms  8ms
-    summary    PeriodicTimer  0/1   0           61       0  310µs  1.1ms
+    summary    PeriodicTimer  0/1   0           61       0  310us  1.1ms
       summary: last run ok at 12:03:01 (4s ago), next at 12:03:02 (in 1s)
 
     last error: files at 12:02:58 (7s ago): PermissionError: [Errno 13] ...
@@ -131,11 +131,12 @@ def _count(value: object) -> str:
 
 
 def duration(seconds: object) -> str:
-    """A run time for a column: ``850µs``, ``12.5ms``, ``3.20s``; ``-`` when unknown."""
+    """A run time for a column: ``850us``, ``12.5ms``, ``3.20s``; ``-`` when unknown. ASCII only:
+    a Windows console's code page may have no micro sign."""
     if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
         return "-"
     if seconds < 1e-3:
-        return f"{seconds * 1e6:.0f}µs"
+        return f"{seconds * 1e6:.0f}us"
     if seconds < 1:
         return f"{seconds * 1e3:.3g}ms"
     return f"{seconds:.2f}s"

@@ -269,7 +269,10 @@ class WindowsManager:
         if pid is not None and st["CurrentState"] in (4, 5, 6, 7):
             service = self._service_fields(name, pid, detail)
         ready = service.pop("ready", st["CurrentState"] in (4, 5, 6, 7))
-        service.pop("state", None)  # the SCM's state is what status shows (a drain is RUNNING to it)
+        # The SCM's state is what status shows, but a drain is RUNNING to the SCM (a drain is not a
+        # pause): the service's own word says it, as under every other manager (sub_state: the SCM's).
+        if service.pop("state", None) == "draining" and state == "running":
+            state = "draining"
         service.pop("sub_state", None)
         return ServiceStatus(name, self.name, state, pid=pid, uptime=uptime(pid), restarts=None,
                              last_exit=last_exit(st), detail=detail,
