@@ -380,6 +380,9 @@ def _cmd_status(inv: Invocation) -> int:
     not running (stopped, failed, restarting), 4 not installed or unknown: ``StatusCode``, as LSB
     and ``systemctl status``. A name no manager has but that answers on its control channel (a
     ``servicehost run`` in a terminal) is running. ``--watch``: the last screen's code."""
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if reconfigure is not None:  # a service's words (its last error) may hold what the console's code page lacks
+        reconfigure(errors="backslashreplace")
     name = _service_name(inv)
     manager: Manager | None = None
     unavailable = ""
