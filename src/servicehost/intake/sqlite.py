@@ -71,8 +71,8 @@ DELETE FROM jobs WHERE id IN (
 RETURNING id
 """
 _INSERT_SQL = """
-INSERT INTO jobs (id, state, priority, run_at, key, attempts, max_attempts, submitted_at, idem_key, payload)
-VALUES (?, 0, ?, ?, ?, 0, ?, ?, ?, ?)
+INSERT INTO jobs (state, priority, run_at, key, attempts, max_attempts, submitted_at, idem_key, payload)
+VALUES (0, ?, ?, ?, 0, ?, ?, ?, ?)
 """
 _SYNC_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 
@@ -120,13 +120,16 @@ class _Op:
             batch.done.wait(left)
 
 
+_to_json = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode  # made once: fast
+
+
 def _encode(payload: Any) -> str | bytes:
     if isinstance(payload, bytes):
         return payload
     if isinstance(payload, (bytearray, memoryview)):
         return bytes(payload)
     try:
-        return json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        return _to_json(payload)
     except (TypeError, ValueError) as exc:
         raise PayloadError(f"a payload must be a JSON value or bytes: {exc}") from None
 
@@ -294,15 +297,16 @@ class SQLiteStore:
         run_at: float | None = None, max_attempts: int | None = None, timeout: float | None = None,
     ) -> list[int]:
         now = self._clock()
+        common = self._row(None, key, None, priority, run_at, max_attempts, now)[:6]
         rows = [
             self._row(p.payload, p.key, p.idempotency_key, p.priority, p.run_at, p.max_attempts, now)
-            if type(p) is Submission else self._row(p, key, None, priority, run_at, max_attempts, now)
+            if type(p) is Submission else (*common, _encode(p))
             for p in payloads
         ]
         if not rows:
             return []
         ids: list[int] = self._wait(self._add(_Op(_SUBMIT, rows)), timeout)
-        return ids
+        return list(ids)
 
     def claim(self, node: str, n: int, lease: float = 30.0, *, wait: float = 0.0,
               timeout: float | None = None) -> list[Job]:
@@ -627,32 +631,40 @@ class SQLiteStore:
 
     def _apply_submits(self, conn: sqlite3.Connection, ops: list[_Op], answers: list[tuple[_Op, Any]],
                        counts: dict[str, int]) -> None:
+        """Insert every submit of the tick. A call without idempotency keys goes in as it came (one
+        ``executemany``; AUTOINCREMENT numbers its rows in order, from the sequence + 1, while this
+        transaction holds the write lock); a keyed one is looked up row by row."""
         row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'jobs'").fetchone()
         next_id = (row[0] if row else 0) + 1
-        inserts: list[tuple[Any, ...]] = []
-        keys: list[tuple[str, int, float]] = []
-        seen: dict[str, int] = {}
+        inserted = 0
         for op in ops:
+            rows = op.args
+            if not any(r[5] is not None for r in rows):
+                conn.executemany(_INSERT_SQL, rows)
+                answers.append((op, range(next_id, next_id + len(rows))))
+                next_id += len(rows)
+                inserted += len(rows)
+                continue
             ids = []
-            for priority, run_at, key, max_attempts, now, idem, payload in op.args:
+            for r in rows:
+                idem = r[5]
                 if idem is not None:
-                    known = seen.get(idem)
-                    if known is None:
-                        hit = conn.execute("SELECT job_id FROM idempotency WHERE key = ?", (idem,)).fetchone()
-                        known = hit[0] if hit else None
-                    if known is not None:
-                        ids.append(known)
+                    hit = conn.execute("SELECT job_id FROM idempotency WHERE key = ?", (idem,)).fetchone()
+                    if hit is not None:
+                        ids.append(hit[0])
                         continue
-                    seen[idem] = next_id
-                    keys.append((idem, next_id, now))
-                inserts.append((next_id, priority, run_at, key, max_attempts, now, idem, payload))
+                conn.execute(_INSERT_SQL, r)
+                if idem is not None:
+                    conn.execute("INSERT INTO idempotency (key, job_id, at) VALUES (?, ?, ?)", (idem, next_id, r[4]))
                 ids.append(next_id)
                 next_id += 1
+                inserted += 1
             answers.append((op, ids))
-        conn.executemany(_INSERT_SQL, inserts)
-        if keys:
-            conn.executemany("INSERT INTO idempotency (key, job_id, at) VALUES (?, ?, ?)", keys)
-        counts["submitted"] += len(inserts)
+        if inserted:
+            last = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'jobs'").fetchone()[0]
+            if last != next_id - 1:  # never expected: the ids told would be wrong, so write nothing
+                raise sqlite3.IntegrityError(f"job ids out of step (sequence {last}, expected {next_id - 1})")
+        counts["submitted"] += inserted
 
     def _apply_claim(self, conn: sqlite3.Connection, args: tuple[str, int, float], now: float) -> list[Any]:
         node, n, lease = args

@@ -1,0 +1,304 @@
+#!/usr/bin/env python3
+"""The durable intake's benchmark: trivial jobs end to end on SQLite, against per-job-commit queues.
+
+    python bench/intake.py              # about a minute and a half on 2 cores
+    python bench/intake.py --quick      # one round, fewer jobs
+    python bench/run.py --only intake   # the same, as a row of the whole bench
+
+Each contender runs in a fresh process on a fresh database file in one folder on the same disk
+(``--dir``, default: a temporary folder under /var/tmp, a real disk: /tmp may be memory),
+interleaved round by round; the rate of each is the median over the rounds.
+
+* **ours**: ``Intake(handler, store=open_store("sqlite:///..."), workers=4)`` with the shipped
+  defaults (WAL, ``synchronous=FULL``, the full schema) while 4 producer threads
+  ``submit_many`` batches of 128 (each returns once its commit is durable): submit, claim,
+  handler and ack all running at once. Time: first submit → the handler has seen every job.
+* **persist-queue** ``SQLiteAckQueue`` (WAL, SQLite's default ``synchronous=FULL``: a commit for
+  every put, get and ack), **huey** ``SqliteStorage(fsync=True)`` (a commit per enqueue and per
+  dequeue; not at-least-once: a dequeue deletes), **litequeue** (``synchronous=NORMAL``: not
+  durable on power loss): one producer thread putting one job at a time and one consumer
+  thread taking and acknowledging, at once.
+* **latency**: ours again, single ``submit`` calls paced to half of ours' measured rate from 64
+  threads while the Intake consumes; p50/p99/max of each call (return = durable).
+
+Targets (issue 14): ours ≥ 30k jobs/s; ours ≥ 35× persist-queue; p99 submit ≤ 10 ms at half rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+SRC = BENCH.parent / "src"
+
+WORKERS, PRODUCERS, BATCH, PREFETCH = 4, 4, 128, 512
+LATENCY_THREADS = 64
+TARGET_RATE, TARGET_RATIO, TARGET_P99_MS = 30_000.0, 35.0, 10.0
+
+
+# -- the children: each contender in a process of its own ----------------------------------------
+def child_ours(n: int, folder: Path) -> dict[str, Any]:
+    from servicehost.intake import Intake, open_store
+
+    store = open_store(f"sqlite:///{folder}/ours.sqlite3")
+    seen = [0]
+    all_seen = threading.Event()
+    lock = threading.Lock()
+
+    def handler(job: Any) -> None:
+        with lock:
+            seen[0] += 1
+            if seen[0] >= n:
+                all_seen.set()
+
+    per = n // PRODUCERS
+
+    def produce() -> None:
+        payloads = [{"n": i} for i in range(BATCH)]
+        left = per
+        while left > 0:
+            store.submit_many(payloads[: min(BATCH, left)])
+            left -= BATCH
+
+    intake = Intake(handler, store=store, workers=WORKERS, prefetch=PREFETCH)
+    intake.start()
+    threads = [threading.Thread(target=produce) for _ in range(PRODUCERS)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if not all_seen.wait(600):
+        raise RuntimeError(f"only {seen[0]} of {n} jobs seen")
+    elapsed = time.perf_counter() - t0
+    m = store.metrics()
+    _stop(intake)
+    store.close()
+    return {"jobs": n, "seconds": elapsed, "commits": m.commits,
+            "batch": m.committed_ops / max(1, m.commits), "wal": m.log_bytes}
+
+
+def _stop(intake: Any) -> None:
+    from servicehost.stopping import Deadline
+
+    intake.close()
+    intake.drain(Deadline.after(30.0))
+
+
+def child_latency(rate: float, seconds: float, folder: Path) -> dict[str, Any]:
+    from servicehost.intake import Intake, open_store
+
+    store = open_store(f"sqlite:///{folder}/latency.sqlite3")
+    intake = Intake(lambda job: None, store=store, workers=WORKERS)
+    intake.start()
+    per_thread = rate / LATENCY_THREADS
+    samples: list[list[float]] = [[] for _ in range(LATENCY_THREADS)]
+    start = time.monotonic() + 0.2
+    end = start + seconds
+    idle = threading.Event()  # never set: a deadline-bounded wait for the pacing
+
+    def paced(i: int) -> None:
+        out = samples[i]
+        due = start + i / rate  # threads offset, so arrivals spread evenly
+        while due < end:
+            idle.wait(max(0.0, due - time.monotonic()))
+            t = time.perf_counter()
+            store.submit({"n": i})
+            out.append(time.perf_counter() - t)
+            due += 1.0 / per_thread
+
+    threads = [threading.Thread(target=paced, args=(i,)) for i in range(LATENCY_THREADS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    done_at = time.monotonic()
+    flat = sorted(x for s in samples for x in s)
+    _stop(intake)
+    store.close()
+    q = statistics.quantiles(flat, n=100)
+    return {"submits": len(flat), "achieved": len(flat) / (done_at - start), "p50": q[49], "p99": q[98],
+            "max": flat[-1]}
+
+
+def child_persistqueue(n: int, folder: Path) -> dict[str, Any]:
+    from persistqueue import SQLiteAckQueue
+
+    queue = SQLiteAckQueue(str(folder / "persistqueue"), multithreading=True, auto_commit=True)
+    return _per_job(n, queue.put, lambda: queue.get(block=True, timeout=30), queue.ack)
+
+
+def child_huey(n: int, folder: Path) -> dict[str, Any]:
+    from huey.storage import SqliteStorage
+
+    storage = SqliteStorage(name="bench", filename=str(folder / "huey.sqlite3"), fsync=True)
+    wake = threading.Event()  # never set: huey's consumer polls an empty queue, so do we (with a deadline)
+
+    def take() -> Any:
+        while (item := storage.dequeue()) is None:
+            wake.wait(0.0005)
+        return item
+
+    return _per_job(n, lambda i: storage.enqueue(json.dumps(i).encode()), take, lambda item: None)
+
+
+def child_litequeue(n: int, folder: Path) -> dict[str, Any]:
+    from litequeue import LiteQueue
+
+    queue = LiteQueue(str(folder / "litequeue.sqlite3"))
+    wake = threading.Event()
+
+    def take() -> Any:
+        while (message := queue.pop()) is None:
+            wake.wait(0.0005)
+        return message
+
+    return _per_job(n, lambda i: queue.put(json.dumps(i)), take, lambda m: queue.done(m.message_id))
+
+
+def _per_job(n: int, put: Any, get: Any, ack: Any) -> dict[str, Any]:
+    """One producer putting one job at a time, one consumer taking and acknowledging, at once."""
+    finished = threading.Event()
+
+    def consume() -> None:
+        for _ in range(n):
+            ack(get())
+        finished.set()
+
+    consumer = threading.Thread(target=consume)
+    t0 = time.perf_counter()
+    consumer.start()
+    for i in range(n):
+        put({"n": i})
+    if not finished.wait(600):
+        raise RuntimeError("the consumer did not finish")
+    elapsed = time.perf_counter() - t0
+    consumer.join()
+    return {"jobs": n, "seconds": elapsed}
+
+
+CHILDREN = {"ours": child_ours, "persist-queue": child_persistqueue, "huey": child_huey,
+            "litequeue": child_litequeue}
+
+
+# -- the parent: rounds, ratios, verdicts --------------------------------------------------------
+def run_child(args: list[str]) -> dict[str, Any]:
+    env = dict(os.environ, PYTHONPATH=f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    proc = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True, env=env,
+                          timeout=900)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{args[0]} failed:\n{proc.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def available(name: str) -> str | None:
+    """None when the peer can run, else why not."""
+    module = {"persist-queue": "persistqueue", "huey": "huey", "litequeue": "litequeue"}.get(name)
+    if module is None:
+        return None
+    try:
+        __import__(module)
+    except ImportError:
+        return f"{name} is not installed (pip install -e '.[bench]')"
+    return None
+
+
+def measure(quick: bool, folder: Path | None, say: Any = print) -> dict[str, Any]:
+    rounds = 1 if quick else 3
+    sizes = {"ours": 60_000 if quick else 200_000, "persist-queue": 1_000 if quick else 3_000,
+             "huey": 1_000 if quick else 3_000, "litequeue": 2_000 if quick else 6_000}
+    base = Path(tempfile.mkdtemp(prefix="shb-intake-", dir=str(folder) if folder else "/var/tmp"))
+    rates: dict[str, list[float]] = {name: [] for name in CHILDREN}
+    skipped = {name: why for name in CHILDREN if (why := available(name))}
+    notes: list[str] = []
+    try:
+        for r in range(rounds):
+            order = list(CHILDREN)[r % len(CHILDREN):] + list(CHILDREN)[:r % len(CHILDREN)]
+            for name in order:
+                if name in skipped:
+                    continue
+                where = base / f"{name}-{r}"
+                where.mkdir()
+                out = run_child([name, str(sizes[name]), str(where)])
+                rate = out["jobs"] / out["seconds"]
+                rates[name].append(rate)
+                extra = f" ({out['commits']} commits, {out['batch']:.0f} ops each)" if "commits" in out else ""
+                say(f"  round {r + 1}: {name:14s} {rate:10,.0f} jobs/s{extra}")
+                shutil.rmtree(where, ignore_errors=True)
+        ours = statistics.median(rates["ours"])
+        where = base / "latency"
+        where.mkdir()
+        lat = run_child(["latency", str(ours / 2), "4" if quick else "8", str(where)])
+        say(f"  latency at {ours / 2:,.0f}/s asked ({lat['achieved']:,.0f}/s achieved, {lat['submits']} submits): "
+            f"p50 {lat['p50'] * 1e3:.2f} ms, p99 {lat['p99'] * 1e3:.2f} ms, max {lat['max'] * 1e3:.1f} ms")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    med = {name: statistics.median(v) for name, v in rates.items() if v}
+    for name, why in skipped.items():
+        notes.append(f"{name}: skipped, {why}")
+    return {"rates": med, "samples": rates, "latency": lat, "skipped": skipped, "notes": notes}
+
+
+def report(result: dict[str, Any]) -> tuple[list[str], list[tuple[str, str, float, float, bool]]]:
+    """Lines to print, and the verdicts: (name, op, limit, value, passed)."""
+    med = result["rates"]
+    ours = med["ours"]
+    lines = [f"{'contender':16s} {'jobs/s':>10s} {'ours is':>9s}"]
+    for name, rate in sorted(med.items(), key=lambda kv: -kv[1]):
+        lines.append(f"{name:16s} {rate:10,.0f} {ours / rate:8.1f}x")
+    lat = result["latency"]
+    verdicts = [
+        ("ours, trivial jobs end to end (jobs/s)", ">=", TARGET_RATE, ours, ours >= TARGET_RATE),
+    ]
+    if "persist-queue" in med:
+        ratio = ours / med["persist-queue"]
+        verdicts.append(("ours / persist-queue SQLiteAckQueue", ">=", TARGET_RATIO, ratio, ratio >= TARGET_RATIO))
+    verdicts.append(("p99 submit latency at half the max rate (ms)", "<=", TARGET_P99_MS, lat["p99"] * 1e3,
+                     lat["p99"] * 1e3 <= TARGET_P99_MS))
+    return lines, verdicts
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--dir", type=Path, help="where the databases go (a real disk)")
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        name, *rest = args.child
+        if name == "latency":
+            out = child_latency(float(rest[0]), float(rest[1]), Path(rest[2]))
+        else:
+            out = CHILDREN[name](int(rest[0]), Path(rest[1]))
+        print(json.dumps(out))
+        return 0
+    load = os.getloadavg()[0]
+    print(f"intake: {os.cpu_count()} cores, load average {load:.2f} at the start, Python {sys.version.split()[0]}")
+    result = measure(args.quick, args.dir)
+    lines, verdicts = report(result)
+    print("\n".join(lines))
+    for note in result["notes"]:
+        print(f"note: {note}")
+    for name, op, limit, value, passed in verdicts:
+        print(f"{'PASS' if passed else 'MISS'}  {name}: {value:,.2f} (target {op} {limit:,.0f})")
+    print(f"load average at the end: {os.getloadavg()[0]:.2f}")
+    if args.json:
+        args.json.write_text(json.dumps({"result": result, "verdicts": verdicts}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
