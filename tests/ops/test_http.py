@@ -281,9 +281,14 @@ def test_only_get_and_head_no_bodies_and_every_answer_is_uncached_and_framed():
             with socket.create_connection(served.address, timeout=HANG_GUARD) as sock:
                 sock.sendall(raw)
                 assert recv_all(sock) == b""
-        with socket.create_connection(served.address, timeout=HANG_GUARD) as sock:
-            sock.sendall(b"NONSENSE\r\n\r\n")
-            assert recv_all(sock).startswith(b"HTTP/1.1 400 ")
+        for raw in (b"NONSENSE\r\n\r\n", b"GET /status HTTP/1.1\r\n\r\n"):  # not HTTP; 1.1 without Host
+            with socket.create_connection(served.address, timeout=HANG_GUARD) as sock:
+                sock.sendall(raw)
+                assert recv_all(sock).startswith(b"HTTP/1.1 400 ")
+        with socket.create_connection(served.address, timeout=HANG_GUARD) as sock:  # 1.0 may omit it
+            sock.sendall(b"GET /livez HTTP/1.0\r\n\r\n")
+            answer = recv_all(sock)
+            assert answer.startswith(b"HTTP/1.1 200 OK") and b"Connection: close" in answer
         # keep-alive: two requests on one connection, answered in order
         with socket.create_connection(served.address, timeout=HANG_GUARD) as sock:
             sock.sendall(b"GET /livez HTTP/1.1\r\nHost: localhost\r\n\r\nGET /nothing HTTP/1.1\r\nHost: localhost\r\n"
@@ -368,8 +373,12 @@ def test_a_real_run_serves_the_probes_until_it_has_stopped(tmp_path):
         proc.expect(r"health check gate: healthy -> unhealthy")
         (tmp_path / "unready").unlink()
         assert get(address, "/readyz")[0] == 200
+        for _ in range(3):  # DNS rebinding: refused each time, logged once
+            assert get(address, "/status", host="evil.test")[0] == 403
+        proc.expect(r"HTTP: refused GET /status from 127\.0\.0\.1:\d+: Host 'evil\.test' is not allowed")
         proc.signal(signal.SIGTERM)
         assert proc.wait() == 0
+        assert sum("Host 'evil.test'" in line for line in proc.output()) == 1
     with pytest.raises(OSError):
         get(address, "/livez")
 

@@ -58,6 +58,8 @@ MAX_HEAD = 8192
 """Longest request head (request line and headers) in bytes; a longer one closes the connection."""
 MAX_BODY = 65536
 """Longest body a request may announce; it is read and thrown away (nothing here takes a body)."""
+MAX_LOGGED_HOSTS = 64
+"""Refused Host names logged (each once); more are refused without a log line."""
 CLOSE_WITHIN = 2.0
 """Seconds the listener has to answer what it has read when it closes."""
 
@@ -109,7 +111,7 @@ def allowed_hosts(text: str | Sequence[str]) -> frozenset[str]:
 def host_allowed(header: str | None, allowed: frozenset[str]) -> bool:
     """Whether a request's ``Host`` header may be answered (the module docstring: DNS rebinding).
     No header (HTTP/1.0) is a client that did not go through a name: allowed."""
-    if header is None:
+    if header is None:  # HTTP/1.0 (an HTTP/1.1 request without one is a 400)
         return True
     name = header.strip().lower()
     if name.startswith("["):  # [v6]:port
@@ -205,6 +207,7 @@ class HttpApp:
         self.host = host
         self.allowed = allowed
         self.began = time.monotonic()
+        self.refused: set[str | None] = set()  # Host names refused and logged (at most MAX_LOGGED_HOSTS)
         self.assets = page.assets()
         self.routes = {"/livez": self.livez, "/readyz": self.readyz, "/status": self.status,
                        "/metrics": self.metrics}
@@ -215,9 +218,14 @@ class HttpApp:
         except (ValueError, UnicodeDecodeError):
             return response(400, b"bad request\n", close=True)
         keep = _keep_alive(request)
-        if not host_allowed(request.headers.get("host"), self.allowed):
-            logs.http_refused(log, request.method, request.path[:200], _peer(peer),
-                              f"Host {request.headers.get('host', '')[:100]!r} is not allowed (http_allowed_hosts)")
+        name = request.headers.get("host")
+        if name is None and request.version != "HTTP/1.0":
+            return response(400, b"an HTTP/1.1 request needs a Host header\n", close=True)
+        if not host_allowed(name, self.allowed):
+            if name not in self.refused and len(self.refused) < MAX_LOGGED_HOSTS:  # once per name: no log flood
+                self.refused.add(name)
+                logs.http_refused(log, request.method, request.path[:200], _peer(peer),
+                                  f"Host {name[:100]!r} is not allowed (http_allowed_hosts); not logged again")
             return response(403, b"Host header not allowed\n", close=not keep)
         if request.method not in ("GET", "HEAD"):
             return response(405, b"read only: GET and HEAD\n", extra=(("Allow", "GET, HEAD"),), close=not keep)
