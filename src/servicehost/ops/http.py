@@ -225,7 +225,7 @@ class HttpApp:
             if name not in self.refused and len(self.refused) < MAX_LOGGED_HOSTS:  # once per name: no log flood
                 self.refused.add(name)
                 logs.http_refused(log, request.method, request.path[:200], _peer(peer),
-                                  f"Host {name[:100]!r} is not allowed (http_allowed_hosts); not logged again")
+                                  f"Host {(name or '')[:100]!r} is not allowed (http_allowed_hosts); not logged again")
             return response(403, b"Host header not allowed\n", close=not keep)
         if request.method not in ("GET", "HEAD"):
             return response(405, b"read only: GET and HEAD\n", extra=(("Allow", "GET, HEAD"),), close=not keep)
