@@ -342,7 +342,7 @@ def test_bad_http_addresses_name_the_setting(text):
         parse_address(text)
 
 
-def test_health_check_declarations_are_checked():
+def test_health_check_declarations_are_checked(caplog):
     service = Service()
     with pytest.raises(ValueError, match="tags"):
         service.health_check("x", lambda: True, tags=("readiness",))
@@ -352,8 +352,13 @@ def test_health_check_declarations_are_checked():
     with pytest.raises(ValueError, match="exists already"):
         service.health_check("x", lambda: True)
     check = health_mod.HealthCheck("odd", lambda: 42)
-    result = check.result()
+    with caplog.at_level("INFO", logger="servicehost.ops"):
+        result = check.result()
     assert result.health is Health.UNHEALTHY and "TypeError" in result.detail
+    assert [r.getMessage() for r in caplog.records if getattr(r, "event_id", 0) == 6010] == [
+        f"health check odd: first run -> unhealthy ({result.detail})"]
+    assert health_mod.HealthCheck("fine", lambda: None).result().health is Health.HEALTHY  # not logged
+    assert [r for r in caplog.records if getattr(r, "event_id", 0) == 6011] == []
 
 
 # -- a real service process ------------------------------------------------------------------------

@@ -169,11 +169,11 @@ class HealthCheck:
 
     def _record(self, result: CheckResult) -> None:
         """Keep ``result`` (under the lock); log a change of verdict."""
-        before = self._last.health if self._last is not None else Health.HEALTHY
+        before = self._last.health if self._last is not None else None
         self._last, self._last_mono = result, time.monotonic()
-        if result.health is not before:
+        if result.health is not before and not (before is None and result.health is Health.HEALTHY):
             event = logs.health_check_passing if result.health is Health.HEALTHY else logs.health_check_failing
-            event(log, self.name, before.value, result.health.value, result.detail or "-")
+            event(log, self.name, before.value if before else "first run", result.health.value, result.detail or "-")
 
 
 def outcome(value: object) -> tuple[Health, str]:
