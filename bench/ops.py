@@ -11,9 +11,10 @@ status    A real Host runs one service whose ``run()`` keeps a ThreadPool's queu
 counters  The same tasks on the same pool type with the counters on and off, interleaved rounds:
           "on" is the pool as shipped plus a thread that reads every counter and sends the
           ``STATUS=`` line (``Notifier``, to a real AF_UNIX datagram socket) every 50 ms — twenty
-          times as often as the systemd session does, while "on" runs; "off" is the same pool whose per-worker
-          recorders (``WorkerStats.sample``/``error``: run times, p50/p95, busy time, the last
-          error) do nothing, and no reader. Bulk (``submit_many``: counted per chunk) and per-task
+          times as often as the systemd session does, while "on" runs; "off" is the same pool
+          whose worker loop leaves out every line marked ``# counters`` (run-time samples, busy
+          time: :func:`uncounted_pool_class`), and no reader. Fresh pools each round, made in
+          alternating order. Bulk (``submit_many``: counted per chunk) and per-task
           (``submit``: counted per task) paths; ratio on/off in tasks/s, target >= 0.97 (<= 3%).
 """
 
@@ -192,31 +193,24 @@ def measure_status(workers: int, task: Callable[[int], Any], queue_size: int, ro
 
 
 # -- counters: on and off ------------------------------------------------------------------------------------
-def counters(pool: Any, on: bool) -> None:
-    """Make ``pool``'s per-worker recorders record (``on``) or do nothing; its threads keep the
-    same objects, so two pools can swap roles between rounds (what differs is only this)."""
-    from servicehost.workers._supervision import WorkerStats
+def uncounted_pool_class() -> type:
+    """ThreadPool without its counters: its worker loop compiled from ThreadPool's own source with
+    every line marked ``# counters`` left out (the run-time samples, the busy time), so the
+    benchmark measures exactly what those lines cost and follows the code as it changes. What a
+    task's end counts (done, failed: the queue depth is derived from them) stays."""
+    import inspect
+    import textwrap
 
-    for stats in pool._stats:
-        stats.__class__ = WorkerStats if on else _Off
+    from servicehost.workers import thread_pool
 
-
-def _off_class() -> type:
-    from servicehost.workers._supervision import WorkerStats
-
-    class Off(WorkerStats):
-        __slots__ = ()
-
-        def sample(self, started: float, count: int = 1) -> None:
-            pass
-
-        def error(self, exc: BaseException) -> None:
-            pass
-
-    return Off
-
-
-_Off = _off_class()
+    source = textwrap.dedent(inspect.getsource(thread_pool.ThreadPool._work))
+    kept = [line for line in source.splitlines() if not line.rstrip().endswith("# counters")]
+    if len(kept) == len(source.splitlines()):
+        raise RuntimeError("ThreadPool._work has no line marked '# counters': nothing to leave out")
+    namespace: dict[str, Any] = {}
+    exec(compile("\n".join(kept) + "\n", "<ThreadPool._work without counters>", "exec"),
+         vars(thread_pool), namespace)
+    return type("UncountedThreadPool", (thread_pool.ThreadPool,), {"_work": namespace["_work"]})
 
 
 class StatusLine:

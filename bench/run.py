@@ -611,9 +611,9 @@ def bench_counters(sz: Sizes) -> Result:
     res = Result("counters", f"tiny tasks (x + 1) on ThreadPool({THREADS}) with the counters and the STATUS= line on "
                              f"(read every {0.05 * 1000:.0f} ms) and off: {n:,} through submit_many (counted per chunk), "
                              f"{each_n:,} through submit (counted per task); each round {pairs} on/off pairs of a "
-                             "tenth, alternating (a shared machine's load drifts slower than a pair), two pools swapping "
-                             "roles each round; compared in tasks/s")
-    first, second = OursThreads(THREADS), OursThreads(THREADS)
+                             "tenth, alternating (a shared machine's load drifts slower than a pair), fresh pools each round; "
+                             "off: ThreadPool's worker loop without its lines marked '# counters'; compared in tasks/s")
+    uncounted = ops.uncounted_pool_class()
     line = ops.StatusLine([], 0.05)
     bulk_on = Contender("bulk, counters + STATUS= on", "s", n, short="bulk on")
     bulk_off = Contender("bulk, counters off", "s", n, short="bulk off")
@@ -643,27 +643,36 @@ def bench_counters(sz: Sizes) -> Result:
             raise RuntimeError(f"{path}: not every task ran")
         return t_on, t_off
 
-    for pool in (first, second):  # warm-up, untimed
-        pool.submit_many(tiny, range(10_000))
-        pool.submit_each(tiny, range(10_000))
+    def fresh(first_on: bool) -> tuple[OursThreads, OursThreads]:
+        made = {}
+        for kind in (("on", "off") if first_on else ("off", "on")):  # made in alternating order
+            if kind == "on":
+                made[kind] = OursThreads(THREADS)
+            else:  # the same helper around the uncounted pool
+                made[kind] = OursThreads.__new__(OursThreads)
+                made[kind].pool = uncounted(THREADS, name="bench-uncounted")
+        for pool in made.values():  # warm-up, untimed
+            pool.submit_many(tiny, range(10_000))
+            pool.submit_each(tiny, range(10_000))
+        return made["on"], made["off"]
+
     try:
         for r in range(sz.rounds + 2):
-            # the two pools swap roles each round: what differs between on and off is only the counters
-            on, off = (first, second) if r % 2 == 0 else (second, first)
-            ops.counters(on.pool, True)
-            ops.counters(off.pool, False)
+            on, off = fresh(r % 2 == 0)
             line.pools = [on.pool]
-            for path, count, c_on, c_off in (("bulk", n, bulk_on, bulk_off), ("each", each_n, each_on, each_off)):
-                t_on, t_off = paired(path, count, on, off)
-                c_on.samples.append(t_on)
-                c_off.samples.append(t_off)
+            try:
+                for path, count, c_on, c_off in (("bulk", n, bulk_on, bulk_off), ("each", each_n, each_on, each_off)):
+                    t_on, t_off = paired(path, count, on, off)
+                    c_on.samples.append(t_on)
+                    c_off.samples.append(t_off)
+            finally:
+                on.close()
+                off.close()
             say(f"  round {r + 1}: bulk on {h.fmt_value(bulk_on.samples[-1], 's')}, off "
                 f"{h.fmt_value(bulk_off.samples[-1], 's')}; per task on {h.fmt_value(each_on.samples[-1], 's')}, off "
                 f"{h.fmt_value(each_off.samples[-1], 's')}")
     finally:
         line.close()
-        first.close()
-        second.close()
     res.contenders = [bulk_on, bulk_off, each_on, each_off]
     res.notes.append(f"STATUS= lines sent while measuring: {line.sent}")
     res.targets += [

@@ -63,11 +63,16 @@ class WorkerStats:
         self.busy_seconds += took
         self._tick += count
         if self._tick >= LATENCY_SAMPLE_EVERY:
-            self._tick = 0
-            each = took / count
-            self.latencies.append(each)
-            self.durations[bisect_left(TIME_BUCKETS, each)] += 1
-            self.duration_total += each
+            self.record(took, count)
+
+    def record(self, took: float, count: int = 1) -> None:
+        """The sampled part of :meth:`sample` (a worker loop that inlines the rest calls this once
+        its ``_tick`` reaches ``LATENCY_SAMPLE_EVERY``): ``count`` tasks took ``took`` seconds."""
+        self._tick = 0
+        each = took / count
+        self.latencies.append(each)
+        self.durations[bisect_left(TIME_BUCKETS, each)] += 1
+        self.duration_total += each
 
 
 class PauseGate:
