@@ -498,7 +498,7 @@ def thread_dump(frames: Sequence[int] = THREAD_FRAMES) -> dict[str, Any]:
 
     current = threading.get_ident()
     named = {t.ident: t for t in threading.enumerate()}
-    stacks = []
+    stacks: list[dict[str, Any]] = []
     for ident, frame in sys._current_frames().items():
         summary = traceback.StackSummary.extract(traceback.walk_stack(frame), limit=max(frames))
         summary.reverse()  # outermost first, as a traceback reads
@@ -562,7 +562,8 @@ def effective_settings(host: Host, env: Mapping[str, str] | None = None) -> list
     owners += [(service.name, service.settings) for service in host.services
                if dataclasses.is_dataclass(getattr(service, "settings", None))]
     for owner, values in owners:
-        for spec in specs(type(values)):
+        kind: type = type(values)
+        for spec in specs(kind):
             value = getattr(values, spec.name)
             shown = value if isinstance(value, (bool, int, float)) else str(value)
             redacted = looks_secret(spec.name) or (
