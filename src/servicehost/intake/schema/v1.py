@@ -27,7 +27,7 @@ CREATE TABLE jobs (
     payload       BLOB                                -- BLOB: no affinity, TEXT stays TEXT
 );
 CREATE INDEX jobs_ready ON jobs (priority DESC, run_at, id) WHERE state = 0;
-CREATE INDEX jobs_running ON jobs (owner, lease_until) WHERE state = 1;
+CREATE INDEX jobs_leases ON jobs (lease_until) WHERE state = 1;  -- small: the running jobs; reaping, renewal
 CREATE INDEX jobs_key ON jobs (key, id) WHERE key IS NOT NULL;
 
 -- An idempotency key outlives its job (done or dead) for the store's retention.
