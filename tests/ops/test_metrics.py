@@ -208,9 +208,9 @@ def test_counters_follow_the_work(running):
     assert value(scrape(host)[1], "servicehost_tasks_rejected_total", component="keyed") == 1
     # Sampled: one task in 64 (a chunk counts its tasks), one hand-off in 64 timed in the queue.
     assert value(s, "servicehost_task_duration_seconds_count", component="pool") >= 3
-    assert value(s, "servicehost_queue_wait_seconds_count", component="pool") >= 2
+    assert value(s, "servicehost_queue_wait_seconds_count", component="pool") >= 1
     assert value(s, "servicehost_task_duration_seconds_count", component="pipe", stage="parse") >= 5
-    assert value(s, "servicehost_queue_wait_seconds_count", component="pipe", stage="parse") >= 5
+    assert value(s, "servicehost_queue_wait_seconds_count", component="pipe", stage="parse") >= 3
     assert value(s, "servicehost_task_duration_seconds_count", component="keyed") >= 3
     # The busy time holds the three tasks that waited for the release (each longer than 0).
     assert value(s, "servicehost_busy_seconds_total", component="pool") > 0
