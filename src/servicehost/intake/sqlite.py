@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import sqlite3
 import stat
 import threading
@@ -52,17 +53,24 @@ _SUBMIT, _RELEASE, _ACK, _FAIL, _RENEW, _REQUEUE, _READ, _CLAIM, _FLUSH = range(
 # Kinds a failed write answers with the error (nothing was written); the others are retried.
 _ANSWERED_ON_ERROR = frozenset({_SUBMIT, _RELEASE, _REQUEUE, _READ, _CLAIM})
 
-_CLAIM_SQL = """
-UPDATE jobs SET state = 1, attempts = attempts + 1, owner = ?1, token = random(), lease_until = ?2
+# A claim in two statements of one step each (rows returned one by one would each cost a step,
+# and the GIL with it): take the jobs, marking them with this claim's token and lease; read them
+# back by that mark (the lease index finds them) as one JSON document.
+_TAKE_SQL = """
+UPDATE jobs SET state = 1, attempts = attempts + 1, owner = ?1, token = ?2, lease_until = ?3
 WHERE id IN (
     SELECT id FROM jobs AS j
-    WHERE state = 0 AND run_at <= ?3
+    WHERE state = 0 AND run_at <= ?4
       AND (key IS NULL OR NOT EXISTS (
             SELECT 1 FROM jobs AS k
             WHERE k.key = j.key AND k.id <> j.id AND (k.state = 1 OR k.id < j.id)))
-    ORDER BY priority DESC, run_at, id LIMIT ?4)
-RETURNING id, payload, attempts, key, priority, max_attempts, token, lease_until, submitted_at,
-          idem_key, run_at
+    ORDER BY priority DESC, run_at, id LIMIT ?5)
+"""
+_CLAIMED_SQL = """
+SELECT json_group_array(json_array(
+    id, attempts, key, priority, max_attempts, token, lease_until, submitted_at, idem_key, run_at,
+    typeof(payload) = 'blob', CASE WHEN typeof(payload) = 'blob' THEN hex(payload) ELSE json(payload) END))
+FROM jobs WHERE state = 1 AND lease_until = ?1 AND token = ?2
 """
 _FENCED_SQL = """
 SELECT e.value ->> 0 FROM json_each(?1) AS e
@@ -78,6 +86,26 @@ INSERT INTO jobs (state, priority, run_at, key, attempts, max_attempts, submitte
 VALUES (0, ?, ?, ?, 0, ?, ?, ?, ?)
 """
 _SYNC_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+_CHUNKS = (256, 64, 16, 4, 1)  # rows per multi-row INSERT: a few statement shapes, each cached once prepared
+
+
+def _insert_rows(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+    """Insert ``rows`` in order with few statements. Each statement is one ``sqlite3_step``, and the
+    sqlite3 module lets go of the GIL around every step: row by row (``executemany``), a busy
+    process makes the store thread wait for the GIL once per row."""
+    at = 0
+    for size in _CHUNKS:
+        sql = _MULTI_INSERT[size]
+        while len(rows) - at >= size:
+            conn.execute(sql, [v for r in rows[at:at + size] for v in r])
+            at += size
+
+
+_MULTI_INSERT = {
+    size: "INSERT INTO jobs (state, priority, run_at, key, attempts, max_attempts, submitted_at, idem_key, payload) "
+          "VALUES " + ", ".join(["(0, ?, ?, ?, 0, ?, ?, ?, ?)"] * size)
+    for size in _CHUNKS
+}
 
 
 class _Batch:
@@ -198,6 +226,7 @@ class SQLiteStore:
         self._carried: list[_Op] = []      # acks/fails/renewals kept after a failed write
         self._waiting: list[_Op] = []      # claims waiting for work
         self._inflight: list[_Op] = []     # the tick being run
+        self._random = random.SystemRandom()  # claim tokens: unguessable, never repeated in practice
         self._failing: str | None = None   # why the last write failed, until one succeeds
         # metrics (store thread only; read unlocked: ints)
         self._m = dict(commits=0, committed_ops=0, last_batch=0, submitted=0, acked=0, failed=0,
@@ -317,9 +346,14 @@ class SQLiteStore:
             return []
         until = time.monotonic() + wait if wait > 0 else None
         op = self._add(_Op(_CLAIM, (node, int(n), float(lease)), until))
-        rows = self._wait(op, (self.timeout if timeout is None else timeout) + max(0.0, wait))
-        # Built here, on the caller's thread: the store thread only fetches rows.
-        return [Job(r[0], _decode(r[1]), r[2], r[3], r[4], r[5], r[6], node, r[7], r[8], r[9]) for r in rows]
+        claimed = self._wait(op, (self.timeout if timeout is None else timeout) + max(0.0, wait))
+        if not claimed:
+            return []
+        # Read here, on the claimer's thread: the store thread only fetched one JSON document.
+        rows = json.loads(claimed)
+        rows.sort(key=lambda r: (-r[3], r[9], r[0]))
+        return [Job(r[0], bytes.fromhex(r[11]) if r[10] else r[11], r[1], r[2], r[3], r[4], r[5], node, r[6], r[7],
+                    r[8]) for r in rows]
 
     def renew(self, node: str, lease: float = 30.0, *, exclude: Iterable[int] = (),
               timeout: float | None = None) -> int:
@@ -641,22 +675,27 @@ class SQLiteStore:
 
     def _apply_submits(self, conn: sqlite3.Connection, ops: list[_Op], answers: list[tuple[_Op, Any]],
                        counts: dict[str, int]) -> None:
-        """Insert every submit of the tick. A call without idempotency keys goes in as it came (one
-        ``executemany``; AUTOINCREMENT numbers its rows in order, from the sequence + 1, while this
-        transaction holds the write lock); a keyed one is looked up row by row."""
+        """Insert every submit of the tick. The rows without idempotency keys, from every call, go in
+        as they came, a few multi-row INSERTs for all (AUTOINCREMENT numbers them in order, from the
+        sequence + 1, while this transaction holds the write lock); a call with keys goes row by row."""
         row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'jobs'").fetchone()
         next_id = (row[0] if row else 0) + 1
-        inserted = 0
+        plain: list[tuple[Any, ...]] = []
+        keyed: list[_Op] = []
         for op in ops:
             rows = op.args
-            if not any(r[5] is not None for r in rows):
-                conn.executemany(_INSERT_SQL, rows)
-                answers.append((op, range(next_id, next_id + len(rows))))
-                next_id += len(rows)
-                inserted += len(rows)
-                continue
+            if any(r[5] is not None for r in rows):
+                keyed.append(op)
+            else:
+                answers.append((op, range(next_id + len(plain), next_id + len(plain) + len(rows))))
+                plain += rows
+        if plain:
+            _insert_rows(conn, plain)
+        next_id += len(plain)
+        inserted = len(plain)
+        for op in keyed:
             ids = []
-            for r in rows:
+            for r in op.args:
                 idem = r[5]
                 if idem is not None:
                     hit = conn.execute("SELECT job_id FROM idempotency WHERE key = ?", (idem,)).fetchone()
@@ -670,17 +709,18 @@ class SQLiteStore:
                 next_id += 1
                 inserted += 1
             answers.append((op, ids))
-        if inserted:
-            last = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'jobs'").fetchone()[0]
-            if last != next_id - 1:  # never expected: the ids told would be wrong, so write nothing
-                raise sqlite3.IntegrityError(f"job ids out of step (sequence {last}, expected {next_id - 1})")
         counts["submitted"] += inserted
 
-    def _apply_claim(self, conn: sqlite3.Connection, args: tuple[str, int, float], now: float) -> list[Any]:
+    def _apply_claim(self, conn: sqlite3.Connection, args: tuple[str, int, float], now: float) -> str | None:
+        """The claimed jobs as one JSON document (None: none), for the claimer's thread to read.
+        One token for the whole claim: a fence is a job's id and its claim's token."""
         node, n, lease = args
-        rows = conn.execute(_CLAIM_SQL, (node, now + lease, now, n)).fetchall()
-        rows.sort(key=lambda r: (-r[4], r[10], r[0]))  # RETURNING's order is not the claim's
-        return rows
+        token = self._random.getrandbits(63)
+        until = now + lease
+        if not conn.execute(_TAKE_SQL, (node, token, until, now, n)).rowcount:
+            return None
+        claimed: str = conn.execute(_CLAIMED_SQL, (until, token)).fetchone()[0]
+        return claimed
 
     def _apply_fail(self, conn: sqlite3.Connection, op: _Op, now: float, counts: dict[str, int]) -> str:
         job, error, retry_in, dead = op.args
