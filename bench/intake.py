@@ -18,7 +18,7 @@ interleaved round by round; the rate of each is the median over the rounds.
   dequeue; not at-least-once: a dequeue deletes), **litequeue** (``synchronous=NORMAL``: not
   durable on power loss): one producer thread putting one job at a time and one consumer
   thread taking and acknowledging, at once.
-* **latency**: ours again, single ``submit`` calls paced to half of ours' measured rate from 64
+* **latency**: ours again, single ``submit`` calls paced to half of ours' measured rate from 128
   threads while the Intake consumes; p50/p99/max of each call (return = durable).
 
 Targets (issue 14): ours ≥ 30k jobs/s; ours ≥ 35× persist-queue; p99 submit ≤ 10 ms at half rate.
@@ -43,7 +43,7 @@ BENCH = Path(__file__).resolve().parent
 SRC = BENCH.parent / "src"
 
 WORKERS, PRODUCERS, BATCH, PREFETCH = 4, 4, 128, 512
-LATENCY_THREADS = 64
+LATENCY_THREADS = 128
 TARGET_RATE, TARGET_RATIO, TARGET_P99_MS = 30_000.0, 35.0, 10.0
 
 
@@ -125,11 +125,12 @@ def child_latency(rate: float, seconds: float, folder: Path) -> dict[str, Any]:
         t.join()
     done_at = time.monotonic()
     flat = sorted(x for s in samples for x in s)
+    m = store.metrics()
     _stop(intake)
     store.close()
     q = statistics.quantiles(flat, n=100)
     return {"submits": len(flat), "achieved": len(flat) / (done_at - start), "p50": q[49], "p99": q[98],
-            "max": flat[-1]}
+            "max": flat[-1], "commits": m.commits / (done_at - start), "batch": m.committed_ops / max(1, m.commits), "tick_ms": m.commit_seconds / max(1, m.commits) * 1e3}
 
 
 def child_persistqueue(n: int, folder: Path) -> dict[str, Any]:
@@ -215,12 +216,18 @@ def available(name: str) -> str | None:
     return None
 
 
+TITLE = ("durable intake, trivial jobs end to end on SQLite (WAL, synchronous=FULL): ours (Intake + durable "
+         "submit_many) vs per-job-commit queues, each in a fresh process")
+
+
 def measure(quick: bool, folder: Path | None, say: Any = print) -> dict[str, Any]:
+    """Every contender, ``rounds`` times interleaved, then the latency run; see the module docstring."""
     rounds = 1 if quick else 3
     sizes = {"ours": 60_000 if quick else 200_000, "persist-queue": 1_000 if quick else 3_000,
              "huey": 1_000 if quick else 3_000, "litequeue": 2_000 if quick else 6_000}
     base = Path(tempfile.mkdtemp(prefix="shb-intake-", dir=str(folder) if folder else "/var/tmp"))
     rates: dict[str, list[float]] = {name: [] for name in CHILDREN}
+    seconds: dict[str, list[float]] = {name: [] for name in CHILDREN}
     skipped = {name: why for name in CHILDREN if (why := available(name))}
     notes: list[str] = []
     try:
@@ -234,6 +241,7 @@ def measure(quick: bool, folder: Path | None, say: Any = print) -> dict[str, Any
                 out = run_child([name, str(sizes[name]), str(where)])
                 rate = out["jobs"] / out["seconds"]
                 rates[name].append(rate)
+                seconds[name].append(out["seconds"])
                 extra = f" ({out['commits']} commits, {out['batch']:.0f} ops each)" if "commits" in out else ""
                 say(f"  round {r + 1}: {name:14s} {rate:10,.0f} jobs/s{extra}")
                 shutil.rmtree(where, ignore_errors=True)
@@ -242,13 +250,15 @@ def measure(quick: bool, folder: Path | None, say: Any = print) -> dict[str, Any
         where.mkdir()
         lat = run_child(["latency", str(ours / 2), "4" if quick else "8", str(where)])
         say(f"  latency at {ours / 2:,.0f}/s asked ({lat['achieved']:,.0f}/s achieved, {lat['submits']} submits): "
-            f"p50 {lat['p50'] * 1e3:.2f} ms, p99 {lat['p99'] * 1e3:.2f} ms, max {lat['max'] * 1e3:.1f} ms")
+            f"p50 {lat['p50'] * 1e3:.2f} ms, p99 {lat['p99'] * 1e3:.2f} ms, max {lat['max'] * 1e3:.1f} ms; "
+            f"{lat['commits']:.0f} commits/s of {lat['batch']:.0f} operations")
     finally:
         shutil.rmtree(base, ignore_errors=True)
     med = {name: statistics.median(v) for name, v in rates.items() if v}
     for name, why in skipped.items():
         notes.append(f"{name}: skipped, {why}")
-    return {"rates": med, "samples": rates, "latency": lat, "skipped": skipped, "notes": notes}
+    return {"rates": med, "samples": rates, "seconds": seconds, "sizes": sizes, "latency": lat,
+            "skipped": skipped, "notes": notes}
 
 
 def report(result: dict[str, Any]) -> tuple[list[str], list[tuple[str, str, float, float, bool]]]:

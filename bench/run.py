@@ -25,6 +25,9 @@ Benchmarks (targets from the performance issue):
   metrics  /metrics rendered with 20 ThreadPool(8) components (median)       <= 5 ms
            the HTTP listener idle: RSS with --http − without (median)        <= 1 MiB
            ... tiny tasks with it on vs off, bulk and per-task (bench/scrape.py)  >= 0.97x
+  intake   trivial jobs end to end through the durable intake on SQLite (bench/intake.py)  >= 30k jobs/s
+           ... vs persist-queue's SQLiteAckQueue (a commit per put, get, ack)  >= 35x
+           ... p99 submit latency at half that rate                          <= 10 ms
   wine     Windows under Wine's SCM, StartService → RUNNING (bench/wine_start.py; skipped, saying
            why, where the Wine harness is not found): the seed through servicehost.compat and
            examples/sample_service.py, each vs the seed with plain pywin32 imports   <= 1.2x
@@ -794,10 +797,32 @@ def bench_wine(sz: Sizes) -> Result:
     return res
 
 
+def bench_intake(sz: Sizes) -> Result:
+    import intake
+
+    res = Result("intake", intake.TITLE)
+    out = intake.measure(quick=sz is not FULL, folder=None, say=say)
+    for name, secs in out["seconds"].items():
+        if secs:
+            res.contenders.append(Contender(name, "s", out["sizes"][name], samples=secs, short=name))
+    res.notes += out["notes"]
+    rates = out["samples"]
+    res.targets.append(Target("intake", "ours, trivial jobs end to end (jobs/s)", ">=", intake.TARGET_RATE, "jobs/s",
+                              rates["ours"]))
+    pq = Target("intake", "ours / persist-queue SQLiteAckQueue", ">=", intake.TARGET_RATIO, "x",
+                h.ratios(rates["ours"], rates["persist-queue"]) if rates["persist-queue"] else [])
+    res.targets.append(pq)
+    lat = out["latency"]
+    res.targets.append(Target("intake", f"p99 submit latency at half the rate ({lat['achieved']:,.0f}/s achieved)",
+                              "<=", intake.TARGET_P99_MS, "ms", [lat["p99"] * 1e3]))
+    res.info.append(("submit latency at half the rate: p50", [lat["p50"] * 1e3], "ms"))
+    return res
+
+
 BENCHMARKS: dict[str, Callable[[Sizes], Result]] = {
     "import": bench_import, "bulk": bench_bulk, "cpu": bench_cpu, "process": bench_process,
     "io": bench_io, "start": bench_start, "stop": bench_stop, "rss": bench_rss, "wine": bench_wine,
-    "status": bench_status, "counters": bench_counters, "metrics": bench_metrics,
+    "status": bench_status, "counters": bench_counters, "metrics": bench_metrics, "intake": bench_intake,
 }
 
 
