@@ -320,10 +320,14 @@ VALUED = {command: [o for o in opts if o not in cli._flags_without_value(cli._pa
           for command, opts in OPTIONS.items()}  # the options that take a value (not --purge, --follow, ...)
 
 
+#: The positional arguments a verb needs after its TARGET, so that a bad option is the only fault.
+REQUIRED_AFTER_TARGET: dict[str, list[str]] = {
+    "control": ["200"], "jobs": ["stats"], "loglevel": ["servicehost", "INFO"]}
+
+
 def _argv(command: str, *rest: str) -> list[str]:
     head = [command] if command == "list" else [command, CONFIGURED]  # list takes no TARGET
-    if command == "control":
-        head.append("200")
+    head += REQUIRED_AFTER_TARGET.get(command, [])
     return [*head, *rest, *(SAFE if command in MANAGER_COMMANDS else [])]
 
 
