@@ -2,8 +2,8 @@
 
 Every write a process makes goes through its store thread. Callers append operations to the
 current *batch* and (for a submit, a claim, a release) wait for it; the store thread takes the
-whole batch and runs it as **one transaction** — ``BEGIN IMMEDIATE``; the submits (one
-``executemany``); releases; the acks (one fenced ``DELETE`` for all of them); fails; lease
+whole batch and runs it as **one transaction** — ``BEGIN IMMEDIATE``; the submits (a few
+multi-row INSERTs); releases; the acks (one fenced ``DELETE`` for all of them); fails; lease
 renewals; requeues; the reaping of lapsed leases when due; the claims — then ``COMMIT`` (WAL,
 ``synchronous=FULL``: durable when it returns), and only then answers the callers. While it
 commits, the next batch fills, so the busier the store, the more each fsync carries.
@@ -13,7 +13,8 @@ Checkpoints are the store thread's too (SQLite's automatic ones are off): a pass
 (which is also its ``journal_size_limit``), so the log stays bounded however long the run.
 
 Several processes may share one file (each with its store thread): ``BEGIN IMMEDIATE`` serializes
-their transactions and a busy timeout (from the call's deadline) waits out the others. A waiting
+their transactions and a busy timeout (``busy_timeout``, never more than the calls' own
+``timeout``) waits out the others. A waiting
 claim polls for their submits every ``poll`` seconds with one indexed read (local submits wake it
 at once). Correct, not fast: many machines is what the PostgreSQL store is for.
 
@@ -209,7 +210,7 @@ class SQLiteStore:
             raise StoreError(f"intake store {self.url}: max_attempts, timeout, poll and max_batch must be positive")
         self.timeout = timeout
         self.max_attempts = max_attempts
-        self._busy_timeout = busy_timeout
+        self._busy_timeout = min(busy_timeout, timeout)
         self._checkpoint_bytes = checkpoint_bytes
         self._checkpoint_interval = checkpoint_interval
         self._poll = poll
@@ -466,6 +467,7 @@ class SQLiteStore:
 
     def _loop(self) -> None:
         last_checkpoint = last_reap = last_prune = time.monotonic()
+        closing_since: float | None = None
         retry_at = 0.0
         while True:
             now = time.monotonic()
@@ -500,7 +502,8 @@ class SQLiteStore:
                 self._waiting = [op for op in self._waiting if op not in expired]
                 for op in expired:
                     op.value = []
-                    op.batch and op.batch.done.set()
+                    if op.batch is not None:
+                        op.batch.done.set()
             if self._waiting and (ops or self._work_visible()):
                 ops = ops + self._waiting  # this tick may have added or freed claimable jobs
                 self._waiting = []
@@ -518,13 +521,16 @@ class SQLiteStore:
                 last_checkpoint = now
                 self._checkpoint()
             if closing:
+                closing_since = now if closing_since is None else closing_since
                 with self._lock:
                     pending = bool(self._next.ops)
-                if not pending and (not self._carried or time.monotonic() - now > self.timeout):
+                # what a failing disk keeps from being written is retried for one timeout, then given up
+                if not pending and (not self._carried or time.monotonic() - closing_since > self.timeout):
                     break
         for op in self._waiting:
             op.value = []
-            op.batch and op.batch.done.set()
+            if op.batch is not None:
+                op.batch.done.set()
         self._waiting = []
         if self._carried:
             logs.intake_store_unwritten(log, self.url, len(self._carried), self._failing or "closed")
@@ -539,7 +545,8 @@ class SQLiteStore:
         for op in todo:
             if not op.done():
                 op.error = error
-            op.batch and op.batch.done.set()
+            if op.batch is not None:
+                op.batch.done.set()
 
     def _work_visible(self) -> bool:
         """A cheap read: is there a ready job, or a lapsed lease to take back, for a waiting claim?"""
