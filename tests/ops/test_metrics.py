@@ -221,8 +221,9 @@ def test_counters_follow_the_work(running):
 
 
 def test_queue_waits_are_timed_with_many_consumers_and_never_stick():
-    """Consumers overtaking each other between taking a timed hand-off and seeing it: the stale
-    stamp is dropped at the next timing, so later waits are still timed."""
+    """Consumers overtaking each other between taking a timed hand-off and seeing it (a consumer
+    preempted there while others take the next timed one): that one is not timed — a sample, not
+    a count — and its stale stamp is dropped at the next timing, so later waits are still timed."""
     queue: ClosableQueue[int] = ClosableQueue(10_000)
     got = []
 
@@ -240,7 +241,7 @@ def test_queue_waits_are_timed_with_many_consumers_and_never_stick():
         for i in range(64 * 50):
             queue.put(i)
         wait_until(f"burst {burst} taken", lambda: len(got) == (burst + 1) * 64 * 50)
-        assert queue.waits().samples >= 40 * (burst + 1)  # ~50 a burst, whatever the races dropped
+        assert queue.waits().samples >= 5 * (burst + 1)  # 50 timed a burst, less what the races dropped
     queue.close()
     for t in consumers:
         t.join(HANG_GUARD)
