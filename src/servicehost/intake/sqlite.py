@@ -51,6 +51,7 @@ _READY, _RUNNING = 0, 1
 
 # Operation kinds, in the order a tick applies them.
 _SUBMIT, _RELEASE, _ACK, _FAIL, _RENEW, _REQUEUE, _READ, _CLAIM, _FLUSH = range(9)
+_KINDS = 9
 # Kinds a failed write answers with the error (nothing was written); the others are retried.
 _ANSWERED_ON_ERROR = frozenset({_SUBMIT, _RELEASE, _REQUEUE, _READ, _CLAIM})
 
@@ -90,18 +91,19 @@ _SYNC_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 _CHUNKS = (256, 64, 16, 4, 1)  # rows per multi-row INSERT: a few statement shapes, each cached once prepared
 
 
-def _insert_rows(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
-    """Insert ``rows`` in order with few statements. Each statement is one ``sqlite3_step``, and the
-    sqlite3 module lets go of the GIL around every step: row by row (``executemany``), a busy
-    process makes the store thread wait for the GIL once per row."""
-    at = 0
+def _insert_rows(conn: sqlite3.Connection, flat: list[Any]) -> None:
+    """Insert rows (``flat``: their values one after another) in order with few statements. Each
+    statement is one ``sqlite3_step``, and the sqlite3 module lets go of the GIL around every step:
+    row by row (``executemany``), a busy process makes the store thread wait for the GIL once per row."""
+    at, end = 0, len(flat)
     for size in _CHUNKS:
-        sql = _MULTI_INSERT[size]
-        while len(rows) - at >= size:
-            conn.execute(sql, [v for r in rows[at:at + size] for v in r])
-            at += size
+        sql, width = _MULTI_INSERT[size], size * _ROW
+        while end - at >= width:
+            conn.execute(sql, flat[at:at + width])
+            at += width
 
 
+_ROW = 7  # values per row: priority, run_at, key, max_attempts, submitted_at, idem_key, payload
 _MULTI_INSERT = {
     size: "INSERT INTO jobs (state, priority, run_at, key, attempts, max_attempts, submitted_at, idem_key, payload) "
           "VALUES " + ", ".join(["(0, ?, ?, ?, 0, ?, ?, ?, ?)"] * size)
@@ -110,12 +112,14 @@ _MULTI_INSERT = {
 
 
 class _Batch:
-    """The operations one tick commits; ``done`` is set once each has its answer."""
+    """The operations one tick commits, by kind (sorted as they come: the store thread never loops
+    over them to sort); ``done`` is set once each has its answer."""
 
-    __slots__ = ("ops", "done")
+    __slots__ = ("kinds", "size", "done")
 
     def __init__(self) -> None:
-        self.ops: list[_Op] = []
+        self.kinds: list[list[_Op]] = [[] for _ in range(_KINDS)]
+        self.size = 0
         self.done = threading.Event()
 
 
@@ -190,15 +194,14 @@ class SQLiteStore:
     ``max_attempts`` (default per job: 10), ``checkpoint_bytes`` (WAL size limit: 64 MiB),
     ``checkpoint_interval`` (1 s), ``poll`` (a waiting claim's look at other processes' work:
     0.05 s), ``idempotency_retention`` (seconds a done job's key still dedupes: 7 days),
-    ``max_batch`` (operations in one transaction: 20000), ``file_mode`` (0600; its folder is made
-    0700 when missing).
+    ``file_mode`` (0600; its folder is made 0700 when missing).
     """
 
     def __init__(
         self, path: str | os.PathLike[str], *, url: str | None = None, synchronous: str = "FULL",
         timeout: float = DEFAULT_TIMEOUT, busy_timeout: float = 5.0, max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         checkpoint_bytes: int = 64 << 20, checkpoint_interval: float = 1.0, poll: float = 0.05,
-        idempotency_retention: float = 7 * 86400.0, max_batch: int = 20000, file_mode: int = 0o600,
+        idempotency_retention: float = 7 * 86400.0, file_mode: int = 0o600,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.path = os.fspath(path)
@@ -206,8 +209,8 @@ class SQLiteStore:
         sync = synchronous.upper()
         if sync not in _SYNC_MODES:
             raise StoreError(f"intake store {self.url}: synchronous must be one of {', '.join(_SYNC_MODES)}, not {synchronous!r}")
-        if max_attempts < 1 or timeout <= 0 or busy_timeout < 0 or poll <= 0 or max_batch < 1:
-            raise StoreError(f"intake store {self.url}: max_attempts, timeout, poll and max_batch must be positive")
+        if max_attempts < 1 or timeout <= 0 or busy_timeout < 0 or poll <= 0:
+            raise StoreError(f"intake store {self.url}: max_attempts, timeout and poll must be positive")
         self.timeout = timeout
         self.max_attempts = max_attempts
         self._busy_timeout = min(busy_timeout, timeout)
@@ -215,7 +218,6 @@ class SQLiteStore:
         self._checkpoint_interval = checkpoint_interval
         self._poll = poll
         self._retention = idempotency_retention
-        self._max_batch = max_batch
         self._clock = clock
         self._conn = self._connect(sync, file_mode)
         self._lock = threading.Lock()
@@ -226,7 +228,7 @@ class SQLiteStore:
         self._closed = False
         self._carried: list[_Op] = []      # acks/fails/renewals kept after a failed write
         self._waiting: list[_Op] = []      # claims waiting for work
-        self._inflight: list[_Op] = []     # the tick being run
+        self._inflight: list[list[_Op]] = []  # the tick being run, by kind
         self._random = random.SystemRandom()  # claim tokens: unguessable, never repeated in practice
         self._failing: str | None = None   # why the last write failed, until one succeeds
         # metrics (store thread only; read unlocked: ints)
@@ -242,7 +244,7 @@ class SQLiteStore:
         conv: Mapping[str, Callable[[str], Any]] = {
             "synchronous": str, "timeout": float, "busy_timeout": float, "max_attempts": int,
             "checkpoint_bytes": int, "checkpoint_interval": float, "poll": float,
-            "idempotency_retention": float, "max_batch": int, "file_mode": lambda v: int(v, 8),
+            "idempotency_retention": float, "file_mode": lambda v: int(v, 8),
         }
         kwargs: dict[str, Any] = {}
         for name, text in parsed.options.items():
@@ -300,7 +302,8 @@ class SQLiteStore:
                 raise StoreClosed(f"intake store {self.url} is closed")
             batch = self._next
             op.batch = batch
-            batch.ops.append(op)
+            batch.kinds[op.kind].append(op)
+            batch.size += 1
             if self._sleeping:
                 self._sleeping = False
                 self._wake.notify()
@@ -322,7 +325,7 @@ class SQLiteStore:
         timeout: float | None = None,
     ) -> int:
         row = self._row(payload, key, idempotency_key, priority, run_at, max_attempts, self._clock())
-        ids: list[int] = self._wait(self._add(_Op(_SUBMIT, [row])), timeout)
+        ids: list[int] = self._wait(self._add(_Op(_SUBMIT, ([row], None if idempotency_key else row))), timeout)
         return ids[0]
 
     def submit_many(
@@ -338,7 +341,9 @@ class SQLiteStore:
         ]
         if not rows:
             return []
-        ids: list[int] = self._wait(self._add(_Op(_SUBMIT, rows)), timeout)
+        # Flattened here, on the caller's thread, for the store thread's multi-row INSERTs.
+        flat = None if any(r[5] is not None for r in rows) else [v for r in rows for v in r]
+        ids: list[int] = self._wait(self._add(_Op(_SUBMIT, (rows, flat))), timeout)
         return list(ids)
 
     def claim(self, node: str, n: int, lease: float = 30.0, *, wait: float = 0.0,
@@ -477,25 +482,20 @@ class SQLiteStore:
             if self._carried:
                 wait_for = min(wait_for, max(0.0, retry_at - now))
             with self._lock:
-                if not self._next.ops and not self._closing and wait_for > 0:
+                if not self._next.size and not self._closing and wait_for > 0:
                     self._sleeping = True
                     self._wake.wait(wait_for)
                     self._sleeping = False
                 batch = self._next
-                if batch.ops:
+                if batch.size:
                     self._next = _Batch()
                 closing = self._closing
             now = time.monotonic()
-            ops = batch.ops
-            if len(ops) > self._max_batch:  # the rest waits for the next tick, in order
-                with self._lock:
-                    rest = ops[self._max_batch:]
-                    for op in rest:
-                        op.batch = self._next
-                    self._next.ops[:0] = rest
-                del ops[self._max_batch:]
+            by_kind = batch.kinds if batch.size else [[] for _ in range(_KINDS)]
+            batches = {batch} if batch.size else set()
+            extra: list[_Op] = []
             if self._carried and (now >= retry_at or closing):
-                ops = self._carried + ops
+                extra += self._carried
                 self._carried = []
             expired = [op for op in self._waiting if op.until is not None and op.until <= now]
             if expired:
@@ -504,16 +504,22 @@ class SQLiteStore:
                     op.value = []
                     if op.batch is not None:
                         op.batch.done.set()
-            if self._waiting and (ops or self._work_visible()):
-                ops = ops + self._waiting  # this tick may have added or freed claimable jobs
+            if self._waiting and (batch.size or extra or self._work_visible()):
+                extra += self._waiting  # this tick may have added or freed claimable jobs
                 self._waiting = []
-            reap = now - last_reap >= min(1.0, self._poll * 10) and any(op.kind == _CLAIM for op in ops)
-            if ops:
-                self._inflight = ops
-                if self._tick(ops, reap):
+            for op in extra:
+                by_kind[op.kind].append(op)
+                if op.batch is not None:
+                    batches.add(op.batch)
+            size = batch.size + len(extra)
+            reap = bool(by_kind[_CLAIM]) and now - last_reap >= min(1.0, self._poll * 10)
+            if size:
+                self._inflight = by_kind
+                if self._tick(by_kind, size, batches, reap):
                     last_reap = now if reap else last_reap
                 else:
                     retry_at = now + 0.2
+                self._inflight = []
             if now - last_prune >= 60.0:
                 last_prune = now
                 self._prune()
@@ -523,7 +529,7 @@ class SQLiteStore:
             if closing:
                 closing_since = now if closing_since is None else closing_since
                 with self._lock:
-                    pending = bool(self._next.ops)
+                    pending = bool(self._next.size)
                 # what a failing disk keeps from being written is retried for one timeout, then given up
                 if not pending and (not self._carried or time.monotonic() - closing_since > self.timeout):
                     break
@@ -540,7 +546,8 @@ class SQLiteStore:
     def _abandon(self, error: BaseException, ops: list[_Op] | None = None) -> None:
         with self._lock:
             self._closing = True
-            todo = list(ops or []) + self._inflight + self._next.ops + self._carried + self._waiting
+            todo = [*(ops or []), *(op for kind in self._inflight for op in kind),
+                    *(op for kind in self._next.kinds for op in kind), *self._carried, *self._waiting]
             self._next = _Batch()
         for op in todo:
             if not op.done():
@@ -559,21 +566,20 @@ class SQLiteStore:
             return True  # let the tick meet (and report) the error
         return bool(row[0])
 
-    def _tick(self, ops: list[_Op], reap: bool) -> bool:
-        """One transaction for ``ops``; True when it committed. Answers every op that is answered."""
+    def _tick(self, by_kind: list[list[_Op]], size: int, batches: set[_Batch], reap: bool) -> bool:
+        """One transaction for the operations ``by_kind``; True when it committed. Answers every
+        operation that is answered, then sets ``batches`` (what their callers wait on)."""
         conn = self._conn
         started = time.perf_counter()
-        batches = {id(op.batch): op.batch for op in ops if op.batch is not None}
         answers: list[tuple[_Op, Any]] = []
+        acks: list[_Op] = by_kind[_ACK]
+        fenced: set[int] = set()
         waiting: list[_Op] = []
         counts = dict(submitted=0, acked=0, failed=0, dead_lettered=0, rescued=0, fenced=0)
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 now = self._clock()
-                by_kind: list[list[_Op]] = [[] for _ in range(9)]
-                for op in ops:
-                    by_kind[op.kind].append(op)
                 if by_kind[_SUBMIT]:
                     self._apply_submits(conn, by_kind[_SUBMIT], answers, counts)
                 for op in by_kind[_RELEASE]:
@@ -583,21 +589,16 @@ class SQLiteStore:
                             "UPDATE jobs SET state = 0, attempts = max(0, attempts - 1), owner = NULL, token = NULL, "
                             "lease_until = NULL WHERE id = ? AND token = ? AND state = 1", (job_id, token)).rowcount
                     answers.append((op, n))
-                if by_kind[_ACK]:
-                    acks = by_kind[_ACK]
-                    # Two statements of one step each (rows returned one by one would each
-                    # cost a step): the fenced ones (usually none), then the delete.
+                if acks:
+                    # One DELETE for all (a row returned per ack would cost a step each); when it
+                    # deleted fewer than asked, some were fenced: undo it, find them, delete again.
                     pairs = json.dumps([op.args for op in acks])
-                    fenced = {r[0] for r in conn.execute(_FENCED_SQL, (pairs,))}
-                    conn.execute(_ACK_SQL, (pairs,))
-                    if fenced:
-                        for op in acks:
-                            late = op.args[0] in fenced
-                            answers.append((op, not late))
-                            if late:
-                                logs.intake_late_completion(log, self.url, op.args[0], "ack", "this node")
-                    else:
-                        answers.extend((op, True) for op in acks)
+                    conn.execute("SAVEPOINT acks")
+                    if conn.execute(_ACK_SQL, (pairs,)).rowcount != len(acks):
+                        conn.execute("ROLLBACK TO acks")
+                        fenced = {r[0] for r in conn.execute(_FENCED_SQL, (pairs,))}
+                        conn.execute(_ACK_SQL, (pairs,))
+                    conn.execute("RELEASE acks")
                     counts["acked"] += len(acks) - len(fenced)
                     counts["fenced"] += len(fenced)
                 for op in by_kind[_FAIL]:
@@ -638,11 +639,20 @@ class SQLiteStore:
                     conn.execute("ROLLBACK")
                 raise
         except sqlite3.Error as exc:
-            self._write_failed(ops, exc, batches)
+            self._write_failed(by_kind, exc, batches)
             return False
         elapsed = time.perf_counter() - started
         for op, value in answers:
             op.value = value
+        if fenced:
+            for op in acks:
+                late = op.args[0] in fenced
+                op.value = not late
+                if late:
+                    logs.intake_late_completion(log, self.url, op.args[0], "ack", "this node")
+        else:
+            for op in acks:
+                op.value = True
         if waiting:
             own = _Batch()  # set when they are answered; their first batch is set below
             for op in waiting:
@@ -650,20 +660,21 @@ class SQLiteStore:
             self._waiting.extend(waiting)
         m = self._m
         m["commits"] += 1
-        m["committed_ops"] += len(ops)
-        m["last_batch"] = len(ops)
+        m["committed_ops"] += size
+        m["last_batch"] = size
         for name, n in counts.items():
             m[name] += n
         self._commit_seconds += elapsed
         if self._failing is not None:
             logs.intake_store_writable(log, self.url)
             self._failing = None
-        for batch in batches.values():
+        for batch in batches:
             batch.done.set()
         return True
 
-    def _write_failed(self, ops: list[_Op], exc: sqlite3.Error, batches: dict[int, _Batch]) -> None:
+    def _write_failed(self, by_kind: list[list[_Op]], exc: sqlite3.Error, batches: set[_Batch]) -> None:
         error = _storage_error(exc, self.url)
+        ops = [op for ops in by_kind for op in ops]
         carried = [op for op in ops if op.kind not in _ANSWERED_ON_ERROR]
         answered = [op for op in ops if op.kind in _ANSWERED_ON_ERROR]
         reason = one_line(exc)
@@ -677,7 +688,7 @@ class SQLiteStore:
             for op in carried:
                 op.batch = own
             self._carried = carried + self._carried
-        for batch in batches.values():
+        for batch in batches:
             batch.done.set()
 
     def _apply_submits(self, conn: sqlite3.Connection, ops: list[_Op], answers: list[tuple[_Op, Any]],
@@ -687,22 +698,23 @@ class SQLiteStore:
         sequence + 1, while this transaction holds the write lock); a call with keys goes row by row."""
         row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'jobs'").fetchone()
         next_id = (row[0] if row else 0) + 1
-        plain: list[tuple[Any, ...]] = []
+        plain: list[Any] = []
         keyed: list[_Op] = []
         for op in ops:
-            rows = op.args
-            if any(r[5] is not None for r in rows):
+            rows, flat = op.args
+            if flat is None:
                 keyed.append(op)
             else:
-                answers.append((op, range(next_id + len(plain), next_id + len(plain) + len(rows))))
-                plain += rows
+                first = next_id + len(plain) // _ROW
+                answers.append((op, range(first, first + len(rows))))
+                plain += flat
         if plain:
             _insert_rows(conn, plain)
-        next_id += len(plain)
-        inserted = len(plain)
+        next_id += len(plain) // _ROW
+        inserted = len(plain) // _ROW
         for op in keyed:
             ids = []
-            for r in op.args:
+            for r in op.args[0]:
                 idem = r[5]
                 if idem is not None:
                     hit = conn.execute("SELECT job_id FROM idempotency WHERE key = ?", (idem,)).fetchone()
