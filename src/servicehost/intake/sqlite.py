@@ -70,7 +70,7 @@ WHERE id IN (
 """
 _CLAIMED_SQL = """
 SELECT json_group_array(json_array(
-    id, attempts, key, priority, max_attempts, token, lease_until, submitted_at, idem_key, run_at,
+    id, attempts, key, priority, max_attempts, submitted_at, idem_key, run_at,
     typeof(payload) = 'blob', CASE WHEN typeof(payload) = 'blob' THEN hex(payload) ELSE json(payload) END))
 FROM jobs WHERE state = 1 AND lease_until = ?1 AND token = ?2
 """
@@ -156,7 +156,23 @@ class _Op:
             batch.done.wait(left)
 
 
-_to_json = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode  # made once: fast
+def _not_json(value: Any) -> Any:
+    raise TypeError(f"{type(value).__name__} is not a JSON value")
+
+
+def _json_encoder() -> Callable[[Any], str]:
+    """Compact JSON, UTF-8 kept, no NaN. The C encoder made once is 3x faster than ``json.dumps``
+    (which makes one per call): it runs on every producer's thread for every job."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # not CPython: the pure-Python encoder
+        return json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+    # (markers: no circular check, a cycle ends in RecursionError; default; string encoder; indent;
+    #  key separator; item separator; sort_keys; skipkeys; allow_nan)
+    chunks = make(None, _not_json, json.encoder.encode_basestring, None, ":", ",", False, False, False)
+    return lambda value: "".join(chunks(value, 0))
+
+
+_to_json = _json_encoder()
 
 
 def _encode(payload: Any) -> str | bytes:
@@ -166,7 +182,7 @@ def _encode(payload: Any) -> str | bytes:
         return bytes(payload)
     try:
         return _to_json(payload)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise PayloadError(f"a payload must be a JSON value or bytes: {exc}") from None
 
 
@@ -356,10 +372,11 @@ class SQLiteStore:
         if not claimed:
             return []
         # Read here, on the claimer's thread: the store thread only fetched one JSON document.
-        rows = json.loads(claimed)
-        rows.sort(key=lambda r: (-r[3], r[9], r[0]))
-        return [Job(r[0], bytes.fromhex(r[11]) if r[10] else r[11], r[1], r[2], r[3], r[4], r[5], node, r[6], r[7],
-                    r[8]) for r in rows]
+        doc, token, until = claimed
+        rows = json.loads(doc)
+        rows.sort(key=lambda r: (-r[3], r[7], r[0]))
+        return [Job(r[0], bytes.fromhex(r[9]) if r[8] else r[9], r[1], r[2], r[3], r[4], token, node, until, r[5],
+                    r[6]) for r in rows]
 
     def renew(self, node: str, lease: float = 30.0, *, exclude: Iterable[int] = (),
               timeout: float | None = None) -> int:
@@ -730,16 +747,18 @@ class SQLiteStore:
             answers.append((op, ids))
         counts["submitted"] += inserted
 
-    def _apply_claim(self, conn: sqlite3.Connection, args: tuple[str, int, float], now: float) -> str | None:
-        """The claimed jobs as one JSON document (None: none), for the claimer's thread to read.
-        One token for the whole claim: a fence is a job's id and its claim's token."""
+    def _apply_claim(self, conn: sqlite3.Connection, args: tuple[str, int, float],
+                     now: float) -> tuple[str, int, float] | None:
+        """The claimed jobs as one JSON document, with the claim's token and lease (None: none), for
+        the claimer's thread to read. One token for the whole claim: a fence is a job's id and its
+        claim's token."""
         node, n, lease = args
         token = self._random.getrandbits(63)
         until = now + lease
         if not conn.execute(_TAKE_SQL, (node, token, until, now, n)).rowcount:
             return None
         claimed: str = conn.execute(_CLAIMED_SQL, (until, token)).fetchone()[0]
-        return claimed
+        return claimed, token, until
 
     def _apply_fail(self, conn: sqlite3.Connection, op: _Op, now: float, counts: dict[str, int]) -> str:
         job, error, retry_in, dead = op.args
