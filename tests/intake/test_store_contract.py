@@ -222,6 +222,19 @@ def test_a_lapsed_lease_is_taken_back_and_the_late_ack_changes_nothing(opener: C
     assert b.metrics().rescued + a.metrics().rescued == 1
 
 
+def test_many_acks_at_once_with_one_late_among_them(opener: Callable[[], Store]) -> None:
+    a, b = opener(), opener()
+    a.submit("short")
+    short = claim_one(a, "a", lease=0.2)
+    a.submit_many(range(149))
+    held = a.claim("a", 200, lease=30.0)
+    taken = claim_one(b, "b", lease=30.0, wait=HANG)
+    assert taken.id == short.id
+    results = [f.result(HANG) for f in [a.ack(job) for job in [*held, short]]]
+    assert results == [True] * 149 + [False]
+    assert a.stats().running == 1 and b.ack(taken).result(HANG) is True
+
+
 def test_a_job_whose_lease_lapses_on_its_last_attempt_is_dead(store: Store) -> None:
     store.submit("poison", max_attempts=2)
     claim_one(store, "dies-1", lease=0.1)

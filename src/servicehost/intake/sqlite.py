@@ -88,19 +88,21 @@ INSERT INTO jobs (state, priority, run_at, key, attempts, max_attempts, submitte
 VALUES (0, ?, ?, ?, 0, ?, ?, ?, ?)
 """
 _SYNC_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
-_CHUNKS = (256, 64, 16, 4, 1)  # rows per multi-row INSERT: a few statement shapes, each cached once prepared
+_CHUNKS = (256, 128, 64, 32, 16, 8, 4, 2, 1)  # rows per multi-row INSERT: each shape prepared once, then cached
 
 
-def _insert_rows(conn: sqlite3.Connection, flat: list[Any]) -> None:
-    """Insert rows (``flat``: their values one after another) in order with few statements. Each
-    statement is one ``sqlite3_step``, and the sqlite3 module lets go of the GIL around every step:
-    row by row (``executemany``), a busy process makes the store thread wait for the GIL once per row."""
-    at, end = 0, len(flat)
+def _insert_rows(conn: sqlite3.Connection, flat: list[Any]) -> int:
+    """Insert rows (``flat``: their values one after another) in order with few statements; the
+    last row's id. Each statement is one ``sqlite3_step``, and the sqlite3 module lets go of the
+    GIL around every step: row by row (``executemany``), a busy process makes the store thread wait
+    for the GIL once per row."""
+    at, end, last = 0, len(flat), 0
     for size in _CHUNKS:
         sql, width = _MULTI_INSERT[size], size * _ROW
         while end - at >= width:
-            conn.execute(sql, flat[at:at + width])
+            last = conn.execute(sql, flat[at:at + width]).lastrowid or 0
             at += width
+    return last
 
 
 _ROW = 7  # values per row: priority, run_at, key, max_attempts, submitted_at, idem_key, payload
@@ -113,29 +115,51 @@ _MULTI_INSERT = {
 
 class _Batch:
     """The operations one tick commits, by kind (sorted as they come: the store thread never loops
-    over them to sort); ``done`` is set once each has its answer."""
+    over them to sort). :meth:`wake` tells their callers once they have their answers."""
 
-    __slots__ = ("kinds", "size", "done")
+    __slots__ = ("kinds", "size", "done", "waiters")
 
     def __init__(self) -> None:
         self.kinds: list[list[_Op]] = [[] for _ in range(_KINDS)]
         self.size = 0
-        self.done = threading.Event()
+        self.done = threading.Event()  # for the futures (acks, fails), rarely waited on
+        self.waiters: list[_Op] = []  # blocking calls: each waits on a lock of its own
+
+    def wake(self) -> None:
+        """(The store thread.) Wake every caller whose operation has its answer. A blocking call
+        waits on its own lock, not on one event: a tick that answers a hundred callers would
+        otherwise have them all queue for the event's lock (and the GIL) at once. An operation that
+        moved on unanswered (a claim left waiting for work) is woken by its new batch."""
+        self.done.set()
+        keep = []
+        for op in self.waiters:
+            if op.done():
+                assert op.waiter is not None
+                op.waiter.release()
+            elif op.batch is self:
+                keep.append(op)
+            elif op.batch is not None:
+                op.batch.waiters.append(op)
+        self.waiters = keep
 
 
 class _Op:
     """One call's operation, and its answer once its batch is committed. It is the future an
     ``ack``/``fail`` returns (``result(timeout)``, ``done()``)."""
 
-    __slots__ = ("kind", "args", "value", "error", "batch", "until")
+    __slots__ = ("kind", "args", "value", "error", "batch", "until", "waiter")
 
-    def __init__(self, kind: int, args: Any, until: float | None = None) -> None:
+    def __init__(self, kind: int, args: Any, until: float | None = None, blocking: bool = False) -> None:
         self.kind = kind
         self.args = args
         self.value: Any = _UNSET
         self.error: BaseException | None = None
         self.batch: _Batch | None = None
         self.until = until  # a waiting claim: monotonic time it gives up
+        self.waiter: Any = None  # a blocking call's lock, held until the answer is in
+        if blocking:
+            self.waiter = threading.Lock()
+            self.waiter.acquire()
 
     def done(self) -> bool:
         return self.value is not _UNSET or self.error is not None
@@ -152,8 +176,11 @@ class _Op:
             left = None if end is None else end - time.monotonic()
             if left is not None and left <= 0:
                 raise StoreTimeout(f"the intake store did not commit within {timeout:.3g}s; it may still do so")
-            assert batch is not None
-            batch.done.wait(left)
+            if self.waiter is not None:
+                self.waiter.acquire(timeout=-1 if left is None else left)
+            else:
+                assert batch is not None
+                batch.done.wait(left)
 
 
 def _not_json(value: Any) -> Any:
@@ -320,6 +347,8 @@ class SQLiteStore:
             op.batch = batch
             batch.kinds[op.kind].append(op)
             batch.size += 1
+            if op.waiter is not None:
+                batch.waiters.append(op)
             if self._sleeping:
                 self._sleeping = False
                 self._wake.notify()
@@ -341,7 +370,7 @@ class SQLiteStore:
         timeout: float | None = None,
     ) -> int:
         row = self._row(payload, key, idempotency_key, priority, run_at, max_attempts, self._clock())
-        ids: list[int] = self._wait(self._add(_Op(_SUBMIT, ([row], None if idempotency_key else row))), timeout)
+        ids: list[int] = self._wait(self._add(_Op(_SUBMIT, ([row], None if idempotency_key else row), blocking=True)), timeout)
         return ids[0]
 
     def submit_many(
@@ -359,7 +388,7 @@ class SQLiteStore:
             return []
         # Flattened here, on the caller's thread, for the store thread's multi-row INSERTs.
         flat = None if any(r[5] is not None for r in rows) else [v for r in rows for v in r]
-        ids: list[int] = self._wait(self._add(_Op(_SUBMIT, (rows, flat))), timeout)
+        ids: list[int] = self._wait(self._add(_Op(_SUBMIT, (rows, flat), blocking=True)), timeout)
         return list(ids)
 
     def claim(self, node: str, n: int, lease: float = 30.0, *, wait: float = 0.0,
@@ -367,7 +396,7 @@ class SQLiteStore:
         if n <= 0:
             return []
         until = time.monotonic() + wait if wait > 0 else None
-        op = self._add(_Op(_CLAIM, (node, int(n), float(lease)), until))
+        op = self._add(_Op(_CLAIM, (node, int(n), float(lease)), until, blocking=True))
         claimed = self._wait(op, (self.timeout if timeout is None else timeout) + max(0.0, wait))
         if not claimed:
             return []
@@ -380,7 +409,7 @@ class SQLiteStore:
 
     def renew(self, node: str, lease: float = 30.0, *, exclude: Iterable[int] = (),
               timeout: float | None = None) -> int:
-        count: int = self._wait(self._add(_Op(_RENEW, (node, float(lease), [int(i) for i in exclude]))), timeout)
+        count: int = self._wait(self._add(_Op(_RENEW, (node, float(lease), [int(i) for i in exclude]), blocking=True)), timeout)
         return count
 
     def ack(self, job: Job) -> _Op:  # the future: result() -> bool
@@ -393,17 +422,17 @@ class SQLiteStore:
         pairs = [(job.id, job.token) for job in jobs]
         if not pairs:
             return 0
-        count: int = self._wait(self._add(_Op(_RELEASE, pairs)), timeout)
+        count: int = self._wait(self._add(_Op(_RELEASE, pairs, blocking=True)), timeout)
         return count
 
     def flush(self, timeout: float | None = None) -> None:
-        self._wait(self._add(_Op(_FLUSH, None)), timeout)
+        self._wait(self._add(_Op(_FLUSH, None, blocking=True)), timeout)
 
     def requeue(self, job_id: int, *, timeout: float | None = None) -> None:
-        self._wait(self._add(_Op(_REQUEUE, int(job_id))), timeout)
+        self._wait(self._add(_Op(_REQUEUE, int(job_id), blocking=True)), timeout)
 
     def _read(self, fn: Callable[[sqlite3.Connection, float], Any]) -> Any:
-        return self._wait(self._add(_Op(_READ, fn)), None)
+        return self._wait(self._add(_Op(_READ, fn, blocking=True)), None)
 
     def dead(self, limit: int = 100) -> list[DeadJob]:
         def read(conn: sqlite3.Connection, now: float) -> list[DeadJob]:
@@ -520,7 +549,7 @@ class SQLiteStore:
                 for op in expired:
                     op.value = []
                     if op.batch is not None:
-                        op.batch.done.set()
+                        op.batch.wake()
             if self._waiting and (batch.size or extra or self._work_visible()):
                 extra += self._waiting  # this tick may have added or freed claimable jobs
                 self._waiting = []
@@ -553,7 +582,7 @@ class SQLiteStore:
         for op in self._waiting:
             op.value = []
             if op.batch is not None:
-                op.batch.done.set()
+                op.batch.wake()
         self._waiting = []
         if self._carried:
             logs.intake_store_unwritten(log, self.url, len(self._carried), self._failing or "closed")
@@ -570,7 +599,7 @@ class SQLiteStore:
             if not op.done():
                 op.error = error
             if op.batch is not None:
-                op.batch.done.set()
+                op.batch.wake()
 
     def _work_visible(self) -> bool:
         """A cheap read: is there a ready job, or a lapsed lease to take back, for a waiting claim?"""
@@ -607,15 +636,20 @@ class SQLiteStore:
                             "lease_until = NULL WHERE id = ? AND token = ? AND state = 1", (job_id, token)).rowcount
                     answers.append((op, n))
                 if acks:
-                    # One DELETE for all (a row returned per ack would cost a step each); when it
-                    # deleted fewer than asked, some were fenced: undo it, find them, delete again.
+                    # One DELETE for all (a row returned per ack would cost a step each). The fenced
+                    # ones (usually none) are looked for first when there are few acks; many acks
+                    # go under a savepoint, looked for only when the DELETE took fewer than asked.
                     pairs = json.dumps([op.args for op in acks])
-                    conn.execute("SAVEPOINT acks")
-                    if conn.execute(_ACK_SQL, (pairs,)).rowcount != len(acks):
-                        conn.execute("ROLLBACK TO acks")
+                    if len(acks) < 100:
                         fenced = {r[0] for r in conn.execute(_FENCED_SQL, (pairs,))}
                         conn.execute(_ACK_SQL, (pairs,))
-                    conn.execute("RELEASE acks")
+                    else:
+                        conn.execute("SAVEPOINT acks")
+                        if conn.execute(_ACK_SQL, (pairs,)).rowcount != len(acks):
+                            conn.execute("ROLLBACK TO acks")
+                            fenced = {r[0] for r in conn.execute(_FENCED_SQL, (pairs,))}
+                            conn.execute(_ACK_SQL, (pairs,))
+                        conn.execute("RELEASE acks")
                     counts["acked"] += len(acks) - len(fenced)
                     counts["fenced"] += len(fenced)
                 for op in by_kind[_FAIL]:
@@ -686,7 +720,7 @@ class SQLiteStore:
             logs.intake_store_writable(log, self.url)
             self._failing = None
         for batch in batches:
-            batch.done.set()
+            batch.wake()
         return True
 
     def _write_failed(self, by_kind: list[list[_Op]], exc: sqlite3.Error, batches: set[_Batch]) -> None:
@@ -706,29 +740,29 @@ class SQLiteStore:
                 op.batch = own
             self._carried = carried + self._carried
         for batch in batches:
-            batch.done.set()
+            batch.wake()
 
     def _apply_submits(self, conn: sqlite3.Connection, ops: list[_Op], answers: list[tuple[_Op, Any]],
                        counts: dict[str, int]) -> None:
         """Insert every submit of the tick. The rows without idempotency keys, from every call, go in
-        as they came, a few multi-row INSERTs for all (AUTOINCREMENT numbers them in order, from the
-        sequence + 1, while this transaction holds the write lock); a call with keys goes row by row."""
-        row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'jobs'").fetchone()
-        next_id = (row[0] if row else 0) + 1
+        as they came, a few multi-row INSERTs for all: AUTOINCREMENT numbers them one after another
+        (this transaction holds the write lock), so the last one's id tells every id. A call with
+        keys goes row by row."""
         plain: list[Any] = []
+        numbered: list[tuple[_Op, int, int]] = []  # (call, its first row, its rows), counted in ``plain``
         keyed: list[_Op] = []
         for op in ops:
             rows, flat = op.args
             if flat is None:
                 keyed.append(op)
             else:
-                first = next_id + len(plain) // _ROW
-                answers.append((op, range(first, first + len(rows))))
+                numbered.append((op, len(plain) // _ROW, len(rows)))
                 plain += flat
-        if plain:
-            _insert_rows(conn, plain)
-        next_id += len(plain) // _ROW
         inserted = len(plain) // _ROW
+        if plain:
+            first = _insert_rows(conn, plain) - inserted + 1
+            for op, at, n in numbered:
+                answers.append((op, range(first + at, first + at + n)))
         for op in keyed:
             ids = []
             for r in op.args[0]:
@@ -738,11 +772,10 @@ class SQLiteStore:
                     if hit is not None:
                         ids.append(hit[0])
                         continue
-                conn.execute(_INSERT_SQL, r)
+                job_id = conn.execute(_INSERT_SQL, r).lastrowid
                 if idem is not None:
-                    conn.execute("INSERT INTO idempotency (key, job_id, at) VALUES (?, ?, ?)", (idem, next_id, r[4]))
-                ids.append(next_id)
-                next_id += 1
+                    conn.execute("INSERT INTO idempotency (key, job_id, at) VALUES (?, ?, ?)", (idem, job_id, r[4]))
+                ids.append(job_id)
                 inserted += 1
             answers.append((op, ids))
         counts["submitted"] += inserted
