@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from .. import logs
+from ..stopping import Deadline
 from .schema import LATEST, migrate
 from .store import (
     DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT, ERROR_HISTORY, DeadJob, ErrorRecord, Job, JobInfo,
@@ -318,21 +319,32 @@ class SQLiteStore:
                                    timeout=self._busy_timeout, cached_statements=64)
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"intake store {self.url}: cannot open it: {exc}") from None
-        try:
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise StoreUnavailable(f"intake store {self.url}: cannot use a write-ahead log here (journal mode {mode})")
-            conn.execute(f"PRAGMA synchronous = {sync}")
-            conn.execute("PRAGMA wal_autocheckpoint = 0")      # the store thread checkpoints
-            conn.execute(f"PRAGMA journal_size_limit = {int(self._checkpoint_bytes)}")
-            conn.execute("PRAGMA foreign_keys = OFF")
-            before, now = migrate(conn)
-        except StoreError:
-            conn.close()
-            raise
-        except sqlite3.Error as exc:
-            conn.close()
-            raise _storage_error(exc, self.url) from None
+        # Another process opening the same new file at once can make SQLite answer "locked" without
+        # waiting (switching to WAL, recovering its index): try again, until the busy timeout.
+        deadline = Deadline.after(self._busy_timeout)
+        pause = threading.Event()  # never set: a deadline-bounded wait between tries
+        while True:
+            try:
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    raise StoreUnavailable(
+                        f"intake store {self.url}: cannot use a write-ahead log here (journal mode {mode})")
+                conn.execute(f"PRAGMA synchronous = {sync}")
+                conn.execute("PRAGMA wal_autocheckpoint = 0")      # the store thread checkpoints
+                conn.execute(f"PRAGMA journal_size_limit = {int(self._checkpoint_bytes)}")
+                conn.execute("PRAGMA foreign_keys = OFF")
+                before, now = migrate(conn)
+                break
+            except StoreError:
+                conn.close()
+                raise
+            except sqlite3.Error as exc:
+                busy = getattr(exc, "sqlite_errorcode", 0) & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+                if busy and not deadline.expired:
+                    pause.wait(deadline.remaining(0.01))
+                    continue
+                conn.close()
+                raise _storage_error(exc, self.url) from None
         if before != now:
             logs.intake_store_migrated(log, self.url, before, now)
         logs.intake_store_opened(log, self.url, now, sync)
