@@ -224,13 +224,15 @@ def test_queue_waits_are_timed_with_many_consumers_and_never_stick():
     """Consumers overtaking each other between taking a timed hand-off and seeing it (a consumer
     preempted there while others take the next timed one): that one is not timed — a sample, not
     a count — and its stale stamp is dropped at the next timing, so later waits are still timed."""
-    queue: ClosableQueue[int] = ClosableQueue(10_000)
+    queue: ClosableQueue[object] = ClosableQueue(10_000, track=True)  # as the pools' queues
     got = []
 
     def consume() -> None:
         try:
             while True:
-                got.append(queue.get())
+                item = queue.get()
+                queue.settle(item)
+                got.append(item)
         except QueueClosed:
             pass
 
@@ -238,8 +240,8 @@ def test_queue_waits_are_timed_with_many_consumers_and_never_stick():
     for t in consumers:
         t.start()
     for burst in range(20):
-        for i in range(64 * 50):
-            queue.put(i)
+        for _ in range(64 * 50):
+            queue.put(object())
         wait_until(f"burst {burst} taken", lambda: len(got) == (burst + 1) * 64 * 50)
         assert queue.waits().samples >= 5 * (burst + 1)  # 50 timed a burst, less what the races dropped
     queue.close()

@@ -23,6 +23,7 @@ from typing import Any, Self
 from ..components import TIME_BUCKETS, Counters, Histogram, Measures, Unfinished
 from ..stopping import Deadline
 
+_monotonic = time.monotonic
 #: One task in this many has its run time sampled for the latency figures.
 LATENCY_SAMPLE_EVERY = 64
 #: The most recent samples a read of the counters sorts for p50/p95/p99, shared out over the
@@ -59,7 +60,7 @@ class WorkerStats:
     def sample(self, started: float, count: int = 1) -> None:
         """Record the run time of ``count`` tasks that started at ``started``: added to the busy
         time, and sampled (one in ``LATENCY_SAMPLE_EVERY``) for the latency figures."""
-        took = time.monotonic() - started
+        took = _monotonic() - started
         self.busy_seconds += took
         self._tick += count
         if self._tick >= LATENCY_SAMPLE_EVERY:

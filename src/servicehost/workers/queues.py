@@ -16,9 +16,10 @@ and a producer blocked in ``put()`` on a full queue cannot be woken at all. Here
   the same mutex that accepts it. A drain uses this to find every accepted task at a deadline.
 
 For metrics, the queue counts the tasks it refused (``rejected``: closed, or full past the
-caller's timeout) and times one hand-off in ``WAIT_SAMPLE_EVERY`` from ``put`` to ``get``
-(``waits()``, on the histogram grid of ``components.TIME_BUCKETS``): the timed one is stamped
-under the mutex ``put`` holds anyway, and ``get`` pays one identity check for the others.
+caller's timeout) and, when it tracks its items, times about one task in ``WAIT_SAMPLE_EVERY``
+from ``put`` to ``get`` (``waits()``, on the histogram grid of ``components.TIME_BUCKETS``): the
+hand-off with which the count of tasks accepted reaches a multiple of it is stamped under the
+mutex ``put`` holds anyway, and ``get`` pays one identity check for the others.
 
 Consumers block inside ``SimpleQueue.get`` (C code) and take no lock on the way out: the depth
 is ``SimpleQueue.qsize()``. Only a producer facing a full queue uses the condition variable; it
@@ -43,7 +44,7 @@ from ..errors import QueueClosed, QueueFull
 T = TypeVar("T")
 _CLOSED = object()  # put once, after the last accepted item; each consumer that sees it passes it on
 _NOTHING = object()  # no hand-off is being timed
-#: One hand-off in this many is timed from ``put`` to ``get`` (a power of two: a mask picks it).
+#: About one task in this many is timed from ``put`` to ``get`` (``put`` tests ``accepted & 63``).
 WAIT_SAMPLE_EVERY = 64
 
 
@@ -64,8 +65,7 @@ class ClosableQueue(Generic[T]):
         self._held = False
         self._outstanding: dict[T, None] | None = {} if track else None  # insertion order = FIFO
         self.rejected = 0  # tasks (by weight) refused: closed, or full past the caller's timeout
-        self._puts = 0  # hand-offs accepted (each counts once): numbers the timed ones
-        self._timed: deque[tuple[object, float, int]] = deque()  # (item, put at, its number), FIFO
+        self._timed: deque[tuple[object, float]] = deque()  # (item, put at), FIFO
         self._timed_head: object = _NOTHING  # the item of _timed[0]: what get() compares with
         self._waits = [0] * (len(TIME_BUCKETS) + 1)
         self._wait_total = 0.0
@@ -121,9 +121,8 @@ class ClosableQueue(Generic[T]):
             self._accepted += weight
             if track and self._outstanding is not None:
                 self._outstanding[item] = None
-            self._puts += 1
-            if not self._puts & (WAIT_SAMPLE_EVERY - 1):
-                self._time(item)
+                if not self._accepted & 63:  # WAIT_SAMPLE_EVERY - 1, as a literal: put is the hot path
+                    self._time(item)
             # Inside the mutex, so no item can land after close()'s end marker.
             self._items.put(item)
 
@@ -168,13 +167,13 @@ class ClosableQueue(Generic[T]):
 
     def _time(self, item: object) -> None:
         """(Under the mutex, in ``put``.) Time ``item``'s wait. Stamps whose item a consumer took
-        without seeing it as the head (two consumers overtaking each other) are dropped first:
-        their number is at most the count of hand-offs already taken."""
-        timed = self._timed
-        taken = self._puts - 1 - self._items.qsize()
-        while timed and timed[0][2] <= taken:
+        without seeing it as the head (consumers overtaking each other) are dropped first, once
+        that item was settled: those are not timed (a sample, not a count)."""
+        timed, outstanding = self._timed, self._outstanding
+        assert outstanding is not None
+        while timed and timed[0][0] not in outstanding:
             timed.popleft()
-        timed.append((item, time.monotonic(), self._puts))
+        timed.append((item, time.monotonic()))
         self._timed_head = timed[0][0]
 
     def _timed_out(self, item: object) -> None:
