@@ -292,7 +292,7 @@ def report(result: dict[str, Any]) -> tuple[list[str], list[tuple[str, str, floa
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--dir", type=Path, help="where the databases go (a real disk)")
     parser.add_argument("--json", type=Path)

@@ -301,10 +301,8 @@ def test_status_json_of_a_running_service_has_every_field_and_its_counters(manag
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", doc["since"]), doc
     assert doc["start_mode"] == "manual" and doc["account"], doc
     assert isinstance(doc["sub_state"], str) and isinstance(doc["detail"], dict), doc
-    if managed.manager == "windows":  # the SCM has no channel to the service: its counters are unknown
-        assert doc["counters"] is None
-        return
-    # The service's own counters, from its control channel (the same under supervisord and systemd).
+    # The service's own counters, from its control channel: the same under every manager (the
+    # unix socket under supervisord and systemd, the named pipe under the SCM).
     pool = until(lambda: [c for c in managed.status_json()["counters"] or [] if c["name"] == "contract-pool"
                           and c["completed"] >= 1], "the contract pool's task in the status counters")
     assert set(pool[0]) >= {"submitted", "completed", "failed", "in_flight", "queue_depth"}, pool

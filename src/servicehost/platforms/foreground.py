@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING
 from .. import logs
 from ..errors import ExitCode, PlatformUnavailable
 from ..host import Host
-from ..lifecycle import HostState
 from .entry import PlatformEntry
+from .once_ready import channel_once_ready
 
 if TYPE_CHECKING:
     from .base import Manager
@@ -43,45 +43,6 @@ RELOAD_SIGNALS = tuple(getattr(signal, name) for name in ("SIGHUP",) if hasattr(
 DUMP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGUSR2",) if hasattr(signal, name))
 #: Seconds within which the same stop signal again counts as the same request (module docstring).
 REPEAT_WINDOW = 0.5
-
-
-@contextmanager
-def channel_once_ready(host: Host) -> Iterator[None]:
-    """Serve ``host``'s control channel (``control.open_channel``) from the moment it is ready, on a
-    thread of its own: a run in a terminal needs the channel only to be found and asked once it
-    runs, so opening it costs its start nothing. Closed when the block ends."""
-    lock = threading.Lock()
-    opened: list[object] = []  # the server, once open (None if it could not be)
-    state = {"asked": False, "closed": False}
-
-    def open_it() -> None:
-        from .control import open_channel
-
-        server = open_channel(host)
-        with lock:
-            if not state["closed"]:
-                opened.append(server)
-                return
-        if server is not None:
-            server.close()  # the run ended while it opened
-
-    def on_move(_old: HostState, new: HostState) -> None:
-        with lock:
-            if new is not HostState.RUNNING or state["asked"] or state["closed"]:
-                return
-            state["asked"] = True
-        threading.Thread(target=open_it, name="servicehost-control-open", daemon=True).start()
-
-    host.lifecycle.subscribe(on_move)
-    try:
-        yield
-    finally:
-        with lock:
-            state["closed"] = True
-            servers = list(opened)
-        for server in servers:
-            if server is not None:
-                server.close()  # type: ignore[attr-defined]
 
 
 @contextmanager

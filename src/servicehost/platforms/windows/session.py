@@ -214,16 +214,20 @@ class ScmSession:
         logs.scm_connected(log, self.name, list(self.start_args))
         self.host = host
         threading.Thread(target=self._run_controls, name="servicehost-scm-control", daemon=True).start()
-        # The control channel: the named pipe (control_pipe.py), on threads of its own.
-        from .control_pipe import own_sids, serve_pipe
+        # The control channel: the named pipe (control_pipe.py), opened once the service runs, on
+        # threads of its own (win32pipe, win32security and win32api stay off the start path).
+        from ..once_ready import channel_once_ready
 
-        channel = serve_pipe(host, self.name, own_sids(self.name))
+        def open_pipe() -> Any:
+            from .control_pipe import own_sids, serve_pipe
+
+            return serve_pipe(host, self.name, own_sids(self.name))
+
         code = ExitCode.CRASH
         try:
-            code = host.run()
+            with channel_once_ready(host, open_pipe):
+                code = host.run()
         finally:
-            if channel is not None:
-                channel.close()
             self._ops.put(None)
             self.finish(code)
         return code
