@@ -30,7 +30,7 @@ number of series is fixed by the service's code. Every series exists from 0 at s
 A pipeline's series are per stage (``component`` is the pipeline, ``stage`` the stage): sum over
 ``stage`` for its workers, busy workers, queue and busy time. An EventServer's are its pool's.
 Run times and queue waits are *sampled* where the pools already sample (one task in
-``LATENCY_SAMPLE_EVERY``, one hand-off in ``WAIT_SAMPLE_EVERY``): a histogram's ``_count`` counts
+``LATENCY_SAMPLE_EVERY``, about one in ``WAIT_SAMPLE_EVERY`` for the wait): a histogram's ``_count`` counts
 samples, not tasks (``tasks_total`` counts tasks), and its quantiles and mean are the samples'.
 Buckets reach 15 minutes; the default set is :data:`DEFAULT_BUCKETS`, and :func:`buckets` gives
 a component its own, any of the grid ``components.TIME_BUCKETS``.
@@ -133,7 +133,7 @@ class _Components:
         self.duration = f("servicehost_task_duration_seconds", "histogram",
                           "Run time of sampled tasks (one in 64; _count counts samples, not tasks).")
         self.wait = f("servicehost_queue_wait_seconds", "histogram",
-                      "Time sampled hand-offs waited in the queue before a worker took them (one in 64).")
+                      "Time sampled hand-offs waited in the queue before a worker took them (about one task in 64).")
         self.restarts = f("servicehost_worker_restarts_total", "counter",
                           "Workers replaced: a process pool's child that died or reached max_tasks_per_child.")
         self.timer_runs = f("servicehost_timer_runs_total", "counter", "Timer runs, by outcome: ok (returned) or failed (raised).")
