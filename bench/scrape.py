@@ -14,6 +14,7 @@ tasks     tiny tasks on a ThreadPool with the listener idle in the same process 
 
 from __future__ import annotations
 
+import http.client
 import statistics
 import time
 from collections.abc import Callable
@@ -86,6 +87,14 @@ class Listener:
         from servicehost.ops.http import HttpListener
 
         self.listener = HttpListener(self.host, "127.0.0.1:0").start()
+        # One request answered: every thread it started is up and back to waiting before the timing.
+        host, port = self.listener.address
+        conn = http.client.HTTPConnection(host, port, timeout=30)
+        try:
+            conn.request("GET", "/livez")
+            conn.getresponse().read()
+        finally:
+            conn.close()
         return self
 
     def __exit__(self, *exc: object) -> None:
