@@ -417,6 +417,17 @@ def test_state_follows_the_host(running):
     assert host.state is HostState.RUNNING
 
 
+def test_a_host_not_started_yet_is_scraped_too():
+    """The listener is up before the start (probes see "starting"): a scrape then has the host's
+    series and no component yet."""
+    host = Host([Everything()], HostConfig())
+    types, s = scrape(host)
+    assert value(s, "servicehost_state", state="created") == 1
+    assert value(s, "servicehost_start_time_seconds") == 0
+    assert not [k for k in s if k[0] == "servicehost_workers"]
+    assert set(types) == set(FAMILIES)
+
+
 def test_the_content_type_is_the_text_format_0_0_4():
     assert metrics.CONTENT_TYPE == "text/plain; version=0.0.4; charset=utf-8"
 
