@@ -36,7 +36,7 @@ class WorkerStats:
     """Counters and heartbeat of one worker thread. Written only by that thread."""
 
     __slots__ = ("name", "completed", "failed", "busy_since", "current", "latencies", "_tick", "last_error",
-                 "busy_seconds", "durations", "duration_total", "restarts")
+                 "busy_seconds", "durations", "duration_total", "restarts", "run_since")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -51,20 +51,34 @@ class WorkerStats:
         self.durations = [0] * (len(TIME_BUCKETS) + 1)  # the sampled run times on the histogram grid
         self.duration_total = 0.0
         self.restarts = 0  # times this worker was replaced (a process pool's child)
+        # A worker that times whole busy runs (ThreadPool: from the task it took without waiting
+        # to the moment it is about to wait) instead of each task: when the current run began.
+        self.run_since: float | None = None
 
     def error(self, exc: BaseException) -> None:
         """Remember ``exc`` as this worker's last failure (the failure path only; counting it is
         the caller's: a chunk counts its failures once at its end)."""
         self.last_error = (time.time(), describe_error(exc))
 
-    def sample(self, started: float, count: int = 1) -> None:
+    def sample(self, started: float, count: int = 1, *, busy: bool = True) -> None:
         """Record the run time of ``count`` tasks that started at ``started``: added to the busy
-        time, and sampled (one in ``LATENCY_SAMPLE_EVERY``) for the latency figures."""
+        time (unless the worker times whole runs: ``busy=False``), and sampled (one in
+        ``LATENCY_SAMPLE_EVERY``) for the latency figures."""
         took = _monotonic() - started
-        self.busy_seconds += took
+        if busy:
+            self.busy_seconds += took
         self._tick += count
         if self._tick >= LATENCY_SAMPLE_EVERY:
             self.record(took, count)
+
+    def idle(self) -> None:
+        """End the current busy run (a worker that times runs, about to wait): its time joins
+        ``busy_seconds``. ``run_since`` is cleared first, so a reader may miss the run for a
+        moment (a metrics scrape never shows less than before) but never counts it twice."""
+        since = self.run_since
+        if since is not None:
+            self.run_since = None
+            self.busy_seconds += _monotonic() - since
 
     def record(self, took: float, count: int = 1) -> None:
         """The sampled part of :meth:`sample` (a worker loop that inlines the rest calls this once
@@ -220,8 +234,10 @@ def sum_measures(workers: Iterable[WorkerStats], queue: Any = None) -> Measures:
     restarts = 0
     grids = []
     for w in workers:
-        busy += w.busy_seconds  # read before busy_since: a task that just ended is counted once
-        since = w.busy_since
+        busy += w.busy_seconds  # read before the run/task: one that just ended is counted once
+        since = w.run_since  # a worker timing busy runs: the current run so far
+        if since is None:
+            since = w.busy_since  # else the running task so far
         if since is not None:
             busy += max(0.0, now - since)
         grids.append(w.durations)

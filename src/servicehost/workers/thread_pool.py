@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from queue import Empty
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import islice
 from typing import Any, TypeVar
@@ -169,19 +170,34 @@ class ThreadPool(GatedIntake):
     def _work(self, stats: WorkerStats) -> None:
         get = self._queue.get
         settle = self._queue.settle
+        tick = 1  # the first task is sampled
         try:
             while True:
+                # Busy time is counted per run of tasks taken without waiting, not per task: the
+                # clock is read when the worker is about to wait (WorkerStats.idle), and a task's
+                # start (its heartbeat) opens a run. A saturated pool pays no clock read for it.
                 try:
-                    claim = get()
+                    claim = get(0)
+                except Empty:
+                    stats.idle()  # counters
+                    try:
+                        claim = get()
+                    except QueueClosed:
+                        return
                 except QueueClosed:
+                    stats.idle()  # counters
                     return
                 if self._gate.paused:
+                    stats.idle()  # counters
                     self._gate.wait()
                 if claim is _JOIN:
+                    stats.idle()  # counters
                     assert self._barrier is not None
                     self._barrier.wait()
                     continue
                 started = stats.busy_since = _monotonic()  # busy before taking: never under-counted
+                if stats.run_since is None:  # counters
+                    stats.run_since = started  # counters
                 if isinstance(claim, One):
                     try:
                         fn, args, sink = claim.take()
@@ -190,19 +206,19 @@ class ThreadPool(GatedIntake):
                     else:
                         stats.current = fn
                         self._run_one(stats, fn, args, sink)
-                        # stats.sample(started), inlined: the per-task path pays no call for its
-                        # counters. Lines marked "# counters" are what bench/ops.py leaves out to
-                        # measure them (the counters benchmark): mark any line added for them.
-                        took = _monotonic() - started  # counters
-                        stats.busy_seconds += took  # counters
-                        stats._tick += 1  # counters
-                        if stats._tick >= LATENCY_SAMPLE_EVERY:  # counters
-                            stats.record(took)  # counters
+                        # The run time of one task in LATENCY_SAMPLE_EVERY, inlined: the per-task
+                        # path pays no call and no clock read for its counters. Lines marked
+                        # "# counters" are what bench/ops.py leaves out to measure them (the
+                        # counters benchmark): mark any line added for them.
+                        tick -= 1  # counters
+                        if not tick:  # counters
+                            tick = LATENCY_SAMPLE_EVERY  # counters
+                            stats.record(_monotonic() - started)  # counters
                 else:
                     stats.current = claim.fn
                     ran = self._run_chunk(stats, claim)
                     if ran:  # counters
-                        stats.sample(started, ran)  # counters
+                        stats.sample(started, ran, busy=False)  # counters
                 stats.busy_since = None
                 settle(claim)
         except BaseException as exc:  # the loop itself broke: never die silently

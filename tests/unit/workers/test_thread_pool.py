@@ -167,3 +167,34 @@ def _try(fn, *args):
         return fn(*args)
     except QueueClosed as exc:
         return exc
+
+
+def test_busy_time_counts_runs_of_tasks_and_never_the_waits_between_them():
+    """A worker times its busy runs (from a task taken without waiting to the moment it is about
+    to wait), not each task: what it ran counts, an idle wait never does, and a paused pool's
+    wait neither."""
+    with ThreadPool(2, name="busy") as pool:
+        done = threading.Event()
+        left = [6]
+        lock = threading.Lock()
+
+        def task() -> None:
+            time.sleep(0.05)
+            with lock:
+                left[0] -= 1
+                if not left[0]:
+                    done.set()
+
+        for _ in range(6):
+            pool.submit(task)
+        assert done.wait(30)
+        ran = pool.measures().busy_seconds
+        assert ran >= 6 * 0.05 * 0.9  # at least what the tasks slept (the clock's grain aside)
+        time.sleep(1.0)  # both workers idle, waiting on the queue: 2 s of waiting if it counted
+        pool.pause()
+        pool.submit(task)  # taken by a worker that then waits at the paused gate
+        time.sleep(0.5)
+        idle = pool.measures().busy_seconds
+        assert idle - ran < 0.5, (ran, idle)  # neither the idle wait nor the paused one is busy time
+        pool.resume()
+        assert pool.measures().busy_seconds >= idle  # never goes back
