@@ -30,7 +30,22 @@ def _step(version: int) -> ModuleType:
 
 
 def version_of(conn: sqlite3.Connection) -> int:
-    """The schema version a database holds (0: empty); SchemaError when it is not ours."""
+    """The schema version a database holds (0: empty); SchemaError when it is not ours. Its
+    reads see one snapshot: outside a transaction each statement would see its own, and a file
+    another process migrates meanwhile would look like tables without our application id."""
+    if conn.in_transaction:
+        return _version_in(conn)
+    conn.execute("BEGIN")
+    try:
+        version = _version_in(conn)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return version
+
+
+def _version_in(conn: sqlite3.Connection) -> int:
     app_id = conn.execute("PRAGMA application_id").fetchone()[0]
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if app_id == 0:
