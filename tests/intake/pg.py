@@ -20,7 +20,7 @@ the socket) plus ``schema=``/``listen=`` when asked; with ``tcp=True, password=T
 the redaction tests: ``pg_cluster.password`` is the secret that must never show up.
 
 Outside pytest (the bench): ``with Cluster.create() as c: ...`` (``Cluster.create(settings={...})``
-passes ``-c name=value`` server settings). Without the binaries a laptop skips with the reason
+passes ``-c name=value`` server settings, ``parent=`` where its directory goes). Without the binaries a laptop skips with the reason
 "postgresql binaries not found: apt-get install postgresql"; in CI (CI=true) that fails the run
 (.ci/setup-postgres.sh installs them). ``PG_BINDIR`` picks a particular installation.
 """
@@ -97,13 +97,14 @@ class Cluster:
     # -- creation -------------------------------------------------------------------------------
 
     @classmethod
-    def create(cls, settings: Mapping[str, str] | None = None) -> Cluster:
-        """initdb + start + the ``servicehost`` role (with a password) and database. Raises
-        :class:`FileNotFoundError` (with :data:`MISSING`) without the binaries."""
+    def create(cls, settings: Mapping[str, str] | None = None, parent: str | Path | None = None) -> Cluster:
+        """initdb + start + the ``servicehost`` role (with a password) and database, in a new
+        directory under ``parent`` (default: the temp dir). Raises :class:`FileNotFoundError`
+        (with :data:`MISSING`) without the binaries."""
         bindir = find_bindir()
         if bindir is None:
             raise FileNotFoundError(MISSING)
-        base = Path(tempfile.mkdtemp(prefix="servicehost-pg-"))
+        base = Path(tempfile.mkdtemp(prefix="servicehost-pg-", dir=parent))
         base.chmod(0o755)
         c = cls(bindir, base, _free_port(), "pw-" + secrets.token_hex(12), settings)
         atexit.register(c.destroy)
@@ -224,11 +225,12 @@ class Cluster:
         """A libpq conninfo over the socket (no password needed): for psycopg.connect()."""
         return f"host={self.sockdir} port={self.port} user={user} dbname={dbname}"
 
-    def sql(self, query: Any, params: Any = None, dbname: str = "postgres") -> list[tuple[Any, ...]]:
-        """Run one statement as the superuser (autocommit) and return its rows ([] when none)."""
+    def sql(self, query: Any, params: Any = None, dbname: str = "postgres",
+            user: str = "postgres") -> list[tuple[Any, ...]]:
+        """Run one statement as the superuser (or ``user``), autocommit; its rows ([] when none)."""
         import psycopg
 
-        with psycopg.connect(self.conninfo(dbname=dbname), autocommit=True, connect_timeout=30) as conn:
+        with psycopg.connect(self.conninfo(user=user, dbname=dbname), autocommit=True, connect_timeout=30) as conn:
             cur = conn.execute(query, params)  # type: ignore[arg-type]
             return list(cur.fetchall()) if cur.description else []
 
