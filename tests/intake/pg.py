@@ -263,3 +263,18 @@ def pg_cluster() -> Iterator[Cluster]:
         yield cluster
     finally:
         cluster.destroy()
+
+
+def start_node(tmp: Path, url: str, *flags: str, ready: bool = True, **env: str) -> Any:
+    """``servicehost run intake_service.py`` on the PostgreSQL store ``url`` (a node), recording its
+    handler runs into ``tmp/record`` (read them with intakes.runs/by_job); ``env`` is added to its
+    environment (e.g. ``PGPASSWORD=``: a password never goes on a command line)."""
+    from ..integration.proc import ServiceProcess
+    from .intakes import SERVICE
+
+    svc = ServiceProcess("run", SERVICE, "--store", url, "--record", str(tmp / "record"),
+                         "--state-dir", str(tmp / f"state-{secrets.token_hex(4)}"), "--log-file", "none", *flags,
+                         **env)
+    if ready:
+        svc.ready()
+    return svc
