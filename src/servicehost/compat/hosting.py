@@ -18,7 +18,6 @@ and the SCM do for it on Windows, done by servicehost's host under the detected 
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import os
@@ -34,6 +33,7 @@ from ..errors import ControlRefused, UsageError
 from ..host import Host
 from ..service import Service
 from ..stopping import Deadline, StopToken
+from ..targets import import_named
 from . import servicemanager, win32service as ws
 from .win32service import error
 
@@ -223,12 +223,7 @@ def load_class(class_string: str) -> type:
         module_name = module_part
     if not all(part.isidentifier() for part in module_name.split(".")):
         raise UsageError(f"class string {class_string!r}: {module_name!r} is not a module name")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and (module_name + ".").startswith(exc.name + "."):
-            raise UsageError(f"class string {class_string!r}: no module named {exc.name!r}") from None
-        raise
+    module = import_named(module_name, f"class string {class_string!r}", "`python SCRIPT debug` shows the traceback")
     cls = getattr(module, class_name, None)
     if not isinstance(cls, type):
         raise UsageError(f"class string {class_string!r}: {module_name} has no class {class_name!r}")
