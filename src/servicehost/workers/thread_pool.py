@@ -178,8 +178,11 @@ class ThreadPool(GatedIntake):
                 # start (its heartbeat) opens a run. A saturated pool pays no clock read for it.
                 try:
                     claim = get(0)
-                except Empty:
-                    stats.idle()  # counters
+                except Empty:  # about to wait: the run ends (WorkerStats.idle, inlined: once per wait)
+                    since = stats.run_since  # counters
+                    if since is not None:  # counters
+                        stats.run_since = None  # counters
+                        stats.busy_seconds += _monotonic() - since  # counters
                     try:
                         claim = get()
                     except QueueClosed:
