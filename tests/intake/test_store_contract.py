@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from .pg import pg_cluster  # noqa: F401  (the fixture the "postgresql" stores use)
 from servicehost.intake.store import (
     DeadJob, Job, PayloadError, Stats, Store, StoreClosed, StoreError, Submission, UnknownJob, backoff,
     open_store, parse_url, periodic_key, redact,
@@ -29,13 +30,21 @@ def _sqlite(tmp: Path) -> Callable[[], Store]:
     return lambda: open_store(url)
 
 
-STORES: dict[str, Callable[[Path], Callable[[], Store]]] = {"sqlite": _sqlite}
+def _postgresql(tmp: Path, request: pytest.FixtureRequest) -> Callable[[], Store]:
+    cluster = request.getfixturevalue("pg_cluster")  # the session's private cluster (tests/intake/pg.py)
+    url = cluster.url(schema=cluster.fresh_schema(), poll=0.01, reap_interval=0.05)  # a fresh schema per test
+    return lambda: open_store(url)
+
+
+STORES: dict[str, Callable[[Path, pytest.FixtureRequest], Callable[[], Store]]] = {
+    "sqlite": lambda tmp, request: _sqlite(tmp), "postgresql": _postgresql,
+}
 
 
 @pytest.fixture(params=sorted(STORES))
 def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], Store]]:
     opened: list[Store] = []
-    make = STORES[request.param](tmp_path)
+    make = STORES[request.param](tmp_path, request)
 
     def open_one() -> Store:
         store = make()

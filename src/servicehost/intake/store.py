@@ -325,8 +325,16 @@ def one_line(error: object, limit: int = 500) -> str:
 # -- URLs ------------------------------------------------------------------------------------------
 STORES: Mapping[str, str] = {
     "sqlite": "servicehost.intake.sqlite:SQLiteStore",
+    "postgresql": "servicehost.intake.postgres:PostgresStore",
 }
-"""URL scheme → the store class (imported only when used)."""
+"""URL scheme → the store class (imported only when used). ``postgres://`` is ``postgresql://``."""
+MIGRATORS: Mapping[str, str] = {
+    "sqlite": "servicehost.intake.schema:migrate_url",
+    "postgresql": "servicehost.intake.postgres:migrate_url",
+}
+"""URL scheme → what :func:`migrate_store` calls: ``(parsed URL, **options) -> (before, now)``."""
+EXTRAS: Mapping[str, tuple[str, str]] = {"postgresql": ("psycopg", "postgres")}
+"""URL scheme → (the module it needs, the servicehost extra that installs it)."""
 
 
 class StoreURL(NamedTuple):
@@ -386,16 +394,41 @@ def parse_url(url: str) -> StoreURL:
     return StoreURL(scheme, parts.path, options, url)
 
 
-def open_store(url: str, **options: Any) -> Store:
-    """Open the store a URL names (``sqlite:////var/lib/app/jobs.sqlite3``; ``postgresql://``
-    comes next), creating and migrating its schema when needed. ``options`` override the URL's
-    query options. Use it as a context manager, or ``close()`` it."""
-    parsed = parse_url(url)
+def _store_module(parsed: StoreURL) -> tuple[Any, str]:
+    """The module of the store a parsed URL names, and its class name; StoreError naming the
+    extra to install when the store's driver is missing."""
     target = STORES.get(parsed.scheme)
     if target is None:
         known = ", ".join(sorted(STORES))
-        raise StoreError(f"no store for {parsed.scheme!r} URLs ({redact(url)!r}); known: {known}")
+        raise StoreError(f"no store for {parsed.scheme!r} URLs ({redact(parsed.url)!r}); known: {known}")
     module, _, name = target.partition(":")
-    cls = getattr(importlib.import_module(module), name)
-    store: Store = cls.from_url(parsed, **options)
+    try:
+        return importlib.import_module(module), name
+    except ModuleNotFoundError as exc:
+        needed, extra = EXTRAS.get(parsed.scheme, ("", ""))
+        if not needed or (exc.name or "").partition(".")[0] != needed:
+            raise
+        raise StoreError(f"a {parsed.scheme} store needs {needed}, which is not installed: "
+                         f"pip install 'servicehost[{extra}]'") from None
+
+
+def open_store(url: str, **options: Any) -> Store:
+    """Open the store a URL names (``sqlite:////var/lib/app/jobs.sqlite3``,
+    ``postgresql://user@host/db?schema=servicehost``), creating its schema when needed (SQLite
+    also migrates an older one; PostgreSQL leaves that to :func:`migrate_store`). ``options``
+    override the URL's query options. Use it as a context manager, or ``close()`` it."""
+    parsed = parse_url(url)
+    module, name = _store_module(parsed)
+    store: Store = getattr(module, name).from_url(parsed, **options)
     return store
+
+
+def migrate_store(url: str, **options: Any) -> tuple[int, int]:
+    """Create or migrate the schema of the store a URL names, explicitly (``servicehost jobs NAME
+    migrate``): ``(version found, version now)``; 0 found: there was none. A newer schema is
+    refused (SchemaError), never altered."""
+    parsed = parse_url(url)
+    _store_module(parsed)  # the driver is there
+    module, _, name = MIGRATORS[parsed.scheme].partition(":")
+    result: tuple[int, int] = getattr(importlib.import_module(module), name)(parsed, **options)
+    return result

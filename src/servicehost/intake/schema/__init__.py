@@ -13,10 +13,12 @@ version N-1 into N), and its name in :data:`VERSIONS`.
 from __future__ import annotations
 
 import importlib
+import os
 import sqlite3
 from types import ModuleType
+from typing import Any
 
-from ..store import SchemaError
+from ..store import SchemaError, StoreURL, StoreUnavailable, redact
 
 APPLICATION_ID = 0x53484A42  # "SHJB": a servicehost job store
 VERSIONS = ("v1",)
@@ -95,3 +97,24 @@ def _statements(sql: str) -> list[str]:
     if current.strip():
         out.append(current.strip())
     return out
+
+
+def migrate_url(parsed: StoreURL, **options: Any) -> tuple[int, int]:
+    """``servicehost jobs NAME migrate`` on SQLite: the version the file held (0: none, or no file),
+    then the store opened (which creates or migrates it, with its file mode and WAL) and closed."""
+    from ..store import open_store
+
+    before = 0
+    if os.path.exists(parsed.path):
+        try:
+            conn = sqlite3.connect(f"file:{parsed.path}?mode=ro", uri=True, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"intake store {redact(parsed.url)}: cannot open it: {exc}") from None
+        try:
+            before = version_of(conn)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"intake store {redact(parsed.url)}: cannot read it: {exc}") from None
+        finally:
+            conn.close()
+    open_store(parsed.url, **options).close()
+    return before, LATEST
