@@ -131,6 +131,10 @@ FAMILIES = {
     "servicehost_timer_overruns": "counter", "servicehost_timer_last_success_timestamp_seconds": "gauge",
     "servicehost_timer_duration_seconds": "histogram", "servicehost_log_messages": "counter",
     "servicehost_health_check_status": "gauge",
+    # a durable intake's (tests/ops/test_metrics_intake.py): the families are there without one too
+    "servicehost_intake_ready_jobs": "gauge", "servicehost_intake_dead_jobs": "gauge",
+    "servicehost_intake_retries": "counter", "servicehost_intake_rescues": "counter",
+    "servicehost_intake_commit_operations": "gauge", "servicehost_intake_wait_seconds": "gauge",
 }
 
 

@@ -24,6 +24,12 @@ number of series is fixed by the service's code. Every series exists from 0 at s
     servicehost_timer_overruns_total               counter    timer   (ticks skipped: the previous run was busy)
     servicehost_timer_last_success_timestamp_seconds gauge    timer   (0: no run returned yet)
     servicehost_timer_duration_seconds             histogram  timer
+    servicehost_intake_ready_jobs                  gauge      component   (a durable intake: ready in its store, every node's)
+    servicehost_intake_dead_jobs                   gauge      component   (its store's dead-letter table)
+    servicehost_intake_retries_total               counter    component   (failed attempts put back, from this process)
+    servicehost_intake_rescues_total               counter    component   (jobs taken back from a lapsed lease)
+    servicehost_intake_commit_operations           gauge      component   (operations per store commit, mean)
+    servicehost_intake_wait_seconds                gauge      component, quantile (0.5, 0.99: submit to first start)
     servicehost_log_messages_total                 counter    level (debug, info, warning, error, critical)
     servicehost_health_check_status                gauge      check, status (1 for its last result, else 0)
 
@@ -142,6 +148,17 @@ class _Components:
         self.timer_success = f("servicehost_timer_last_success_timestamp_seconds", "gauge",
                                "When the last run that returned began, in seconds since the epoch (0: none yet).")
         self.timer_duration = f("servicehost_timer_duration_seconds", "histogram", "Run time of sampled timer runs.")
+        self.intake_ready = f("servicehost_intake_ready_jobs", "gauge",
+                              "A durable intake's jobs ready in its store (every node's backlog, not only this process's).")
+        self.intake_dead = f("servicehost_intake_dead_jobs", "gauge", "Jobs in a durable intake's dead-letter table.")
+        self.intake_retries = f("servicehost_intake_retries_total", "counter",
+                                "Failed attempts this process put back for a retry after a backoff.")
+        self.intake_rescues = f("servicehost_intake_rescues_total", "counter",
+                                "Jobs this process's store took back from a lease that ran out (a node that died, a hung handler).")
+        self.intake_batch = f("servicehost_intake_commit_operations", "gauge",
+                              "Operations per store commit, on average (group commit: submits, acks, renewals, claims).")
+        self.intake_wait = f("servicehost_intake_wait_seconds", "gauge",
+                             "Seconds sampled jobs waited from their submit to their first start, by quantile.")
 
     def add(self, out: _Exposition, component: Any, name: str, counters: Counters, measures: Measures | None) -> None:
         bounds = _bounds(component)
@@ -162,6 +179,17 @@ class _Components:
         else:
             self._one(out, (("component", name),), counters, measures, bounds)
         self.restarts.add((("component", name),), measures.restarts if measures else 0)
+        if counters.depth is not None:  # a durable intake (intake/component.py)
+            self._intake((("component", name),), counters)
+
+    def _intake(self, key: tuple[tuple[str, str], ...], c: Counters) -> None:
+        self.intake_ready.add(key, c.depth or 0)
+        self.intake_dead.add(key, c.dead_letters or 0)
+        self.intake_retries.add(key, c.retries or 0)
+        self.intake_rescues.add(key, c.rescues or 0)
+        self.intake_batch.add(key, c.commit_batch or 0)
+        for quantile, value in (("0.5", c.wait_p50), ("0.99", c.wait_p99)):
+            self.intake_wait.add(key + (("quantile", quantile),), value if value is not None else math.nan)
 
     def _one(self, out: _Exposition, key: tuple[tuple[str, str], ...], c: Counters, m: Measures | None,
              bounds: Sequence[float]) -> None:
