@@ -5,7 +5,7 @@
 SQLite store, and the same shape: callers append operations to the current batch; the store
 thread runs the whole batch as **one short transaction** on its own connection — the submits
 (one multi-row INSERT from ``unnest`` arrays, one ``pg_notify`` for all), releases, the acks (one
-fenced ``DELETE``), the fails (one statement), lease renewals (one per node), requeues, reads, the
+fenced ``DELETE``), the start marks (one ``UPDATE``), the fails (one statement), lease renewals (one per node), requeues, reads, the
 reaping of lapsed leases when due, the claims — then ``COMMIT``, and only then answers the
 callers. No transaction is ever held open while waiting for anything.
 
@@ -73,8 +73,8 @@ log = logs.log.getChild("intake")
 _UNSET: Any = object()
 
 # Operation kinds, in the order a tick applies them.
-_SUBMIT, _RELEASE, _ACK, _FAIL, _RENEW, _REQUEUE, _READ, _CLAIM, _FLUSH = range(9)
-_KINDS = 9
+_SUBMIT, _RELEASE, _START, _ACK, _FAIL, _RENEW, _REQUEUE, _READ, _CLAIM, _FLUSH = range(10)
+_KINDS = 10
 # Kinds a failed write answers with the error (nothing was written); the others are retried.
 _ANSWERED_ON_ERROR = frozenset({_SUBMIT, _RELEASE, _REQUEUE, _READ, _CLAIM})
 
@@ -193,6 +193,9 @@ _SQL = {
     "release": "UPDATE {s}.jobs AS j SET state = 0, attempts = greatest(0, j.attempts - 1), owner = NULL, "
                "token = NULL, lease_until = NULL FROM unnest(%s::bigint[], %s::bigint[], %s::text[]) AS a(id, token, "
                "node) WHERE j.id = a.id AND j.token = a.token AND j.owner = a.node AND j.state = 1",
+    "start": "UPDATE {s}.jobs AS j SET started = true FROM unnest(%s::bigint[], %s::bigint[], %s::text[]) AS "
+             "a(id, token, node) WHERE j.id = a.id AND j.token = a.token AND j.owner = a.node AND j.state = 1 "
+             "RETURNING j.id",
     "ack": "DELETE FROM {s}.jobs AS j USING unnest(%s::bigint[], %s::bigint[], %s::text[]) AS a(id, token, node) "
            "WHERE j.id = a.id AND j.token = a.token AND j.owner = a.node AND j.state = 1 RETURNING j.id",
     # The fails of a tick in one statement: each fenced by id, token and node (FOR UPDATE re-checks
@@ -234,16 +237,18 @@ SELECT id, bury FROM trimmed
                "INSERT INTO {s}.jobs (id, state, priority, run_at, key, attempts, max_attempts, submitted_at, "
                "idem_key, errors, payload, payload_bytes) SELECT id, 0, priority, %s, key, 0, max_attempts, "
                "submitted_at, idem_key, errors, payload, payload_bytes FROM d RETURNING id",
-    # Take back the jobs whose lease ran out: ready at once, or dead when their attempts are spent.
+    # Take back the jobs whose lease ran out: a started one costs its attempt (the error kept; dead
+    # when its attempts are spent); one never started gets its attempt back, like a release.
     "reap": """
 WITH lapsed AS (
-    SELECT j.id, j.owner, j.attempts, j.attempts >= j.max_attempts AS bury,
-           coalesce(j.errors, '[]'::jsonb) || jsonb_build_array(jsonb_build_array(%(now)s::float8, j.attempts,
-               'lease lost: node ' || coalesce(j.owner, '?') || ' stopped renewing it')) AS history
+    SELECT j.id, j.owner, j.attempts, j.started, j.started AND j.attempts >= j.max_attempts AS bury,
+           CASE WHEN j.started THEN coalesce(j.errors, '[]'::jsonb) || jsonb_build_array(jsonb_build_array(
+               %(now)s::float8, j.attempts, 'lease lost: node ' || coalesce(j.owner, '?') || ' stopped renewing it'))
+           ELSE j.errors END AS history
     FROM {s}.jobs AS j WHERE j.state = 1 AND j.lease_until < %(now)s
     FOR UPDATE SKIP LOCKED),
 trimmed AS (
-    SELECT id, owner, attempts, bury,
+    SELECT id, owner, attempts, started, bury,
            CASE WHEN jsonb_array_length(history) > %(keep)s THEN history - 0 ELSE history END AS history
     FROM lapsed),
 gone AS (
@@ -257,9 +262,10 @@ buried AS (
            payload_bytes FROM gone),
 back AS (
     UPDATE {s}.jobs AS j SET state = 0, owner = NULL, token = NULL, lease_until = NULL, run_at = %(now)s,
-        errors = t.history
+        errors = t.history, started = false,
+        attempts = CASE WHEN t.started THEN j.attempts ELSE greatest(0, j.attempts - 1) END
     FROM trimmed AS t WHERE j.id = t.id AND NOT t.bury)
-SELECT id, owner, attempts, bury FROM trimmed
+SELECT id, owner, attempts, started, bury FROM trimmed
 """,
     # A claim: the eligible jobs, locked (skipping the ones another claim holds), marked as ours.
     "claim": """
@@ -273,7 +279,7 @@ WITH picked AS (
     LIMIT %(n)s
     FOR UPDATE SKIP LOCKED)
 UPDATE {s}.jobs AS j SET state = 1, attempts = j.attempts + 1, owner = %(node)s, token = %(token)s,
-    lease_until = %(until)s
+    lease_until = %(until)s, started = false
 FROM picked WHERE j.id = picked.id
 RETURNING j.id, j.attempts, j.key, j.priority, j.max_attempts, j.submitted_at, j.idem_key, j.run_at,
           j.payload, j.payload_bytes
@@ -623,6 +629,11 @@ class PostgresStore:
         count: int = self._call(_RENEW, (node, float(lease), [int(i) for i in exclude]), timeout)
         return count
 
+    def start(self, jobs: Iterable[Job]) -> _Op:  # the future: result() -> int
+        """Mark claimed jobs as started (see the protocol); the future says how many were."""
+        items = [(job.id, job.token, job.node) for job in jobs]
+        return self._add(_Op(_START, items))
+
     def ack(self, job: Job) -> _Op:  # the future: result() -> bool
         return self._add(_Op(_ACK, (job.id, job.token, job.node)))
 
@@ -891,6 +902,16 @@ class PostgresStore:
                     ids, tokens, nodes = zip(*op.args)
                     cur.execute(q["release"], (list(ids), list(tokens), list(nodes)))
                     answers.append((op, cur.rowcount))
+                starts = by_kind[_START]
+                if starts:
+                    marked: set[int] = set()
+                    items = [item for op in starts for item in op.args]
+                    if items:
+                        ids, tokens, nodes = zip(*items)
+                        cur.execute(q["start"], (list(ids), list(tokens), list(nodes)))
+                        marked = {r[0] for r in cur.fetchall()}
+                    for op in starts:
+                        answers.append((op, sum(1 for item in op.args if item[0] in marked) if op.args else 0))
                 acks = by_kind[_ACK]
                 if acks:
                     cur.execute(q["ack"], ([op.args[0] for op in acks], [op.args[1] for op in acks],
@@ -920,7 +941,7 @@ class PostgresStore:
                 if by_kind[_CLAIM]:
                     if reap:
                         cur.execute(q["reap"], {"now": now, "keep": ERROR_HISTORY})
-                        lapsed = [tuple(r) for r in cur.fetchall()]  # type: ignore[misc]
+                        lapsed = [(r[0], r[1], r[2], r[4]) for r in cur.fetchall()]
                         counts["rescued"] += len(lapsed)
                         counts["dead_lettered"] += sum(1 for r in lapsed if r[3])
                     for op in by_kind[_CLAIM]:

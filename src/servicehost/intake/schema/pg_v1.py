@@ -6,7 +6,8 @@ is its quoted name), so several services can share one database. ``jobs`` holds 
 few; the per-table autovacuum settings below vacuum it after a thousand dead rows however large it
 once grew, at full speed (it is small), and ``fillfactor = 70`` leaves room in each page for the
 updates a claim, a renewal and a retry make. ``state``: 0 ready (or delayed: ``run_at`` in the
-future), 1 running (claimed by ``owner`` under ``token`` until ``lease_until``). Times are
+future), 1 running (claimed by ``owner`` under ``token`` until ``lease_until``; ``started`` once its
+handler began). Times are
 wall-clock seconds since the epoch (the database server's clock for leases). A payload is JSON
 text in ``payload`` or bytes in ``payload_bytes``.
 """
@@ -31,6 +32,7 @@ CREATE TABLE {schema}.jobs (
     max_attempts   integer NOT NULL,
     owner          text,                           -- the node that claimed it
     token          bigint,                         -- this claim's fence
+    started        boolean NOT NULL DEFAULT false, -- its handler began (start): a lapse then costs the attempt
     lease_until    double precision,
     submitted_at   double precision NOT NULL,
     idem_key       text,
