@@ -964,6 +964,14 @@ class PostgresStore:
             self._write_failed(by_kind, exc, False)
             return False
         elapsed = time.perf_counter() - started
+        m = self._m  # counted before the callers hear: what they read next includes their tick
+        m["commits"] += 1
+        m["committed_ops"] += size
+        m["last_batch"] = size
+        for name, n in counts.items():
+            m[name] += n
+        self._commit_seconds += elapsed
+        self._waiting.extend(waiting)
         for op, value in answers:
             if isinstance(value, UnknownJob):
                 op.answer(error=value)
@@ -976,14 +984,6 @@ class PostgresStore:
                 logs.intake_lease_dead(log, self.url, job_id, attempts, owner)
         if lapsed:
             logs.intake_leases_lapsed(log, self.url, len(lapsed), ", ".join(sorted({r[1] or "?" for r in lapsed})))
-        self._waiting.extend(waiting)
-        m = self._m
-        m["commits"] += 1
-        m["committed_ops"] += size
-        m["last_batch"] = size
-        for name, n in counts.items():
-            m[name] += n
-        self._commit_seconds += elapsed
         if self._failing is not None:
             logs.intake_store_writable(log, self.url)
             self._failing = None
