@@ -3,7 +3,7 @@
 
     python bench/intake_pg.py              # about a minute on 2 cores
     python bench/intake_pg.py --quick      # fewer jobs
-    python bench/run.py --only intake_pg   # the same, as a row of the whole bench
+    python bench/run.py --only pg_intake   # the same, as a row of the whole bench
 
 One run on a private PostgreSQL cluster started for it (tests/intake/pg.py: initdb in a fresh
 folder under ``--dir``, default /var/tmp, a real disk; the server's defaults: fsync on,
@@ -111,7 +111,7 @@ def child_ours(n: int, url: str) -> None:
     store.close()
     with lock:
         _say({"t0": t0, "seen": seen[0], "last": seen[1], "commits": m.commits,
-              "batch": m.committed_ops / max(1, m.commits)})
+              "batch": m.committed_ops / max(1, m.commits), "cpu": _cpu_self()})
 
 
 def child_naive(n: int, conninfo: str) -> None:
@@ -145,7 +145,38 @@ def child_naive(n: int, conninfo: str) -> None:
         for i in range(n):
             producer.execute("INSERT INTO naive.jobs (payload) VALUES (%s)", (json.dumps({"n": i}),))
         consumer.join(HANG)
-    _say({"t0": t0, "seen": n, "last": ends[0] if ends else float("nan")})
+    _say({"t0": t0, "seen": n, "last": ends[0] if ends else float("nan"), "cpu": _cpu_self()})
+
+
+def _cpu_self() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def server_cpu(data: Path) -> float:
+    """CPU seconds of the server so far: the postmaster, its children alive and those it reaped
+    (Linux /proc; 0.0 elsewhere)."""
+    try:
+        pm = int((data / "postmaster.pid").read_text().split()[0])
+        tick = os.sysconf("SC_CLK_TCK")
+
+        def fields(pid: int) -> list[str]:
+            text = Path(f"/proc/{pid}/stat").read_text()
+            return text[text.rindex(")") + 2:].split()  # after "pid (comm) "
+
+        own = fields(pm)
+        total = sum(int(x) for x in own[11:15])  # utime stime cutime cstime
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    f = fields(int(entry))
+                except (OSError, ValueError):
+                    continue
+                if int(f[1]) == pm:
+                    total += int(f[11]) + int(f[12])
+        return total / tick
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 # -- the parent -----------------------------------------------------------------------------------
@@ -204,6 +235,7 @@ def _run(cluster: Any, children: list[Child], total: int, counting: bool) -> tup
         for c in children:
             c.get()  # ready
         commits_before = _commits(cluster)
+        cpu_before = server_cpu(cluster.data)
         for c in children:
             c.send("go")
         if counting:
@@ -225,6 +257,8 @@ def _run(cluster: Any, children: list[Child], total: int, counting: bool) -> tup
     finally:
         for c in children:
             c.finish()
+    for r in results:
+        r["server_cpu"] = server_cpu(cluster.data) - cpu_before
     return results, _commits(cluster) - commits_before
 
 
@@ -237,7 +271,8 @@ def _summary(results: list[dict[str, Any]], commits: int) -> dict[str, Any]:
     return {"jobs": seen, "seconds": seconds, "rate": seen / seconds, "per_node": per_node,
             "per_node_jobs": [r["seen"] for r in results], "db_commits": commits,
             "db_commits_per_s": commits / seconds,
-            "store_commits": [r.get("commits") for r in results], "batch": [r.get("batch") for r in results]}
+            "store_commits": [r.get("commits") for r in results], "batch": [r.get("batch") for r in results],
+            "node_cpu": [r["cpu"] for r in results], "server_cpu": results[0]["server_cpu"]}
 
 
 TITLE = ("durable intake on PostgreSQL, trivial jobs end to end: two node processes on one database "
@@ -261,6 +296,9 @@ def measure(quick: bool, folder: Path | None, say: Any = print) -> dict[str, Any
             cluster.sql("CREATE TABLE naive.jobs (id bigserial PRIMARY KEY, payload jsonb NOT NULL)",
                         dbname="servicehost", user="servicehost")
             url = cluster.url(schema="bench")
+            from servicehost.intake import open_store
+
+            open_store(url).close()  # the schema created once, before the nodes start
             ours, commits = _run(cluster, [Child("ours", str(n_ours), url) for _ in range(NODES)],
                                  NODES * n_ours, counting=True)
             o = _summary(ours, commits)
@@ -268,13 +306,16 @@ def measure(quick: bool, folder: Path | None, say: Any = print) -> dict[str, Any
                 + ", ".join(f"{r:,.0f} jobs/s ({j} jobs)" for r, j in zip(o["per_node"], o["per_node_jobs"]))
                 + f"; database {o['db_commits_per_s']:,.0f} commits/s; store commits "
                 + ", ".join(f"{c} of {b:.0f} ops" for c, b in zip(o["store_commits"], o["batch"])))
+            say(f"  ours, CPU seconds: nodes {' + '.join(f'{c:.1f}' for c in o['node_cpu'])}, server "
+                f"{o['server_cpu']:.1f}, in {o['seconds']:.1f} s on {os.cpu_count()} cores")
             conninfo = cluster.conninfo(user="servicehost", dbname="servicehost")
             naive, commits = _run(cluster, [Child("naive", str(n_naive), conninfo) for _ in range(NODES)],
                                   NODES * n_naive, counting=False)
             b = _summary(naive, commits)
             say(f"  per-job commit: {b['rate']:,.0f} jobs/s in total ({b['jobs']} jobs in {b['seconds']:.2f} s); "
                 f"per process " + ", ".join(f"{r:,.0f}" for r in b["per_node"])
-                + f"; database {b['db_commits_per_s']:,.0f} commits/s")
+                + f"; database {b['db_commits_per_s']:,.0f} commits/s; CPU seconds: processes "
+                + " + ".join(f"{c:.1f}" for c in b["node_cpu"]) + f", server {b['server_cpu']:.1f}")
     finally:
         shutil.rmtree(base, ignore_errors=True)
     return {"ours": o, "naive": b, "sizes": {"ours": NODES * n_ours, "naive": NODES * n_naive},

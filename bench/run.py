@@ -29,6 +29,9 @@ Benchmarks (targets from the performance issue):
            prefetch 512 (bench/intake.py)                                     >= 30k jobs/s
            ... vs persist-queue's SQLiteAckQueue (a commit per put, get, ack)  >= 35x
            ... p99 submit latency at half that rate                          <= 10 ms
+  pg_intake the same on PostgreSQL: two node processes on one private cluster (fsync on), shipped
+           defaults; printed beside a per-job-commit SKIP LOCKED queue (bench/intake_pg.py;
+           skipped, saying why, without PostgreSQL's binaries)              >= 10k jobs/s
   wine     Windows under Wine's SCM, StartService → RUNNING (bench/wine_start.py; skipped, saying
            why, where the Wine harness is not found): the seed through servicehost.compat and
            examples/sample_service.py, each vs the seed with plain pywin32 imports   <= 1.2x
@@ -820,10 +823,37 @@ def bench_intake(sz: Sizes) -> Result:
     return res
 
 
+def bench_intake_pg(sz: Sizes) -> Result:
+    import intake_pg
+
+    res = Result("pg_intake", intake_pg.TITLE)
+    target = Target("pg_intake", "ours, two nodes, trivial jobs end to end (in total)", ">=",
+                    intake_pg.TARGET_RATE / 1000, "k jobs/s")
+    res.targets.append(target)
+    try:
+        out = intake_pg.measure(quick=sz is not FULL, folder=None, say=say)
+    except FileNotFoundError as exc:  # no PostgreSQL binaries
+        target.status, target.note, res.status = "SKIPPED", str(exc), "skipped"
+        res.notes.append(f"SKIPPED: {exc}")
+        return res
+    o, b = out["ours"], out["naive"]
+    res.contenders.append(Contender("ours: 2 nodes, shipped defaults", "s", o["jobs"], samples=[o["seconds"]],
+                                    short="ours"))
+    res.contenders.append(Contender("per-job commit, 2 processes", "s", b["jobs"], samples=[b["seconds"]],
+                                    short="per-job commit"))
+    target.samples.append(o["rate"] / 1000)
+    res.info.append(("ours / per-job commit (jobs/s)", [o["rate"] / b["rate"]], "x"))
+    res.info.append(("database commits/s, ours", [o["db_commits_per_s"]], "/s"))
+    res.info.append(("database commits/s, per-job commit", [b["db_commits_per_s"]], "/s"))
+    res.notes.append("ours per node: " + ", ".join(f"{r:,.0f} jobs/s" for r in o["per_node"]))
+    return res
+
+
 BENCHMARKS: dict[str, Callable[[Sizes], Result]] = {
     "import": bench_import, "bulk": bench_bulk, "cpu": bench_cpu, "process": bench_process,
     "io": bench_io, "start": bench_start, "stop": bench_stop, "rss": bench_rss, "wine": bench_wine,
     "status": bench_status, "counters": bench_counters, "metrics": bench_metrics, "intake": bench_intake,
+    "pg_intake": bench_intake_pg,
 }
 
 
