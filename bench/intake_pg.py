@@ -279,7 +279,7 @@ TITLE = ("durable intake on PostgreSQL, trivial jobs end to end: two node proces
          "(shipped defaults, fsync on) vs a per-job-commit SKIP LOCKED queue")
 
 
-def measure(quick: bool, folder: Path | None, say: Any = print) -> dict[str, Any]:
+def measure(quick: bool, folder: Path | None, say: Any = print, statements: bool = False) -> dict[str, Any]:
     sys.path.insert(0, str(ROOT))
     from tests.intake.pg import Cluster
 
@@ -288,7 +288,10 @@ def measure(quick: bool, folder: Path | None, say: Any = print) -> dict[str, Any
     base = Path(tempfile.mkdtemp(prefix="shb-intake-pg-", dir=str(folder) if folder else "/var/tmp"))
     base.chmod(0o755)  # the server runs as postgres under root: it must reach its folder inside
     try:
-        with Cluster.create(settings=TUNING, parent=base) as cluster:
+        settings = {**TUNING, **({"shared_preload_libraries": "pg_stat_statements"} if statements else {})}
+        with Cluster.create(settings=settings, parent=base) as cluster:
+            if statements:
+                cluster.sql("CREATE EXTENSION pg_stat_statements", dbname="servicehost")
             say(f"  {cluster.sql('SELECT version()')[0][0].split(',')[0]}; fsync "
                 f"{cluster.sql('SHOW fsync')[0][0]}, synchronous_commit {cluster.sql('SHOW synchronous_commit')[0][0]}"
                 f"{'; ' + ', '.join(f'{k}={v}' for k, v in TUNING.items()) if TUNING else ''}")
@@ -306,6 +309,8 @@ def measure(quick: bool, folder: Path | None, say: Any = print) -> dict[str, Any
                 + ", ".join(f"{r:,.0f} jobs/s ({j} jobs)" for r, j in zip(o["per_node"], o["per_node_jobs"]))
                 + f"; database {o['db_commits_per_s']:,.0f} commits/s; store commits "
                 + ", ".join(f"{c} of {b:.0f} ops" for c, b in zip(o["store_commits"], o["batch"])))
+            if statements:
+                _top_statements(cluster, say)
             say(f"  ours, CPU seconds: nodes {' + '.join(f'{c:.1f}' for c in o['node_cpu'])}, server "
                 f"{o['server_cpu']:.1f}, in {o['seconds']:.1f} s on {os.cpu_count()} cores")
             conninfo = cluster.conninfo(user="servicehost", dbname="servicehost")
@@ -320,6 +325,16 @@ def measure(quick: bool, folder: Path | None, say: Any = print) -> dict[str, Any
         shutil.rmtree(base, ignore_errors=True)
     return {"ours": o, "naive": b, "sizes": {"ours": NODES * n_ours, "naive": NODES * n_naive},
             "tuning": TUNING, "notes": []}
+
+
+def _top_statements(cluster: Any, say: Any) -> None:
+    """The server's time per statement over the run (``--statements``: pg_stat_statements loaded)."""
+    rows = cluster.sql("SELECT calls, total_exec_time, rows, shared_blks_hit + shared_blks_read, "
+                       "regexp_replace(query, '\\s+', ' ', 'g') FROM pg_stat_statements "
+                       "ORDER BY total_exec_time DESC LIMIT 12", dbname="servicehost")
+    say(f"  {'calls':>7s} {'total ms':>9s} {'ms/call':>8s} {'rows':>8s} {'blocks':>9s}  statement")
+    for calls, total, nrows, blocks, query in rows:
+        say(f"  {calls:7d} {total:9.0f} {total / max(1, calls):8.3f} {nrows:8d} {blocks:9d}  {query[:150]}")
 
 
 def report(result: dict[str, Any]) -> tuple[list[str], list[tuple[str, str, float, float, bool]]]:
@@ -340,6 +355,8 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--dir", type=Path, help="where the cluster's folder goes (a real disk)")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--statements", action="store_true",
+                        help="diagnosis: load pg_stat_statements and print where the server's time went")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -349,7 +366,7 @@ def main() -> int:
     print(f"intake_pg: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at the start, "
           f"Python {sys.version.split()[0]}")
     try:
-        result = measure(args.quick, args.dir)
+        result = measure(args.quick, args.dir, statements=args.statements)
     except FileNotFoundError as e:  # no PostgreSQL binaries
         print(f"intake_pg: skipped: {e}")
         return 1
