@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 
-from .pg import pg_cluster  # noqa: F401  (the fixture the "postgresql" stores use)
 from servicehost.intake.store import (
     DeadJob, Job, PayloadError, Stats, Store, StoreClosed, StoreError, Submission, UnknownJob, backoff,
     open_store, parse_url, periodic_key, redact,
@@ -207,6 +206,7 @@ def test_renew_extends_the_nodes_leases_except_excluded(opener: Callable[[], Sto
     a.submit_many(range(3))
     mine = a.claim("a", 2, lease=0.5)
     theirs = b.claim("b", 1, lease=30.0)
+    assert a.start(mine).result(HANG) == 2  # running: a lapse counts the attempt
     assert a.renew("a", 30.0, exclude=[mine[1].id]) == 1
     time.sleep(0.6)  # past the short lease (the outcome is what is asserted)
     taken = b.claim("b", 10, lease=30.0, wait=HANG)
@@ -219,6 +219,7 @@ def test_a_lapsed_lease_is_taken_back_and_the_late_ack_changes_nothing(opener: C
     a, b = opener(), opener()
     job_id = a.submit({"long": True})
     stale = claim_one(a, "a", lease=0.2)
+    assert a.start([stale]).result(HANG) == 1
     fresh = claim_one(b, "b", lease=30.0, wait=HANG)
     assert (fresh.id, fresh.attempt, fresh.node) == (job_id, 2, "b") and fresh.token != stale.token
     assert a.ack(stale).result(HANG) is False
@@ -246,8 +247,8 @@ def test_many_acks_at_once_with_one_late_among_them(opener: Callable[[], Store])
 
 def test_a_job_whose_lease_lapses_on_its_last_attempt_is_dead(store: Store) -> None:
     store.submit("poison", max_attempts=2)
-    claim_one(store, "dies-1", lease=0.1)
-    claim_one(store, "dies-2", lease=0.1, wait=HANG)
+    assert store.start([claim_one(store, "dies-1", lease=0.5)]).result(HANG) == 1
+    assert store.start([claim_one(store, "dies-2", lease=0.5, wait=HANG)]).result(HANG) == 1
     deadline = time.monotonic() + HANG
     while store.stats().dead == 0 and time.monotonic() < deadline:
         assert store.claim("n", 1, wait=0.2) == []
@@ -263,6 +264,46 @@ def test_release_makes_jobs_ready_at_once_without_counting_the_attempt(store: St
     assert store.release(jobs) == 0  # fenced: no longer theirs
     again = store.claim("n2", 2)
     assert sorted(j.payload for j in again) == ["a", "b"] and {j.attempt for j in again} == {1}
+
+
+def test_start_marks_the_jobs_still_held_under_their_token(opener: Callable[[], Store]) -> None:
+    a, b = opener(), opener()
+    a.submit_many(["x", "y", "z"])
+    held = a.claim("a", 2, lease=30.0)
+    assert a.start(held).result(HANG) == 2
+    assert a.start(held).result(HANG) == 2  # again: still theirs, nothing changes
+    assert a.start([]).result(HANG) == 0
+    short = claim_one(a, "a", lease=0.2)
+    taken = claim_one(b, "b", lease=30.0, wait=HANG)  # past the short lease
+    assert taken.id == short.id
+    assert a.start([short]).result(HANG) == 0  # fenced: the lease was lost
+    assert b.start([taken]).result(HANG) == 1
+
+
+def test_a_lapsed_job_never_started_gets_its_attempt_back(store: Store) -> None:
+    ran_id, prefetched_id = store.submit_many(["ran", "prefetched"])
+    held = store.claim("dies", 2, lease=0.5)
+    [ran] = [j for j in held if j.id == ran_id]
+    assert store.start([ran]).result(HANG) == 1
+    again = store.claim("n", 2, lease=30.0, wait=HANG)
+    deadline = time.monotonic() + HANG
+    while len(again) < 2 and time.monotonic() < deadline:
+        again += store.claim("n", 2 - len(again), lease=30.0, wait=0.2)
+    assert {j.id: j.attempt for j in again} == {ran_id: 2, prefetched_id: 1}
+    assert store.metrics().rescued == 2
+
+
+def test_an_unstarted_job_is_not_dead_lettered_by_a_lapse(store: Store) -> None:
+    job_id = store.submit("claimed ahead", max_attempts=1)
+    claim_one(store, "dies-1", lease=0.1)
+    second = claim_one(store, "dies-2", lease=0.5, wait=HANG)
+    assert (second.id, second.attempt) == (job_id, 1) and store.stats().dead == 0
+    assert store.start([second]).result(HANG) == 1
+    deadline = time.monotonic() + HANG
+    while store.stats().dead == 0 and time.monotonic() < deadline:
+        assert store.claim("n", 1, wait=0.2) == []
+    [dead] = store.dead()
+    assert dead.id == job_id and dead.attempts == 1 and [e.attempt for e in dead.errors] == [1]
 
 
 # -- retries, dead letters -------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""``servicehost jobs NAME|TARGET stats|list|dead|requeue ID|submit JSON``: a service's durable
+"""``servicehost jobs NAME|TARGET stats|list|dead|requeue ID|submit JSON|migrate``: a service's durable
 intake from the command line. ``cli.commands()`` joins :data:`COMMANDS` to the others.
 
 Which store: ``--store URL`` when given; else the service's own ``store`` setting (a TARGET's
@@ -30,13 +30,14 @@ def default_url(state_dir: str | Path) -> str:
     return f"sqlite:///{Path(state_dir) / STORE_FILE}"
 
 
-ACTIONS = ("stats", "list", "dead", "requeue", "submit")
+ACTIONS = ("stats", "list", "dead", "requeue", "submit", "migrate")
 
 
 def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", choices=ACTIONS, metavar="ACTION",
                    help="stats (ready, running, delayed, dead, oldest ready age) | list (live jobs) | dead (the "
-                   "dead-letter table with each job's errors) | requeue ID (a dead job, ready again) | submit JSON")
+                   "dead-letter table with each job's errors) | requeue ID (a dead job, ready again) | submit JSON | "
+                   "migrate (create the store's schema, or bring it to this version's)")
     p.add_argument("value", nargs="?", default=None, metavar="ID|JSON", help="requeue: the job id; submit: the payload")
     p.add_argument("--name", type=service_name, help="service name (default: the class's name)")
     p.add_argument("--store", type=text, default=None, metavar="URL",
@@ -100,6 +101,8 @@ def _cmd_jobs(inv: Invocation) -> ExitCode:
     if a.action not in ("requeue", "submit") and a.value is not None:
         raise UsageError(f"jobs {a.action} takes no value (found {a.value[:40]!r})")
     url = store_url(inv)
+    if a.action == "migrate":
+        return _migrate(url, a.json)
     with open_store(url) as store:
         if a.action == "stats":
             s = store.stats()
@@ -143,6 +146,20 @@ def _cmd_jobs(inv: Invocation) -> ExitCode:
     return ExitCode.OK
 
 
+def _migrate(url: str, as_json: bool) -> ExitCode:
+    """Create or migrate the store's schema explicitly; say what was found and what was done."""
+    from .store import migrate_store, redact
+
+    before, now = migrate_store(url)
+    did = "nothing to do" if before == now else ("created" if before == 0 else f"migrated from v{before}")
+    if as_json:
+        print(json.dumps({"store": redact(url), "found": before, "now": now, "did": did}))
+    else:
+        found = "none" if before == 0 else f"v{before}"
+        print(f"store:        {redact(url)}\nschema found: {found}\nschema now:   v{now} ({did})")
+    return ExitCode.OK
+
+
 def _plain(doc: dict[str, Any]) -> dict[str, Any]:
     """JSON-safe: a bytes payload shown as its hex."""
     return {k: (v.hex() if isinstance(v, bytes) else v) for k, v in doc.items()}
@@ -154,6 +171,7 @@ def _short(payload: Any, limit: int = 120) -> str:
 
 
 COMMANDS: tuple[Command, ...] = (
-    Command("jobs", "the service's durable intake: stats | list | dead | requeue ID | submit JSON", _cmd_jobs, _args,
+    Command("jobs", "the service's durable intake: stats | list | dead | requeue ID | submit JSON | migrate", _cmd_jobs,
+            _args,
             settings=("manager",), operand=NAME_OR_TARGET),
 )

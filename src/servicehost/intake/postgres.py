@@ -305,10 +305,13 @@ def _channel(schema: str) -> str:
 def schema_version(conn: psycopg.Connection[Any], schema: str) -> int:
     """The version of the intake schema ``schema`` holds (0: absent or empty); SchemaError when it
     is newer than this code, or holds tables that are not an intake store's."""
-    row = conn.execute("SELECT to_regclass(%s)", (f"{sql.Identifier(schema).as_string(conn)}.schema_version",)).fetchone()
-    if row is None or row[0] is None:
-        tables = conn.execute("SELECT count(*) FROM pg_catalog.pg_tables WHERE schemaname = %s", (schema,)).fetchone()
-        if tables is not None and tables[0]:
+    # One statement, one snapshot: a schema another process is creating is either all there or not
+    # at all (two reads could see its tables but not yet our version table).
+    row = conn.execute("SELECT count(*) FILTER (WHERE tablename = 'schema_version'), count(*) "
+                       "FROM pg_catalog.pg_tables WHERE schemaname = %s", (schema,)).fetchone()
+    assert row is not None
+    if not row[0]:
+        if row[1]:
             raise SchemaError(f"the schema {schema!r} holds tables but is not a servicehost intake store")
         return 0
     found = conn.execute(

@@ -1,0 +1,283 @@
+"""What the PostgreSQL store does beyond the contract suite (issue 15): its schema (created once by
+several openers at once, a newer or foreign one refused untouched, ``servicehost jobs NAME migrate``),
+the outbox (a job exists only if the producer's transaction commits), the wake-up with LISTEN and
+without it, per-key serialization under real concurrent claimers, a lost connection, and passwords
+that never show. A real private cluster (``pg_cluster``, tests/intake/pg.py); no mocks."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from typing import Any
+
+import psycopg
+import pytest
+
+from servicehost.intake.postgres import LATEST, PostgresStore, enqueue
+from servicehost.intake.store import (
+    SchemaError, Store, StoreError, StoreUnavailable, Submission, open_store, redact,
+)
+
+from ..integration.proc import ROOT, env, run_cli
+from .intakes import SERVICE
+
+HANG = 30.0  # a hang guard, never a measure
+
+
+def _versions(pg_cluster: Any, schema: str) -> list[int]:
+    rows = pg_cluster.sql(f"SELECT version FROM {schema}.schema_version ORDER BY version", dbname="servicehost")
+    return [r[0] for r in rows]
+
+
+# -- schema ----------------------------------------------------------------------------------------
+def test_several_openers_at_once_create_the_schema_once(pg_cluster: Any) -> None:
+    url = pg_cluster.url(schema=pg_cluster.fresh_schema())
+    stores: list[Store] = []
+    errors: list[BaseException] = []
+
+    def open_one() -> None:
+        try:
+            stores.append(open_store(url))
+        except BaseException as exc:  # noqa: BLE001 (reported below)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_one) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(HANG)
+    try:
+        assert errors == [] and len(stores) == 6
+        ids = {s.submit(i) for i, s in enumerate(stores)}
+        assert len(ids) == 6 and stores[0].stats().ready == 6
+    finally:
+        for s in stores:
+            s.close()
+    assert _versions(pg_cluster, urlschema(url)) == list(range(1, LATEST + 1))
+
+
+def urlschema(url: str) -> str:
+    return url.split("schema=")[1].split("&")[0]
+
+
+def test_a_newer_schema_is_refused_and_left_untouched(pg_cluster: Any) -> None:
+    schema = pg_cluster.fresh_schema()
+    url = pg_cluster.url(schema=schema)
+    with open_store(url) as store:
+        job = store.submit("kept")
+    pg_cluster.sql(f"INSERT INTO {schema}.schema_version (version, description) VALUES (99, 'from the future')",
+                   dbname="servicehost")
+    with pytest.raises(SchemaError, match="newer"):
+        open_store(url)
+    migrate = run_cli("jobs", SERVICE, "migrate", "--store", url)
+    assert migrate.returncode != 0 and "newer" in migrate.stderr and "Traceback" not in migrate.stderr
+    assert _versions(pg_cluster, schema) == [1, 99]
+    assert pg_cluster.sql(f"SELECT id, payload FROM {schema}.jobs", dbname="servicehost") == [(job, '"kept"')]
+
+
+def test_a_schema_holding_other_tables_is_refused_and_left_untouched(pg_cluster: Any) -> None:
+    schema = pg_cluster.fresh_schema()
+    pg_cluster.sql(f"CREATE SCHEMA {schema} AUTHORIZATION servicehost", dbname="servicehost")
+    pg_cluster.sql(f"CREATE TABLE {schema}.orders (id int)", dbname="servicehost")
+    with pytest.raises(SchemaError, match="not a servicehost intake store"):
+        open_store(pg_cluster.url(schema=schema))
+    tables = pg_cluster.sql("SELECT tablename FROM pg_tables WHERE schemaname = %s", (schema,), dbname="servicehost")
+    assert tables == [("orders",)]
+
+
+def test_migrate_says_what_it_found_and_did_on_postgresql_and_sqlite(pg_cluster: Any, tmp_path: Any) -> None:
+    for url in (pg_cluster.url(schema=pg_cluster.fresh_schema()), f"sqlite:///{tmp_path}/jobs.sqlite3"):
+        first = run_cli("jobs", SERVICE, "migrate", "--store", url)
+        assert first.returncode == 0, first.stderr
+        assert "schema found: none" in first.stdout and "v1 (created)" in first.stdout, first.stdout
+        again = run_cli("jobs", SERVICE, "migrate", "--json", "--store", url)
+        assert again.returncode == 0, again.stderr
+        assert json.loads(again.stdout) == {"store": redact(url), "found": 1, "now": 1, "did": "nothing to do"}
+        with open_store(url) as store:
+            assert store.stats().ready == 0
+
+
+# -- the outbox ------------------------------------------------------------------------------------
+def test_an_outbox_job_exists_only_if_the_producers_transaction_commits(pg_cluster: Any) -> None:
+    url = pg_cluster.url(schema=pg_cluster.fresh_schema(), poll=60)  # a wake-up can only come from NOTIFY
+    with open_store(url) as store, psycopg.connect(pg_cluster.conninfo(user="servicehost"), autocommit=True) as conn:
+        assert isinstance(store, PostgresStore)
+        conn.execute("CREATE TEMP TABLE orders (id int)")
+        with pytest.raises(RuntimeError):
+            with conn.transaction():
+                conn.execute("INSERT INTO orders VALUES (1)")
+                enqueue(conn, {"order": 1}, schema=store.schema)
+                raise RuntimeError("the producer's own work failed")
+        assert store.stats().ready == 0 and store.claim("n", 10) == []
+
+        got: list[Any] = []
+        waiter = threading.Thread(target=lambda: got.extend(store.claim("n", 10, wait=HANG)))
+        waiter.start()
+        with conn.transaction():
+            conn.execute("INSERT INTO orders VALUES (2)")
+            job_id = store.enqueue(conn, {"order": 2}, key="customer-2", idempotency_key="order-2")
+            assert store.enqueue(conn, {"order": "again"}, idempotency_key="order-2") == job_id
+        waiter.join(HANG)
+        assert [(j.id, j.payload, j.key, j.idempotency_key) for j in got] == [(job_id, {"order": 2}, "customer-2",
+                                                                              "order-2")]
+        assert store.ack(got[0]).result(HANG) is True
+        assert store.submit("dup", idempotency_key="order-2") == job_id
+
+
+# -- wake-ups --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("listen", [True, False])
+def test_a_waiting_claim_wakes_on_another_nodes_submit(pg_cluster: Any, listen: bool) -> None:
+    # With LISTEN the poll is a minute: only the notification can wake the claim before its wait
+    # ends. Without it (a transaction-mode pooler), the poll finds the job.
+    url = pg_cluster.url(schema=pg_cluster.fresh_schema(), listen=listen, poll=60 if listen else 0.05)
+    with open_store(url) as a, open_store(url) as b:
+        for round_ in range(3):
+            got: list[Any] = []
+            waiter = threading.Thread(target=lambda: got.extend(a.claim("a", 5, wait=HANG / 2)))
+            waiter.start()
+            time.sleep(0.2)  # let it wait first (the outcome holds either way)
+            b.submit_many([round_, round_])
+            waiter.join(HANG)
+            assert [j.payload for j in got] == [round_, round_]
+            for job in got:
+                a.ack(job)
+
+
+# -- per-key serialization under real concurrent claimers -----------------------------------------
+def test_concurrent_nodes_never_run_two_jobs_of_a_key_and_keep_its_order(pg_cluster: Any) -> None:
+    url = pg_cluster.url(schema=pg_cluster.fresh_schema(), poll=0.02)
+    keys = [f"k{i}" for i in range(8)]
+    per_producer = 150
+    lock = threading.Lock()
+    running: dict[str, int] = {}
+    order: dict[str, list[int]] = defaultdict(list)
+    problems: list[str] = []
+    submitted: list[int] = []
+    stop = threading.Event()
+
+    def produce(store: Store, seed: int) -> None:
+        rng = random.Random(seed)
+        for i in range(0, per_producer, 5):  # small batches from two producers at once, keys interleaved
+            ids = store.submit_many([Submission({"p": seed, "i": i + j}, key=rng.choice(keys)) for j in range(5)])
+            with lock:
+                submitted.extend(ids)
+
+    def consume(store: Store, node: str, seed: int) -> None:
+        rng = random.Random(seed)
+        while not stop.is_set():
+            for job in store.claim(node, 4, lease=HANG, wait=0.1):
+                with lock:
+                    if job.key in running:
+                        problems.append(f"{node} got job {job.id} of {job.key} while job {running[job.key]} runs")
+                    running[job.key] = job.id
+                    order[job.key].append(job.id)
+                if rng.random() < 0.1 and job.attempt == 1:
+                    with lock:
+                        del running[job.key]  # before its fail is even sent: a claim now would be a violation
+                    assert store.fail(job, "again", retry_in=0).result(HANG) == "retry"
+                else:
+                    with lock:
+                        del running[job.key]
+                    assert store.ack(job).result(HANG) is True
+
+    stores = [open_store(url) for _ in range(6)]
+    try:
+        consumers = [threading.Thread(target=consume, args=(stores[i], f"node-{i}", i)) for i in range(4)]
+        producers = [threading.Thread(target=produce, args=(stores[4 + i], 100 + i)) for i in range(2)]
+        for t in consumers + producers:
+            t.start()
+        for t in producers:
+            t.join(HANG * 4)
+        deadline = time.monotonic() + HANG * 4
+        while time.monotonic() < deadline and sum(len(v) for v in order.values()) < len(submitted):
+            time.sleep(0.05)
+        s = stores[0].stats()
+        while time.monotonic() < deadline and (s.ready or s.running or s.delayed):
+            time.sleep(0.05)
+            s = stores[0].stats()
+        stop.set()
+        for t in consumers:
+            t.join(HANG)
+        assert problems == []
+        assert len(submitted) == 2 * per_producer
+        assert sorted({i for ids in order.values() for i in ids}) == sorted(submitted)
+        for key, ids in order.items():  # a key's jobs in submit (id) order; a retry comes again at once
+            assert ids == sorted(ids), (key, ids)
+        assert (s.ready, s.running, s.delayed) == (0, 0, 0)
+    finally:
+        for store in stores:
+            store.close()
+
+
+# -- a lost connection -----------------------------------------------------------------------------
+def test_a_lost_connection_fails_calls_cleanly_and_the_store_reconnects(pg_cluster: Any) -> None:
+    url = pg_cluster.url(schema=pg_cluster.fresh_schema(), poll=0.02)
+    with open_store(url) as store:
+        assert isinstance(store, PostgresStore)
+        store.submit_many(["a", "b"])
+        held = store.claim("n", 2)
+        name = store._name  # its connections' application_name
+        killed = pg_cluster.sql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                "WHERE application_name = %s AND pid <> pg_backend_pid()", (name,))
+        assert killed[0][0] >= 1
+        acks = [store.ack(job) for job in held]  # kept until written: never lost
+        outcomes: list[str] = []
+        deadline = time.monotonic() + HANG
+        while True:
+            try:
+                new = store.submit("after")
+                break
+            except StoreUnavailable as exc:
+                outcomes.append(str(exc))
+                assert time.monotonic() < deadline, outcomes
+                time.sleep(0.05)
+        assert all(url.split("@")[0] not in o or "***" not in o for o in outcomes)
+        assert all("intake store postgresql://" in o for o in outcomes)
+        assert [a.result(HANG) for a in acks] == [True, True]
+        [job] = store.claim("n", 5, wait=HANG)
+        assert job.id == new and store.stats().running == 1
+
+
+def test_a_server_that_is_down_is_a_clear_error(pg_cluster: Any) -> None:
+    url = pg_cluster.url(schema="servicehost").replace(f"port={pg_cluster.port}", "port=1")
+    with pytest.raises(StoreUnavailable, match="cannot reach"):
+        open_store(url)
+
+
+# -- passwords -------------------------------------------------------------------------------------
+def test_a_password_never_shows(pg_cluster: Any, caplog: pytest.LogCaptureFixture) -> None:
+    secret = pg_cluster.password
+    good = pg_cluster.url(tcp=True, password=True, schema=pg_cluster.fresh_schema())
+    with open_store(good) as store:
+        assert secret not in store.url and "***" in store.url
+        store.submit("x")
+        names = pg_cluster.sql("SELECT application_name, query FROM pg_stat_activity WHERE usename = 'servicehost'")
+        assert names and all(secret not in (n or "") and secret not in (q or "") for n, q in names)
+    wrong = good.replace(secret, secret[::-1])
+    with pytest.raises(StoreError) as caught:
+        open_store(wrong)
+    assert secret not in str(caught.value) and secret[::-1] not in str(caught.value)
+    down = good.replace(f":{pg_cluster.port}/", ":1/")
+    with pytest.raises(StoreUnavailable) as caught:
+        open_store(down)
+    assert secret not in str(caught.value)
+    cli = run_cli("jobs", SERVICE, "stats", "--store", down)
+    assert cli.returncode != 0 and "Traceback" not in cli.stderr
+    assert secret not in cli.stderr + cli.stdout
+    assert secret not in caplog.text
+
+
+def test_without_psycopg_the_error_names_the_extra(pg_cluster: Any) -> None:
+    code = ("import sys; sys.modules['psycopg'] = None\n"
+            "from servicehost.cli import main\n"
+            f"main(argv=['jobs', {str(SERVICE)!r}, 'stats', '--store', 'postgresql://u:s3cret@localhost/db'])\n")
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env(), capture_output=True, text=True,
+                         timeout=HANG)
+    assert run.returncode != 0
+    assert "pip install 'servicehost[postgres]'" in run.stderr, run.stderr
+    assert "Traceback" not in run.stderr and "s3cret" not in run.stderr
