@@ -115,7 +115,7 @@ class Cluster:
                 for p in (base, c.sockdir):
                     os.chown(p, pw.pw_uid, pw.pw_gid)
             c._run("initdb", "-D", str(c.data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
-                   "--locale=C.UTF-8", "--no-instructions")
+                   "--no-locale", "--no-instructions")
             hba = c.data / "pg_hba.conf"
             # the socket trusts everyone (the tests' own processes); TCP asks for a password
             hba.write_text("local all all trust\n"
