@@ -301,7 +301,7 @@ def measure(quick: bool, folder: Path | None, say: Any = print, statements: bool
             url = cluster.url(schema="bench")
             from servicehost.intake import open_store
 
-            open_store(url).close()  # the schema created once, before the nodes start
+            open_store(url).close()  # the schema created before the timed run (its creation is not measured)
             ours, commits = _run(cluster, [Child("ours", str(n_ours), url) for _ in range(NODES)],
                                  NODES * n_ours, counting=True)
             o = _summary(ours, commits)
