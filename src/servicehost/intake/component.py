@@ -5,12 +5,13 @@ in batches, with leases), run the handler, and acknowledge; a service composes i
 
 Threads (all started by :meth:`Intake.start`, which ``Service.use`` calls):
 
-* ``workers`` worker threads run the handler, one job at a time, taking claimed jobs from a small
+* ``workers`` worker threads run the handler, one job at a time, taking jobs marked started from a
   local buffer. A handler that returns acks the job; one that raises fails it (a retry after an
   exponential backoff with jitter, or the dead-letter table once its attempts are spent).
-* one claimer thread keeps the buffer filled: it claims ``free slots`` jobs in one call (the
-  store group-commits the claim with the ticks's other work) while fewer than
-  ``workers + prefetch`` jobs are held (claimed, not finished).
+* one claimer thread keeps ``workers + prefetch`` jobs held (claimed, not finished): each round it
+  claims what is free and marks started (``store.start``) the claimed jobs the workers will take
+  before its next round — about twice what they took in the last one, at least ``workers`` — and
+  the store commits both in one tick. A worker runs a job only once its mark has committed.
 * one renewer thread renews the leases of every job this node holds every ``lease / 3`` seconds,
   from the workers' heartbeats: a job whose handler has run longer than the intake's own
   ``hang_timeout`` is left out, so its lease runs out and another node (or this one, on a later
@@ -21,9 +22,10 @@ Nothing in memory is the only copy: a stop (``close``) gives the claimed jobs th
 back to the store at once (``release``: ready again without waiting for a lease, the attempt not
 counted); running handlers finish until the stop deadline and are acked; a job still running at
 the deadline comes back when its lease runs out. ``kill -9`` loses nothing: every job not acked is
-in the store, and its lease runs out. Attempts are counted at claim, so a job that kills its
-process is dead-lettered after ``max_attempts`` claims (the intake's limit: a job claimed past it
-goes to the dead-letter table without running).
+in the store, and its lease runs out. A claim counts an attempt, and a lapsed lease gives it back
+to a job never marked started: so a job that kills its process is dead-lettered after
+``max_attempts`` deaths (the intake's limit: a job claimed past it goes to the dead-letter table
+without running), while the jobs merely claimed ahead of the workers are not charged for them.
 """
 
 from __future__ import annotations
@@ -72,6 +74,9 @@ STATS_TTL = 1.0
 SETTLE_EVERY = 0.25
 #: One job in this many has its wait (submit to start) sampled.
 WAIT_SAMPLE_EVERY = 16
+#: The default ``prefetch``: jobs claimed ahead per worker. Only the jobs marked started count an
+#: attempt when their process dies, and the claimer marks about two of its rounds' worth ahead.
+PREFETCH_PER_WORKER = 8
 
 
 class Intake(Drains):
@@ -88,11 +93,12 @@ class Intake(Drains):
     dead-lettered. ``hang_timeout``: a handler running longer stops renewing its job's lease (so
     the job can be taken back); 0 or None: never. ``retry_base``/``retry_cap``: the backoff of a
     failed job, ``retry_base * 2**(attempt-1)`` up to ``retry_cap`` seconds, times a jitter in
-    [0.5, 1.5). ``prefetch``: jobs claimed ahead of the free workers (default: ``workers``), so a
-    worker that finishes finds its next job without waiting for a commit. A claim counts an
-    attempt, so the jobs a process held when it died count one each, prefetched or running (a job
-    claimed beside a poison job included): keep ``max_attempts`` above the crashes in a row you
-    expect, or ``prefetch=0`` to claim only for free workers (fewer jobs per commit).
+    [0.5, 1.5). ``prefetch``: jobs claimed ahead of the free workers (default: ``8 * workers``),
+    so a worker that finishes finds its next job without waiting for a commit, and each commit
+    carries many. When a process dies, the jobs it had marked started count an attempt each (the
+    running ones, and those about to run: about two claim rounds' worth, at least ``workers``; a
+    job beside a poison job included, so keep ``max_attempts`` above the crashes in a row you
+    expect); the rest of the prefetch does not. ``prefetch=0`` claims only for free workers.
     """
 
     #: What the host's hang watch uses for this component: never. A long job is normal here; the
@@ -126,15 +132,24 @@ class Intake(Drains):
         self.max_attempts = max_attempts
         self.job_hang_timeout = float(hang_timeout or 0.0)
         self.retry_base, self.retry_cap = retry_base, retry_cap
-        self.capacity = workers + (workers if prefetch is None else max(0, prefetch))
+        self.capacity = workers + (PREFETCH_PER_WORKER * workers if prefetch is None else max(0, prefetch))
         self.node = new_node_id()
         self._given: Store | str | Path = store
         self.store: Store | None = store if isinstance(store, Store) else None
         self._owns_store = not isinstance(store, Store)
 
-        self._cond = threading.Condition()
-        self._ready: deque[Job] = deque()  # claimed, not started
-        self._held = 0  # claimed and not finished (ready + running): what the claimer fills up to
+        lock = threading.Lock()
+        self._cond = threading.Condition(lock)  # the workers wait on it for marked jobs
+        self._claimer_wake = threading.Condition(lock)  # the claimer waits on it for a free slot
+        self._claimer_idle = False  # it waits: a finished job wakes it
+        self._claim_waiting = False  # it waits inside a claim for the store's first ready job
+        self._store_empty = False  # its last claim found nothing: claim again once the buffer is out
+        self._idle_workers = 0
+        self._claimed: deque[Job] = deque()  # claimed ahead, not marked started: a lapse gives their attempt back
+        self._ready: deque[Job] = deque()  # marked started (committed), waiting for a worker
+        self._marking: list[Job] = []  # being marked by the claimer right now
+        self._held = 0  # claimed and not finished (all of the above + running): what the claimer fills up to
+        self._taken = 0  # jobs workers took (the claimer marks ahead what they take in one of its rounds)
         self._closing = False
         self._paused = False
         self._holding = False  # a host drain: claim nothing new, finish what is held
@@ -149,7 +164,7 @@ class Intake(Drains):
         self._overran: set[int] = set()  # jobs whose lease is no longer renewed (ids)
         self._pending: deque[tuple[Job, Future[Any]]] = deque()  # acks and fails not yet read back
         # counted by this intake (its own threads only: plain integers)
-        self._claimed = 0
+        self._claimed_count = 0
         self._released = 0
         self._dead_at_claim = 0
         self._retries = 0
@@ -170,9 +185,9 @@ class Intake(Drains):
         self._threads = [
             threading.Thread(target=self._work, args=(i,), name=s.name, daemon=True) for i, s in enumerate(self._stats)
         ]
-        self._threads.append(threading.Thread(target=self._claim_loop, name=f"{self.name}-claimer", daemon=True))
+        self._claimer = threading.Thread(target=self._claim_loop, name=f"{self.name}-claimer", daemon=True)
         self._renewer = threading.Thread(target=self._renew_loop, name=f"{self.name}-renewer", daemon=True)
-        for thread in (*self._threads, self._renewer):
+        for thread in (*self._threads, self._claimer, self._renewer):
             thread.start()
         logs.intake_started(log, self.name, store.url, self.workers, self.lease, self.node)
 
@@ -182,35 +197,87 @@ class Intake(Drains):
 
     # -- the claimer --------------------------------------------------------------------------------
     def _claim_loop(self) -> None:
+        """Keep ``capacity`` jobs held: claim what is free, and mark started (``store.start``) the
+        claimed jobs the workers will take before the next round; both ride one commit. A worker
+        runs only a job whose mark has committed: the jobs claimed ahead never count an attempt
+        when this process dies, and the marked ones are about two rounds' worth."""
         store = self.store
         assert store is not None
+        cond, claimed, ready = self._cond, self._claimed, self._ready
         pause = 0.0
+        taken_before = 0
         try:
             while True:
-                with self._cond:
-                    while not self._closing and (self._paused or self._holding or self._held >= self.capacity):
-                        if self._paused and self._ready:
-                            break  # give the buffer back: a paused node holds no jobs others could run
-                        self._cond.wait()
-                    if self._closing:
-                        return
-                    if self._paused:
-                        self._give_back_ready_locked()
-                        continue
-                    n = self.capacity - self._held
+                with cond:
+                    while True:
+                        if self._closing:
+                            back = self._take_back_locked()  # what the drain could not see (a round's)
+                            if back:
+                                cond.release()
+                                try:
+                                    self._release(back)
+                                finally:
+                                    cond.acquire()
+                            return
+                        if self._paused:
+                            if claimed or ready:
+                                self._give_back_locked()  # a paused node holds no jobs others could run
+                                continue
+                        else:
+                            # what the workers took in the last round, twice over (a round is a commit)
+                            target = max(self.workers, 2 * (self._taken - taken_before))
+                            mark = min(len(claimed), target - len(ready)) if claimed else 0
+                            free = 0 if self._holding else self.capacity - self._held
+                            if claimed and self._store_empty:
+                                free = 0  # nothing to claim a moment ago: mark what is held first
+                            if mark > 0 or free > 0:
+                                break
+                        self._claimer_idle = True
+                        self._claimer_wake.wait()
+                        self._claimer_idle = False
+                    taken_before = self._taken
+                    batch = [claimed.popleft() for _ in range(max(0, mark))]
+                    self._marking = batch
+                    more = len(claimed)
+                failed: tuple[str, StoreError] | None = None
+                jobs: list[Job] = []
                 try:
-                    jobs = store.claim(self.node, n, self.lease, wait=CLAIM_WAIT)
-                    pause = 0.0
-                except StoreClosed:
-                    return
+                    marked = store.start(batch) if batch else None  # first: one commit holds both
                 except StoreError as exc:
-                    pause = min(STORE_RETRY_CAP, max(0.1, pause * 2))
-                    logs.intake_store_failed(log, self.name, "claim", one_line(exc), pause)
-                    if self._done.wait(pause):
-                        return
-                    continue
+                    marked, failed = None, ("start", exc)
+                if free > 0 and failed is None:
+                    waiting = not (batch or more)
+                    self._claim_waiting = waiting
+                    try:  # a claim that waits for a first job ends at once when the store closes
+                        jobs = store.claim(self.node, free, self.lease, wait=CLAIM_WAIT if waiting else 0.0)
+                    except StoreError as exc:
+                        failed = ("claim", exc)
+                    self._claim_waiting = False
+                    self._store_empty = not jobs
+                if marked is not None:
+                    try:
+                        marked.result(self.lease / 3)
+                    except StoreError as exc:
+                        failed = ("start", exc)
+                with cond:
+                    self._marking = []
+                    if failed and failed[0] == "start":
+                        claimed.extendleft(reversed(batch))  # not known to be marked: ahead again
+                    elif batch:
+                        ready.extend(batch)
+                        if self._idle_workers:
+                            cond.notify()  # one: a worker that finds more wakes the next
                 if jobs:
                     self._take(jobs)
+                if failed is None:
+                    pause = 0.0
+                    continue
+                if isinstance(failed[1], StoreClosed):
+                    return
+                pause = min(STORE_RETRY_CAP, max(0.1, pause * 2))
+                logs.intake_store_failed(log, self.name, failed[0], one_line(failed[1]), pause)
+                if self._done.wait(pause):
+                    return
         except BaseException as exc:  # never die silently
             logs.worker_crashed(log, self.name, "claimer", exc_info=exc)
             raise
@@ -222,17 +289,16 @@ class Intake(Drains):
         spent = [j for j in jobs if j.attempt > self.max_attempts]
         back: list[Job] = []
         with self._cond:
-            self._claimed += len(jobs)
+            self._claimed_count += len(jobs)
             for job in jobs:
                 if job.attempt > self.max_attempts:
                     continue
                 if self._closing or self._paused:
                     back.append(job)
                 else:
-                    self._ready.append(job)
+                    self._claimed.append(job)
                     self._held += 1
             self._dead_at_claim += len(spent)
-            self._cond.notify(len(jobs))
         store = self.store
         assert store is not None
         for job in spent:
@@ -244,11 +310,17 @@ class Intake(Drains):
         if back:
             self._release(back)
 
-    def _give_back_ready_locked(self) -> None:
-        """(Holding ``_cond``.) Release the buffer at once, from the claimer (a pause)."""
-        back = list(self._ready)
+    def _take_back_locked(self) -> list[Job]:
+        """(Holding ``_cond``.) Every held job no worker took, out of the buffers."""
+        back = [*self._claimed, *self._ready]
+        self._claimed.clear()
         self._ready.clear()
         self._held -= len(back)
+        return back
+
+    def _give_back_locked(self) -> None:
+        """(Holding ``_cond``.) Release the buffers at once, from the claimer (a pause)."""
+        back = self._take_back_locked()
         self._cond.release()
         try:
             self._release(back)
@@ -274,29 +346,36 @@ class Intake(Drains):
         stats = self._stats[index]
         store = self.store
         assert store is not None
-        cond, ready = self._cond, self._ready
+        cond, ready, running = self._cond, self._ready, self._running
+        wake = self._claimer_wake
         try:
             while True:
                 with cond:
                     while not ready or self._paused:
                         if self._closing:
                             return
+                        self._idle_workers += 1
                         cond.wait()
+                        self._idle_workers -= 1
                     if self._closing:
                         return  # what is left is released by the drain
                     job = ready.popleft()
+                    if ready and self._idle_workers:
+                        cond.notify()  # the next one (a wake each, not all of them for every batch)
+                    self._taken += 1
                     started = stats.busy_since = _monotonic()
                     stats.current = job
-                    self._running[index] = job
+                    running[index] = job
                 if job.attempt == 1:
                     self._sample_wait(job)
                 self._run(stats, store, job)
                 stats.sample(started)
                 with cond:
                     stats.busy_since = None
-                    self._running[index] = None
+                    running[index] = None
                     self._held -= 1
-                    cond.notify_all()  # the claimer may fill the slot; a drain may be waiting
+                    if self._claimer_idle:
+                        wake.notify()  # a slot to fill, or the marked jobs run low
         except BaseException as exc:  # the loop itself broke: never die silently
             logs.worker_crashed(log, self.name, stats.name, exc_info=exc)
             raise
@@ -415,6 +494,7 @@ class Intake(Drains):
             self._closing = True
             self._paused = False
             self._cond.notify_all()
+            self._claimer_wake.notify_all()
 
     def drain(self, deadline: Deadline) -> Unfinished | None:
         """Close; give the claimed jobs that did not start back to the store (ready again at once);
@@ -426,12 +506,13 @@ class Intake(Drains):
             return None
         with self._hand_back_lock:
             with self._cond:
-                back = list(self._ready)
-                self._ready.clear()
-                self._held -= len(back)
+                back = self._take_back_locked()
             self._release(back, deadline)
             for thread in self._threads:
                 thread.join(deadline.remaining())
+            if not (self._owns_store and self._claim_waiting):
+                self._claimer.join(deadline.remaining())  # a round under way ends (and gives back its jobs)
+            # else: its claim waits for a first job; closing the store below ends it at once
             running = [f"job {job.id}" for job in self._running if job is not None]
             if not running and not self._done.is_set():
                 self._done.set()  # the renewer ends: nothing runs here any more
@@ -444,6 +525,7 @@ class Intake(Drains):
                         store.close(deadline.remaining())
                 except StoreError as exc:
                     logs.intake_store_failed(log, self.name, "the last commit", one_line(exc), self.lease)
+            self._claimer.join(deadline.remaining())
             if not running:
                 return None
             return Unfinished(self.name, "jobs", 0, len(running), True, tuple(running))
@@ -454,11 +536,13 @@ class Intake(Drains):
         with self._cond:
             self._paused = True
             self._cond.notify_all()
+            self._claimer_wake.notify_all()
 
     def resume(self) -> None:
         with self._cond:
             self._paused = False
             self._cond.notify_all()
+            self._claimer_wake.notify_all()
 
     @property
     def paused(self) -> bool:
@@ -473,6 +557,7 @@ class Intake(Drains):
         with self._cond:
             self._holding = False
             self._cond.notify_all()
+            self._claimer_wake.notify_all()
 
     # -- observation ----------------------------------------------------------------------------------
     def counters(self) -> Counters:
@@ -481,7 +566,7 @@ class Intake(Drains):
         in the store (every node's backlog); latency: run times; ``wait_*``: submit to start of
         first attempts (sampled); ``retries``, ``dead_letters`` (the dead-letter table's size),
         ``rescues`` and ``commit_batch`` (mean operations per commit) from the store."""
-        base = sum_counters(self.name, self._claimed, self._stats,
+        base = sum_counters(self.name, self._claimed_count, self._stats,
                             not_run=self._released + self._dead_at_claim, queue_capacity=self.capacity)
         stats = self._store_stats()
         waits = sorted(self._waits)

@@ -3,8 +3,8 @@
 Every write a process makes goes through its store thread. Callers append operations to the
 current *batch* and (for a submit, a claim, a release) wait for it; the store thread takes the
 whole batch and runs it as **one transaction** — ``BEGIN IMMEDIATE``; the submits (a few
-multi-row INSERTs); releases; the acks (one fenced ``DELETE`` for all of them); fails; lease
-renewals; requeues; the reaping of lapsed leases when due; the claims — then ``COMMIT`` (WAL,
+multi-row INSERTs); releases; the acks (one fenced ``DELETE`` for all of them); the start marks;
+fails; lease renewals; requeues; the reaping of lapsed leases when due; the claims — then ``COMMIT`` (WAL,
 ``synchronous=FULL``: durable when it returns), and only then answers the callers. While it
 commits, the next batch fills, so the busier the store, the more each fsync carries.
 
@@ -51,8 +51,8 @@ _UNSET: Any = object()
 _READY, _RUNNING = 0, 1
 
 # Operation kinds, in the order a tick applies them.
-_SUBMIT, _RELEASE, _ACK, _FAIL, _RENEW, _REQUEUE, _READ, _CLAIM, _FLUSH = range(9)
-_KINDS = 9
+_SUBMIT, _RELEASE, _ACK, _START, _FAIL, _RENEW, _REQUEUE, _READ, _CLAIM, _FLUSH = range(10)
+_KINDS = 10
 # Kinds a failed write answers with the error (nothing was written); the others are retried.
 _ANSWERED_ON_ERROR = frozenset({_SUBMIT, _RELEASE, _REQUEUE, _READ, _CLAIM})
 
@@ -60,7 +60,7 @@ _ANSWERED_ON_ERROR = frozenset({_SUBMIT, _RELEASE, _REQUEUE, _READ, _CLAIM})
 # and the GIL with it): take the jobs, marking them with this claim's token and lease; read them
 # back by that mark (the lease index finds them) as one JSON document.
 _TAKE_SQL = """
-UPDATE jobs SET state = 1, attempts = attempts + 1, owner = ?1, token = ?2, lease_until = ?3
+UPDATE jobs SET state = 1, attempts = attempts + 1, started = 0, owner = ?1, token = ?2, lease_until = ?3
 WHERE id IN (
     SELECT id FROM jobs AS j
     WHERE state = 0 AND run_at <= ?4
@@ -81,6 +81,11 @@ WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE id = e.value ->> 0 AND token = e.valu
 """
 _ACK_SQL = """
 DELETE FROM jobs WHERE id IN (
+    SELECT jobs.id FROM json_each(?1) AS e
+    JOIN jobs ON jobs.id = e.value ->> 0 AND jobs.token = e.value ->> 1 AND jobs.state = 1)
+"""
+_START_SQL = """
+UPDATE jobs SET started = 1 WHERE id IN (
     SELECT jobs.id FROM json_each(?1) AS e
     JOIN jobs ON jobs.id = e.value ->> 0 AND jobs.token = e.value ->> 1 AND jobs.state = 1)
 """
@@ -427,6 +432,13 @@ class SQLiteStore:
     def ack(self, job: Job) -> _Op:  # the future: result() -> bool
         return self._add(_Op(_ACK, (job.id, job.token)))
 
+    def start(self, jobs: Iterable[Job]) -> _Op:  # the future: result() -> int
+        op = _Op(_START, [(job.id, job.token) for job in jobs])
+        if not op.args:
+            op.value = 0
+            return op
+        return self._add(op)
+
     def fail(self, job: Job, error: str, *, retry_in: float | None = None, dead: bool = False) -> _Op:
         return self._add(_Op(_FAIL, (job, one_line(error), retry_in, dead)))
 
@@ -664,6 +676,8 @@ class SQLiteStore:
                         conn.execute("RELEASE acks")
                     counts["acked"] += len(acks) - len(fenced)
                     counts["fenced"] += len(fenced)
+                if by_kind[_START]:
+                    self._apply_starts(conn, by_kind[_START], answers)
                 for op in by_kind[_FAIL]:
                     answers.append((op, self._apply_fail(conn, op, now, counts)))
                 for op in by_kind[_RENEW]:
@@ -805,6 +819,18 @@ class SQLiteStore:
         claimed: str = conn.execute(_CLAIMED_SQL, (until, token)).fetchone()[0]
         return claimed, token, until
 
+    def _apply_starts(self, conn: sqlite3.Connection, ops: list[_Op], answers: list[tuple[_Op, Any]]) -> None:
+        """Mark the jobs of every start call in one UPDATE; each call's own count is looked for only
+        when some were fenced (marking a job again changes nothing and counts it again)."""
+        pairs = [pair for op in ops for pair in op.args]
+        marked = conn.execute(_START_SQL, (json.dumps(pairs),)).rowcount
+        if marked == len(pairs) or len(ops) == 1:
+            for op in ops:
+                answers.append((op, len(op.args) if marked == len(pairs) else marked))
+            return
+        for op in ops:
+            answers.append((op, conn.execute(_START_SQL, (json.dumps(op.args),)).rowcount))
+
     def _apply_fail(self, conn: sqlite3.Connection, op: _Op, now: float, counts: dict[str, int]) -> str:
         job, error, retry_in, dead = op.args
         row = conn.execute("SELECT attempts, max_attempts, errors FROM jobs WHERE id = ? AND token = ? AND state = 1",
@@ -833,10 +859,15 @@ class SQLiteStore:
         conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
 
     def _reap(self, conn: sqlite3.Connection, now: float, counts: dict[str, int]) -> None:
-        """Take back the jobs whose lease ran out: ready at once, or dead when their attempts are spent."""
-        rows = conn.execute("SELECT id, attempts, max_attempts, errors, owner FROM jobs "
+        """Take back the jobs whose lease ran out: ready at once, or dead when their attempts are spent;
+        a job never marked started gets its claim's attempt back (its handler never ran)."""
+        rows = conn.execute("SELECT id, attempts, max_attempts, errors, owner, started FROM jobs "
                             "WHERE state = 1 AND lease_until < ?", (now,)).fetchall()
-        for job_id, attempts, max_attempts, errors, owner in rows:
+        for job_id, attempts, max_attempts, errors, owner, started in rows:
+            if not started:  # its handler never ran: the claim's attempt is given back, as by a release
+                conn.execute("UPDATE jobs SET state = 0, attempts = max(0, attempts - 1), owner = NULL, token = NULL, "
+                             "lease_until = NULL WHERE id = ?", (job_id,))
+                continue
             history = _append_error(errors, now, attempts, f"lease lost: node {owner} stopped renewing it")
             if attempts >= max_attempts:
                 self._bury(conn, job_id, history, now)

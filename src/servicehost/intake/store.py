@@ -261,6 +261,16 @@ class Store(Protocol):
         lease was lost and someone else may run it)."""
         ...
 
+    def start(self, jobs: Iterable[Job]) -> Future[int]:
+        """Mark claimed jobs as started: their handlers may now run. Does not block: the future
+        says, once committed, how many were marked (a job no longer held under its token is not).
+        A claim counts the attempt, but a job whose lease runs out before it was marked gets that
+        attempt back when it is taken back (ready again, no error kept, never dead-lettered for
+        it), as a release would; a started one counts. Run a handler only once its job's mark has
+        committed, so a job that kills its process always counts its attempt while the jobs
+        claimed ahead of the workers do not."""
+        ...
+
     def fail(self, job: Job, error: str, *, retry_in: float | None = None, dead: bool = False) -> Future[str]:
         """The handler raised: keep ``error`` (one line) in the job's history; ready again after
         ``retry_in`` seconds (``None``: :func:`backoff`), or dead when its attempts are spent or

@@ -17,6 +17,8 @@ CREATE TABLE jobs (
     run_at        REAL    NOT NULL,                   -- not claimed before
     key           TEXT,                               -- one running at a time per key, FIFO
     attempts      INTEGER NOT NULL DEFAULT 0,         -- counted at claim
+    started       INTEGER NOT NULL DEFAULT 0,         -- 1 once its handler may run (start): a lapse
+                                                      -- before it gives the claim's attempt back
     max_attempts  INTEGER NOT NULL,
     owner         TEXT,                               -- the node that claimed it
     token         INTEGER,                            -- this claim's fence
