@@ -13,7 +13,7 @@ from servicehost.intake import default_url, open_store
 from servicehost.stopping import Deadline
 
 from ..integration.proc import EXAMPLES, ServiceProcess, run_cli
-from .intakes import store_url, wait_until
+from .intakes import runs, start, store_url, wait_until
 
 
 def test_a_stop_gives_claimed_jobs_that_did_not_start_back_at_once(tmp_path):
@@ -86,3 +86,25 @@ def test_the_example_and_jobs_on_its_embedded_default_store(tmp_path):
         assert stats.returncode == 0 and default_url(state) in stats.stdout and "ready:       0" in stats.stdout
         svc.signal(signal.SIGTERM)
         assert svc.wait() == 0, "\n".join(svc.output())
+
+
+def test_a_kill_charges_an_attempt_to_the_jobs_marked_started_not_to_the_whole_prefetch(tmp_path):
+    gate = tmp_path / "gate"  # never opened: the one worker stays in its first job
+    with open_store(store_url(tmp_path)) as store:
+        held = store.submit({"gate": str(gate)}, priority=10)
+        ahead = store.submit_many([{"sleep": 0} for _ in range(30)])
+        svc = start(tmp_path, "--workers", "1", "--prefetch", "40", "--lease", "1")
+        with svc:
+            wait_until(lambda: any(r.job == held for r in runs(tmp_path)), 60, "the gated job runs")
+            wait_until(lambda: store.stats().running == 31, 60, "every job is claimed")
+            svc.signal(signal.SIGKILL)
+            assert svc.wait() == -signal.SIGKILL
+        taken: list = []  # claimed again once their leases ran out
+        wait_until(lambda: taken.extend(store.claim("after", 31, lease=60, wait=0.2)) or len(taken) == 31, 60,
+                   "the dead node's jobs are taken back")
+    attempts = {job.id: job.attempt for job in taken}
+    assert attempts[held] == 2  # it ran: its death counted
+    charged = [i for i in ahead if attempts[i] == 2]
+    # at most what the claimer marked ahead of the one worker (two rounds of what it took, at least one)
+    assert len(charged) <= 2, charged
+    assert [attempts[i] for i in ahead if i not in charged] == [1] * (len(ahead) - len(charged))

@@ -2,8 +2,8 @@
 
 Every write a process makes goes through its store thread. Callers append operations to the
 current *batch* and (for a submit, a claim, a release) wait for it; the store thread takes the
-whole batch and runs it as **one transaction** — ``BEGIN IMMEDIATE``; the submits (a few
-multi-row INSERTs); releases; the acks (one fenced ``DELETE`` for all of them); the start marks;
+whole batch and runs it as **one transaction** — ``BEGIN IMMEDIATE``; the acks (one fenced
+``DELETE`` for all of them); the submits (a few multi-row INSERTs); releases; the start marks;
 fails; lease renewals; requeues; the reaping of lapsed leases when due; the claims — then ``COMMIT`` (WAL,
 ``synchronous=FULL``: durable when it returns), and only then answers the callers. While it
 commits, the next batch fills, so the busier the store, the more each fsync carries.
@@ -650,6 +650,18 @@ class SQLiteStore:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 now = self._clock()
+                if acks:
+                    # First, in one DELETE (a row returned per ack would cost a step each). When it
+                    # took fewer than asked (a late ack: rare), the transaction starts again and
+                    # looks for the fenced ones first: nothing else was done in it yet.
+                    pairs = json.dumps([op.args for op in acks])
+                    if conn.execute(_ACK_SQL, (pairs,)).rowcount != len(acks):
+                        conn.execute("ROLLBACK")
+                        conn.execute("BEGIN IMMEDIATE")
+                        fenced = {r[0] for r in conn.execute(_FENCED_SQL, (pairs,))}
+                        conn.execute(_ACK_SQL, (pairs,))
+                    counts["acked"] += len(acks) - len(fenced)
+                    counts["fenced"] += len(fenced)
                 if by_kind[_SUBMIT]:
                     self._apply_submits(conn, by_kind[_SUBMIT], answers, counts)
                 for op in by_kind[_RELEASE]:
@@ -659,23 +671,6 @@ class SQLiteStore:
                             "UPDATE jobs SET state = 0, attempts = max(0, attempts - 1), owner = NULL, token = NULL, "
                             "lease_until = NULL WHERE id = ? AND token = ? AND state = 1", (job_id, token)).rowcount
                     answers.append((op, n))
-                if acks:
-                    # One DELETE for all (a row returned per ack would cost a step each). The fenced
-                    # ones (usually none) are looked for first when there are few acks; many acks
-                    # go under a savepoint, looked for only when the DELETE took fewer than asked.
-                    pairs = json.dumps([op.args for op in acks])
-                    if len(acks) < 100:
-                        fenced = {r[0] for r in conn.execute(_FENCED_SQL, (pairs,))}
-                        conn.execute(_ACK_SQL, (pairs,))
-                    else:
-                        conn.execute("SAVEPOINT acks")
-                        if conn.execute(_ACK_SQL, (pairs,)).rowcount != len(acks):
-                            conn.execute("ROLLBACK TO acks")
-                            fenced = {r[0] for r in conn.execute(_FENCED_SQL, (pairs,))}
-                            conn.execute(_ACK_SQL, (pairs,))
-                        conn.execute("RELEASE acks")
-                    counts["acked"] += len(acks) - len(fenced)
-                    counts["fenced"] += len(fenced)
                 if by_kind[_START]:
                     self._apply_starts(conn, by_kind[_START], answers)
                 for op in by_kind[_FAIL]:
