@@ -8,6 +8,8 @@ Waits are hang guards (>= 5x what is expected); the figures printed are measurem
 
 from __future__ import annotations
 
+import os
+import random
 import signal
 import threading
 import time
@@ -20,6 +22,8 @@ from .intakes import by_job, runs, wait_until
 from .pg import start_node
 
 pytestmark = pytest.mark.slow
+
+KILLS = int(os.environ.get("PG_INTAKE_KILLS", "12"))  # the random kill campaign's kills
 
 
 def test_two_nodes_one_killed_mid_run_its_jobs_finished_by_the_other_within_one_lease(pg_cluster, tmp_path):
@@ -107,3 +111,71 @@ def test_an_idle_node_picks_up_a_new_job(pg_cluster, tmp_path, listen):
         node.signal(signal.SIGTERM)
         assert node.wait() == 0, "\n".join(node.output())
     print(f"listen={int(listen)}: submit to start on the idle node: " + ", ".join(f"{t * 1e3:.0f} ms" for t in took))
+
+
+def test_kill_9_of_either_node_at_random_moments_loses_no_accepted_job(pg_cluster, tmp_path):
+    """Two nodes run all along; one of them, picked at random, is killed at a random moment and a
+    new one takes its place, ``PG_INTAKE_KILLS`` times (``PG_INTAKE_SEED`` replays a run), while a
+    producer submits. The sleeps are the kills' random moments (input), never timing assertions."""
+    seed = int(os.environ.get("PG_INTAKE_SEED", str(random.randrange(1 << 32))))
+    print(f"PG_INTAKE_SEED={seed} PG_INTAKE_KILLS={KILLS}")
+    rng = random.Random(seed)
+    url = pg_cluster.url(schema=pg_cluster.fresh_schema())
+    flags = ("--workers", "4", "--lease", "1", "--max-attempts", "1000")
+    accepted: list[int] = []
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def produce() -> None:
+        prng = random.Random(rng.random())
+        try:
+            with open_store(url) as store:
+                while not stop.is_set():
+                    batch = [{"sleep": prng.choice([0, 0, 0, 0.001, 0.005, 0.02])} for _ in range(prng.randint(1, 40))]
+                    accepted.extend(store.submit_many(batch))  # accepted: the commit is durable
+                    stop.wait(prng.uniform(0, 0.03))
+        except BaseException as exc:
+            errors.append(exc)
+
+    open_store(url).close()  # the schema, before the first nodes
+    nodes = [start_node(tmp_path, url, *flags, ready=False) for _ in range(2)]
+    producer = threading.Thread(target=produce)
+    killed = 0
+    try:  # whatever happens, every node still running is killed at the end (no stray processes)
+        producer.start()
+        try:
+            for _ in range(KILLS):
+                time.sleep(rng.uniform(0.2, 1.5))  # the random moment: starting, claiming, running, acking
+                i = rng.randrange(2)
+                victim = nodes[i]
+                assert victim.proc.poll() is None, "a node ended before its kill:\n" + "\n".join(victim.output())
+                victim.signal(signal.SIGKILL)
+                assert victim.wait() == -signal.SIGKILL
+                killed += 1
+                nodes[i] = start_node(tmp_path, url, *flags, ready=False)
+                nodes.append(victim)  # (ended: kept only for the final cleanup)
+        finally:
+            stop.set()
+            producer.join(60)
+        assert not errors, errors
+        wait_until(lambda: set(accepted) <= set(by_job(tmp_path, "D")), 300, "the last two nodes finish every job")
+        wait_until(lambda: _settled(url), 60, "their last acks commit")
+        for node in nodes[:2]:
+            assert node.proc.poll() is None, "a node ended:\n" + "\n".join(node.output())
+            node.signal(signal.SIGTERM)
+        for node in nodes[:2]:
+            assert node.wait() == 0, "\n".join(node.output())
+    finally:
+        for node in nodes:
+            node.__exit__(None, None, None)
+    done = by_job(tmp_path, "D")
+    lost = sorted(set(accepted) - set(done))
+    assert not lost, f"{len(lost)} accepted job(s) never completed: {lost[:20]}"
+    duplicates = {job: rs for job, rs in done.items() if len(rs) > 1}
+    for job, rs in duplicates.items():
+        attempts = [r.attempt for r in rs]
+        assert len(set(attempts)) == len(attempts), f"job {job} completed twice under one claim: {rs}"
+    with open_store(url) as store:
+        assert store.dead() == []
+    print(f"{len(accepted)} jobs accepted, {killed} kill -9 of either node, all completed; {len(duplicates)} ran "
+          f"again because their ack had not committed")
