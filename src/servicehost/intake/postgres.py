@@ -177,6 +177,11 @@ def _check_schema_name(name: str, url: str) -> str:
 # -- SQL -------------------------------------------------------------------------------------------
 # Each statement is formatted once per store with its schema: {s} is the quoted schema name.
 _ROW_ARRAYS = ("%s::int[], %s::float8[], %s::text[], %s::int[], %s::float8[], %s::text[], %s::text[], %s::bytea[]")
+# A fenced batch (acks, starts, releases) finds its rows by primary key (never through the small
+# partial indexes, where a busy table's dead entries pile up between vacuums) and keeps each row
+# whose token and node are the ones given with its id: a token is set only while a job runs.
+_PAIRED = ("j.token = (%(token)s::bigint[])[array_position(%(id)s::bigint[], j.id)] "
+           "AND j.owner = (%(node)s::text[])[array_position(%(id)s::bigint[], j.id)] AND j.state = 1")
 _SQL = {
     # Take the transaction advisory locks of the submits' keys, in one order (no deadlock).
     "lock_keys": "SELECT count(pg_advisory_xact_lock(h)) FROM (SELECT DISTINCT hashtextextended(%s || k, 0) AS h "
@@ -191,13 +196,10 @@ _SQL = {
     "idem_get": "SELECT job_id FROM {s}.idempotency WHERE key = %s",
     "notify": "SELECT pg_notify(%s, '')",
     "release": "UPDATE {s}.jobs AS j SET state = 0, attempts = greatest(0, j.attempts - 1), owner = NULL, "
-               "token = NULL, lease_until = NULL FROM unnest(%s::bigint[], %s::bigint[], %s::text[]) AS a(id, token, "
-               "node) WHERE j.id = a.id AND j.token = a.token AND j.owner = a.node AND j.state = 1",
-    "start": "UPDATE {s}.jobs AS j SET started = true FROM unnest(%s::bigint[], %s::bigint[], %s::text[]) AS "
-             "a(id, token, node) WHERE j.id = a.id AND j.token = a.token AND j.owner = a.node AND j.state = 1 "
+               "token = NULL, lease_until = NULL WHERE j.id = ANY(%(id)s::bigint[]) AND " + _PAIRED,
+    "start": "UPDATE {s}.jobs AS j SET started = true WHERE j.id = ANY(%(id)s::bigint[]) AND " + _PAIRED + " "
              "RETURNING j.id",
-    "ack": "DELETE FROM {s}.jobs AS j USING unnest(%s::bigint[], %s::bigint[], %s::text[]) AS a(id, token, node) "
-           "WHERE j.id = a.id AND j.token = a.token AND j.owner = a.node AND j.state = 1 RETURNING j.id",
+    "ack": "DELETE FROM {s}.jobs AS j WHERE j.id = ANY(%(id)s::bigint[]) AND " + _PAIRED + " RETURNING j.id",
     # The fails of a tick in one statement: each fenced by id, token and node (FOR UPDATE re-checks
     # them on a row another node's reaper changed meanwhile), its error appended to the last few,
     # then dead-lettered (attempts spent, or dead asked) or ready again after its delay (NULL: the
@@ -299,6 +301,17 @@ def _statements(conn: psycopg.Connection[Any], schema: str) -> dict[str, bytes]:
 def _channel(schema: str) -> str:
     """The NOTIFY channel of a schema's jobs."""
     return f"servicehost_intake_{schema}"
+
+
+def _fenced(items: Iterable[tuple[int, int, str]]) -> dict[str, list[Any]]:
+    """The parameters of a fenced batch: (id, token, node) triples as three arrays."""
+    ids, tokens, nodes = zip(*items)
+    return {"id": list(ids), "token": list(tokens), "node": list(nodes)}
+
+
+def _count_into(answers: list[tuple[_Op, Any]], op: _Op, cur: psycopg.Cursor[Any]) -> Callable[[], None]:
+    """Once committed: ``op``'s answer is how many rows its statement changed."""
+    return lambda: answers.append((op, cur.rowcount))
 
 
 # -- schema ----------------------------------------------------------------------------------------
@@ -526,6 +539,9 @@ class PostgresStore:
         conn = self._open(self.timeout)
         try:
             conn.execute(f"SET statement_timeout = {int(self.timeout * 1000)}".encode())
+            # Plain index scans, in index order: they mark the dead entries they pass (a bitmap scan
+            # does not), so the partial indexes of a busy hot table stay quick between vacuums.
+            conn.execute(b"SET enable_bitmapscan = off")
             conn.execute(f"SET idle_in_transaction_session_timeout = {int(max(self.timeout, 60.0) * 1000)}".encode())
             if create:
                 before, now = migrate(conn, self.schema, create_only=True)
@@ -657,6 +673,7 @@ class PostgresStore:
         self._call(_REQUEUE, int(job_id), timeout)
 
     def _read(self, fn: Callable[[psycopg.Cursor[Any], float], Any]) -> Any:
+        """``fn(cursor, now)`` inside a tick's transaction (it may fetch: that waits for its rows)."""
         return self._call(_READ, fn, None)
 
     def dead(self, limit: int = 100) -> list[DeadJob]:
@@ -878,9 +895,15 @@ class PostgresStore:
 
     def _tick(self, by_kind: list[list[_Op]], size: int, reap: bool) -> bool:
         """One transaction for the operations ``by_kind``; True when it committed. Answers every
-        operation that has its answer."""
+        operation that has its answer.
+
+        The statements go out in pipeline mode: BEGIN, every statement and COMMIT in one round trip
+        (their results are read once the commit is in), so a tick costs the server's work and one
+        wait, not one wait per statement. Only what needs an answer before the next statement
+        (an idempotency key, a read) waits inside the transaction."""
         started = time.perf_counter()
         answers: list[tuple[_Op, Any]] = []
+        later: list[Callable[[], None]] = []  # read the results, once committed
         waiting: list[_Op] = []
         counts = dict(submitted=0, acked=0, failed=0, dead_lettered=0, rescued=0, fenced=0)
         late: list[tuple[int, str]] = []
@@ -890,76 +913,68 @@ class PostgresStore:
             if self._conn is None:
                 self._conn = self._connect()
             conn, q = self._conn, self._sql
-            with conn.transaction():
-                cur = conn.cursor()
+            with conn.pipeline(), conn.transaction():
                 now = self._now()
                 deadlines = [op.deadline for ops in by_kind for op in ops if op.deadline is not None]
                 if deadlines:
                     left = min(deadlines) - time.monotonic()
                     if left < self.timeout:  # a caller in a hurry: no statement outlives its wait
-                        cur.execute(b"SELECT set_config('statement_timeout', %s, true)",
-                                    (str(max(100, int(left * 1000))),))
+                        conn.execute(b"SELECT set_config('statement_timeout', %s, true)",
+                                     (str(max(100, int(left * 1000))),))
                 if by_kind[_SUBMIT]:
-                    self._apply_submits(cur, by_kind[_SUBMIT], answers, counts)
+                    self._apply_submits(conn, by_kind[_SUBMIT], answers, later, counts)
                 for op in by_kind[_RELEASE]:
-                    ids, tokens, nodes = zip(*op.args)
-                    cur.execute(q["release"], (list(ids), list(tokens), list(nodes)))
-                    answers.append((op, cur.rowcount))
-                starts = by_kind[_START]
-                if starts:
-                    marked: set[int] = set()
-                    items = [item for op in starts for item in op.args]
-                    if items:
-                        ids, tokens, nodes = zip(*items)
-                        cur.execute(q["start"], (list(ids), list(tokens), list(nodes)))
-                        marked = {r[0] for r in cur.fetchall()}
-                    for op in starts:
-                        answers.append((op, sum(1 for item in op.args if item[0] in marked) if op.args else 0))
-                acks = by_kind[_ACK]
-                if acks:
-                    cur.execute(q["ack"], ([op.args[0] for op in acks], [op.args[1] for op in acks],
-                                           [op.args[2] for op in acks]))
-                    done = {r[0] for r in cur.fetchall()}
-                    for op in acks:
-                        ok = op.args[0] in done
-                        answers.append((op, ok))
-                        if not ok:
-                            late.append((op.args[0], "ack"))
-                    counts["acked"] += len(done)
-                    counts["fenced"] += len(acks) - len(done)
+                    cur = conn.execute(q["release"], _fenced(op.args))
+                    later.append(_count_into(answers, op, cur))
+                if by_kind[_START]:
+                    self._apply_starts(conn, by_kind[_START], answers, later)
+                if by_kind[_ACK]:
+                    self._apply_acks(conn, by_kind[_ACK], answers, later, counts, late)
                 if by_kind[_FAIL]:
-                    self._apply_fails(cur, by_kind[_FAIL], now, answers, counts, late)
+                    self._apply_fails(conn, by_kind[_FAIL], now, answers, later, counts, late)
                 for op in by_kind[_RENEW]:
                     node, lease, exclude = op.args
-                    cur.execute(q["renew"], (now + lease, node, exclude))
-                    answers.append((op, cur.rowcount))
+                    cur = conn.execute(q["renew"], (now + lease, node, exclude))
+                    later.append(_count_into(answers, op, cur))
                 for op in by_kind[_REQUEUE]:
-                    cur.execute(q["requeue"], (op.args, now))
-                    if cur.fetchone() is not None:
-                        answers.append((op, None))
-                    else:
-                        answers.append((op, UnknownJob(f"no dead job {op.args} in intake store {self.url}")))
+                    cur = conn.execute(q["requeue"], (op.args, now))
+
+                    def requeued(op: _Op = op, cur: psycopg.Cursor[Any] = cur) -> None:
+                        missing = cur.fetchone() is None
+                        answers.append((op, UnknownJob(f"no dead job {op.args} in intake store {self.url}")
+                                        if missing else None))
+                    later.append(requeued)
                 for op in by_kind[_READ]:
-                    answers.append((op, op.args(cur, now)))
+                    answers.append((op, op.args(conn.cursor(), now)))
                 if by_kind[_CLAIM]:
                     if reap:
-                        cur.execute(q["reap"], {"now": now, "keep": ERROR_HISTORY})
-                        lapsed = [(r[0], r[1], r[2], r[4]) for r in cur.fetchall()]
-                        counts["rescued"] += len(lapsed)
-                        counts["dead_lettered"] += sum(1 for r in lapsed if r[3])
+                        cur = conn.execute(q["reap"], {"now": now, "keep": ERROR_HISTORY})
+
+                        def reaped(cur: psycopg.Cursor[Any] = cur) -> None:
+                            lapsed.extend((r[0], r[1], r[2], r[4]) for r in cur.fetchall())
+                            counts["rescued"] += len(lapsed)
+                            counts["dead_lettered"] += sum(1 for r in lapsed if r[3])
+                        later.append(reaped)
                     for op in by_kind[_CLAIM]:
                         node, n, lease = op.args
                         token = self._random.getrandbits(63)
                         until = now + lease
-                        cur.execute(q["claim"], {"now": now, "n": n, "node": node, "token": token, "until": until})
-                        rows = cur.fetchall()
-                        if rows or op.until is None or self._closing:
-                            answers.append((op, (rows, token, until)))
-                        else:
-                            waiting.append(op)
+                        cur = conn.execute(q["claim"], {"now": now, "n": n, "node": node, "token": token,
+                                                        "until": until})
+
+                        def claimed(op: _Op = op, cur: psycopg.Cursor[Any] = cur, token: int = token,
+                                    until: float = until) -> None:
+                            rows = cur.fetchall()
+                            if rows or op.until is None or self._closing:
+                                answers.append((op, (rows, token, until)))
+                            else:
+                                waiting.append(op)  # it claimed nothing: it waits for work
+                        later.append(claimed)
                 for op in by_kind[_FLUSH]:
                     answers.append((op, None))
                 committing = True
+            for read in later:
+                read()
         except psycopg.Error as exc:
             self._write_failed(by_kind, exc, committing)
             return False
@@ -1007,15 +1022,15 @@ class PostgresStore:
             op.answer(error=error)
         self._carried = carried + self._carried
 
-    def _apply_submits(self, cur: psycopg.Cursor[Any], ops: list[_Op], answers: list[tuple[_Op, Any]],
-                       counts: dict[str, int]) -> None:
+    def _apply_submits(self, conn: psycopg.Connection[Any], ops: list[_Op], answers: list[tuple[_Op, Any]],
+                       later: list[Callable[[], None]], counts: dict[str, int]) -> None:
         """Insert every submit of the tick: the keys' advisory locks first (so a key's ids follow its
         commits), then the rows without idempotency keys, from every call, in one INSERT; a call
-        with idempotency keys goes row by row."""
+        with idempotency keys goes row by row (each waits for its answer)."""
         q = self._sql
         keys = sorted({r[2] for op in ops for r in op.args if r[2] is not None})
         if keys:
-            cur.execute(q["lock_keys"], (f"{_LOCK_PREFIX}{self.schema}:", keys))
+            conn.execute(q["lock_keys"], (f"{_LOCK_PREFIX}{self.schema}:", keys))
         plain: list[tuple[Any, ...]] = []
         numbered: list[tuple[_Op, int, int]] = []
         keyed: list[_Op] = []
@@ -1027,55 +1042,87 @@ class PostgresStore:
                 plain.extend(op.args)
         inserted = 0
         if plain:
-            cur.execute(q["insert"], [list(column) for column in zip(*plain)])
-            ids = sorted(r[0] for r in cur.fetchall())
-            for op, at, n in numbered:
-                answers.append((op, ids[at:at + n]))
-            inserted += len(ids)
+            cur = conn.execute(q["insert"], [list(column) for column in zip(*plain)])
+
+            def numbers(cur: psycopg.Cursor[Any] = cur) -> None:
+                ids = sorted(r[0] for r in cur.fetchall())
+                for op, at, n in numbered:
+                    answers.append((op, ids[at:at + n]))
+            later.append(numbers)
+            inserted += len(plain)
         for op in keyed:
             got = []
             for r in op.args:
                 idem = r[5]
                 if idem is not None:
-                    cur.execute(q["idem_take"], (idem, r[4]))
-                    row = cur.fetchone()
+                    row = conn.execute(q["idem_take"], (idem, r[4])).fetchone()
                     if row is None:
-                        cur.execute(q["idem_get"], (idem,))
-                        found = cur.fetchone()
+                        found = conn.execute(q["idem_get"], (idem,)).fetchone()
                         assert found is not None
                         got.append(found[0])
                         continue
                     job_id = row[0]
-                    cur.execute(q["insert_one"], (job_id, *r))
+                    conn.execute(q["insert_one"], (job_id, *r))
                 else:
-                    cur.execute(q["insert"], [[v] for v in r])
-                    job_id = cur.fetchone()[0]  # type: ignore[index]
+                    job_id = conn.execute(q["insert"], [[v] for v in r]).fetchone()[0]  # type: ignore[index]
                 got.append(job_id)
                 inserted += 1
             answers.append((op, got))
         if inserted:
-            cur.execute(q["notify"], (_channel(self.schema),))
+            conn.execute(q["notify"], (_channel(self.schema),))
         counts["submitted"] += inserted
 
-    def _apply_fails(self, cur: psycopg.Cursor[Any], ops: list[_Op], now: float, answers: list[tuple[_Op, Any]],
-                     counts: dict[str, int], late: list[tuple[int, str]]) -> None:
+    def _apply_starts(self, conn: psycopg.Connection[Any], ops: list[_Op], answers: list[tuple[_Op, Any]],
+                      later: list[Callable[[], None]]) -> None:
+        items = [item for op in ops for item in op.args]
+        if not items:
+            answers.extend((op, 0) for op in ops)
+            return
+        cur = conn.execute(self._sql["start"], _fenced(items))
+
+        def marked() -> None:
+            done = {r[0] for r in cur.fetchall()}
+            answers.extend((op, sum(1 for item in op.args if item[0] in done)) for op in ops)
+        later.append(marked)
+
+    def _apply_acks(self, conn: psycopg.Connection[Any], ops: list[_Op], answers: list[tuple[_Op, Any]],
+                    later: list[Callable[[], None]], counts: dict[str, int], late: list[tuple[int, str]]) -> None:
+        cur = conn.execute(self._sql["ack"], _fenced([op.args for op in ops]))
+
+        def acked() -> None:
+            done = {r[0] for r in cur.fetchall()}
+            for op in ops:
+                ok = op.args[0] in done
+                answers.append((op, ok))
+                if not ok:
+                    late.append((op.args[0], "ack"))
+            counts["acked"] += len(done)
+            counts["fenced"] += len(ops) - len(done)
+        later.append(acked)
+
+    def _apply_fails(self, conn: psycopg.Connection[Any], ops: list[_Op], now: float,
+                     answers: list[tuple[_Op, Any]], later: list[Callable[[], None]], counts: dict[str, int],
+                     late: list[tuple[int, str]]) -> None:
         jobs = [op.args[0] for op in ops]
-        cur.execute(self._sql["fail"], {
+        cur = conn.execute(self._sql["fail"], {
             "id": [j.id for j in jobs], "token": [j.token for j in jobs], "node": [j.node for j in jobs],
             "error": [op.args[1] for op in ops],
             "delay": [None if op.args[2] is None else max(0.0, float(op.args[2])) for op in ops],
             "dead": [bool(op.args[3]) for op in ops], "jitter": [0.5 + self._random.random() for _ in ops],
             "now": now, "keep": ERROR_HISTORY})
-        outcome = {r[0]: ("dead" if r[1] else "retry") for r in cur.fetchall()}
-        for op in ops:
-            what = outcome.get(op.args[0].id, "fenced")
-            answers.append((op, what))
-            if what == "fenced":
-                late.append((op.args[0].id, "fail"))
-                counts["fenced"] += 1
-            else:
-                counts["failed"] += 1
-                counts["dead_lettered"] += what == "dead"
+
+        def failed() -> None:
+            outcome = {r[0]: ("dead" if r[1] else "retry") for r in cur.fetchall()}
+            for op in ops:
+                what = outcome.get(op.args[0].id, "fenced")
+                answers.append((op, what))
+                if what == "fenced":
+                    late.append((op.args[0].id, "fail"))
+                    counts["fenced"] += 1
+                else:
+                    counts["failed"] += 1
+                    counts["dead_lettered"] += what == "dead"
+        later.append(failed)
 
     def _prune(self) -> None:
         """Forget the idempotency keys of jobs done (or dead) longer than the retention."""
