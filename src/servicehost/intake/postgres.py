@@ -303,10 +303,40 @@ def _channel(schema: str) -> str:
     return f"servicehost_intake_{schema}"
 
 
-def _fenced(items: Iterable[tuple[int, int, str]]) -> dict[str, list[Any]]:
+# Array parameters as PostgreSQL array literals, built here with str.join (psycopg's list adapter
+# looks at every element in Python: a few microseconds each, the store thread's largest cost).
+def _ints(values: Iterable[int]) -> str:
+    return "{" + ",".join(map(str, values)) + "}"
+
+
+def _floats(values: Iterable[float | None]) -> str:
+    return "{" + ",".join("NULL" if v is None else repr(float(v)) for v in values) + "}"
+
+
+def _texts(values: Iterable[str | None]) -> str:
+    return "{" + ",".join("NULL" if v is None else '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+                          for v in values) + "}"
+
+
+def _blobs(values: Iterable[bytes | None]) -> str:
+    return "{" + ",".join("NULL" if v is None else '"\\\\x' + v.hex() + '"' for v in values) + "}"
+
+
+def _bools(values: Iterable[bool]) -> str:
+    return "{" + ",".join("t" if v else "f" for v in values) + "}"
+
+
+def _rows(rows: list[tuple[Any, ...]]) -> tuple[str, ...]:
+    """Submit rows (priority, run_at, key, max_attempts, submitted_at, idem_key, payload, bytes)
+    as the eight arrays of the INSERT."""
+    p, r, k, m, t, i, j, b = zip(*rows)
+    return _ints(p), _floats(r), _texts(k), _ints(m), _floats(t), _texts(i), _texts(j), _blobs(b)
+
+
+def _fenced(items: Iterable[tuple[int, int, str]]) -> dict[str, str]:
     """The parameters of a fenced batch: (id, token, node) triples as three arrays."""
     ids, tokens, nodes = zip(*items)
-    return {"id": list(ids), "token": list(tokens), "node": list(nodes)}
+    return {"id": _ints(ids), "token": _ints(tokens), "node": _texts(nodes)}
 
 
 def _count_into(answers: list[tuple[_Op, Any]], op: _Op, cur: psycopg.Cursor[Any]) -> Callable[[], None]:
@@ -934,7 +964,7 @@ class PostgresStore:
                     self._apply_fails(conn, by_kind[_FAIL], now, answers, later, counts, late)
                 for op in by_kind[_RENEW]:
                     node, lease, exclude = op.args
-                    cur = conn.execute(q["renew"], (now + lease, node, exclude))
+                    cur = conn.execute(q["renew"], (now + lease, node, _ints(exclude)))
                     later.append(_count_into(answers, op, cur))
                 for op in by_kind[_REQUEUE]:
                     cur = conn.execute(q["requeue"], (op.args, now))
@@ -1030,7 +1060,7 @@ class PostgresStore:
         q = self._sql
         keys = sorted({r[2] for op in ops for r in op.args if r[2] is not None})
         if keys:
-            conn.execute(q["lock_keys"], (f"{_LOCK_PREFIX}{self.schema}:", keys))
+            conn.execute(q["lock_keys"], (f"{_LOCK_PREFIX}{self.schema}:", _texts(keys)))
         plain: list[tuple[Any, ...]] = []
         numbered: list[tuple[_Op, int, int]] = []
         keyed: list[_Op] = []
@@ -1042,7 +1072,7 @@ class PostgresStore:
                 plain.extend(op.args)
         inserted = 0
         if plain:
-            cur = conn.execute(q["insert"], [list(column) for column in zip(*plain)])
+            cur = conn.execute(q["insert"], _rows(plain))
 
             def numbers(cur: psycopg.Cursor[Any] = cur) -> None:
                 ids = sorted(r[0] for r in cur.fetchall())
@@ -1064,7 +1094,7 @@ class PostgresStore:
                     job_id = row[0]
                     conn.execute(q["insert_one"], (job_id, *r))
                 else:
-                    job_id = conn.execute(q["insert"], [[v] for v in r]).fetchone()[0]  # type: ignore[index]
+                    job_id = conn.execute(q["insert"], _rows([r])).fetchone()[0]  # type: ignore[index]
                 got.append(job_id)
                 inserted += 1
             answers.append((op, got))
@@ -1105,10 +1135,10 @@ class PostgresStore:
                      late: list[tuple[int, str]]) -> None:
         jobs = [op.args[0] for op in ops]
         cur = conn.execute(self._sql["fail"], {
-            "id": [j.id for j in jobs], "token": [j.token for j in jobs], "node": [j.node for j in jobs],
-            "error": [op.args[1] for op in ops],
-            "delay": [None if op.args[2] is None else max(0.0, float(op.args[2])) for op in ops],
-            "dead": [bool(op.args[3]) for op in ops], "jitter": [0.5 + self._random.random() for _ in ops],
+            "id": _ints(j.id for j in jobs), "token": _ints(j.token for j in jobs), "node": _texts(j.node for j in jobs),
+            "error": _texts(op.args[1] for op in ops),
+            "delay": _floats(None if op.args[2] is None else max(0.0, float(op.args[2])) for op in ops),
+            "dead": _bools(bool(op.args[3]) for op in ops), "jitter": _floats(0.5 + self._random.random() for _ in ops),
             "now": now, "keep": ERROR_HISTORY})
 
         def failed() -> None:
