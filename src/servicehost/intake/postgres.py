@@ -269,10 +269,11 @@ back AS (
     FROM trimmed AS t WHERE j.id = t.id AND NOT t.bury)
 SELECT id, owner, attempts, started, bury FROM trimmed
 """,
-    # A claim: the eligible jobs, locked (skipping the ones another claim holds), marked as ours.
+    # A claim: the eligible jobs, locked (skipping the ones another claim holds), marked as ours
+    # (found again by ctid: the lock holds them where they are until the statement ends).
     "claim": """
 WITH picked AS (
-    SELECT id FROM {s}.jobs AS j
+    SELECT ctid AS tid FROM {s}.jobs AS j
     WHERE state = 0 AND run_at <= %(now)s
       AND (key IS NULL OR NOT EXISTS (
             SELECT 1 FROM {s}.jobs AS k
@@ -282,7 +283,7 @@ WITH picked AS (
     FOR UPDATE SKIP LOCKED)
 UPDATE {s}.jobs AS j SET state = 1, attempts = j.attempts + 1, owner = %(node)s, token = %(token)s,
     lease_until = %(until)s, started = false
-FROM picked WHERE j.id = picked.id
+FROM picked WHERE j.ctid = picked.tid
 RETURNING j.id, j.attempts, j.key, j.priority, j.max_attempts, j.submitted_at, j.idem_key, j.run_at,
           j.payload, j.payload_bytes
 """,
