@@ -93,6 +93,10 @@ _INSERT_SQL = """
 INSERT INTO jobs (state, priority, run_at, key, attempts, max_attempts, submitted_at, idem_key, payload)
 VALUES (0, ?, ?, ?, 0, ?, ?, ?, ?)
 """
+#: Seconds a tick of only acks, fails and start marks waits for a call that blocks to join it: the
+#: intake's claimer queues its next claim just after reading the last one's answer, and without
+#: the wait every other commit would carry acks alone.
+GATHER = 0.001
 _SYNC_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 _CHUNKS = (256, 128, 64, 32, 16, 8, 4, 2, 1)  # rows per multi-row INSERT: each shape prepared once, then cached
 
@@ -273,6 +277,7 @@ class SQLiteStore:
         self._wake = threading.Condition(self._lock)
         self._next = _Batch()
         self._sleeping = False
+        self._gathering = False  # the store thread waits a moment for a blocking call (GATHER)
         self._closing = False
         self._closed = False
         self._carried: list[_Op] = []      # acks/fails/renewals kept after a failed write
@@ -366,7 +371,7 @@ class SQLiteStore:
             batch.size += 1
             if op.waiter is not None:
                 batch.waiters.append(op)
-            if self._sleeping:
+            if self._sleeping and (op.waiter is not None or not self._gathering):
                 self._sleeping = False
                 self._wake.notify()
         return op
@@ -556,6 +561,12 @@ class SQLiteStore:
                     self._sleeping = True
                     self._wake.wait(wait_for)
                     self._sleeping = False
+                if self._next.size and not self._next.waiters and not self._closing:
+                    # Only acks, fails, start marks: nobody waits for them. A moment for a call that
+                    # waits (a claim: its caller is reading the last answer) to share their commit.
+                    self._sleeping = self._gathering = True
+                    self._wake.wait(GATHER)
+                    self._sleeping = self._gathering = False
                 batch = self._next
                 if batch.size:
                     self._next = _Batch()
