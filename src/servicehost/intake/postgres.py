@@ -311,16 +311,32 @@ def _ints(values: Iterable[int]) -> str:
 
 
 def _floats(values: Iterable[float | None]) -> str:
-    return "{" + ",".join("NULL" if v is None else repr(float(v)) for v in values) + "}"
+    vals = list(values)
+    if None not in vals:
+        return "{" + ",".join(map(repr, vals)) + "}"
+    return "{" + ",".join("NULL" if v is None else repr(float(v)) for v in vals) + "}"
+
+
+_QUOTE = str.maketrans({"\\": "\\\\", '"': '\\"'})
 
 
 def _texts(values: Iterable[str | None]) -> str:
-    return "{" + ",".join("NULL" if v is None else '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-                          for v in values) + "}"
+    vals = list(values)
+    if not vals:
+        return "{}"
+    if None not in vals:
+        # One pass in C for all: joined by NUL (never in a PostgreSQL text), quoted, then split.
+        return '{"' + "\x00".join(vals).translate(_QUOTE).replace("\x00", '","') + '"}'  # type: ignore[arg-type]
+    if vals.count(None) == len(vals):
+        return "{" + ",".join(["NULL"] * len(vals)) + "}"
+    return "{" + ",".join("NULL" if v is None else '"' + v.translate(_QUOTE) + '"' for v in vals) + "}"
 
 
 def _blobs(values: Iterable[bytes | None]) -> str:
-    return "{" + ",".join("NULL" if v is None else '"\\\\x' + v.hex() + '"' for v in values) + "}"
+    vals = list(values)
+    if vals.count(None) == len(vals):
+        return "{" + ",".join(["NULL"] * len(vals)) + "}"
+    return "{" + ",".join("NULL" if v is None else '"\\\\x' + v.hex() + '"' for v in vals) + "}"
 
 
 def _bools(values: Iterable[bool]) -> str:
