@@ -776,8 +776,8 @@ class PostgresStore:
             self._closing = True
             self._wake.notify()
         self._thread.join(self.timeout if timeout is None else timeout)
-        if self._listener is not None:
-            self._listener.join(1.0)
+        # The listener sees the close within its 0.2 s wait and closes its own connection: it
+        # holds no work, so nobody waits for it.
         if first and not self._thread.is_alive():
             logs.intake_store_closed(log, self.url)
 
@@ -1023,7 +1023,9 @@ class PostgresStore:
             for read in later:
                 read()
         except psycopg.Error as exc:
-            self._write_failed(by_kind, exc, committing)
+            # A statement's error rolls the transaction back (pipelined, it surfaces at the COMMIT);
+            # only a connection lost during the COMMIT leaves its outcome unknown.
+            self._write_failed(by_kind, exc, committing and (self._conn is None or self._conn.broken))
             return False
         except StoreError as exc:  # connecting again failed
             self._write_failed(by_kind, exc, False)
