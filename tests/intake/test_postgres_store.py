@@ -281,3 +281,31 @@ def test_without_psycopg_the_error_names_the_extra(pg_cluster: Any) -> None:
     assert run.returncode != 0
     assert "pip install 'servicehost[postgres]'" in run.stderr, run.stderr
     assert "Traceback" not in run.stderr and "s3cret" not in run.stderr
+
+
+# -- the hot table ---------------------------------------------------------------------------------
+def test_the_store_vacuums_its_hot_table_as_it_churns(pg_cluster: Any) -> None:
+    schema = pg_cluster.fresh_schema()
+    with open_store(pg_cluster.url(schema=schema, vacuum=500)) as store:
+        for _ in range(10):  # 10 x 100 jobs claimed, started and acked: ~3000 dead row versions
+            jobs = store.claim("n", 100) if store.submit_many(range(100)) else []
+            store.start(jobs).result(HANG)
+            for job in jobs:
+                store.ack(job)
+            store.flush(HANG)
+        deadline = time.monotonic() + HANG
+
+        def vacuums() -> int:
+            rows = pg_cluster.sql("SELECT vacuum_count FROM pg_stat_user_tables WHERE schemaname = %s AND "
+                                  "relname = 'jobs'", (schema,), dbname="servicehost")
+            return int(rows[0][0]) if rows else 0
+        while vacuums() == 0:  # the statistics arrive a little after the vacuum
+            assert time.monotonic() < deadline, "no vacuum of the hot table"
+            time.sleep(0.1)
+        assert store.stats() == (0, 0, 0, 0, None)
+
+
+def test_postgres_scheme_is_postgresql(pg_cluster: Any) -> None:
+    url = pg_cluster.url(schema=pg_cluster.fresh_schema()).replace("postgresql://", "postgres://")
+    with open_store(url) as store:
+        assert store.url.startswith("postgres://") and store.submit("x") == 1

@@ -85,7 +85,7 @@ _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 # URL query options the store takes; every other option goes to libpq (sslmode, connect_timeout...).
 _OPTIONS: Mapping[str, Callable[[str], Any]] = {
     "schema": str, "listen": lambda v: v.lower() not in ("0", "false", "no", "off"), "poll": float,
-    "timeout": float, "max_attempts": int, "idempotency_retention": float, "reap_interval": float,
+    "timeout": float, "max_attempts": int, "idempotency_retention": float, "reap_interval": float, "vacuum": int,
 }
 _LOCK_PREFIX = "servicehost.intake:"
 
@@ -503,7 +503,9 @@ class PostgresStore:
     notification came: 0.5 s), ``timeout`` (default seconds a blocking call waits, and the
     statement timeout: 30), ``max_attempts`` (default per job: 10), ``idempotency_retention``
     (seconds a done job's key still dedupes: 7 days), ``reap_interval`` (how often a claiming node
-    takes back lapsed leases: 1 s). Every other query option goes to libpq (``sslmode``,
+    takes back lapsed leases: 1 s), ``vacuum`` (vacuum the hot table after this many row versions
+    made dead, on a connection of its own: 20000; 0 leaves it to autovacuum). Every other query
+    option goes to libpq (``sslmode``,
     ``connect_timeout``, ``application_name``...); put a password in ``PGPASSWORD`` or a
     ``~/.pgpass`` file rather than in the URL. The connections are named
     ``servicehost-<host>:<pid>`` (``application_name``) unless the URL names them.
@@ -512,7 +514,7 @@ class PostgresStore:
     def __init__(
         self, url: str, *, schema: str = "servicehost", listen: bool = True, poll: float = 0.5,
         timeout: float = DEFAULT_TIMEOUT, max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-        idempotency_retention: float = 7 * 86400.0, reap_interval: float = 1.0,
+        idempotency_retention: float = 7 * 86400.0, reap_interval: float = 1.0, vacuum: int = 20000,
         clock: Callable[[], float] = time.time,
     ) -> None:
         parsed = StoreURL("postgresql", "", {}, url)
@@ -528,6 +530,10 @@ class PostgresStore:
         self._poll = poll
         self._retention = idempotency_retention
         self._reap_interval = reap_interval
+        self._vacuum_rows = max(0, vacuum)
+        self._churn = 0  # row versions this store made dead since it last asked for a vacuum
+        self._vacuum_due = threading.Event()
+        self._vacuumer: threading.Thread | None = None
         self._clock = clock
         self._skew = 0.0  # the database's clock minus ours
         self._name = f"servicehost-{socket.gethostname()}:{os.getpid()}"[:63]
@@ -555,6 +561,9 @@ class PostgresStore:
             self._listener.start()
         self._thread = threading.Thread(target=self._run, name=f"intake-store:{self.schema}", daemon=True)
         self._thread.start()
+        if self._vacuum_rows:
+            self._vacuumer = threading.Thread(target=self._vacuum_loop, name=f"intake-vacuum:{self.schema}", daemon=True)
+            self._vacuumer.start()
 
     @classmethod
     def from_url(cls, parsed: StoreURL, **options: Any) -> PostgresStore:
@@ -817,6 +826,37 @@ class PostgresStore:
             if not self._closing:
                 pause.wait(backoff(failures, base=0.2, cap=5.0))
 
+    def _vacuum_loop(self) -> None:
+        """Vacuum the hot table after every ``vacuum`` row versions this store made dead, on a
+        connection of its own: a queue table churns faster than autovacuum looks (once a minute by
+        default), and the claims step over every dead index entry until a vacuum removes it.
+        ``SKIP_LOCKED``: when another node is vacuuming it, this one does not wait. A role that does
+        not own the table cannot vacuum it (PostgreSQL says so in a notice; autovacuum still does)."""
+        conn: psycopg.Connection[Any] | None = None
+        statement = sql.SQL("VACUUM (SKIP_LOCKED) {}.jobs").format(sql.Identifier(self.schema))
+        failing: str | None = None
+        while not self._closing:
+            if not self._vacuum_due.wait(0.2):
+                continue
+            self._vacuum_due.clear()
+            try:
+                if conn is None or conn.closed or conn.broken:
+                    conn = self._open(min(self.timeout, 5.0))
+                    conn.add_notice_handler(lambda diag: None)
+                    conn.execute(f"SET statement_timeout = {int(self.timeout * 1000)}".encode())
+                conn.execute(statement)
+                failing = None
+            except (StoreError, psycopg.Error) as exc:
+                reason = one_line(exc).replace(self._secret or "\0", "***")
+                if reason != failing:
+                    logs.intake_vacuum_failed(log, self.url, reason)
+                    failing = reason
+        if conn is not None:
+            try:
+                conn.close()
+            except psycopg.Error:
+                pass
+
     def _poke(self) -> None:
         with self._lock:
             self._notified = True
@@ -1038,6 +1078,12 @@ class PostgresStore:
         for name, n in counts.items():
             m[name] += n
         self._commit_seconds += elapsed
+        if self._vacuum_rows:
+            # Each claim, start mark, ack, fail and rescue leaves a dead row version behind.
+            self._churn += size + counts["rescued"]
+            if self._churn >= self._vacuum_rows:
+                self._churn = 0
+                self._vacuum_due.set()
         self._waiting.extend(waiting)
         for op, value in answers:
             if isinstance(value, UnknownJob):
