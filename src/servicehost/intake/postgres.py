@@ -784,6 +784,7 @@ class PostgresStore:
             first = not self._closing
             self._closing = True
             self._wake.notify()
+        self._vacuum_due.set()  # the vacuum thread sees the close
         self._thread.join(self.timeout if timeout is None else timeout)
         # The listener sees the close within its 0.2 s wait and closes its own connection: it
         # holds no work, so nobody waits for it.
@@ -835,9 +836,10 @@ class PostgresStore:
         conn: psycopg.Connection[Any] | None = None
         statement = sql.SQL("VACUUM (SKIP_LOCKED) {}.jobs").format(sql.Identifier(self.schema))
         failing: str | None = None
-        while not self._closing:
-            if not self._vacuum_due.wait(0.2):
-                continue
+        while True:
+            self._vacuum_due.wait()  # set when due, and by close()
+            if self._closing:
+                break
             self._vacuum_due.clear()
             try:
                 if conn is None or conn.closed or conn.broken:
@@ -958,6 +960,7 @@ class PostgresStore:
             todo = [*(ops or []), *(op for kind in self._inflight for op in kind),
                     *(op for kind in self._next for op in kind), *self._carried, *self._waiting]
             self._next, self._size = [[] for _ in range(_KINDS)], 0
+        self._vacuum_due.set()
         for op in todo:
             op.answer(error=error)
 
