@@ -74,9 +74,11 @@ STATS_TTL = 1.0
 SETTLE_EVERY = 0.25
 #: One job in this many has its wait (submit to start) sampled.
 WAIT_SAMPLE_EVERY = 16
-#: The default ``prefetch``: jobs claimed ahead per worker. Only the jobs marked started count an
-#: attempt when their process dies, and the claimer marks about two of its rounds' worth ahead.
-PREFETCH_PER_WORKER = 8
+#: The default ``prefetch`` follows the workers' pace: about four claim rounds of what they take
+#: (at least ``workers``: slow handlers keep a prefetch of one job per worker, so other nodes are
+#: not starved of them), at most this many per worker. Only the jobs marked started count an
+#: attempt when their process dies, and the claimer marks about two rounds' worth ahead.
+PREFETCH_PER_WORKER = 32
 
 
 class Intake(Drains):
@@ -93,9 +95,11 @@ class Intake(Drains):
     dead-lettered. ``hang_timeout``: a handler running longer stops renewing its job's lease (so
     the job can be taken back); 0 or None: never. ``retry_base``/``retry_cap``: the backoff of a
     failed job, ``retry_base * 2**(attempt-1)`` up to ``retry_cap`` seconds, times a jitter in
-    [0.5, 1.5). ``prefetch``: jobs claimed ahead of the free workers (default: ``8 * workers``),
-    so a worker that finishes finds its next job without waiting for a commit, and each commit
-    carries many. When a process dies, the jobs it had marked started count an attempt each (the
+    [0.5, 1.5). ``prefetch``: jobs claimed ahead of the free workers, so a worker that finishes
+    finds its next job without waiting for a commit, and each commit carries many. The default
+    follows the pace: about four claim rounds of what the workers take, at least ``workers``, at
+    most ``32 * workers`` (slow handlers keep one job per worker ahead, so they are not hoarded
+    from other nodes; trivial ones get deep claims). When a process dies, the jobs it had marked started count an attempt each (the
     running ones, and those about to run: about two claim rounds' worth, at least ``workers``; a
     job beside a poison job included, so keep ``max_attempts`` above the crashes in a row you
     expect); the rest of the prefetch does not. ``prefetch=0`` claims only for free workers.
@@ -132,7 +136,10 @@ class Intake(Drains):
         self.max_attempts = max_attempts
         self.job_hang_timeout = float(hang_timeout or 0.0)
         self.retry_base, self.retry_cap = retry_base, retry_cap
-        self.capacity = workers + (PREFETCH_PER_WORKER * workers if prefetch is None else max(0, prefetch))
+        self._adaptive = prefetch is None
+        self._prefetch = PREFETCH_PER_WORKER * workers if prefetch is None else max(0, prefetch)
+        self._ahead = min(workers, self._prefetch)  # the default's current depth (adaptive)
+        self.capacity = workers + self._prefetch
         self.node = new_node_id()
         self._given: Store | str | Path = store
         self.store: Store | None = store if isinstance(store, Store) else None
@@ -225,9 +232,13 @@ class Intake(Drains):
                                 continue
                         else:
                             # what the workers took in the last round, twice over (a round is a commit)
-                            target = max(self.workers, 2 * (self._taken - taken_before))
+                            took = self._taken - taken_before
+                            target = max(self.workers, 2 * took)
                             mark = min(len(claimed), target - len(ready)) if claimed else 0
-                            free = 0 if self._holding else self.capacity - self._held
+                            ahead = self._prefetch
+                            if self._adaptive:  # four rounds of it, shrinking slowly
+                                ahead = max(self.workers, min(ahead, max(4 * took, self._ahead * 3 // 4)))
+                            free = 0 if self._holding else self.workers + ahead - self._held
                             if claimed and self._store_empty:
                                 free = 0  # nothing to claim a moment ago: mark what is held first
                             if mark > 0 or free > 0:
@@ -236,6 +247,7 @@ class Intake(Drains):
                         self._claimer_wake.wait()
                         self._claimer_idle = False
                     taken_before = self._taken
+                    self._ahead = ahead
                     batch = [claimed.popleft() for _ in range(max(0, mark))]
                     self._marking = batch
                     more = len(claimed)
