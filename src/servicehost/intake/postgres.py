@@ -177,11 +177,12 @@ def _check_schema_name(name: str, url: str) -> str:
 # -- SQL -------------------------------------------------------------------------------------------
 # Each statement is formatted once per store with its schema: {s} is the quoted schema name.
 _ROW_ARRAYS = ("%s::int[], %s::float8[], %s::text[], %s::int[], %s::float8[], %s::text[], %s::text[], %s::bytea[]")
-# A fenced batch (acks, starts, releases) finds its rows by primary key (never through the small
-# partial indexes, where a busy table's dead entries pile up between vacuums) and keeps each row
-# whose token and node are the ones given with its id: a token is set only while a job runs.
-_PAIRED = ("j.token = (%(token)s::bigint[])[array_position(%(id)s::bigint[], j.id)] "
-           "AND j.owner = (%(node)s::text[])[array_position(%(id)s::bigint[], j.id)] AND j.state = 1")
+# A fenced batch (acks, starts, releases): its (id, token, node) triples as arrays, joined to the
+# rows by primary key — a nested loop, as the store's session allows no other join (a hash join
+# would read the whole table, or the small partial index of running jobs with the dead entries a
+# busy table piles up between vacuums). A token is set only while a job runs.
+_FENCED = "unnest(%(id)s::bigint[], %(token)s::bigint[], %(node)s::text[]) AS a(id, token, node)"
+_PAIRED = "j.id = a.id AND j.token = a.token AND j.owner = a.node AND j.state + 0 = 1"  # + 0: no index on state
 _SQL = {
     # Take the transaction advisory locks of the submits' keys, in one order (no deadlock).
     "lock_keys": "SELECT count(pg_advisory_xact_lock(h)) FROM (SELECT DISTINCT hashtextextended(%s || k, 0) AS h "
@@ -196,10 +197,9 @@ _SQL = {
     "idem_get": "SELECT job_id FROM {s}.idempotency WHERE key = %s",
     "notify": "SELECT pg_notify(%s, '')",
     "release": "UPDATE {s}.jobs AS j SET state = 0, attempts = greatest(0, j.attempts - 1), owner = NULL, "
-               "token = NULL, lease_until = NULL WHERE j.id = ANY(%(id)s::bigint[]) AND " + _PAIRED,
-    "start": "UPDATE {s}.jobs AS j SET started = true WHERE j.id = ANY(%(id)s::bigint[]) AND " + _PAIRED + " "
-             "RETURNING j.id",
-    "ack": "DELETE FROM {s}.jobs AS j WHERE j.id = ANY(%(id)s::bigint[]) AND " + _PAIRED + " RETURNING j.id",
+               "token = NULL, lease_until = NULL FROM " + _FENCED + " WHERE " + _PAIRED,
+    "start": "UPDATE {s}.jobs AS j SET started = true FROM " + _FENCED + " WHERE " + _PAIRED + " RETURNING j.id",
+    "ack": "DELETE FROM {s}.jobs AS j USING " + _FENCED + " WHERE " + _PAIRED + " RETURNING j.id",
     # The fails of a tick in one statement: each fenced by id, token and node (FOR UPDATE re-checks
     # them on a row another node's reaper changed meanwhile), its error appended to the last few,
     # then dead-lettered (attempts spent, or dead asked) or ready again after its delay (NULL: the
@@ -598,6 +598,9 @@ class PostgresStore:
             # Plain index scans, in index order: they mark the dead entries they pass (a bitmap scan
             # does not), so the partial indexes of a busy hot table stay quick between vacuums.
             conn.execute(b"SET enable_bitmapscan = off")
+            # Joins by nested loop only: a fenced batch probes the primary key once per job.
+            conn.execute(b"SET enable_hashjoin = off")
+            conn.execute(b"SET enable_mergejoin = off")
             conn.execute(f"SET idle_in_transaction_session_timeout = {int(max(self.timeout, 60.0) * 1000)}".encode())
             if create:
                 before, now = migrate(conn, self.schema, create_only=True)

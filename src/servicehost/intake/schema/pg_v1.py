@@ -4,7 +4,7 @@ Everything lives in one PostgreSQL schema (``?schema=servicehost`` by default; `
 is its quoted name), so several services can share one database. ``jobs`` holds only live work
 (ready, delayed, running): a done job is deleted, so the table stays small and its dead rows are
 few; the per-table autovacuum settings below vacuum it after a thousand dead rows however large it
-once grew, at full speed (it is small), and ``fillfactor = 70`` leaves room in each page for the
+once grew, at full speed (it is small), and ``fillfactor = 50`` leaves room in each page for the
 updates a claim, a renewal and a retry make. ``state``: 0 ready (or delayed: ``run_at`` in the
 future), 1 running (claimed by ``owner`` under ``token`` until ``lease_until``; ``started`` once its
 handler began). Times are
@@ -40,7 +40,7 @@ CREATE TABLE {schema}.jobs (
     payload        text,                           -- a JSON value, or NULL when payload_bytes holds bytes
     payload_bytes  bytea
 ) WITH (
-    fillfactor = 70,
+    fillfactor = 50,
     autovacuum_vacuum_scale_factor = 0.0,
     autovacuum_vacuum_threshold = 1000,
     autovacuum_vacuum_insert_scale_factor = 0.0,
