@@ -214,7 +214,7 @@ hit AS (
            coalesce(f.delay, least(3600.0, 2.0 ^ least(greatest(j.attempts - 1, 0), 60)) * f.jitter) AS delay,
            coalesce(j.errors, '[]'::jsonb) || jsonb_build_array(jsonb_build_array(%(now)s::float8, j.attempts, f.error))
                AS history
-    FROM {s}.jobs AS j JOIN f ON j.id = f.id AND j.token = f.token AND j.owner = f.node AND j.state = 1
+    FROM {s}.jobs AS j JOIN f ON j.id = f.id AND j.token = f.token AND j.owner = f.node AND j.state + 0 = 1
     FOR UPDATE OF j),
 trimmed AS (
     SELECT id, bury, delay, CASE WHEN jsonb_array_length(history) > %(keep)s THEN history - 0 ELSE history END
