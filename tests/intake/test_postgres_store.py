@@ -309,3 +309,20 @@ def test_postgres_scheme_is_postgresql(pg_cluster: Any) -> None:
     url = pg_cluster.url(schema=pg_cluster.fresh_schema()).replace("postgresql://", "postgres://")
     with open_store(url) as store:
         assert store.url.startswith("postgres://") and store.submit("x") == 1
+
+
+def test_a_call_past_its_timeout_is_cancelled_in_the_database_too(pg_cluster: Any) -> None:
+    # The statement timeout of a tick comes from its callers' deadlines: a submit that gave up
+    # after 0.5 s is not committed later, when the lock that held it is gone.
+    schema = pg_cluster.fresh_schema()
+    with open_store(pg_cluster.url(schema=schema)) as store, \
+            psycopg.connect(pg_cluster.conninfo(user="servicehost"), autocommit=True) as other:
+        store.submit("before")
+        with other.transaction():
+            other.execute(f"LOCK TABLE {schema}.jobs IN ACCESS EXCLUSIVE MODE")
+            with pytest.raises(StoreError) as caught:  # StoreTimeout: in the client or the server
+                store.submit("gave up", timeout=0.5)
+            assert "timeout" in type(caught.value).__name__.lower() or "time" in str(caught.value)
+            time.sleep(1.0)  # past the cancelled statement (the outcome is asserted below)
+        assert store.submit("after", timeout=HANG)
+        assert sorted(j.payload for j in store.jobs()) == ["after", "before"]
