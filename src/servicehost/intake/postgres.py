@@ -1008,10 +1008,13 @@ class PostgresStore:
             conn, q = self._conn, self._sql
             with conn.pipeline(), conn.transaction():
                 now = self._now()
-                deadlines = [op.deadline for ops in by_kind for op in ops if op.deadline is not None]
+                # A caller in a hurry: no statement outlives its wait (a caller already gone does
+                # not count: its answer no longer matters, the others' still do).
+                at = time.monotonic()
+                deadlines = [op.deadline for ops in by_kind for op in ops if op.deadline is not None and op.deadline > at]
                 if deadlines:
-                    left = min(deadlines) - time.monotonic()
-                    if left < self.timeout:  # a caller in a hurry: no statement outlives its wait
+                    left = min(deadlines) - at
+                    if left < self.timeout:
                         conn.execute(b"SELECT set_config('statement_timeout', %s, true)",
                                      (str(max(100, int(left * 1000))),))
                 if by_kind[_SUBMIT]:
