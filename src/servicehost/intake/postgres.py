@@ -235,6 +235,12 @@ retried AS (
 SELECT id, bury FROM trimmed
 """,
     "renew": "UPDATE {s}.jobs SET lease_until = %s WHERE state = 1 AND owner = %s AND id <> ALL(%s::bigint[])",
+    # A requeued job keeps its id, ahead of its key's later jobs: first wait for (and hold) the
+    # key's live rows, so a claim of one of them under way commits first and the next claims see
+    # it running. (Left open: a claim whose snapshot predates the requeue's commit and that locks
+    # a later job of the key after it; the window is that claim statement's own duration.)
+    "requeue_key": "SELECT count(*) FROM (SELECT 1 FROM {s}.jobs WHERE key = (SELECT key FROM {s}.dead WHERE id = %s) "
+                   "ORDER BY id FOR UPDATE) AS held",
     "requeue": "WITH d AS (DELETE FROM {s}.dead WHERE id = %s RETURNING *) "
                "INSERT INTO {s}.jobs (id, state, priority, run_at, key, attempts, max_attempts, submitted_at, "
                "idem_key, errors, payload, payload_bytes) SELECT id, 0, priority, %s, key, 0, max_attempts, "
@@ -1033,6 +1039,7 @@ class PostgresStore:
                     cur = conn.execute(q["renew"], (now + lease, node, _ints(exclude)))
                     later.append(_count_into(answers, op, cur))
                 for op in by_kind[_REQUEUE]:
+                    conn.execute(q["requeue_key"], (op.args,))
                     cur = conn.execute(q["requeue"], (op.args, now))
 
                     def requeued(op: _Op = op, cur: psycopg.Cursor[Any] = cur) -> None:
