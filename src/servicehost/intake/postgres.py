@@ -842,7 +842,6 @@ class PostgresStore:
         default), and the claims step over every dead index entry until a vacuum removes it.
         ``SKIP_LOCKED``: when another node is vacuuming it, this one does not wait. A role that does
         not own the table cannot vacuum it (PostgreSQL says so in a notice; autovacuum still does)."""
-        conn: psycopg.Connection[Any] | None = None
         statement = sql.SQL("VACUUM (SKIP_LOCKED) {}.jobs").format(sql.Identifier(self.schema))
         failing: str | None = None
         while True:
@@ -851,22 +850,18 @@ class PostgresStore:
                 break
             self._vacuum_due.clear()
             try:
-                if conn is None or conn.closed or conn.broken:
-                    conn = self._open(min(self.timeout, 5.0))
+                # A connection per vacuum (seconds apart at the busiest): a process holds two
+                # connections, its store thread's and its listener's, not three.
+                with self._open(min(self.timeout, 5.0)) as conn:
                     conn.add_notice_handler(lambda diag: None)
                     conn.execute(f"SET statement_timeout = {int(self.timeout * 1000)}".encode())
-                conn.execute(statement)
+                    conn.execute(statement)
                 failing = None
             except (StoreError, psycopg.Error) as exc:
                 reason = one_line(exc).replace(self._secret or "\0", "***")
                 if reason != failing:
                     logs.intake_vacuum_failed(log, self.url, reason)
                     failing = reason
-        if conn is not None:
-            try:
-                conn.close()
-            except psycopg.Error:
-                pass
 
     def _poke(self) -> None:
         with self._lock:
