@@ -1,8 +1,9 @@
 """The Store contract (intake/store.py), run against every store.
 
-Every store passes this one suite: add a store by adding its opener to ``STORES`` (the PostgreSQL
-store of the next issue joins here). ``opened(...)`` opens a store, and ``another(...)`` a second
-handle on the same database, as another process or machine would.
+Every store passes this one suite: add a store by adding its opener to ``STORES`` (SQLite in a
+temp folder; PostgreSQL in a fresh schema of the session's private cluster, ``pg_cluster`` from
+tests/intake/pg.py). ``opener()`` opens a store; called twice, it gives a second handle on the
+same database, as another process or machine would.
 """
 
 from __future__ import annotations
