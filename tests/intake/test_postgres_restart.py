@@ -26,6 +26,16 @@ from .pg import start_node
 pytestmark = pytest.mark.slow
 
 
+def _rows(pg_cluster, schema: str, ids: set[int]) -> str:  # type: ignore[no-untyped-def]
+    """A diagnosis for a failure message: what the database holds of those jobs."""
+    try:
+        rows = pg_cluster.sql(f'SELECT * FROM "{schema}".jobs WHERE id = ANY(%s) ORDER BY id LIMIT 10',
+                              (sorted(ids),), dbname="servicehost")
+        return f"{len(ids)} job(s), the first: {rows}"
+    except Exception as exc:  # only a diagnosis
+        return f"{len(ids)} job(s) ({exc!r})"
+
+
 def _settled(url: str) -> bool:
     with open_store(url) as store:
         s = store.stats()
@@ -76,7 +86,11 @@ def test_a_restart_under_load_loses_no_accepted_job_and_work_resumes(pg_cluster,
             stop.set()
             producer.join(60)
         assert not crashed, crashed
-        wait_until(lambda: set(accepted) <= set(by_job(tmp_path, "D")), 120, "every accepted job is done")
+        try:
+            wait_until(lambda: set(accepted) <= set(by_job(tmp_path, "D")), 120, "every accepted job is done")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; the jobs not done, as the database has them: "
+                                 f"{_rows(pg_cluster, schema, set(accepted) - set(by_job(tmp_path, 'D')))}") from None
         wait_until(lambda: _settled(secret_url), 60, "the node's last acks commit")
         assert node.proc.poll() is None, "the node stopped:\n" + "\n".join(node.output())
         node.signal(signal.SIGTERM)
