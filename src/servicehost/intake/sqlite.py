@@ -8,8 +8,9 @@ fails; lease renewals; requeues; the reaping of lapsed leases when due; the clai
 ``synchronous=FULL``: durable when it returns), and only then answers the callers. While it
 commits, the next batch fills, so the busier the store, the more each fsync carries.
 
-Checkpoints are the store thread's too (SQLite's automatic ones are off): a passive one every
-``checkpoint_interval`` seconds, and a truncating one when the WAL passes ``checkpoint_bytes``
+Checkpoints are the store's too (SQLite's automatic ones are off): a passive one every
+``checkpoint_interval`` seconds, from a thread and connection of their own (so no tick waits for
+it), and a truncating one by the store thread when the WAL passes ``checkpoint_bytes``
 (which is also its ``journal_size_limit``), so the log stays bounded however long the run.
 
 Several processes may share one file (each with its store thread): ``BEGIN IMMEDIATE`` serializes
@@ -97,6 +98,10 @@ VALUES (0, ?, ?, ?, 0, ?, ?, ?, ?)
 #: intake's claimer queues its next claim just after reading the last one's answer, and without
 #: the wait every other commit would carry acks alone.
 GATHER = 0.001
+#: A tick holding this many submit calls (each a caller waiting) commits them first, alone, and
+#: answers them before it commits the rest (acks, claims...): an fsync more, for callers that
+#: then return while the rest is committed instead of after.
+SPLIT_SUBMITS = 8
 _SYNC_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 _CHUNKS = (256, 128, 64, 32, 16, 8, 4, 2, 1)  # rows per multi-row INSERT: each shape prepared once, then cached
 
@@ -135,12 +140,13 @@ class _Batch:
         self.done = threading.Event()  # for the futures (acks, fails), rarely waited on
         self.waiters: list[_Op] = []  # blocking calls: each waits on a lock of its own
 
-    def wake(self) -> None:
+    def wake(self, final: bool = True) -> None:
         """(The store thread.) Wake every caller whose operation has its answer. A blocking call
         waits on its own lock, not on one event: a tick that answers a hundred callers would
         otherwise have them all queue for the event's lock (and the GIL) at once. An operation that
         moved on unanswered (a claim left waiting for work) is woken by its new batch."""
-        self.done.set()
+        if final:  # every operation of it has its answer (not after the first commit of a split tick)
+            self.done.set()
         keep = []
         for op in self.waiters:
             if op.done():
@@ -289,6 +295,11 @@ class SQLiteStore:
         self._m = dict(commits=0, committed_ops=0, last_batch=0, submitted=0, acked=0, failed=0,
                        dead_lettered=0, rescued=0, fenced=0)
         self._commit_seconds = 0.0
+        self._sync = sync
+        self._stop_checkpoints = threading.Event()
+        self._checkpointer = threading.Thread(target=self._checkpoints, daemon=True,
+                                              name=f"intake-checkpoints:{os.path.basename(self.path)}")
+        self._checkpointer.start()
         self._thread = threading.Thread(target=self._run, name=f"intake-store:{os.path.basename(self.path)}",
                                         daemon=True)
         self._thread.start()
@@ -540,13 +551,15 @@ class SQLiteStore:
             logs.intake_store_crashed(log, self.url, exc_info=exc)
             self._abandon(StoreError(f"intake store {self.url}: its store thread died: {one_line(exc)}"))
         finally:
+            self._stop_checkpoints.set()
+            self._checkpointer.join()
             try:
                 self._conn.close()
             except sqlite3.Error as exc:
                 logs.intake_store_close_failed(log, self.url, one_line(exc))
 
     def _loop(self) -> None:
-        last_checkpoint = last_reap = last_prune = time.monotonic()
+        last_reap = last_prune = time.monotonic()
         closing_since: float | None = None
         retry_at = 0.0
         while True:
@@ -596,6 +609,17 @@ class SQLiteStore:
             reap = bool(by_kind[_CLAIM]) and now - last_reap >= min(1.0, self._poll * 10)
             if size:
                 self._inflight = by_kind
+                submits = by_kind[_SUBMIT]
+                if len(submits) >= SPLIT_SUBMITS and size > len(submits):
+                    # Many callers wait for their submits alone: commit those first and answer them
+                    # (they run while the rest is committed), then the rest.
+                    only: list[list[_Op]] = [[] for _ in range(_KINDS)]
+                    only[_SUBMIT] = submits
+                    self._inflight = only
+                    self._tick(only, len(submits), batches, False, final=False)
+                    by_kind[_SUBMIT] = []
+                    size -= len(submits)
+                    self._inflight = by_kind
                 if self._tick(by_kind, size, batches, reap):
                     last_reap = now if reap else last_reap
                 else:
@@ -604,9 +628,8 @@ class SQLiteStore:
             if now - last_prune >= 60.0:
                 last_prune = now
                 self._prune()
-            if now - last_checkpoint >= self._checkpoint_interval or self._wal_size() > self._checkpoint_bytes:
-                last_checkpoint = now
-                self._checkpoint()
+            if self._wal_size() > self._checkpoint_bytes:
+                self._checkpoint(truncate=True)
             if closing:
                 closing_since = now if closing_since is None else closing_since
                 with self._lock:
@@ -622,6 +645,8 @@ class SQLiteStore:
         if self._carried:
             logs.intake_store_unwritten(log, self.url, len(self._carried), self._failing or "closed")
             self._abandon(StoreClosed(f"intake store {self.url} closed before it could write"), self._carried)
+        self._stop_checkpoints.set()
+        self._checkpointer.join()
         self._checkpoint(truncate=True)
 
     def _abandon(self, error: BaseException, ops: list[_Op] | None = None) -> None:
@@ -647,7 +672,7 @@ class SQLiteStore:
             return True  # let the tick meet (and report) the error
         return bool(row[0])
 
-    def _tick(self, by_kind: list[list[_Op]], size: int, batches: set[_Batch], reap: bool) -> bool:
+    def _tick(self, by_kind: list[list[_Op]], size: int, batches: set[_Batch], reap: bool, final: bool = True) -> bool:
         """One transaction for the operations ``by_kind``; True when it committed. Answers every
         operation that is answered, then sets ``batches`` (what their callers wait on)."""
         conn = self._conn
@@ -722,7 +747,7 @@ class SQLiteStore:
                     conn.execute("ROLLBACK")
                 raise
         except sqlite3.Error as exc:
-            self._write_failed(by_kind, exc, batches)
+            self._write_failed(by_kind, exc, batches, final)
             return False
         elapsed = time.perf_counter() - started
         for op, value in answers:
@@ -752,10 +777,11 @@ class SQLiteStore:
             logs.intake_store_writable(log, self.url)
             self._failing = None
         for batch in batches:
-            batch.wake()
+            batch.wake(final)
         return True
 
-    def _write_failed(self, by_kind: list[list[_Op]], exc: sqlite3.Error, batches: set[_Batch]) -> None:
+    def _write_failed(self, by_kind: list[list[_Op]], exc: sqlite3.Error, batches: set[_Batch],
+                      final: bool = True) -> None:
         error = _storage_error(exc, self.url)
         ops = [op for ops in by_kind for op in ops]
         carried = [op for op in ops if op.kind not in _ANSWERED_ON_ERROR]
@@ -772,7 +798,7 @@ class SQLiteStore:
                 op.batch = own
             self._carried = carried + self._carried
         for batch in batches:
-            batch.wake()
+            batch.wake(final)
 
     def _apply_submits(self, conn: sqlite3.Connection, ops: list[_Op], answers: list[tuple[_Op, Any]],
                        counts: dict[str, int]) -> None:
@@ -901,6 +927,26 @@ class SQLiteStore:
             return os.stat(self.path + "-wal").st_size
         except OSError:
             return 0
+
+    def _checkpoints(self) -> None:
+        """(A thread and a connection of their own.) A passive checkpoint every
+        ``checkpoint_interval``: it copies the log into the database while the store thread goes on
+        committing. On the store thread, a checkpoint (milliseconds: it syncs the database file)
+        held every caller of the next tick behind it, once a second: the slowest submits."""
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, timeout=self._busy_timeout)
+            conn.execute(f"PRAGMA synchronous = {self._sync}")
+        except sqlite3.Error as exc:
+            logs.intake_checkpoint_failed(log, self.url, "passive", one_line(exc))
+            return
+        try:
+            while not self._stop_checkpoints.wait(self._checkpoint_interval):
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                except sqlite3.Error as exc:
+                    logs.intake_checkpoint_failed(log, self.url, "passive", one_line(exc))
+        finally:
+            conn.close()
 
     def _checkpoint(self, truncate: bool = False) -> None:
         """Copy the WAL into the database: passive, or truncating once it passes the size limit."""
