@@ -326,3 +326,23 @@ def test_a_call_past_its_timeout_is_cancelled_in_the_database_too(pg_cluster: An
             time.sleep(1.0)  # past the cancelled statement (the outcome is asserted below)
         assert store.submit("after", timeout=HANG)
         assert sorted(j.payload for j in store.jobs()) == ["after", "before"]
+
+
+def test_no_transaction_stays_open_while_the_store_waits(pg_cluster: Any) -> None:
+    # A claim waiting for work, LISTENing and polling: none of the store's connections sits in a
+    # transaction (an open one would hold back every vacuum of the cluster).
+    with open_store(pg_cluster.url(schema=pg_cluster.fresh_schema(), poll=0.02)) as store:
+        assert isinstance(store, PostgresStore)
+        store.submit_many(range(10))
+        for job in store.claim("n", 10):
+            store.ack(job)
+        waiter = threading.Thread(target=lambda: store.claim("n", 1, wait=3.0))
+        waiter.start()
+        seen: list[tuple[Any, ...]] = []
+        while waiter.is_alive():
+            seen += pg_cluster.sql("SELECT state, now() - xact_start > interval '1 second' FROM pg_stat_activity "
+                                   "WHERE application_name = %s", (store._name,))
+            time.sleep(0.1)
+        waiter.join(HANG)
+        assert seen and not [s for s in seen if s[1]], seen
+        assert {s[0] for s in seen} <= {"idle", "active", "idle in transaction"}
