@@ -108,3 +108,29 @@ def test_a_kill_charges_an_attempt_to_the_jobs_marked_started_not_to_the_whole_p
     # at most what the claimer marked ahead of the one worker (two rounds of what it took, at least one)
     assert len(charged) <= 2, charged
     assert [attempts[i] for i in ahead if i not in charged] == [1] * (len(ahead) - len(charged))
+
+
+def test_the_default_prefetch_stays_shallow_for_slow_handlers_and_grows_for_fast_ones(tmp_path):
+    url = store_url(tmp_path)
+    slow = threading.Event()
+    slow.set()
+    done: list[int] = []
+    depths: list[int] = []
+
+    def handler(job):  # type: ignore[no-untyped-def]
+        if slow.is_set():  # a handler that takes a while
+            threading.Event().wait(0.05)
+        done.append(job.id)
+
+    with open_store(url) as store:
+        store.submit_many([{"n": i} for i in range(2000)])
+    with Intake(handler, store=url, workers=2, lease=30) as intake:  # the default prefetch: up to 64 ahead
+        wait_until(lambda: len(done) >= 20, 60, "slow jobs run")
+        for _ in range(20):
+            depths.append(intake.counters().queue_depth)
+            threading.Event().wait(0.02)
+        assert max(depths) <= 16, depths  # a few rounds of one or two jobs each, not 64
+        slow.clear()  # now they take no time: the claims get deep
+        wait_until(lambda: depths.append(intake.counters().queue_depth) or len(done) == 2000, 60, "every job runs",
+                   every=0.001)
+        assert max(depths[20:]) > 16, depths[20:]

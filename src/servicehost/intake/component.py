@@ -75,8 +75,8 @@ SETTLE_EVERY = 0.25
 #: One job in this many has its wait (submit to start) sampled.
 WAIT_SAMPLE_EVERY = 16
 #: The default ``prefetch`` follows the workers' pace: about four claim rounds of what they take
-#: (at least ``workers``: slow handlers keep a prefetch of one job per worker, so other nodes are
-#: not starved of them), at most this many per worker. Only the jobs marked started count an
+#: (at least ``workers``: slow handlers keep a few jobs ahead, so they are not hoarded from other
+#: nodes), at most this many per worker. Only the jobs marked started count an
 #: attempt when their process dies, and the claimer marks about two rounds' worth ahead.
 PREFETCH_PER_WORKER = 32
 
@@ -98,8 +98,8 @@ class Intake(Drains):
     [0.5, 1.5). ``prefetch``: jobs claimed ahead of the free workers, so a worker that finishes
     finds its next job without waiting for a commit, and each commit carries many. The default
     follows the pace: about four claim rounds of what the workers take, at least ``workers``, at
-    most ``32 * workers`` (slow handlers keep one job per worker ahead, so they are not hoarded
-    from other nodes; trivial ones get deep claims). When a process dies, the jobs it had marked started count an attempt each (the
+    most ``32 * workers`` (slow handlers keep a few jobs ahead, so they are not hoarded from
+    other nodes; trivial ones get deep claims). When a process dies, the jobs it had marked started count an attempt each (the
     running ones, and those about to run: about two claim rounds' worth, at least ``workers``; a
     job beside a poison job included, so keep ``max_attempts`` above the crashes in a row you
     expect); the rest of the prefetch does not. ``prefetch=0`` claims only for free workers.
