@@ -346,3 +346,19 @@ def test_no_transaction_stays_open_while_the_store_waits(pg_cluster: Any) -> Non
         waiter.join(HANG)
         assert seen and not [s for s in seen if s[1]], seen
         assert {s[0] for s in seen} <= {"idle", "active", "idle in transaction"}
+
+
+def test_values_the_database_would_refuse_are_refused_before_they_reach_a_tick(pg_cluster: Any) -> None:
+    # A value PostgreSQL refuses would fail the whole tick, every other caller's operations in it too.
+    with open_store(pg_cluster.url(schema=pg_cluster.fresh_schema())) as store:
+        for bad in ({"priority": 2**31}, {"key": "a\0b"}, {"idempotency_key": "\0"}, {"run_at": float("nan")},
+                    {"max_attempts": 2**31}):
+            with pytest.raises(StoreError):
+                store.submit("x", **bad)
+        with pytest.raises(StoreError):
+            store.claim("node\0", 1)
+        store.submit("y", max_attempts=1)
+        [job] = store.claim("n", 5)
+        assert store.fail(job, "ValueError: a NUL \0 inside").result(HANG) == "dead"
+        assert store.dead()[0].errors[-1].error == "ValueError: a NUL \\0 inside"
+        assert store.stats().ready == 0

@@ -47,6 +47,7 @@ the answer); acks, fails and renewals are kept and written once the store thread
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import re
@@ -88,6 +89,7 @@ _OPTIONS: Mapping[str, Callable[[str], Any]] = {
     "timeout": float, "max_attempts": int, "idempotency_retention": float, "reap_interval": float, "vacuum": int,
 }
 _LOCK_PREFIX = "servicehost.intake:"
+_INT4 = 1 << 31
 
 
 class _Op:
@@ -658,8 +660,17 @@ class PostgresStore:
 
     def _row(self, payload: Any, key: str | None, idem: str | None, priority: int,
              run_at: float | None, max_attempts: int | None, now: float) -> tuple[Any, ...]:
-        if max_attempts is not None and max_attempts < 1:
-            raise StoreError("max_attempts must be at least 1")
+        # Checked here, on the caller's thread: a value the database refuses would fail the whole
+        # tick, and with it every other caller's operations in it.
+        if max_attempts is not None and not 1 <= max_attempts < _INT4:
+            raise StoreError("max_attempts must be at least 1 (and below 2**31)")
+        if not -_INT4 <= priority < _INT4:
+            raise StoreError(f"priority must be a 32-bit integer, not {priority!r}")
+        if run_at is not None and not math.isfinite(run_at):
+            raise StoreError(f"run_at must be a finite time, not {run_at!r}")
+        for name, value in (("key", key), ("idempotency_key", idem)):
+            if value is not None and (type(value) is not str or "\0" in value):
+                raise StoreError(f"{name} must be a string without NUL characters")
         text, data = _encode(payload)
         return (int(priority), now if run_at is None else float(run_at), key,
                 self.max_attempts if max_attempts is None else int(max_attempts), now, idem, text, data)
@@ -699,6 +710,8 @@ class PostgresStore:
               timeout: float | None = None) -> list[Job]:
         if n <= 0:
             return []
+        if "\0" in node:
+            raise StoreError("a node id cannot contain NUL characters")
         until = time.monotonic() + wait if wait > 0 else None
         rows, token, lease_until = self._call(_CLAIM, (node, int(n), float(lease)), timeout, until, max(0.0, wait)) \
             or ((), 0, 0.0)
@@ -722,7 +735,7 @@ class PostgresStore:
         return self._add(_Op(_ACK, (job.id, job.token, job.node)))
 
     def fail(self, job: Job, error: str, *, retry_in: float | None = None, dead: bool = False) -> _Op:
-        return self._add(_Op(_FAIL, (job, one_line(error), retry_in, dead)))
+        return self._add(_Op(_FAIL, (job, one_line(error).replace("\0", "\\0"), retry_in, dead)))
 
     def release(self, jobs: Iterable[Job], *, timeout: float | None = None) -> int:
         items = [(job.id, job.token, job.node) for job in jobs]
