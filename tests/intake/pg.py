@@ -20,9 +20,11 @@ the socket) plus ``schema=``/``listen=`` when asked; with ``tcp=True, password=T
 the redaction tests: ``pg_cluster.password`` is the secret that must never show up.
 
 Outside pytest (the bench): ``with Cluster.create() as c: ...`` (``Cluster.create(settings={...})``
-passes ``-c name=value`` server settings, ``parent=`` where its directory goes). Without the binaries a laptop skips with the reason
+passes ``-c name=value`` server settings, ``parent=`` where its directory goes). Without the
+binaries a laptop skips with the reason
 "postgresql binaries not found: apt-get install postgresql"; in CI (CI=true) that fails the run
 (.ci/setup-postgres.sh installs them). ``PG_BINDIR`` picks a particular installation.
+``start_node(tmp, url, *flags)`` runs a node (tests/intake/intake_service.py) on a store URL.
 """
 
 from __future__ import annotations
