@@ -259,6 +259,9 @@ intake_leases_lapsed = _event(7011, "intake_leases_lapsed", WARNING, "intake sto
 intake_checkpoint_failed = _event(7012, "intake_checkpoint_failed", WARNING, "intake store %s: %s checkpoint failed: %s")
 intake_prune_failed = _event(7013, "intake_prune_failed", WARNING, "intake store %s: pruning old idempotency keys failed: %s")
 intake_vacuum_failed = _event(7014, "intake_vacuum_failed", WARNING, "intake store %s: vacuuming its hot table failed: %s")
+intake_lost_claims_released = _event(
+    7015, "intake_lost_claims_released", WARNING,
+    "intake store %s: %d job(s) claimed by a commit whose answer was lost (the connection broke) given back")
 # 705x-707x: the Intake component (intake/component.py); 7001-7049 are the stores'
 intake_started = _event(7050, "intake_started", INFO, "%s: taking jobs from %s (%d workers, lease %.1fs, node %s)")
 intake_job_failed = _event(

@@ -236,6 +236,12 @@ retried AS (
     FROM trimmed AS t WHERE j.id = t.id AND NOT t.bury)
 SELECT id, bury FROM trimmed
 """,
+    # The jobs of claims whose answer never reached their caller (the connection broke around the
+    # COMMIT): the claim may have committed, and the node, not knowing them, would renew their
+    # leases for as long as it lives. Given back like a release (the attempt not counted).
+    "release_lost": "UPDATE {s}.jobs SET state = 0, attempts = greatest(0, attempts - 1), owner = NULL, "
+                    "token = NULL, lease_until = NULL, started = false "
+                    "WHERE state = 1 AND token = ANY(%s::bigint[]) AND NOT started",
     "renew": "UPDATE {s}.jobs SET lease_until = %s WHERE state = 1 AND owner = %s AND id <> ALL(%s::bigint[])",
     # A requeued job keeps its id, ahead of its key's later jobs: first wait for (and hold) the
     # key's live rows, so a claim of one of them under way commits first and the next claims see
@@ -553,6 +559,7 @@ class PostgresStore:
         self._notified = False
         self._closing = False
         self._carried: list[_Op] = []   # acks/fails/renewals kept after a failed write
+        self._lost: list[int] = []      # tokens of claims in failed ticks: their jobs, if any, to give back
         self._waiting: list[_Op] = []   # claims waiting for work
         self._inflight: list[list[_Op]] = []
         self._random = random.SystemRandom()
@@ -909,7 +916,7 @@ class PostgresStore:
             if self._waiting:
                 wait_for = min(wait_for, max(0.0, last_poll + self._poll - now),
                                *(max(0.0, op.until - now) for op in self._waiting if op.until))
-            if self._carried or self._conn is None:
+            if self._carried or self._lost or self._conn is None:
                 wait_for = min(wait_for, max(0.0, retry_at - now))
             with self._lock:
                 if not self._size and not self._closing and wait_for > 0 and not (self._notified and self._waiting):
@@ -942,7 +949,7 @@ class PostgresStore:
                 by_kind[op.kind].append(op)
             size += len(extra)
             reap = bool(by_kind[_CLAIM]) and now - last_reap >= self._reap_interval
-            if size:
+            if size or (self._lost and (now >= retry_at or closing)):
                 self._inflight = by_kind
                 if self._tick(by_kind, size, reap):
                     failures = 0
@@ -1015,6 +1022,9 @@ class PostgresStore:
         counts = dict(submitted=0, acked=0, failed=0, dead_lettered=0, rescued=0, fenced=0)
         late: list[tuple[int, str]] = []
         lapsed: list[tuple[int, str, int, bool]] = []
+        tokens: list[int] = []  # this tick's claims: lost with it if it fails
+        lost = list(self._lost)
+        released: list[int] = []
         committing = False
         try:
             if self._conn is None:
@@ -1031,6 +1041,9 @@ class PostgresStore:
                     if left < self.timeout:
                         conn.execute(b"SELECT set_config('statement_timeout', %s, true)",
                                      (str(max(100, int(left * 1000))),))
+                if lost:
+                    gave_back = conn.execute(q["release_lost"], (_ints(lost),))
+                    later.append(lambda: released.append(gave_back.rowcount))
                 if by_kind[_SUBMIT]:
                     self._apply_submits(conn, by_kind[_SUBMIT], answers, later, counts)
                 for op in by_kind[_RELEASE]:
@@ -1069,6 +1082,7 @@ class PostgresStore:
                     for op in by_kind[_CLAIM]:
                         node, n, lease = op.args
                         token = self._random.getrandbits(63)
+                        tokens.append(token)
                         until = now + lease
                         cur = conn.execute(q["claim"], {"now": now, "n": n, "node": node, "token": token,
                                                         "until": until})
@@ -1087,13 +1101,20 @@ class PostgresStore:
             for read in later:
                 read()
         except psycopg.Error as exc:
-            # A statement's error rolls the transaction back (pipelined, it surfaces at the COMMIT);
-            # only a connection lost during the COMMIT leaves its outcome unknown.
-            self._write_failed(by_kind, exc, committing and (self._conn is None or self._conn.broken))
+            # An error the server reported (it has a SQLSTATE) rolled the transaction back
+            # (pipelined, it surfaces at the COMMIT); a connection lost once the COMMIT was sent
+            # leaves the outcome unknown — the claims too: their jobs are given back next tick.
+            self._lost += tokens
+            self._write_failed(by_kind, exc, committing and exc.sqlstate is None)
             return False
         except StoreError as exc:  # connecting again failed
+            self._lost += tokens
             self._write_failed(by_kind, exc, False)
             return False
+        if lost:
+            self._lost = self._lost[len(lost):]
+            if released and released[0]:
+                logs.intake_lost_claims_released(log, self.url, released[0])
         elapsed = time.perf_counter() - started
         m = self._m  # counted before the callers hear: what they read next includes their tick
         m["commits"] += 1
