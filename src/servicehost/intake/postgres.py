@@ -3,11 +3,14 @@
 ``open_store("postgresql://user@host/db?schema=servicehost")`` (psycopg 3: the optional extra
 ``servicehost[postgres]``). The same :class:`~servicehost.intake.store.Store` contract as the
 SQLite store, and the same shape: callers append operations to the current batch; the store
-thread runs the whole batch as **one short transaction** on its own connection — the submits
-(one multi-row INSERT from ``unnest`` arrays, one ``pg_notify`` for all), releases, the acks (one
-fenced ``DELETE``), the start marks (one ``UPDATE``), the fails (one statement), lease renewals (one per node), requeues, reads, the
-reaping of lapsed leases when due, the claims — then ``COMMIT``, and only then answers the
-callers. No transaction is ever held open while waiting for anything.
+thread runs the whole batch as **one short transaction** on its own connection, pipelined (BEGIN,
+the statements and COMMIT in one round trip) — the submits (one multi-row INSERT from arrays, one
+``pg_notify`` for all), releases, the start marks (one ``UPDATE``), the acks (one fenced
+``DELETE``), the fails (one statement), lease renewals (one per node), requeues, reads, the reaping
+of lapsed leases when due, the claims — then ``COMMIT``, and only then answers the callers. No
+transaction is ever held open while waiting for anything. The hot table is vacuumed by the store
+too (a thread of its own, every ``vacuum`` dead row versions): autovacuum looks too seldom for a
+queue, and every claim steps over the dead index entries left until a vacuum.
 
 **Claims** are one statement each: a CTE picks up to ``n`` ready jobs ``FOR UPDATE SKIP LOCKED``
 (so nodes claiming at once take different jobs without waiting for each other) and an
@@ -39,9 +42,11 @@ newer one, or a schema holding tables that are not ours, is refused untouched.
 
 **Failures**: a lost connection or a server that is down makes the waiting submits, claims,
 releases and requeues fail with :class:`StoreUnavailable` (nothing of them was written — unless
-the connection was lost during the COMMIT itself, where no client can know; idempotency keys are
-the answer); acks, fails and renewals are kept and written once the store thread has reconnected
-(it retries with a growing pause). Every message names the URL redacted, never its password.
+the connection was lost once the COMMIT was sent, where no client can know; idempotency keys are
+the answer); acks, fails, start marks and renewals are kept and written once the store thread has
+reconnected (it retries with a growing pause), and whatever the claims of a failed tick took (if
+it committed after all) is given back by the next one. Every message names the URL redacted,
+never its password.
 """
 
 from __future__ import annotations
