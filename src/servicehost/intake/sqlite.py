@@ -2,9 +2,10 @@
 
 Every write a process makes goes through its store thread. Callers append operations to the
 current *batch* and (for a submit, a claim, a release) wait for it; the store thread takes the
-whole batch and runs it as **one transaction** — ``BEGIN IMMEDIATE``; the acks (one fenced
-``DELETE`` for all of them); the submits (a few multi-row INSERTs); releases; the start marks;
-fails; lease renewals; requeues; the reaping of lapsed leases when due; the claims — then ``COMMIT`` (WAL,
+whole batch and runs it as **one transaction** — ``BEGIN IMMEDIATE``; the acks (a fenced
+``DELETE`` per claim they came from); the submits (a few multi-row INSERTs); releases; the start
+marks (an UPDATE per claim); fails; lease renewals; requeues; the reaping of lapsed leases when
+due; the claims — then ``COMMIT`` (WAL,
 ``synchronous=FULL``: durable when it returns), and only then answers the callers. While it
 commits, the next batch fills, so the busier the store, the more each fsync carries.
 
@@ -76,20 +77,28 @@ SELECT json_group_array(json_array(
     typeof(payload) = 'blob', CASE WHEN typeof(payload) = 'blob' THEN hex(payload) ELSE json(payload) END))
 FROM jobs WHERE state = 1 AND lease_until = ?1 AND token = ?2
 """
+# Acks and start marks go by claim (one token each): a statement per token, its ids a JSON array
+# (``id IN`` a list, then one compare: three times cheaper than an (id, token) pair each).
 _FENCED_SQL = """
-SELECT e.value ->> 0 FROM json_each(?1) AS e
-WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE id = e.value ->> 0 AND token = e.value ->> 1 AND state = 1)
+SELECT e.value FROM json_each(?1) AS e
+WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE id = e.value AND token = ?2 AND state = 1)
 """
-_ACK_SQL = """
-DELETE FROM jobs WHERE id IN (
-    SELECT jobs.id FROM json_each(?1) AS e
-    JOIN jobs ON jobs.id = e.value ->> 0 AND jobs.token = e.value ->> 1 AND jobs.state = 1)
-"""
-_START_SQL = """
-UPDATE jobs SET started = 1 WHERE id IN (
-    SELECT jobs.id FROM json_each(?1) AS e
-    JOIN jobs ON jobs.id = e.value ->> 0 AND jobs.token = e.value ->> 1 AND jobs.state = 1)
-"""
+_ACK_SQL = "DELETE FROM jobs WHERE id IN (SELECT value FROM json_each(?1)) AND token = ?2 AND state = 1"
+_START_SQL = "UPDATE jobs SET started = 1 WHERE id IN (SELECT value FROM json_each(?1)) AND token = ?2 AND state = 1"
+
+
+def _by_token(pairs: Iterable[tuple[int, int]]) -> list[tuple[str, int]]:
+    """``(job id, token)`` pairs as (JSON array of ids, token), one per token."""
+    groups: dict[int, list[int]] = {}
+    for job_id, token in pairs:
+        ids = groups.get(token)
+        if ids is None:
+            groups[token] = [job_id]
+        else:
+            ids.append(job_id)
+    return [(json.dumps(ids), token) for token, ids in groups.items()]
+
+
 _INSERT_SQL = """
 INSERT INTO jobs (state, priority, run_at, key, attempts, max_attempts, submitted_at, idem_key, payload)
 VALUES (0, ?, ?, ?, 0, ?, ?, ?, ?)
@@ -690,12 +699,13 @@ class SQLiteStore:
                     # First, in one DELETE (a row returned per ack would cost a step each). When it
                     # took fewer than asked (a late ack: rare), the transaction starts again and
                     # looks for the fenced ones first: nothing else was done in it yet.
-                    pairs = json.dumps([op.args for op in acks])
-                    if conn.execute(_ACK_SQL, (pairs,)).rowcount != len(acks):
+                    groups = _by_token(op.args for op in acks)
+                    if sum(conn.execute(_ACK_SQL, (ids, token)).rowcount for ids, token in groups) != len(acks):
                         conn.execute("ROLLBACK")
                         conn.execute("BEGIN IMMEDIATE")
-                        fenced = {r[0] for r in conn.execute(_FENCED_SQL, (pairs,))}
-                        conn.execute(_ACK_SQL, (pairs,))
+                        for ids, token in groups:
+                            fenced.update(r[0] for r in conn.execute(_FENCED_SQL, (ids, token)))
+                            conn.execute(_ACK_SQL, (ids, token))
                     counts["acked"] += len(acks) - len(fenced)
                     counts["fenced"] += len(fenced)
                 if by_kind[_SUBMIT]:
@@ -855,13 +865,13 @@ class SQLiteStore:
         """Mark the jobs of every start call in one UPDATE; each call's own count is looked for only
         when some were fenced (marking a job again changes nothing and counts it again)."""
         pairs = [pair for op in ops for pair in op.args]
-        marked = conn.execute(_START_SQL, (json.dumps(pairs),)).rowcount
+        marked = sum(conn.execute(_START_SQL, group).rowcount for group in _by_token(pairs))
         if marked == len(pairs) or len(ops) == 1:
             for op in ops:
                 answers.append((op, len(op.args) if marked == len(pairs) else marked))
             return
         for op in ops:
-            answers.append((op, conn.execute(_START_SQL, (json.dumps(op.args),)).rowcount))
+            answers.append((op, sum(conn.execute(_START_SQL, group).rowcount for group in _by_token(op.args))))
 
     def _apply_fail(self, conn: sqlite3.Connection, op: _Op, now: float, counts: dict[str, int]) -> str:
         job, error, retry_in, dead = op.args
