@@ -45,8 +45,8 @@ BENCH = Path(__file__).resolve().parent
 SRC = BENCH.parent / "src"
 
 PRODUCERS, BATCH = 4, 128
-# (workers, prefetch): the shipped defaults (prefetch None: the Intake's default, = workers), and
-# fewer workers claiming ahead in big batches (a claim commits once for all it takes).
+# (workers, prefetch): the shipped defaults (prefetch None: the Intake's default, which follows the
+# workers' pace up to 32 per worker), and fewer workers claiming ahead in big batches.
 SHAPES = {"ours": (16, None), "ours, prefetch 512": (4, 512)}
 WORKERS = 4  # the latency run's
 LATENCY_THREADS = 128
