@@ -283,6 +283,10 @@ intake_attempts_spent = _event(
     7057, "intake_attempts_spent", ERROR,
     "%s: job %d claimed for attempt %d > max_attempts %d (its earlier attempts ended with their process): "
     "dead-lettered without running")
+intake_rolled_back = _event(
+    7058, "intake_rolled_back", INFO,
+    "%s: job %d (attempt %d) finished after its lease was lost: its transaction was rolled back, nothing it wrote "
+    "landed (whoever claimed it since completes it)")
 
 
 class _EventIdDefault(logging.Filter):

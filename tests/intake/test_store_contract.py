@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import pytest
 
 from servicehost.intake.store import (
-    DeadJob, Job, PayloadError, Stats, Store, StoreClosed, StoreError, Submission, UnknownJob, backoff,
+    DeadJob, Job, LeaseLost, PayloadError, Stats, Store, StoreClosed, StoreError, Submission, UnknownJob, backoff,
     open_store, parse_url, periodic_key, redact,
 )
 
@@ -413,3 +414,76 @@ def test_urls_are_parsed_and_passwords_never_shown() -> None:
     with pytest.raises(StoreError) as caught:
         open_store("nosuch://u:s3cret@h/x")
     assert "s3cret" not in str(caught.value)
+
+
+# -- complete: the work's writes and the ack in one transaction (the optional exactly-once) -------------
+def _table() -> str:
+    """A table of the test's own (the application's, beside the store's: one database)."""
+    return f"app_effects_{uuid.uuid4().hex[:12]}"
+
+
+def _write(table: str, job: Job, note: str) -> Callable[[Any], int]:
+    """The work a handler does in the store's transaction: a row in its own table (plain SQL that
+    SQLite and PostgreSQL both take, values inlined: the drivers' placeholders differ)."""
+    def work(conn: Any) -> int:
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {table} (job BIGINT, note TEXT)")
+        conn.execute(f"INSERT INTO {table} VALUES ({int(job.id)}, '{note}')")
+        return job.id
+    return work
+
+
+def _effects(store: Store, table: str) -> list[tuple[int, str]]:
+    """What the handlers' transactions left, read through a completion of a job of its own."""
+    probe = store.submit({"probe": True})
+    job = claim_one(store, "reader")
+    assert job.id == probe
+
+    def read(conn: Any) -> list[tuple[int, str]]:
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {table} (job BIGINT, note TEXT)")
+        return sorted((int(a), str(b)) for a, b in conn.execute(f"SELECT job, note FROM {table}").fetchall())
+    return store.complete(job, read, timeout=HANG)
+
+
+def test_complete_commits_the_work_with_the_ack(store: Store) -> None:
+    table = _table()
+    job_id = store.submit({"n": 1}, idempotency_key="once")
+    job = claim_one(store)
+    assert store.complete(job, _write(table, job, "done"), timeout=HANG) == job_id
+    assert store.stats() == Stats(0, 0, 0, 0, None)  # acked: gone from the hot table
+    assert store.submit({"n": 1}, idempotency_key="once") == job_id  # done, as after an ack
+    assert store.ack(job).result(HANG) is False  # nothing left to ack
+    assert _effects(store, table) == [(job_id, "done")]
+    assert store.metrics().acked >= 1
+
+
+def test_complete_rolls_back_the_work_when_it_raises_and_keeps_the_job(store: Store) -> None:
+    table = _table()
+    job_id = store.submit({"n": 1})
+    job = claim_one(store)
+
+    def broken(conn: Any) -> None:
+        _write(table, job, "half")(conn)
+        raise ValueError("the handler broke after writing")
+
+    with pytest.raises(ValueError, match="the handler broke"):
+        store.complete(job, broken, timeout=HANG)
+    assert store.stats().running == 1  # still held: the intake fails it as usual
+    assert store.fail(job, "ValueError: broke", retry_in=0).result(HANG) == "retry"
+    again = claim_one(store, wait=HANG)
+    assert (again.id, again.attempt) == (job_id, 2)
+    assert store.complete(again, _write(table, again, "second"), timeout=HANG) == job_id
+    assert _effects(store, table) == [(job_id, "second")]  # the first attempt's row never landed
+
+
+def test_complete_after_the_lease_was_lost_rolls_back_and_says_so(opener: Callable[[], Store]) -> None:
+    a, b = opener(), opener()
+    table = _table()
+    job_id = a.submit({"long": True})
+    stale = claim_one(a, "a", lease=0.2)
+    assert a.start([stale]).result(HANG) == 1
+    fresh = claim_one(b, "b", lease=30.0, wait=HANG)  # taken back once the lease lapsed
+    assert fresh.id == job_id
+    with pytest.raises(LeaseLost):
+        a.complete(stale, _write(table, stale, "late"), timeout=HANG)
+    assert b.complete(fresh, _write(table, fresh, "owner"), timeout=HANG) == job_id
+    assert _effects(b, table) == [(job_id, "owner")]  # exactly once: the late node's write is not there

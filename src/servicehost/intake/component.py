@@ -31,6 +31,7 @@ without running), while the jobs merely claimed ahead of the workers are not cha
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import threading
@@ -49,6 +50,7 @@ from .store import (
     DEFAULT_LEASE,
     DEFAULT_MAX_ATTEMPTS,
     Job,
+    LeaseLost,
     Stats,
     Store,
     StoreClosed,
@@ -103,6 +105,13 @@ class Intake(Drains):
     running ones, and those about to run: about two claim rounds' worth, at least ``workers``; a
     job beside a poison job included, so keep ``max_attempts`` above the crashes in a row you
     expect); the rest of the prefetch does not. ``prefetch=0`` claims only for free workers.
+
+    ``transactional=True``: exactly once, for a handler that writes to the store's own database.
+    The handler is called as ``handler(job, connection)`` inside one transaction that also acks
+    the job (:meth:`~.store.Store.complete`): its writes and the ack commit together or not at
+    all. A handler that raises leaves nothing written (the job fails as usual); one whose lease
+    was lost meanwhile has its writes rolled back (``LeaseLost``: counted as fenced, logged, not a
+    failure). On SQLite the transaction holds the file's write lock while the handler runs.
     """
 
     #: What the host's hang watch uses for this component: never. A long job is normal here; the
@@ -111,7 +120,7 @@ class Intake(Drains):
 
     def __init__(
         self,
-        handler: Callable[[Job], Any],
+        handler: Callable[[Job], Any] | Callable[[Job, Any], Any],
         *,
         store: Store | str | Path,
         workers: int = 16,
@@ -122,6 +131,7 @@ class Intake(Drains):
         retry_cap: float = 3600.0,
         prefetch: int | None = None,
         name: str = "intake",
+        transactional: bool = False,
     ) -> None:
         if workers < 1:
             raise ValueError(f"{name}: workers must be >= 1, got {workers}")
@@ -131,6 +141,7 @@ class Intake(Drains):
             raise ValueError(f"{name}: max_attempts must be >= 1, got {max_attempts}")
         self.name = name
         self.handler = handler
+        self.transactional = transactional
         self.workers = workers
         self.lease = float(lease)
         self.max_attempts = max_attempts
@@ -394,7 +405,16 @@ class Intake(Drains):
 
     def _run(self, stats: WorkerStats, store: Store, job: Job) -> None:
         try:
-            self.handler(job)
+            if self.transactional:
+                try:  # the handler's writes and the ack: one transaction
+                    store.complete(job, functools.partial(self.handler, job))
+                except LeaseLost:
+                    self._fenced += 1
+                    logs.intake_rolled_back(log, self.name, job.id, job.attempt)
+                    return
+                stats.completed += 1
+                return
+            self.handler(job)  # type: ignore[call-arg]
         except BaseException as exc:  # a job's error never ends the worker
             stats.failed += 1
             stats.error(exc)

@@ -60,7 +60,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
@@ -70,9 +70,11 @@ from .. import logs
 from .schema import pg_v1
 from .store import (
     DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT, ERROR_HISTORY, DeadJob, ErrorRecord, Job, JobInfo, PayloadError,
-    SchemaError, Stats, StoreClosed, StoreError, StoreFull, StoreMetrics, StoreTimeout, StoreUnavailable,
+    LeaseLost, SchemaError, Stats, StoreClosed, StoreError, StoreFull, StoreMetrics, StoreTimeout, StoreUnavailable,
     StoreURL, Submission, UnknownJob, backoff, one_line, redact,
 )
+
+T = TypeVar("T")
 
 log = logs.log.getChild("intake")
 
@@ -207,6 +209,7 @@ _SQL = {
                "token = NULL, lease_until = NULL FROM " + _FENCED + " WHERE " + _PAIRED,
     "start": "UPDATE {s}.jobs AS j SET started = true FROM " + _FENCED + " WHERE " + _PAIRED + " RETURNING j.id",
     "ack": "DELETE FROM {s}.jobs AS j USING " + _FENCED + " WHERE " + _PAIRED + " RETURNING j.id",
+    "ack_one": "DELETE FROM {s}.jobs WHERE id = %s AND token = %s AND owner = %s AND state = 1 RETURNING id",
     # The fails of a tick in one statement: each fenced by id, token and node (FOR UPDATE re-checks
     # them on a row another node's reaper changed meanwhile), its error appended to the last few,
     # then dead-lettered (attempts spent, or dead asked) or ready again after its delay (NULL: the
@@ -573,6 +576,8 @@ class PostgresStore:
                        dead_lettered=0, rescued=0, fenced=0)
         self._commit_seconds = 0.0
         self._conn: psycopg.Connection[Any] | None = None
+        self._threads = threading.local()  # complete()'s connection, per calling thread
+        self._own: list[psycopg.Connection[Any]] = []  # every such connection, closed by close()
         self._sql: dict[str, bytes] = {}
         self._conn = self._connect(create=True)
         self._listener: threading.Thread | None = None
@@ -749,6 +754,53 @@ class PostgresStore:
     def fail(self, job: Job, error: str, *, retry_in: float | None = None, dead: bool = False) -> _Op:
         return self._add(_Op(_FAIL, (job, one_line(error).replace("\0", "\\0"), retry_in, dead)))
 
+    def complete(self, job: Job, work: Callable[[Any], T], *, timeout: float | None = None) -> T:
+        """``work(connection)`` and the fenced ack of ``job`` in one transaction (see the protocol),
+        on a connection of the calling thread's own, opened on first use and kept (an Intake with
+        ``transactional=True`` holds one per worker). LeaseLost when the job is no longer held."""
+        limit = self.timeout if timeout is None else timeout
+        if self._closing:
+            raise StoreClosed(f"intake store {self.url} is closed")
+        conn = self._own_connection(limit)
+        try:
+            with conn.transaction():
+                conn.execute(f"SET LOCAL statement_timeout = {max(1, int(limit * 1000))}".encode())
+                value = work(conn)
+                ack = self._sql.get("ack_one") or _statements(conn, self.schema)["ack_one"]
+                gone = conn.execute(ack, (job.id, job.token, job.node)).fetchone()
+                if gone is None:  # not held under this claim: roll the work back
+                    raise LeaseLost(f"intake store {self.url}: job {job.id} is no longer held by this claim (its "
+                                    "lease ran out, or it was released); its work was rolled back")
+        except LeaseLost:
+            with self._lock:
+                self._m["fenced"] += 1
+            raise
+        except psycopg.Error as exc:
+            if conn.closed or conn.broken:
+                self._forget_connection(conn)
+            raise _error(exc, self.url, self._secret, committing=conn.broken) from None
+        with self._lock:
+            self._m["acked"] += 1
+            self._churn += 1
+        return value
+
+    def _own_connection(self, timeout: float) -> psycopg.Connection[Any]:
+        """The calling thread's connection for :meth:`complete` (autocommit outside its transactions)."""
+        conn: psycopg.Connection[Any] | None = getattr(self._threads, "conn", None)
+        if conn is None or conn.closed:
+            conn = self._open(timeout)
+            self._threads.conn = conn
+            with self._lock:
+                self._own.append(conn)
+        return conn
+
+    def _forget_connection(self, conn: psycopg.Connection[Any]) -> None:
+        self._threads.conn = None
+        with self._lock:
+            if conn in self._own:
+                self._own.remove(conn)
+        conn.close()
+
     def release(self, jobs: Iterable[Job], *, timeout: float | None = None) -> int:
         items = [(job.id, job.token, job.node) for job in jobs]
         if not items:
@@ -820,6 +872,10 @@ class PostgresStore:
             self._wake.notify()
         self._vacuum_due.set()  # the vacuum thread sees the close
         self._thread.join(self.timeout if timeout is None else timeout)
+        with self._lock:
+            own, self._own = self._own, []
+        for conn in own:  # complete()'s, one per thread that called it
+            conn.close()
         # The listener sees the close within its 0.2 s wait and closes its own connection: it
         # holds no work, so nobody waits for it.
         if first and not self._thread.is_alive():

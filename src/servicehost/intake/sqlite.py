@@ -36,18 +36,19 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from .. import logs
 from ..stopping import Deadline
 from .schema import LATEST, migrate
 from .store import (
     DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT, ERROR_HISTORY, DeadJob, ErrorRecord, Job, JobInfo,
-    PayloadError, Stats, StoreClosed, StoreError, StoreFull, StoreMetrics, StoreTimeout,
+    LeaseLost, PayloadError, Stats, StoreClosed, StoreError, StoreFull, StoreMetrics, StoreTimeout,
     StoreUnavailable, StoreURL, Submission, UnknownJob, backoff, one_line, redact,
 )
 
 log = logs.log.getChild("intake")
+T = TypeVar("T")
 
 _UNSET: Any = object()
 _READY, _RUNNING = 0, 1
@@ -305,6 +306,8 @@ class SQLiteStore:
                        dead_lettered=0, rescued=0, fenced=0)
         self._commit_seconds = 0.0
         self._sync = sync
+        self._threads = threading.local()  # complete()'s connection, per calling thread
+        self._own: list[sqlite3.Connection] = []  # every such connection, closed by close()
         self._stop_checkpoints = threading.Event()
         self._checkpointer = threading.Thread(target=self._checkpoints, daemon=True,
                                               name=f"intake-checkpoints:{os.path.basename(self.path)}")
@@ -467,6 +470,60 @@ class SQLiteStore:
     def fail(self, job: Job, error: str, *, retry_in: float | None = None, dead: bool = False) -> _Op:
         return self._add(_Op(_FAIL, (job, one_line(error), retry_in, dead)))
 
+    def complete(self, job: Job, work: Callable[[Any], T], *, timeout: float | None = None) -> T:
+        """``work(connection)`` and the fenced ack of ``job`` in one ``BEGIN IMMEDIATE`` transaction
+        on the file (see the protocol), on a connection of the calling thread's own (opened on first
+        use, kept until close). The transaction holds the file's write lock while ``work`` runs: the
+        store thread's next commit waits for it, so keep the work short. ``timeout`` bounds the wait
+        for that lock. LeaseLost when the job is no longer held under its claim."""
+        if self._closing:
+            raise StoreClosed(f"intake store {self.url} is closed")
+        limit = self.timeout if timeout is None else timeout
+        conn = self._own_connection()
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {max(0, int(limit * 1000))}")
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise _storage_error(exc, self.url) from None
+        try:
+            value = work(conn)
+            if conn.execute("DELETE FROM jobs WHERE id = ? AND token = ? AND state = 1",
+                            (job.id, job.token)).rowcount != 1:
+                raise LeaseLost(f"intake store {self.url}: job {job.id} is no longer held by this claim (its "
+                                "lease ran out, or it was released); its work was rolled back")
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # a failed COMMIT may have ended it already
+            with self._lock:
+                self._m["fenced"] += isinstance(exc, LeaseLost)
+            if isinstance(exc, sqlite3.Error):
+                raise _storage_error(exc, self.url) from None
+            raise
+        with self._lock:
+            self._m["acked"] += 1
+        return value
+
+    def _own_connection(self) -> sqlite3.Connection:
+        """The calling thread's connection for :meth:`complete`: the store's pragmas, autocommit
+        outside its transactions."""
+        conn: sqlite3.Connection | None = getattr(self._threads, "conn", None)
+        if conn is None:
+            try:
+                conn = sqlite3.connect(self.path, isolation_level=None, timeout=self._busy_timeout,
+                                       check_same_thread=False)  # closed by close(), on another thread
+                conn.execute(f"PRAGMA synchronous = {self._sync}")
+                conn.execute("PRAGMA foreign_keys = OFF")
+            except sqlite3.Error as exc:
+                raise _storage_error(exc, self.url) from None
+            self._threads.conn = conn
+            with self._lock:
+                self._own.append(conn)
+        return conn
+
     def release(self, jobs: Iterable[Job], *, timeout: float | None = None) -> int:
         pairs = [(job.id, job.token) for job in jobs]
         if not pairs:
@@ -543,6 +600,10 @@ class SQLiteStore:
                 first = self._closing = True
                 self._wake.notify()
         self._thread.join(self.timeout if timeout is None else timeout)
+        with self._lock:
+            own, self._own = self._own, []
+        for conn in own:  # complete()'s, one per thread that called it
+            conn.close()
         if first and not self._thread.is_alive():
             logs.intake_store_closed(log, self.url)
 

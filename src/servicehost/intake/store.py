@@ -39,9 +39,9 @@ import os
 import random
 import socket
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, TypeVar, runtime_checkable
 from urllib.parse import parse_qsl, urlsplit
 
 from ..errors import ServiceHostError
@@ -52,6 +52,7 @@ DEFAULT_MAX_ATTEMPTS = 10
 """Claims a job gets before it is dead-lettered (a claim counts, whether the handler ends or not)."""
 DEFAULT_TIMEOUT = 30.0
 """Seconds a blocking store call waits for its commit before it raises :class:`StoreTimeout`."""
+T = TypeVar("T")
 ERROR_HISTORY = 10
 """How many of a job's last errors the store keeps (the dead-letter table shows them)."""
 
@@ -204,6 +205,12 @@ class UnknownJob(StoreError, LookupError):
     """No job (or dead job) has that id."""
 
 
+class LeaseLost(StoreError):
+    """A :meth:`Store.complete` found its job no longer held under its claim (the lease ran out and
+    it was taken back, or it was released): the transaction was rolled back, so the work's writes
+    never landed. Another claim runs the job; nothing is to be done here."""
+
+
 # -- retries ---------------------------------------------------------------------------------------
 def backoff(attempt: int, *, base: float = 1.0, cap: float = 3600.0, rng: random.Random | None = None) -> float:
     """Seconds before retry number ``attempt`` (1 after the first failure): ``base * 2**(attempt-1)``
@@ -276,6 +283,17 @@ class Store(Protocol):
         ``retry_in`` seconds (``None``: :func:`backoff`), or dead when its attempts are spent or
         ``dead``. Does not block: the future says ``"retry"``, ``"dead"`` or ``"fenced"``."""
         ...
+
+    def complete(self, job: Job, work: Callable[[Any], T], *, timeout: float | None = None) -> T:
+        """Exactly-once completion: run ``work(connection)`` in ONE transaction on this store's own
+        database that also acks ``job`` (fenced, as :meth:`ack`), and return what it returned.
+        ``connection`` is the driver's (``sqlite3.Connection``, ``psycopg.Connection``), inside
+        the transaction: write your results with it and they commit together with the ack, or not
+        at all. If ``work`` raises, the transaction is rolled back and the exception propagates (the
+        job stays held: fail it as usual). If the job is no longer held under its claim, the
+        transaction is rolled back and :class:`LeaseLost` is raised. Blocks; ``timeout`` bounds
+        the wait for the database (SQLite: its write lock, held while ``work`` runs: keep it short).
+        Runs on the calling thread, on a connection of that thread's own."""
 
     def release(self, jobs: Iterable[Job], *, timeout: float | None = None) -> int:
         """Give back claimed jobs that did not start (a stop): ready again at once, the claim's
