@@ -59,11 +59,22 @@ from .store import (
     new_node_id,
     one_line,
     open_store,
+    periodic_key,
 )
 
 __all__ = ["Intake"]
 
 log = logging.getLogger("servicehost.intake")
+
+
+class _Schedule:
+    """One :meth:`Intake.every`: its job's name, period and payload, and the last tick submitted."""
+
+    __slots__ = ("name", "seconds", "payload", "key", "priority", "last")
+
+    def __init__(self, name: str, seconds: float, payload: Any, key: str | None, priority: int) -> None:
+        self.name, self.seconds, self.payload, self.key, self.priority = name, seconds, payload, key, priority
+        self.last = -1
 _monotonic = time.monotonic
 
 #: Seconds one claim waits for a first job when none is ready (a local submit wakes it at once).
@@ -181,6 +192,7 @@ class Intake(Drains):
         self._wait_tick = 0
         self._overran: set[int] = set()  # jobs whose lease is no longer renewed (ids)
         self._pending: deque[tuple[Job, Future[Any]]] = deque()  # acks and fails not yet read back
+        self._schedules: list[_Schedule] = []  # every(): submitted by the renewer thread
         # counted by this intake (its own threads only: plain integers)
         self._claimed_count = 0
         self._released = 0
@@ -478,13 +490,57 @@ class Intake(Drains):
             self._waits.append(max(0.0, time.time() - job.submitted_at))
 
     # -- leases from heartbeats -----------------------------------------------------------------------
+    def every(self, seconds: float, name: str, payload: Any = None, *, key: str | None = None,
+              priority: int = 0) -> Self:
+        """Submit a job once per ``seconds`` of the wall clock (the ticks are ``time() // seconds``),
+        single across nodes: every node given the same schedule submits each tick's job under the
+        idempotency key ``periodic_key(name, tick)``, so one job exists per tick however many run
+        it. Its payload is ``payload``, or ``{"periodic": name, "tick": tick}`` when None. A tick no
+        node was up for is skipped, never made up later. Returns the intake, so that
+        ``self.use(Intake(...).every(3600, "sweep"))`` reads well. The renewer thread submits them."""
+        if not seconds > 0 or not math.isfinite(seconds):
+            raise ValueError(f"{self.name}: every() takes a period in seconds > 0, got {seconds!r}")
+        if not name or "\0" in name:
+            raise ValueError(f"{self.name}: every() needs a job name (no NUL), got {name!r}")
+        self._schedules.append(_Schedule(name, float(seconds), payload, key, priority))
+        return self
+
+    def _submit_due(self, store: Store) -> float:
+        """Submit the periodic jobs whose tick began (each once per tick here; the store's idempotency
+        keeps them one per tick across nodes). Seconds until the next tick begins (inf: none). A
+        stopping intake submits no more."""
+        wait = math.inf
+        if self._closing:
+            return wait
+        for each in self._schedules:
+            now = time.time()
+            tick = int(now // each.seconds)
+            if tick != each.last:
+                payload = {"periodic": each.name, "tick": tick} if each.payload is None else each.payload
+                try:
+                    store.submit(payload, key=each.key, idempotency_key=periodic_key(each.name, tick),
+                                 priority=each.priority, timeout=max(SETTLE_EVERY, each.seconds / 2))
+                    each.last = tick
+                except StoreClosed:
+                    raise
+                except StoreError as exc:  # tried again at the next wake, while the tick lasts
+                    logs.intake_store_failed(log, self.name, f"periodic job {each.name}", one_line(exc), SETTLE_EVERY)
+            wait = min(wait, (tick + 1) * each.seconds - time.time())
+        return wait
+
     def _renew_loop(self) -> None:
         store = self.store
         assert store is not None
         period = self.lease / 3
         due = _monotonic() + period
+        next_tick = math.inf
         try:
-            while not self._done.wait(min(SETTLE_EVERY, max(0.0, due - _monotonic()))):
+            while not self._done.wait(max(0.0, min(SETTLE_EVERY, due - _monotonic(), next_tick))):
+                if self._schedules:
+                    try:
+                        next_tick = self._submit_due(store)
+                    except StoreClosed:
+                        return
                 self._settle()
                 if _monotonic() < due:
                     continue
