@@ -519,7 +519,9 @@ class Intake(Drains):
                 payload = {"periodic": each.name, "tick": tick} if each.payload is None else each.payload
                 try:
                     store.submit(payload, key=each.key, idempotency_key=periodic_key(each.name, tick),
-                                 priority=each.priority, timeout=max(SETTLE_EVERY, each.seconds / 2))
+                                 priority=each.priority,
+                                 # on the renewer's thread: never longer than a renewal period
+                                 timeout=min(self.lease / 3, max(SETTLE_EVERY, each.seconds / 2)))
                     each.last = tick
                 except StoreClosed:
                     raise
