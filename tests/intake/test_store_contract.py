@@ -87,6 +87,43 @@ def test_payloads_come_back_as_submitted(store: Store) -> None:
     assert math.copysign(1, got[ids[negative_zero]]) == -1
 
 
+HOSTILE_TEXT = ['"', '\\', '"]', "', NULL); --", "\u2028\u2029", "\x00nul", "\ud7ff\ue000", "[1,2]", "null", "\t\n"]
+
+
+def test_submit_many_gives_each_payload_back_exactly_in_order(store: Store) -> None:
+    """A batch of JSON payloads (the stores may send it as one document) and a batch with bytes
+    among them (row by row) come back value for value, type for type, in order, with the call's
+    options; concurrent callers, alone and in batches, each get their own payloads' ids."""
+    json_only = [p for p in PAYLOADS if not isinstance(p, bytes)] + HOSTILE_TEXT + [{"k": t} for t in HOSTILE_TEXT]
+    later = time.time() - 1.0  # in the past: claimable, and the run_at each job must carry
+    first = store.submit_many(json_only, key=None, priority=3, run_at=later, max_attempts=4)
+    mixed = store.submit_many(PAYLOADS)
+    assert first == sorted(first) and mixed == sorted(mixed) and first[-1] < mixed[0]
+    results: dict[int, list[int]] = {}
+
+    def produce(i: int) -> None:
+        if i % 2:
+            results[i] = [store.submit({"thread": i, "n": n}) for n in range(20)]
+        else:
+            results[i] = store.submit_many([{"thread": i, "n": n} for n in range(20)])
+
+    threads = [threading.Thread(target=produce, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    got = {job.id: job for job in store.claim("n1", 1000)}
+    assert len(got) == len(json_only) + len(PAYLOADS) + 6 * 20
+    for job_id, payload in zip(first, json_only, strict=True):
+        job = got[job_id]
+        assert job.payload == payload and type(job.payload) is type(payload), payload
+        assert (job.priority, job.max_attempts) == (3, 4)
+    for job_id, payload in zip(mixed, PAYLOADS, strict=True):
+        assert got[job_id].payload == payload and type(got[job_id].payload) is type(payload), payload
+    for i, ids in results.items():
+        assert [got[j].payload for j in ids] == [{"thread": i, "n": n} for n in range(20)]
+
+
 @pytest.mark.parametrize("bad", [{1, 2}, float("nan"), object(), {"k": float("inf")}])
 def test_a_payload_that_is_not_json_is_refused_and_nothing_added(store: Store, bad: Any) -> None:
     with pytest.raises(PayloadError):

@@ -104,6 +104,13 @@ _INSERT_SQL = """
 INSERT INTO jobs (state, priority, run_at, key, attempts, max_attempts, submitted_at, idem_key, payload)
 VALUES (0, ?, ?, ?, 0, ?, ?, ?, ?)
 """
+# A ``submit_many`` of JSON payloads sharing the call's options: one statement, its payloads one
+# bound JSON array of their JSON texts (each row's values bound one by one would hold the GIL for
+# the binding: seven values a row). json_each gives each text back exactly, in order.
+_INSERT_DOC_SQL = """
+INSERT INTO jobs (state, priority, run_at, key, attempts, max_attempts, submitted_at, idem_key, payload)
+SELECT 0, ?1, ?2, ?3, 0, ?4, ?5, NULL, e.value FROM json_each(?6) AS e ORDER BY e.key
+"""
 #: Seconds a tick of only acks, fails and start marks waits for a call that blocks to join it: the
 #: intake's claimer queues its next claim just after reading the last one's answer, and without
 #: the wait every other commit would carry acks alone.
@@ -237,6 +244,16 @@ def _encode(payload: Any) -> str | bytes:
         return _to_json(payload)
     except (TypeError, ValueError, RecursionError) as exc:
         raise PayloadError(f"a payload must be a JSON value or bytes: {exc}") from None
+
+
+def _texts(items: list[Any]) -> list[str] | None:
+    """Each item's JSON text, or None when one is a :class:`Submission` or bytes (those go row by row)."""
+    texts = []
+    for item in items:
+        if type(item) is Submission or isinstance(item, (bytes, bytearray, memoryview)):
+            return None
+        texts.append(_encode(item))
+    return texts
 
 
 def _decode(payload: str | bytes) -> Any:
@@ -424,16 +441,23 @@ class SQLiteStore:
     ) -> list[int]:
         now = self._clock()
         common = self._row(None, key, None, priority, run_at, max_attempts, now)[:6]
+        items = payloads if isinstance(payloads, list) else list(payloads)
+        if not items:
+            return []
+        texts = _texts(items)
+        if texts is not None:  # the common case: JSON payloads, the call's options
+            doc = _to_json(texts)
+            ids: list[int] = self._wait(self._add(_Op(_SUBMIT, (None, (common[:5], doc, len(texts))), blocking=True)),
+                                        timeout)
+            return list(ids)
         rows = [
             self._row(p.payload, p.key, p.idempotency_key, p.priority, p.run_at, p.max_attempts, now)
             if type(p) is Submission else (*common, _encode(p))
-            for p in payloads
+            for p in items
         ]
-        if not rows:
-            return []
         # Flattened here, on the caller's thread, for the store thread's multi-row INSERTs.
         flat = None if any(r[5] is not None for r in rows) else [v for r in rows for v in r]
-        ids: list[int] = self._wait(self._add(_Op(_SUBMIT, (rows, flat), blocking=True)), timeout)
+        ids = self._wait(self._add(_Op(_SUBMIT, (rows, flat), blocking=True)), timeout)
         return list(ids)
 
     def claim(self, node: str, n: int, lease: float = 30.0, *, wait: float = 0.0,
@@ -880,16 +904,22 @@ class SQLiteStore:
         plain: list[Any] = []
         numbered: list[tuple[_Op, int, int]] = []  # (call, its first row, its rows), counted in ``plain``
         keyed: list[_Op] = []
+        inserted = 0
         for op in ops:
             rows, flat = op.args
-            if flat is None:
+            if rows is None:  # a JSON document of payloads: (common values, document, rows)
+                common, doc, n = flat
+                last = conn.execute(_INSERT_DOC_SQL, (*common, doc)).lastrowid or 0
+                answers.append((op, range(last - n + 1, last + 1)))
+                inserted += n
+            elif flat is None:
                 keyed.append(op)
             else:
                 numbered.append((op, len(plain) // _ROW, len(rows)))
                 plain += flat
-        inserted = len(plain) // _ROW
+        inserted += len(plain) // _ROW
         if plain:
-            first = _insert_rows(conn, plain) - inserted + 1
+            first = _insert_rows(conn, plain) - len(plain) // _ROW + 1
             for op, at, n in numbered:
                 answers.append((op, range(first + at, first + at + n)))
         for op in keyed:
