@@ -7,14 +7,19 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from types import MappingProxyType
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
 
 from .stopping import Deadline
 
+if TYPE_CHECKING:  # the same frozen dataclass to a type checker (``_records.py``)
+    from dataclasses import dataclass as record
+else:
+    from ._records import record
 
-@dataclass(frozen=True)
+
+@record(frozen=True)
 class Counters:
     """A snapshot of one component's live counters (what ``status`` and systemd's ``STATUS=``
     show). Fields are only ever added, each with a default, so a component written for an older
@@ -61,6 +66,23 @@ class Counters:
     commit_batch: float | None = None
     """Operations per store commit, on average (group commit: submits, acks, renewals, claims)."""
 
+    def __init__(self, name: str, submitted: int, completed: int, failed: int, in_flight: int,
+                 queue_depth: int, latency_p50: float | None = None, latency_p99: float | None = None,
+                 workers: int | None = None, queue_capacity: int | None = None,
+                 latency_p95: float | None = None, last_error: str | None = None,
+                 last_error_at: float | None = None, kind: str | None = None, depth: int | None = None,
+                 wait_p50: float | None = None, wait_p99: float | None = None, retries: int | None = None,
+                 rescues: int | None = None, dead_letters: int | None = None,
+                 commit_batch: float | None = None) -> None:
+        # What @dataclass(frozen=True) generates, written out (``_records.py``): a new field goes
+        # here too, with its default (tests/unit/test_frozen_records.py compares the two).
+        self.__dict__.update(
+            name=name, submitted=submitted, completed=completed, failed=failed, in_flight=in_flight,
+            queue_depth=queue_depth, latency_p50=latency_p50, latency_p99=latency_p99, workers=workers,
+            queue_capacity=queue_capacity, latency_p95=latency_p95, last_error=last_error,
+            last_error_at=last_error_at, kind=kind, depth=depth, wait_p50=wait_p50, wait_p99=wait_p99,
+            retries=retries, rescues=rescues, dead_letters=dead_letters, commit_batch=commit_batch)
+
     def summary(self) -> str:
         """One short line, e.g. for systemd's ``STATUS=`` (php-fpm style: done, failed, busy/size,
         queued/capacity)."""
@@ -79,7 +101,7 @@ TIME_BUCKETS: tuple[float, ...] = (
 )
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Histogram:
     """Sampled times counted on :data:`TIME_BUCKETS`: ``counts[i]`` samples were at most
     ``TIME_BUCKETS[i]`` (and above the bound before); the last count is those above 15 min.
@@ -87,6 +109,9 @@ class Histogram:
 
     counts: tuple[int, ...] = (0,) * (len(TIME_BUCKETS) + 1)
     total: float = 0.0
+
+    def __init__(self, counts: tuple[int, ...] = (0,) * (len(TIME_BUCKETS) + 1), total: float = 0.0) -> None:
+        self.__dict__.update(counts=counts, total=total)  # written out: see Counters.__init__
 
     @property
     def samples(self) -> int:
@@ -96,7 +121,7 @@ class Histogram:
         return Histogram(tuple(a + b for a, b in zip(self.counts, other.counts)), self.total + other.total)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Measures:
     """What a component offers a metrics exposition beyond its :class:`Counters`: totals that only
     grow. Fields are only ever added, each with a default.
@@ -114,6 +139,13 @@ class Measures:
     rejected: int = 0
     restarts: int = 0
     stages: Mapping[str, Measures] = field(default_factory=dict)
+
+    def __init__(self, busy_seconds: float = 0.0, task_duration: Histogram = Histogram(),
+                 queue_wait: Histogram | None = None, rejected: int = 0, restarts: int = 0,
+                 stages: Mapping[str, Measures] | None = None) -> None:
+        # written out: see Counters.__init__ (``stages`` left out: a new dict, as default_factory)
+        self.__dict__.update(busy_seconds=busy_seconds, task_duration=task_duration, queue_wait=queue_wait,
+                             rejected=rejected, restarts=restarts, stages={} if stages is None else stages)
 
 
 @runtime_checkable

@@ -33,12 +33,17 @@ import re
 import stat
 import sys
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, NamedTuple, get_type_hints
+from typing import TYPE_CHECKING, Any, NamedTuple, get_type_hints
 
 from .errors import ConfigError, UsageError
+
+if TYPE_CHECKING:  # the same frozen dataclass to a type checker (``_records.py``)
+    from dataclasses import dataclass as record
+else:
+    from ._records import record
 
 ENV_PREFIX = "SERVICEHOST_"
 _TRUE = {"1", "true", "yes", "on"}
@@ -371,7 +376,7 @@ class LogLevel(StrEnum):
     CRITICAL = "CRITICAL"
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class HostConfig:
     """The framework's own settings (a service adds its own through ``Service.Settings``)."""
 
@@ -404,6 +409,18 @@ class HostConfig:
     http_allowed_hosts: str = setting(
         "", "host names the HTTP listener answers besides localhost and IP addresses (comma-separated; "
         "'*': any), e.g. the name a proxy or Prometheus uses; any other Host header is refused (DNS rebinding)")
+
+    def __init__(self, *, shutdown_timeout: float = 30.0, start_timeout: float = 60.0, hang_timeout: float = 300.0,
+                 hang_policy: HangPolicy = HangPolicy.RESTART, log_level: LogLevel = LogLevel.INFO,
+                 log_file: str = "", syslog: bool = False, state_dir: Path = Path(""), manager: str = "auto",
+                 control_group: str = "", http: str = "", http_allowed_hosts: str = "") -> None:
+        # What @dataclass(frozen=True, kw_only=True) generates, written out (``_records.py``): a new
+        # setting goes here too, with the default its setting() gives (tests/unit/test_frozen_records.py).
+        self.__dict__.update(
+            shutdown_timeout=shutdown_timeout, start_timeout=start_timeout, hang_timeout=hang_timeout,
+            hang_policy=hang_policy, log_level=log_level, log_file=log_file, syslog=syslog, state_dir=state_dir,
+            manager=manager, control_group=control_group, http=http, http_allowed_hosts=http_allowed_hosts)
+        self.__post_init__()
 
     def __post_init__(self) -> None:
         # HostConfig(hang_policy="report") written in code holds the member too, as a loaded one does
