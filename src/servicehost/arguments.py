@@ -11,10 +11,15 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NamedTuple, NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from . import config as config_mod
 from .errors import UsageError
+
+if TYPE_CHECKING:  # the same record to a type checker (``_records.py``)
+    from typing import NamedTuple
+else:
+    from ._records import NamedTuple
 
 _SHOWN = 300  # longest message taken from an exception into the one-line error
 

@@ -9,14 +9,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from .stopping import Deadline
 
-if TYPE_CHECKING:  # the same frozen dataclass to a type checker (``_records.py``)
+if TYPE_CHECKING:  # the same records to a type checker (``_records.py``)
     from dataclasses import dataclass as record
+    from typing import NamedTuple
 else:
-    from ._records import record
+    from ._records import NamedTuple, record
 
 
 @record(frozen=True)

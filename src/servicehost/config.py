@@ -36,14 +36,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import field
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, get_type_hints
+from typing import TYPE_CHECKING, Any, get_type_hints
 
 from .errors import ConfigError, UsageError
 
-if TYPE_CHECKING:  # the same frozen dataclass to a type checker (``_records.py``)
+if TYPE_CHECKING:  # the same records to a type checker (``_records.py``)
     from dataclasses import dataclass as record
+    from typing import NamedTuple
 else:
-    from ._records import record
+    from ._records import NamedTuple, record
 
 ENV_PREFIX = "SERVICEHOST_"
 _TRUE = {"1", "true", "yes", "on"}

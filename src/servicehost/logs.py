@@ -15,7 +15,12 @@ import sys
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the same record to a type checker (``_records.py``)
+    from typing import NamedTuple
+else:
+    from ._records import NamedTuple
 
 DEBUG, INFO, WARNING, ERROR, CRITICAL = (
     logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL,

@@ -166,3 +166,63 @@ def test_a_record_writes_its_own_init_and_nothing_else() -> None:
 
             def __repr__(self) -> str:
                 return "mine"
+
+
+def tuple_records() -> list[type]:
+    import importlib
+
+    from servicehost import arguments, config, logs
+    from servicehost.components import Beat, Unfinished
+
+    entry = importlib.import_module("servicehost.platforms.entry")
+
+    return [config.SettingSpec, config.Loaded, logs.LogEvent, arguments.Invocation, arguments.Command,
+            entry.ManagerExitStatus, entry.Refused, entry.PlatformEntry, Beat, Unfinished]
+
+
+@pytest.mark.parametrize("cls", tuple_records(), ids=lambda c: c.__name__)
+def test_a_tuple_record_is_the_named_tuple_typing_makes(cls: type) -> None:
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    assert list(hints) == list(cls._fields)  # type: ignore[attr-defined]
+    same = typing.NamedTuple(cls.__name__, list(hints.items()))  # type: ignore[misc]
+    assert issubclass(cls, tuple) and cls.__mro__[1:] == same.__mro__[1:]
+    assert cls._fields == same._fields  # type: ignore[attr-defined]
+    assert cls._field_defaults == {  # type: ignore[attr-defined]
+        n: p.default for n, p in inspect.signature(cls).parameters.items() if p.default is not p.empty}
+    assert inspect.signature(cls).parameters.keys() == inspect.signature(same).parameters.keys()
+    assert cls.__doc__ and cls.__module__.startswith("servicehost.") and cls.__qualname__ == cls.__name__
+    values = tuple(range(len(cls._fields)))  # type: ignore[attr-defined]
+    one = cls(*values)
+    assert one == values and repr(one) == repr(same(*values))
+    assert one._asdict() == same(*values)._asdict() and one._replace() == one  # type: ignore[attr-defined]
+    assert pickle.loads(pickle.dumps(one)) == one
+
+
+def test_named_tuple_refuses_what_typing_refuses() -> None:
+    from servicehost._records import NamedTuple
+
+    class Point(NamedTuple):
+        """A point."""
+
+        x: int
+        y: int = 0
+
+        @property
+        def norm(self) -> int:
+            return abs(self.x) + abs(self.y)
+
+    assert Point(3, -4).norm == 7 and Point(1) == (1, 0) and Point.__annotations__ == {"x": "int", "y": "int"}
+    assert Point._field_defaults == {"y": 0} and Point.__doc__ == "A point."
+    with pytest.raises(TypeError, match="Non-default namedtuple field y cannot follow default field x"):
+        class Bad(NamedTuple):
+            x: int = 0
+            y: int
+    with pytest.raises(AttributeError, match="Cannot overwrite NamedTuple attribute _replace"):
+        class Worse(NamedTuple):
+            x: int
+
+            def _replace(self) -> None: ...
+    with pytest.raises(TypeError):
+        NamedTuple("Functional", [("x", int)])

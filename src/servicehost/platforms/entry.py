@@ -11,9 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import NamedTuple
+from typing import TYPE_CHECKING
 
 from ..errors import ExitCode
+
+if TYPE_CHECKING:  # the same record to a type checker (``_records.py``)
+    from typing import NamedTuple
+else:
+    from .._records import NamedTuple
 
 
 class ManagerExitStatus(NamedTuple):
