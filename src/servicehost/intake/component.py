@@ -45,7 +45,7 @@ from typing import Any, Self
 from .. import logs
 from ..components import Beat, Counters, Unfinished
 from ..stopping import Deadline
-from ..workers._supervision import Drains, WorkerStats, describe, sum_counters
+from ..workers._supervision import LATENCY_SAMPLE_EVERY, Drains, WorkerStats, describe, sum_counters
 from .store import (
     DEFAULT_LEASE,
     DEFAULT_MAX_ATTEMPTS,
@@ -383,9 +383,16 @@ class Intake(Drains):
         assert store is not None
         cond, ready, running = self._cond, self._ready, self._running
         wake = self._claimer_wake
+        job: Job | None = None
         try:
             while True:
-                with cond:
+                with cond:  # one lock section a job: the last one's end, the next one's start
+                    if job is not None:
+                        stats.busy_since = None
+                        running[index] = None
+                        self._held -= 1
+                        if self._claimer_idle:
+                            wake.notify()  # a slot to fill, or the marked jobs run low
                     while not ready or self._paused:
                         if self._closing:
                             return
@@ -404,13 +411,11 @@ class Intake(Drains):
                 if job.attempt == 1:
                     self._sample_wait(job)
                 self._run(stats, store, job)
-                stats.sample(started)
-                with cond:
-                    stats.busy_since = None
-                    running[index] = None
-                    self._held -= 1
-                    if self._claimer_idle:
-                        wake.notify()  # a slot to fill, or the marked jobs run low
+                took = _monotonic() - started  # stats.sample(started), inline: once a job
+                stats.busy_seconds += took
+                stats._tick += 1
+                if stats._tick >= LATENCY_SAMPLE_EVERY:
+                    stats.record(took)
         except BaseException as exc:  # the loop itself broke: never die silently
             logs.worker_crashed(log, self.name, stats.name, exc_info=exc)
             raise

@@ -246,6 +246,10 @@ def _encode(payload: Any) -> str | bytes:
         raise PayloadError(f"a payload must be a JSON value or bytes: {exc}") from None
 
 
+#: ``Job``'s fields as one tuple, without the named tuple's Python-level ``__new__`` (a call per job).
+_new = tuple.__new__
+
+
 def _texts(items: list[Any]) -> list[str] | None:
     """Each item's JSON text, or None when one is a :class:`Submission` or bytes (those go row by row)."""
     texts = []
@@ -473,8 +477,8 @@ class SQLiteStore:
         doc, token, until = claimed
         rows = json.loads(doc)
         rows.sort(key=lambda r: (-r[3], r[7], r[0]))
-        return [Job(r[0], bytes.fromhex(r[9]) if r[8] else r[9], r[1], r[2], r[3], r[4], token, node, until, r[5],
-                    r[6]) for r in rows]
+        return [_new(Job, (r[0], bytes.fromhex(r[9]) if r[8] else r[9], r[1], r[2], r[3], r[4], token, node, until,
+                           r[5], r[6])) for r in rows]
 
     def renew(self, node: str, lease: float = 30.0, *, exclude: Iterable[int] = (),
               timeout: float | None = None) -> int:
