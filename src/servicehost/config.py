@@ -127,6 +127,30 @@ class SettingSpec(NamedTuple):
         return what
 
 
+def _simple_hints(cls: type) -> dict[str, Any] | None:
+    """``get_type_hints(cls)`` when every annotation is one name (``float``, ``Path``, ``HangPolicy``:
+    the usual settings), looked up where it would look (the module, the class, builtins) without
+    compiling each; None when one is anything else (then ``get_type_hints`` reads them)."""
+    hints: dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):
+        annotations = klass.__dict__.get("__annotations__", {})
+        if not isinstance(annotations, dict):
+            return None
+        module = getattr(sys.modules.get(klass.__module__), "__dict__", {})
+        for name, value in annotations.items():
+            if not isinstance(value, str):
+                return None
+            for namespace in (module, klass.__dict__, builtins.__dict__):
+                if value in namespace:
+                    hints[name] = namespace[value]
+                    break
+            else:
+                return None  # not a plain name (or not found): get_type_hints says which
+            if not isinstance(hints[name], type):
+                return None
+    return hints
+
+
 @functools.cache
 def specs(cls: type) -> list[SettingSpec]:
     """The settings a frozen dataclass declares, in declaration order (computed once per class)."""
@@ -134,7 +158,7 @@ def specs(cls: type) -> list[SettingSpec]:
     if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
         raise UsageError(f"{name}: settings are declared as a @dataclass(frozen=True, kw_only=True) class")
     try:
-        hints = get_type_hints(cls)
+        hints = _simple_hints(cls) or get_type_hints(cls)
     except Exception as exc:  # an annotation naming something that does not exist
         raise UsageError(f"{name}: its annotations cannot be resolved ({exc.__class__.__name__}: {exc})") from None
     out = []
