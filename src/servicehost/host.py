@@ -106,6 +106,13 @@ class Host:
         self._wake = threading.Event()  # set when the stopper is done or the stop is forced
         self._started_at = 0.0
         self._drain_began: float | None = None  # monotonic time of the drain under way, if any
+        self._after_ready: list[Callable[[], object]] = []
+
+    def after_ready(self, fn: Callable[[], object]) -> None:
+        """``fn()`` runs on the starting thread once the host is RUNNING and has logged that it is
+        ready: for work the start must not wait for (``platforms/once_ready.py``: the control
+        channel), which listeners of the move to RUNNING would still run before the ready line."""
+        self._after_ready.append(fn)
 
     @property
     def state(self) -> HostState:
@@ -142,6 +149,8 @@ class Host:
             raise
         self.lifecycle.move(S.RUNNING)
         logs.host_ready(log, time.monotonic() - self._started_at)
+        for fn in self._after_ready:
+            fn()
         if self.config.hang_timeout > 0:
             threading.Thread(target=self._watch_hangs, name="servicehost-hang-watch", daemon=True).start()
 
