@@ -5,7 +5,8 @@ declares ``ENTRY`` (:class:`~servicehost.platforms.entry.PlatformEntry`): the cl
 chosen, the environment markers its manager leaves in its children, the operating systems it runs
 on, how its manager is told the exit codes, and how it maps each install option. The registry
 collects them; a platform's code is imported only when it is chosen, so ``import servicehost``
-never loads pywin32. Adding a platform = one package + one name in ``PLATFORMS``.
+never loads pywin32. Adding a platform = one package + one name in ``PLATFORMS`` (and its
+OS and markers in ``RUNS_WHERE``).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """What the registry knows of a platform before importing it: one :class:`PlatformEntry` per
 platform, declared as ``ENTRY`` in the platform's own (light) module, collected by
 ``platforms/__init__.py``. Adding a platform = one package with an ``ENTRY`` + one name in
-``PLATFORMS``; nothing else changes.
+``PLATFORMS`` (and its OS and markers in ``RUNS_WHERE``); nothing else changes.
 
 This module imports nothing heavy and defines NamedTuples (cheap to define, unlike frozen
 dataclasses): detection reads entries on every start.
