@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import logging
 import math
 import threading
@@ -90,8 +91,23 @@ WAIT_SAMPLE_EVERY = 16
 #: The default ``prefetch`` follows the workers' pace: about four claim rounds of what they take
 #: (at least ``workers``: slow handlers keep a few jobs ahead, so they are not hoarded from other
 #: nodes), at most this many per worker. Only the jobs marked started count an
-#: attempt when their process dies, and the claimer marks about two rounds' worth ahead.
-PREFETCH_PER_WORKER = 32
+#: attempt when their process dies, and the claimer marks about two rounds' worth ahead. Fast
+#: handlers reach the cap: 128 a worker takes claims of hundreds of jobs a commit (the
+#: intake's benchmark: 16 workers, 13% more jobs a second than with 32, a third fewer commits).
+PREFETCH_PER_WORKER = 128
+#: ... and the jobs it holds ahead take at most about this many bytes of payload (big payloads:
+#: fewer ahead), by a sample of one job's payload a claim.
+PREFETCH_BYTES = 64 << 20
+
+
+def _payload_bytes(payload: Any) -> int:
+    """About how much memory a claimed payload holds: its length as bytes or text, else as JSON."""
+    if isinstance(payload, (bytes, str)):
+        return len(payload)
+    try:
+        return len(json.dumps(payload))
+    except (TypeError, ValueError):  # a store's own payload type: count it small
+        return 64
 
 
 class Intake(Drains):
@@ -159,6 +175,7 @@ class Intake(Drains):
         self.job_hang_timeout = float(hang_timeout or 0.0)
         self.retry_base, self.retry_cap = retry_base, retry_cap
         self._adaptive = prefetch is None
+        self._job_bytes = 1  # the payload size the default prefetch reckons with (a running estimate)
         self._prefetch = PREFETCH_PER_WORKER * workers if prefetch is None else max(0, prefetch)
         self._ahead = min(workers, self._prefetch)  # the default's current depth (adaptive)
         self.capacity = workers + self._prefetch
@@ -259,8 +276,9 @@ class Intake(Drains):
                             target = max(self.workers, 2 * took)
                             mark = min(len(claimed), target - len(ready)) if claimed else 0
                             ahead = self._prefetch
-                            if self._adaptive:  # four rounds of it, shrinking slowly
-                                ahead = max(self.workers, min(ahead, max(4 * took, self._ahead * 3 // 4)))
+                            if self._adaptive:  # four rounds of it, shrinking slowly, within the bytes
+                                ahead = max(self.workers, min(ahead, max(4 * took, self._ahead * 3 // 4),
+                                                              PREFETCH_BYTES // self._job_bytes))
                             free = 0 if self._holding else self.workers + ahead - self._held
                             if claimed and self._store_empty:
                                 free = 0  # nothing to claim a moment ago: mark what is held first
@@ -321,6 +339,7 @@ class Intake(Drains):
         """Put claimed jobs in the buffer, or give them back when the intake is closing; a job
         claimed past ``max_attempts`` (its earlier claims ended with their process) goes to the
         dead-letter table without running."""
+        self._job_bytes = (self._job_bytes + _payload_bytes(jobs[len(jobs) // 2].payload)) // 2 or 1
         spent = [j for j in jobs if j.attempt > self.max_attempts]
         back: list[Job] = []
         with self._cond:
