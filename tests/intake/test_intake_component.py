@@ -124,12 +124,12 @@ def test_the_default_prefetch_stays_shallow_for_slow_handlers_and_grows_for_fast
 
     with open_store(url) as store:
         store.submit_many([{"n": i} for i in range(2000)])
-    with Intake(handler, store=url, workers=2, lease=30) as intake:  # the default prefetch: up to 256 ahead
+    with Intake(handler, store=url, workers=2, lease=30) as intake:  # the default prefetch: up to 64 ahead
         wait_until(lambda: len(done) >= 20, 60, "slow jobs run")
         for _ in range(20):
             depths.append(intake.counters().queue_depth)
             threading.Event().wait(0.02)
-        assert max(depths) <= 16, depths  # a few rounds of one or two jobs each, not 256
+        assert max(depths) <= 16, depths  # a few rounds of one or two jobs each, not 64
         slow.clear()  # now they take no time: the claims get deep
         wait_until(lambda: depths.append(intake.counters().queue_depth) or len(done) == 2000, 60, "every job runs",
                    every=0.001)
@@ -139,7 +139,7 @@ def test_the_default_prefetch_stays_shallow_for_slow_handlers_and_grows_for_fast
 def test_the_default_prefetch_holds_fewer_big_payloads_ahead(tmp_path, monkeypatch):
     from servicehost.intake import component
 
-    monkeypatch.setattr(component, "PREFETCH_BYTES", 1 << 20)  # 1 MiB ahead: 64 jobs of 16 KiB
+    monkeypatch.setattr(component, "PREFETCH_BYTES", 1 << 19)  # 512 KiB ahead: 32 jobs of 16 KiB
     url = store_url(tmp_path)
     done: list[int] = []
     depths: list[int] = []
@@ -148,7 +148,7 @@ def test_the_default_prefetch_holds_fewer_big_payloads_ahead(tmp_path, monkeypat
     with Intake(lambda job: done.append(job.id), store=url, workers=2, lease=30) as intake:
         wait_until(lambda: depths.append(intake.counters().queue_depth) or len(done) == 1500, 60, "every job runs",
                    every=0.001)
-    # fast handlers would take claims of up to 2 workers + 256 ahead; the bytes bound keeps 64 ahead
+    # fast handlers would take claims of up to 2 workers + 64 ahead; the bytes bound keeps 32 ahead
     # (a few more at first, while the size estimate converges from the first claims)
-    assert max(depths[len(depths) // 4:]) <= 2 + 64 + 2, max(depths)
-    assert max(depths) > 16, max(depths)  # still claims ahead, not one by one
+    assert max(depths[len(depths) // 4:]) <= 2 + 32 + 2, max(depths)
+    assert max(depths) > 8, max(depths)  # still claims ahead, not one by one
