@@ -44,3 +44,34 @@ def test_the_wal_stays_near_its_limit_while_twenty_times_that_goes_through(tmp_p
     assert not os.path.exists(f"{path}-wal") or os.stat(f"{path}-wal").st_size == 0
     # a small hot table: the jobs left it, and the file did not grow with what went through
     assert path.stat().st_size < 4 * 1024 * 1024
+
+
+def test_a_store_that_commits_all_the_time_rewinds_its_log_long_before_the_limit(tmp_path: Path) -> None:
+    """A log that is copied while commits go on must still start again from its beginning: else
+    it grows to ``checkpoint_bytes`` (64 MiB by default) and the truncating checkpoint there holds
+    every caller for as long as it copies (~100 ms)."""
+    path = tmp_path / "jobs.sqlite3"
+    biggest = [0]
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.002):
+            try:
+                biggest[0] = max(biggest[0], os.stat(f"{path}-wal").st_size)
+            except FileNotFoundError:
+                pass
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    payload = "y" * 2000
+    with open_store(f"sqlite:///{path}?checkpoint_interval=0.05") as store:  # the default limit: 64 MiB
+        commits = 0
+        while commits < 3000:  # a commit a submit (and a claim, an ack): pages of log each
+            store.submit(payload)
+            for job in store.claim("n", 1):
+                store.ack(job).result(30)
+            commits = store.metrics().commits
+        written = commits * 4096  # at least a page of log a commit
+    done.set()
+    watcher.join()
+    assert 0 < biggest[0] < written / 4, (biggest[0], written)  # rewound, many times over
