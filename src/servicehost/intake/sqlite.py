@@ -125,6 +125,9 @@ GATHER = 0.001
 #: answers them before it commits the rest (acks, claims...): an fsync more, for callers that
 #: then return while the rest is committed instead of after.
 SPLIT_SUBMITS = 8
+#: Seconds between two looks at the WAL's size (for the truncating checkpoint): a stat is a system
+#: call, and the store thread waits for the GIL after each one while the process is busy.
+SIZE_EVERY = 0.01
 _SYNC_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 _CHUNKS = (256, 128, 64, 32, 16, 8, 4, 2, 1)  # rows per multi-row INSERT: each shape prepared once, then cached
 
@@ -664,7 +667,7 @@ class SQLiteStore:
                 logs.intake_store_close_failed(log, self.url, one_line(exc))
 
     def _loop(self) -> None:
-        last_reap = last_prune = time.monotonic()
+        last_reap = last_prune = last_size = time.monotonic()
         closing_since: float | None = None
         retry_at = 0.0
         while True:
@@ -736,8 +739,10 @@ class SQLiteStore:
             if self._copied:
                 self._copied = False
                 self._checkpoint()  # the frames since the other thread's copy: the next transaction rewinds the log
-            if self._wal_size() > self._checkpoint_bytes:
-                self._checkpoint(truncate=True)
+            if now - last_size >= SIZE_EVERY or closing:  # a stat lets go of the GIL: not at every tick
+                last_size = now
+                if self._wal_size() > self._checkpoint_bytes:
+                    self._checkpoint(truncate=True)
             if closing:
                 closing_since = now if closing_since is None else closing_since
                 with self._lock:
