@@ -25,6 +25,7 @@ from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
+from . import _startgc
 from . import config as config_mod
 from . import logs
 from .arguments import _SHOWN, NAME_OR_TARGET, NOTHING, ArgumentParser, Command, Invocation, is_target, one_line, service_name
@@ -239,6 +240,7 @@ def _run(inv: Invocation, *, debug: bool) -> ExitCode:
     service.name = name  # the installed name (--name), else the class's: logs and the control channel use it
     logs.state_dir_used(log, name, hc.state_dir, inv.loaded.origins.get("state_dir", "default"))
     host = Host([service], hc)
+    host.after_ready(_startgc.restore)  # the start's collections deferred: back to the usual once ready
     with _http_listener(host, hc):  # up before the start, down after the stop: probes see both
         code = platform.run(host, debug=debug)
     if host.report.forced:
@@ -292,6 +294,7 @@ def run_cli(argv: Sequence[str] | None = None, service_cls: type | None = None) 
     that failed to import), which ``run`` keeps off the console a manager logs.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
+    _startgc.defer()  # until the service is ready (``_run``) or the command ends
     try:
         inv = parse(argv, service_cls)
         return int(commands(inv.args.command)[inv.args.command].handler(inv))
@@ -302,6 +305,8 @@ def run_cli(argv: Sequence[str] | None = None, service_cls: type | None = None) 
         return int(exc.exit_code)
     except KeyboardInterrupt:
         return int(ExitCode.STOP_INCOMPLETE)
+    finally:
+        _startgc.restore()
 
 
 def _name_arg(p: argparse.ArgumentParser) -> None:
