@@ -44,7 +44,7 @@ def _submit(cli: Cli, name: str, who: str) -> int:
     return int(out.split()[-1])
 
 
-def _drive(cli: Cli, name: str, out_file: Callable[[int], str | None], restart: Callable[[], None]) -> None:
+def _drive(cli: Cli, name: str, out_file: Callable[[int], str | None], restart: Callable[[], object]) -> None:
     """What an admin does by name: submit while running (the job runs), submit while stopped
     (kept; runs after the start), a delayed job listed as delayed, stats that add up."""
     first = _submit(cli, name, "Ada")

@@ -249,6 +249,10 @@ def _encode(payload: Any) -> str | bytes:
         return payload
     if isinstance(payload, (bytearray, memoryview)):
         return bytes(payload)
+    return _json_text(payload)
+
+
+def _json_text(payload: Any) -> str:
     try:
         return _to_json(payload)
     except (TypeError, ValueError, RecursionError) as exc:
@@ -265,7 +269,7 @@ def _texts(items: list[Any]) -> list[str] | None:
     for item in items:
         if type(item) is Submission or isinstance(item, (bytes, bytearray, memoryview)):
             return None
-        texts.append(_encode(item))
+        texts.append(_json_text(item))
     return texts
 
 
