@@ -47,7 +47,8 @@ class _RefusedPassword(argparse.Action):
     the value is never repeated."""
 
     def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
-        super().__init__(option_strings, dest, nargs=1, default=None, help=kwargs.get("help"),  # type: ignore[arg-type]
+        # one value, as every valued option (its absence: "expected one argument", as theirs)
+        super().__init__(option_strings, dest, default=None, help=kwargs.get("help"),  # type: ignore[arg-type]
                          metavar=kwargs.get("metavar"))  # type: ignore[arg-type]
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,

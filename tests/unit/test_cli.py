@@ -77,6 +77,7 @@ def test_choosing_one_of_several_services():
         (["settings"], "required: TARGET"),
         (["run", ALPHA, "--no-such-flag", "1"], "unknown option --no-such-flag"),
         (["settings", ALPHA, "--shutdown-timeout"], "--shutdown-timeout: expected one argument"),
+        (["install", ALPHA, "--manager", "foreground", "--password"], "--password: expected one argument"),
         (["settings", ALPHA, ALPHA], "an unexpected argument (word 3"),
         (["settings", "-"], "target '-'"),
         (["settings", "--", "-"], "target '-'"),
