@@ -33,10 +33,11 @@ NOT_ON_THE_START_PATH = (
     "win32serviceutil", "win32api", "win32con", "winerror",
 )
 
-#: What ``servicehost.compat`` may load of servicehost on Windows: the packages on the way to the door.
-COMPAT_DOOR = {"servicehost", "servicehost._lazy", "servicehost.compat", "servicehost.platforms",
-               "servicehost.platforms.entry", "servicehost.errors", "servicehost.platforms.windows",
-               "servicehost.platforms.windows.pywin32"}
+#: What ``servicehost.compat`` may load of servicehost on Windows: the packages on the way to the door
+#: (``_records``: the light NamedTuple the platform entries are made with; stdlib imports only).
+COMPAT_DOOR = {"servicehost", "servicehost._lazy", "servicehost._records", "servicehost.compat",
+               "servicehost.platforms", "servicehost.platforms.entry", "servicehost.errors",
+               "servicehost.platforms.windows", "servicehost.platforms.windows.pywin32"}
 
 
 def _loaded(code: str) -> set[str]:
