@@ -284,6 +284,26 @@ def test_many_acks_at_once_with_one_late_among_them(opener: Callable[[], Store])
     assert a.stats().running == 1 and b.ack(taken).result(HANG) is True
 
 
+def test_ack_many_acks_a_round_and_names_the_late_ones(opener: Callable[[], Store]) -> None:
+    """One operation for many jobs, single acks beside it in the same commit, a late one among
+    them named (and changing nothing), an empty round answered at once."""
+    a, b = opener(), opener()
+    a.submit("short")
+    short = claim_one(a, "a", lease=0.2)
+    a.submit_many(range(60))
+    held = a.claim("a", 100, lease=30.0)
+    taken = claim_one(b, "b", lease=30.0, wait=HANG)
+    assert taken.id == short.id and len(held) == 60
+    singles = [a.ack(job) for job in held[:10]]
+    rounds = [a.ack_many(held[10:35]), a.ack_many([*held[35:], short])]
+    assert [f.result(HANG) for f in singles] == [True] * 10
+    assert [f.result(HANG) for f in rounds] == [[], [short.id]]
+    assert a.ack_many([]).result(HANG) == []
+    assert a.stats().running == 1 and b.ack_many([taken]).result(HANG) == []
+    assert a.stats() == Stats(0, 0, 0, 0, None)
+    assert a.metrics().acked == 60 and a.metrics().fenced == 1
+
+
 def test_a_job_whose_lease_lapses_on_its_last_attempt_is_dead(store: Store) -> None:
     store.submit("poison", max_attempts=2)
     assert store.start([claim_one(store, "dies-1", lease=0.5)]).result(HANG) == 1

@@ -88,6 +88,12 @@ STATS_TTL = 1.0
 SETTLE_EVERY = 0.25
 #: One job in this many has its wait (submit to start) sampled.
 WAIT_SAMPLE_EVERY = 16
+#: The workers ack in rounds (``store.ack_many``): the jobs that ended are sent once this many
+#: gathered, once the first of them waited ``ACK_DELAY`` seconds, or at once when no claimed job
+#: is left to run (the renewer sends what a busy round left longer). An ack a job was the intake's
+#: most frequent operation: an operation, a lock and an answer to read back for every job.
+ACK_ROUND = 256
+ACK_DELAY = 0.002
 #: The default ``prefetch`` follows the workers' pace: about four claim rounds of what they take
 #: (at least ``workers``: slow handlers keep a few jobs ahead, so they are not hoarded from other
 #: nodes), at most this many per worker. Only the jobs marked started count an
@@ -209,7 +215,10 @@ class Intake(Drains):
         self._waits: deque[float] = deque(maxlen=256)
         self._wait_tick = 0
         self._overran: set[int] = set()  # jobs whose lease is no longer renewed (ids)
-        self._pending: deque[tuple[Job, Future[Any]]] = deque()  # acks and fails not yet read back
+        # acks and fails not yet read back: (job, its future), or (a round of jobs, ack_many's future)
+        self._pending: deque[tuple[Job | list[Job], Future[Any]]] = deque()
+        self._acks: list[Job] = []  # jobs whose handler returned, for the next ack round
+        self._acks_since = 0.0  # when the first of them ended
         self._schedules: list[_Schedule] = []  # every(): submitted by the renewer thread
         # counted by this intake (its own threads only: plain integers)
         self._claimed_count = 0
@@ -404,34 +413,51 @@ class Intake(Drains):
         cond, ready, running = self._cond, self._ready, self._running
         wake = self._claimer_wake
         job: Job | None = None
+        acked = False  # the job's handler returned: its ack joins the round
+        ended = 0.0
         try:
             while True:
+                send: list[Job] | None = None
                 with cond:  # one lock section a job: the last one's end, the next one's start
                     if job is not None:
                         stats.busy_since = None
                         running[index] = None
                         self._held -= 1
+                        if acked:
+                            if not self._acks:
+                                self._acks_since = ended
+                            self._acks.append(job)
                         if self._claimer_idle:
                             wake.notify()  # a slot to fill, or the marked jobs run low
-                    while not ready or self._paused:
+                        job = None
+                    if self._acks and (not ready or self._paused or self._closing or len(self._acks) >= ACK_ROUND
+                                       or ended - self._acks_since >= ACK_DELAY):
+                        send, self._acks = self._acks, []
+                    else:
+                        while not ready or self._paused:
+                            if self._closing:
+                                return
+                            self._idle_workers += 1
+                            cond.wait()
+                            self._idle_workers -= 1
                         if self._closing:
-                            return
-                        self._idle_workers += 1
-                        cond.wait()
-                        self._idle_workers -= 1
-                    if self._closing:
-                        return  # what is left is released by the drain
-                    job = ready.popleft()
-                    if ready and self._idle_workers:
-                        cond.notify()  # the next one (a wake each, not all of them for every batch)
-                    self._taken += 1
-                    started = stats.busy_since = _monotonic()
-                    stats.current = job
-                    running[index] = job
+                            return  # what is left is released by the drain
+                        job = ready.popleft()
+                        if ready and self._idle_workers:
+                            cond.notify()  # the next one (a wake each, not all of them for every batch)
+                        self._taken += 1
+                        started = stats.busy_since = _monotonic()
+                        stats.current = job
+                        running[index] = job
+                if send is not None:
+                    self._send_acks(store, send)  # outside the lock, then back for a job
+                    continue
+                assert job is not None
                 if job.attempt == 1:
                     self._sample_wait(job)
-                self._run(stats, store, job)
-                took = _monotonic() - started  # stats.sample(started), inline: once a job
+                acked = self._run(stats, store, job)
+                ended = _monotonic()
+                took = ended - started  # stats.sample(started), inline: once a job
                 stats.busy_seconds += took
                 stats._tick += 1
                 if stats._tick >= LATENCY_SAMPLE_EVERY:
@@ -440,7 +466,9 @@ class Intake(Drains):
             logs.worker_crashed(log, self.name, stats.name, exc_info=exc)
             raise
 
-    def _run(self, stats: WorkerStats, store: Store, job: Job) -> None:
+    def _run(self, stats: WorkerStats, store: Store, job: Job) -> bool:
+        """Run ``job``'s handler; True when it returned and its ack is still to be sent (a
+        failure is sent here, a transactional completion committed here)."""
         try:
             if self.transactional:
                 try:  # the handler's writes and the ack: one transaction
@@ -448,9 +476,9 @@ class Intake(Drains):
                 except LeaseLost:
                     self._fenced += 1
                     logs.intake_rolled_back(log, self.name, job.id, job.attempt)
-                    return
+                    return False
                 stats.completed += 1
-                return
+                return False
             self.handler(job)  # type: ignore[call-arg]
         except BaseException as exc:  # a job's error never ends the worker
             stats.failed += 1
@@ -464,11 +492,26 @@ class Intake(Drains):
                 retry_in = backoff(job.attempt, base=self.retry_base, cap=self.retry_cap)
                 logs.intake_job_failed(log, self.name, job.id, job.attempt, limit, retry_in, exc_info=exc)
                 self._count_fail(job, self._safely(store.fail, job, error, retry_in=retry_in))
-            return
+            return False
         stats.completed += 1
-        future = self._safely(store.ack, job)
+        return True
+
+    def _send_acks(self, store: Store, jobs: list[Job]) -> None:
+        """One ack round: the jobs' acks in one operation, its answer read back by :meth:`_settle`."""
+        future = self._safely(store.ack_many, jobs)
         if future is not None:
-            self._pending.append((job, future))
+            self._pending.append((jobs, future))
+
+    def _flush_acks(self, older_than: float = 0.0) -> None:
+        """Send the round the workers gathered, when its first job ended ``older_than`` seconds ago
+        or more (the renewer: a round that busy workers left; the drain: all of it)."""
+        store = self.store
+        assert store is not None
+        with self._cond:
+            if not self._acks or _monotonic() - self._acks_since < older_than:
+                return
+            send, self._acks = self._acks, []
+        self._send_acks(store, send)
 
     def _safely(self, call: Callable[..., Future[Any]], *args: Any, **kwargs: Any) -> Future[Any] | None:
         """An ack or fail whose store refused it at once (closed, full): the job comes back when
@@ -495,8 +538,17 @@ class Intake(Drains):
             pending.popleft()
             try:
                 outcome = future.result(0)
-            except BaseException as exc:  # a commit that failed: the job comes back after its lease
-                logs.intake_store_failed(log, self.name, f"completion of job {job.id}", one_line(exc), self.lease)
+            except BaseException as exc:  # a commit that failed: the jobs come back after their leases
+                what = f"completion of job {job.id}" if isinstance(job, Job) else f"acks of {len(job)} job(s)"
+                logs.intake_store_failed(log, self.name, what, one_line(exc), self.lease)
+                continue
+            if isinstance(job, list):  # an ack round: the ids fenced (the lease was lost)
+                if outcome:
+                    late = set(outcome)
+                    for each in job:
+                        if each.id in late:
+                            self._fenced += 1
+                            logs.intake_late_ack(log, self.name, each.id, each.attempt)
                 continue
             if outcome is True or outcome == "done":
                 continue
@@ -568,6 +620,7 @@ class Intake(Drains):
                         next_tick = self._submit_due(store)
                     except StoreClosed:
                         return
+                self._flush_acks(older_than=ACK_DELAY)  # what busy workers left in a round
                 self._settle()
                 if _monotonic() < due:
                     continue
@@ -625,6 +678,7 @@ class Intake(Drains):
             self._release(back, deadline)
             for thread in self._threads:
                 thread.join(deadline.remaining())
+            self._flush_acks()  # what the workers ended with
             if not (self._owns_store and self._claim_waiting):
                 self._claimer.join(deadline.remaining())  # a round under way ends (and gives back its jobs)
             # else: its claim waits for a first job; closing the store below ends it at once

@@ -751,6 +751,13 @@ class PostgresStore:
     def ack(self, job: Job) -> _Op:  # the future: result() -> bool
         return self._add(_Op(_ACK, (job.id, job.token, job.node)))
 
+    def ack_many(self, jobs: Iterable[Job]) -> _Op:  # the future: result() -> list of the fenced ids
+        op = _Op(_ACK, [(job.id, job.token, job.node) for job in jobs])
+        if not op.args:
+            op.answer([])
+            return op
+        return self._add(op)
+
     def fail(self, job: Job, error: str, *, retry_in: float | None = None, dead: bool = False) -> _Op:
         return self._add(_Op(_FAIL, (job, one_line(error).replace("\0", "\\0"), retry_in, dead)))
 
@@ -1288,17 +1295,22 @@ class PostgresStore:
 
     def _apply_acks(self, conn: psycopg.Connection[Any], ops: list[_Op], answers: list[tuple[_Op, Any]],
                     later: list[Callable[[], None]], counts: dict[str, int], late: list[tuple[int, str]]) -> None:
-        cur = conn.execute(self._sql["ack"], _fenced([op.args for op in ops]))
+        # an operation holds one job (``ack``: a tuple) or a worker round's (``ack_many``: a list)
+        items = [item for op in ops for item in (op.args if type(op.args) is list else (op.args,))]
+        cur = conn.execute(self._sql["ack"], _fenced(items))
 
         def acked() -> None:
             done = {r[0] for r in cur.fetchall()}
             for op in ops:
-                ok = op.args[0] in done
-                answers.append((op, ok))
-                if not ok:
-                    late.append((op.args[0], "ack"))
+                if type(op.args) is list:
+                    missed = [item[0] for item in op.args if item[0] not in done]
+                    answers.append((op, missed))
+                else:
+                    missed = [] if op.args[0] in done else [op.args[0]]
+                    answers.append((op, not missed))
+                late.extend((job_id, "ack") for job_id in missed)
             counts["acked"] += len(done)
-            counts["fenced"] += len(ops) - len(done)
+            counts["fenced"] += len(items) - len(done)
         later.append(acked)
 
     def _apply_fails(self, conn: psycopg.Connection[Any], ops: list[_Op], now: float,

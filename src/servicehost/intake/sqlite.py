@@ -500,7 +500,14 @@ class SQLiteStore:
         return count
 
     def ack(self, job: Job) -> _Op:  # the future: result() -> bool
-        return self._add(_Op(_ACK, (job.id, job.token)))
+        return self._add(_Op(_ACK, ((job.id, job.token),)))
+
+    def ack_many(self, jobs: Iterable[Job]) -> _Op:  # the future: result() -> list of the fenced ids
+        op = _Op(_ACK, [(job.id, job.token) for job in jobs])
+        if not op.args:
+            op.value = []
+            return op
+        return self._add(op)
 
     def start(self, jobs: Iterable[Job]) -> _Op:  # the future: result() -> int
         op = _Op(_START, [(job.id, job.token) for job in jobs])
@@ -806,15 +813,17 @@ class SQLiteStore:
                 if acks:
                     # First, in one DELETE (a row returned per ack would cost a step each). When it
                     # took fewer than asked (a late ack: rare), the transaction starts again and
-                    # looks for the fenced ones first: nothing else was done in it yet.
-                    groups = _by_token(op.args for op in acks)
-                    if sum(conn.execute(_ACK_SQL, (ids, token)).rowcount for ids, token in groups) != len(acks):
+                    # looks for the fenced ones first: nothing else was done in it yet. An ack
+                    # operation holds one job (``ack``) or a worker round's (``ack_many``).
+                    groups = _by_token(pair for op in acks for pair in op.args)
+                    asked = sum(len(op.args) for op in acks)
+                    if sum(conn.execute(_ACK_SQL, (ids, token)).rowcount for ids, token in groups) != asked:
                         conn.execute("ROLLBACK")
                         conn.execute("BEGIN IMMEDIATE")
                         for ids, token in groups:
                             fenced.update(r[0] for r in conn.execute(_FENCED_SQL, (ids, token)))
                             conn.execute(_ACK_SQL, (ids, token))
-                    counts["acked"] += len(acks) - len(fenced)
+                    counts["acked"] += asked - len(fenced)
                     counts["fenced"] += len(fenced)
                 if by_kind[_SUBMIT]:
                     self._apply_submits(conn, by_kind[_SUBMIT], answers, counts)
@@ -872,13 +881,13 @@ class SQLiteStore:
             op.value = value
         if fenced:
             for op in acks:
-                late = op.args[0] in fenced
-                op.value = not late
-                if late:
-                    logs.intake_late_completion(log, self.url, op.args[0], "ack", "this node")
+                late = [job_id for job_id, _ in op.args if job_id in fenced]
+                op.value = late if type(op.args) is list else not late
+                for job_id in late:
+                    logs.intake_late_completion(log, self.url, job_id, "ack", "this node")
         else:
             for op in acks:
-                op.value = True
+                op.value = [] if type(op.args) is list else True
         if waiting:
             own = _Batch()  # set when they are answered; their first batch is set below
             for op in waiting:

@@ -268,6 +268,11 @@ class Store(Protocol):
         lease was lost and someone else may run it)."""
         ...
 
+    def ack_many(self, jobs: Iterable[Job]) -> Future[list[int]]:
+        """:meth:`ack` for several jobs in one operation (a worker round's). Does not block: the
+        future gives, once committed, the ids of the jobs that were fenced (none: ``[]``)."""
+        ...
+
     def start(self, jobs: Iterable[Job]) -> Future[int]:
         """Mark claimed jobs as started: their handlers may now run. Does not block: the future
         says, once committed, how many were marked (a job no longer held under its token is not).
