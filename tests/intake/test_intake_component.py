@@ -152,3 +152,31 @@ def test_the_default_prefetch_holds_fewer_big_payloads_ahead(tmp_path, monkeypat
     # (a few more at first, while the size estimate converges from the first claims)
     assert max(depths[len(depths) // 4:]) <= 2 + 32 + 2, max(depths)
     assert max(depths) > 8, max(depths)  # still claims ahead, not one by one
+
+
+def test_acks_left_in_a_round_by_busy_workers_are_sent_while_they_stay_busy(tmp_path):
+    """A worker that ran quick jobs takes a long one while more are claimed: the quick jobs' acks
+    gathered in its round must not wait for the long one to end (the renewer sends the round)."""
+    url = store_url(tmp_path)
+    gate, long_started = threading.Event(), threading.Event()
+
+    def handler(job):  # type: ignore[no-untyped-def]
+        if job.payload == "long":
+            long_started.set()
+            gate.wait(120)
+
+    with open_store(url) as store:
+        quick = store.submit_many(["quick"] * 300)
+        long, = store.submit_many(["long"])
+        store.submit_many(["later"] * 20)
+    intake = Intake(handler, store=url, workers=1, lease=600)
+    intake.start()
+    try:
+        assert long_started.wait(60)
+        with open_store(url) as store:  # every quick job leaves the store while the long one runs
+            wait_until(lambda: not {j.id for j in store.jobs(limit=1000)} & set(quick), 60, "the quick jobs' acks")
+            assert long in {j.id for j in store.jobs(state="running")}
+    finally:
+        gate.set()
+        intake.close()
+        assert intake.drain(Deadline.after(60)) is None
