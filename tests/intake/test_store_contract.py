@@ -271,14 +271,21 @@ def test_a_lapsed_lease_is_taken_back_and_the_late_ack_changes_nothing(opener: C
     assert b.metrics().rescued + a.metrics().rescued == 1
 
 
-def test_many_acks_at_once_with_one_late_among_them(opener: Callable[[], Store]) -> None:
+def _held_with_one_lapsed(opener: Callable[[], Store], n: int) -> tuple[Store, Store, Job, list[Job], Job]:
+    """Node a holds ``n`` jobs and one whose short lease lapsed; node b took that one. Returns
+    (a, b, the lapsed claim, a's held jobs, b's claim of it)."""
     a, b = opener(), opener()
     a.submit("short")
     short = claim_one(a, "a", lease=0.2)
-    a.submit_many(range(149))
-    held = a.claim("a", 200, lease=30.0)
+    a.submit_many(range(n))
+    held = a.claim("a", n + 40, lease=30.0)
     taken = claim_one(b, "b", lease=30.0, wait=HANG)
-    assert taken.id == short.id
+    assert taken.id == short.id and len(held) == n
+    return a, b, short, held, taken
+
+
+def test_many_acks_at_once_with_one_late_among_them(opener: Callable[[], Store]) -> None:
+    a, b, short, held, taken = _held_with_one_lapsed(opener, 149)
     results = [f.result(HANG) for f in [a.ack(job) for job in [*held, short]]]
     assert results == [True] * 149 + [False]
     assert a.stats().running == 1 and b.ack(taken).result(HANG) is True
@@ -287,13 +294,7 @@ def test_many_acks_at_once_with_one_late_among_them(opener: Callable[[], Store])
 def test_ack_many_acks_a_round_and_names_the_late_ones(opener: Callable[[], Store]) -> None:
     """One operation for many jobs, single acks beside it in the same commit, a late one among
     them named (and changing nothing), an empty round answered at once."""
-    a, b = opener(), opener()
-    a.submit("short")
-    short = claim_one(a, "a", lease=0.2)
-    a.submit_many(range(60))
-    held = a.claim("a", 100, lease=30.0)
-    taken = claim_one(b, "b", lease=30.0, wait=HANG)
-    assert taken.id == short.id and len(held) == 60
+    a, b, short, held, taken = _held_with_one_lapsed(opener, 60)
     singles = [a.ack(job) for job in held[:10]]
     rounds = [a.ack_many(held[10:35]), a.ack_many([*held[35:], short])]
     assert [f.result(HANG) for f in singles] == [True] * 10
