@@ -38,7 +38,9 @@ def runs(tmp: Path) -> list[Run]:
     if not path.exists():
         return []
     out = []
-    for line in path.read_text().splitlines():
+    text = path.read_text()
+    # A service may be appending while this reads: a last line without its newline is not whole yet.
+    for line in text[:text.rfind("\n") + 1].splitlines():
         kind, job, attempt, pid, at = line.split()
         out.append(Run(kind, int(job), int(attempt), int(pid), float(at)))
     return out
