@@ -1,23 +1,28 @@
 """What the command line is made of: the parser class every command uses (options never
-abbreviated, errors as one line), the argument types shared by the commands, and the
-:class:`Command` / :class:`Invocation` records. ``cli.py`` (run, debug, settings, dispatch) and
-``manage.py`` (the manager commands) both build on it; neither imports the other's internals.
+abbreviated, errors as one line: ``argparser.py``, named here on first use), the argument types
+shared by the commands, and the :class:`Command` / :class:`Invocation` records. ``cli.py`` (run,
+debug, settings, dispatch) and ``manage.py`` (the manager commands) both build on it; neither
+imports the other's internals. This module imports no argparse: a service's start reads its
+``run TARGET --SETTING VALUE ...`` line without it (``cli.parse``).
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING
 
 from . import config as config_mod
 from .errors import UsageError
 
 if TYPE_CHECKING:  # the same record to a type checker (``_records.py``)
+    import argparse
+    from types import SimpleNamespace
     from typing import NamedTuple
+
+    from .argparser import ArgumentParser, HelpFormatter
 else:
     from ._records import NamedTuple
 
@@ -27,18 +32,6 @@ def one_line(text: str) -> str:
     """Escape control characters (and undecodable bytes), so an error is always one line whatever
     the input held, and prints on any console."""
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-
-
-class HelpFormatter(argparse.HelpFormatter):
-    """argparse's, but the terminal width is read as ``shutil.get_terminal_size`` reads it, without
-    importing shutil: argparse builds a formatter for every argument it adds, and shutil's imports
-    (bz2, lzma, fnmatch) are a start cost for every service (most under Wine, where each costs ms)."""
-
-    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
-                 width: int | None = None) -> None:
-        if width is None:
-            width = terminal_columns() - 2
-        super().__init__(prog, indent_increment, max_help_position, width)
 
 
 def terminal_columns(fallback: int = 80) -> int:
@@ -55,40 +48,20 @@ def terminal_columns(fallback: int = 80) -> int:
     return columns or fallback
 
 
-class ArgumentParser(argparse.ArgumentParser):
-    """The project's only parser class: options are never abbreviated (``--work`` does not mean
-    ``--workers``; ``--password`` is not ``--password-stdin``), and a parse error raises
-    :class:`UsageError` (one line, exit 2) instead of printing usage and exiting. The value
-    given to an unknown option is never repeated (it may be a secret typed in the wrong place)."""
+def _type_error(message: str) -> Exception:
+    """argparse's ArgumentTypeError (the argument types below run inside argparse: it is loaded)."""
+    import argparse
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        kwargs["allow_abbrev"] = False
-        kwargs.setdefault("formatter_class", HelpFormatter)
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    return argparse.ArgumentTypeError(message)
 
-    def error(self, message: str) -> NoReturn:
-        prog = getattr(getattr(self, "chosen", None), "prog", self.prog)
-        raise UsageError(f"{message} (see: {prog} --help)")
 
-    def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
-                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
-        argv = list(sys.argv[1:] if args is None else args)
-        parsed, extras = self.parse_known_args(argv, namespace)
-        if extras:
-            self.error(self._unrecognized(argv, extras))
-        return parsed
+def __getattr__(name: str) -> object:
+    """The parser classes (``argparser.py``), imported on first use: a service's start needs none."""
+    if name in ("ArgumentParser", "HelpFormatter"):
+        from . import argparser
 
-    def _unrecognized(self, argv: list[str], extras: list[str]) -> str:
-        options = [t.partition("=")[0] for t in extras if t.startswith("-") and t != "-"]
-        if options:
-            import difflib  # only on this error path
-
-            known = [o for o in option_strings(self) if o.startswith("--")]
-            hint = difflib.get_close_matches(options[0], known, 1)
-            return f"unknown option {one_line(options[0][:_SHOWN])}" + (f" (did you mean {hint[0]}?)" if hint else "")
-        where = len(argv) - argv[::-1].index(extras[0]) if extras[0] in argv else 0  # its last use
-        return (f"an unexpected argument (word {where} of the command line; every option takes the form "
-                "--OPTION VALUE, and only one TARGET is given)")
+        return getattr(argparser, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def number(kind: type = float, *, min: float | None = None, max: float | None = None,
@@ -102,22 +75,27 @@ def number(kind: type = float, *, min: float | None = None, max: float | None = 
     def convert(text: str) -> int | float:
         value = config_mod.text_number(text, kind)
         if value is None or (min is not None and value < min) or (max is not None and value > max):
-            raise argparse.ArgumentTypeError(f"expected {kind_name}{bounds}, found {config_mod.shown(text)}")
+            raise _type_error(f"expected {kind_name}{bounds}, found {config_mod.shown(text)}")
         return value
 
     convert.__name__ = kind.__name__  # what argparse calls the type in its messages
     return convert
 
 
+def name_problem(value: str) -> str:
+    """What makes ``value`` no service name a manager can hold (each manager checks its own rules
+    again): empty, surrounding spaces, control characters or path separators; "" when none."""
+    return ("it is empty" if not value.strip() else "it has spaces around it" if value != value.strip()
+            else "it is longer than 256 characters" if len(value) > 256
+            else "it holds a path separator" if "/" in value or "\\" in value
+            else config_mod.text_problem(value) or "")
+
+
 def service_name(value: str) -> str:
-    """An argparse ``type=`` for ``--name``: a name a manager can hold (each manager checks its own
-    rules again): not empty, no surrounding spaces, control characters or path separators."""
-    problem = ("it is empty" if not value.strip() else "it has spaces around it" if value != value.strip()
-               else "it is longer than 256 characters" if len(value) > 256
-               else "it holds a path separator" if "/" in value or "\\" in value
-               else config_mod.text_problem(value))
+    """An argparse ``type=`` for ``--name``: a name a manager can hold (:func:`name_problem`)."""
+    problem = name_problem(value)
     if problem:
-        raise argparse.ArgumentTypeError(f"expected a service name, found {config_mod.shown(value)}: {problem}")
+        raise _type_error(f"expected a service name, found {config_mod.shown(value)}: {problem}")
     return value
 
 
@@ -125,7 +103,7 @@ def text(value: str) -> str:
     """An argparse ``type=`` for free text (a display name, an account): no control characters."""
     problem = config_mod.text_problem(value)
     if problem:
-        raise argparse.ArgumentTypeError(f"expected text on one line, found {config_mod.shown(value)}: {problem}")
+        raise _type_error(f"expected text on one line, found {config_mod.shown(value)}: {problem}")
     return value
 
 
@@ -133,7 +111,7 @@ def path(value: str) -> str:
     """An argparse ``type=`` for a path a manager is given: it fits the OS limits, no control characters."""
     problem = config_mod.path_problem(value)
     if problem:
-        raise argparse.ArgumentTypeError(f"expected a path, found {config_mod.shown(value)}: {problem}")
+        raise _type_error(f"expected a path, found {config_mod.shown(value)}: {problem}")
     return value
 
 
@@ -156,7 +134,9 @@ def is_target(word: str) -> bool:
 class Invocation(NamedTuple):
     """What a command handler gets: parsed arguments, the service class, loaded settings."""
 
-    args: argparse.Namespace
+    args: argparse.Namespace | SimpleNamespace
+    """What argparse read; a service manager's ``run TARGET --OPTION VALUE ...`` line is read
+    without it, into a SimpleNamespace of the same names (``cli.parse``)."""
     service_cls: type | None
     """None when the command was given an installed service's NAME (or, like ``list``, no word)."""
     target: str

@@ -15,7 +15,6 @@ target that fails to import.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import re
@@ -23,16 +22,20 @@ import sys
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, NoReturn
 
 from . import _startgc
 from . import config as config_mod
 from . import logs
-from .arguments import _SHOWN, NAME_OR_TARGET, NOTHING, ArgumentParser, Command, Invocation, is_target, one_line, service_name
+from .arguments import _SHOWN, NAME_OR_TARGET, NOTHING, Command, Invocation, is_target, name_problem, one_line, service_name
 from .errors import ConfigError, ExitCode, ServiceHostError, UsageError
 from .targets import class_target, load_target
 
 if TYPE_CHECKING:
+    import argparse
+
+    from .argparser import ArgumentParser
     from .host import Host
 
 log = logging.getLogger("servicehost.cli")
@@ -82,16 +85,6 @@ def _service_before_code(argv: list[str], flags: set[str]) -> list[str]:
     return argv
 
 
-class _Version(argparse.Action):
-    """``--version``, looked up only when asked (package metadata is slow to read)."""
-
-    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
-        super().__init__(option_strings, dest, nargs=0, help="show the version and exit")
-
-    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
-        parser.exit(0, f"{parser.prog} {_version()}\n")
-
-
 def _parser(with_target: bool, chosen: str | None = None,
             alone: bool = False) -> tuple[ArgumentParser, argparse._ArgumentGroup | None]:
     """The parser, and the group the chosen command's setting flags go in (the host's are there;
@@ -100,12 +93,14 @@ def _parser(with_target: bool, chosen: str | None = None,
     command's options. ``alone``: the command line starts with ``chosen``, so no help lists the
     other commands and argparse asks only its parser: the others get none (each parser costs
     about 0.2 ms, half of it argparse's gettext lookups)."""
+    from .argparser import ArgumentParser, VersionAction
+
     parser = ArgumentParser(
         prog=PROG if with_target else Path(sys.argv[0]).name,
         description="Run a multithreaded background service in the foreground or under a service manager.",
         epilog="exit codes: " + ", ".join(f"{c.value} {c.name}" for c in ExitCode),
     )
-    parser.add_argument("--version", action=_Version)
+    parser.add_argument("--version", action=VersionAction)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     group = None
     table = commands(chosen)
@@ -135,6 +130,8 @@ def _parser(with_target: bool, chosen: str | None = None,
 
 
 def _add_settings(group: argparse._ArgumentGroup, specs: Sequence[config_mod.SettingSpec]) -> None:
+    import argparse  # loaded: ``group`` is argparse's
+
     for spec in specs:
         try:
             group.add_argument(spec.flag, dest=f"setting_{spec.name}", metavar=spec.type.__name__.upper(),
@@ -149,17 +146,65 @@ def _flags_without_value(parser: argparse.ArgumentParser) -> set[str]:
     return {option for option, action in actions.items() if action.nargs == 0}
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+def _plain_run(argv: Sequence[str], with_target: bool) -> bool:
+    """Whether ``argv`` is ``run [TARGET] --OPTION VALUE ...`` with nothing argparse could read
+    another way: every option spelled out once (no ``=``, ``--``, help or version), every value
+    free of a leading ``-``. What every service manager launches (the install wrote it)."""
+    if not argv or argv[0] != "run":
+        return False
+    at = 2 if with_target else 1
+    if with_target and (len(argv) < 2 or argv[1].startswith("-")):
+        return False
+    options, values = argv[at::2], argv[at + 1::2]
+    return (len(options) == len(values) and len(set(options)) == len(options)
+            and all(o.startswith("--") and len(o) > 2 and "=" not in o and o not in ("--help", "--version")
+                    for o in options)
+            and not any(v.startswith("-") for v in values))
 
-    try:
-        return version("servicehost")
-    except PackageNotFoundError:
-        return "unknown"
+
+def _read_plain_run(argv: Sequence[str], with_target: bool, settings_cls: type | None) -> SimpleNamespace | None:
+    """The arguments of a :func:`_plain_run` line, as argparse would give them (the same names and
+    defaults), read without building a parser; None when argparse must decide (an unknown option, a
+    service setting whose flag is a servicehost option, a bad ``--name``: its one-line error)."""
+    specs = config_mod.all_specs(settings_cls)
+    dests = {spec.flag: f"setting_{spec.name}" for spec in specs}
+    if len(dests) != len(specs) or {"--config", "--name", "--help", "--version"} & dests.keys():
+        return None
+    dests.update({"--config": "config", "--name": "name"})
+    at = 2 if with_target else 1
+    given = dict(zip(argv[at::2], argv[at + 1::2], strict=True))
+    if not given.keys() <= dests.keys() or name_problem(given.get("--name", "x")):
+        return None
+    args = SimpleNamespace(version=None, command="run", **({"target": argv[1]} if with_target else {}),
+                           **dict.fromkeys(dests.values()))
+    for option, value in given.items():
+        setattr(args, dests[option], value)
+    return args
 
 
 def parse(argv: Sequence[str], service_cls: type | None = None) -> Invocation:
-    """Parse a command line into an Invocation (loads the target and the settings)."""
+    """Parse a command line into an Invocation (loads the target and the settings).
+
+    ``run TARGET --OPTION VALUE ...`` as a service manager launches it (:func:`_plain_run`) is read
+    without argparse, which a service's start then never loads; any other line, and any such line
+    argparse must judge (its one-line errors), goes through the parser."""
+    with_target = service_cls is None
+    loaded: type | None = None  # the target, once loaded
+    if _plain_run(argv, with_target):
+        target = argv[1] if service_cls is None else class_target(service_cls)
+        loaded = load_target(target) if service_cls is None else service_cls
+        plain = _read_plain_run(argv, with_target, getattr(loaded, "Settings", None))
+        if plain is not None:
+            return _invocation(plain, loaded, target, "")
+    args, service_cls, target, name, operand = _parse_args(argv, service_cls, loaded)
+    assert service_cls is not None or name or operand == NOTHING  # argparse requires the word otherwise
+    return _invocation(args, service_cls, target, name)
+
+
+def _parse_args(argv: Sequence[str], service_cls: type | None,
+                loaded: type | None) -> tuple[argparse.Namespace, type | None, str, str, str]:
+    """argparse's reading of ``argv``: the arguments, the service class, the TARGET (or the
+    installed service's NAME) and the command's operand. ``loaded``: the target, already loaded."""
     with_target = service_cls is None
     command_name = _command_name(argv)
     parser, group = _parser(with_target, command_name, alone=bool(argv) and argv[0] == command_name)
@@ -175,7 +220,7 @@ def parse(argv: Sequence[str], service_cls: type | None = None) -> Invocation:
         if target and operand == NAME_OR_TARGET and not is_target(target):
             name = target  # an installed service's name: the manager command finds what it runs
         elif target:
-            service_cls = load_target(target)
+            service_cls = loaded or load_target(target)
     elif service_cls is not None:
         target = class_target(service_cls)
     settings_cls = getattr(service_cls, "Settings", None)
@@ -185,7 +230,13 @@ def parse(argv: Sequence[str], service_cls: type | None = None) -> Invocation:
     if with_target and getattr(args, "target", "") != target:  # argparse read the words otherwise than _find_target
         raise UsageError(f"cannot tell the target from the options ({one_line(args.target[:_SHOWN])!r}?): "
                          f"give it right after the command: {PROG} {args.command} TARGET [--OPTION VALUE ...]")
-    assert service_cls is not None or name or operand == NOTHING  # argparse requires the word otherwise
+    return args, service_cls, target, name, operand
+
+
+def _invocation(args: argparse.Namespace | SimpleNamespace, service_cls: type | None, target: str,
+                name: str) -> Invocation:
+    """The Invocation of parsed arguments: the settings loaded from every source."""
+    settings_cls = getattr(service_cls, "Settings", None)
     cli_values = {k.removeprefix("setting_"): v for k, v in vars(args).items()
                   if k.startswith("setting_") and v is not None}
     if args.config == "":
@@ -341,6 +392,10 @@ def commands(chosen: str | None = None) -> dict[str, Command]:
 def __getattr__(name: str) -> object:
     if name == "COMMANDS":  # the whole table, for help and tests
         return commands()
+    if name == "ArgumentParser":  # the parser class, imported on first use (argparser.py)
+        from .argparser import ArgumentParser
+
+        return ArgumentParser
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
