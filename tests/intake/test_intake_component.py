@@ -180,3 +180,47 @@ def test_acks_left_in_a_round_by_busy_workers_are_sent_while_they_stay_busy(tmp_
         gate.set()
         intake.close()
         assert intake.drain(Deadline.after(60)) is None
+
+
+def test_answers_read_by_the_renewer_and_the_drain_at_once_are_each_read_once(tmp_path, caplog):
+    """The drain's last read of the ack answers may overlap the renewer's (it ends at its next
+    wake): each answer must be counted and logged once, and neither thread may fail (a renewer that
+    died of it renewed no lease again). Many threads read many answered rounds at once, with the
+    interpreter switching threads as often as it can."""
+    import logging
+    import sys
+    from concurrent.futures import Future
+
+    from servicehost.intake.store import Job
+
+    intake = Intake(lambda job: None, store=store_url(tmp_path), workers=1)
+    n = 20_000
+    for i in range(n):  # ack rounds of one job each, the job fenced (its lease was lost)
+        job = Job(i, None, 1, None, 0, 5, 7, "node", 0.0, 0.0)
+        answer: Future[list[int]] = Future()
+        answer.set_result([i])
+        intake._pending.append(([job], answer))
+    errors: list[BaseException] = []
+
+    def settle() -> None:
+        try:
+            intake._settle()
+        except BaseException as exc:  # what the renewer would have died of
+            errors.append(exc)
+
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        with caplog.at_level(logging.INFO, logger="servicehost"):
+            readers = [threading.Thread(target=settle) for _ in range(4)]
+            for t in readers:
+                t.start()
+            for t in readers:
+                t.join(120)
+    finally:
+        sys.setswitchinterval(switch)
+    assert not errors, errors
+    assert intake._fenced == n
+    logged = [r for r in caplog.records if "after its lease was lost" in r.getMessage()]
+    assert len(logged) == n, len(logged)
+    assert len({r.getMessage() for r in logged}) == n  # each job's once

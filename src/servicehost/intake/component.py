@@ -217,6 +217,7 @@ class Intake(Drains):
         self._overran: set[int] = set()  # jobs whose lease is no longer renewed (ids)
         # acks and fails not yet read back: (job, its future), or (a round of jobs, ack_many's future)
         self._pending: deque[tuple[Job | list[Job], Future[Any]]] = deque()
+        self._settling = threading.Lock()  # the renewer and the drain's end both read answers
         self._acks: list[Job] = []  # jobs whose handler returned, for the next ack round
         self._acks_since = 0.0  # when the first of them ended
         self._schedules: list[_Schedule] = []  # every(): submitted by the renewer thread
@@ -529,7 +530,12 @@ class Intake(Drains):
     def _settle(self) -> None:
         """Read the answers of the acks and fails committed since the last call (oldest first; the
         store commits them in order): count retries, dead letters and fenced ones, and log a late
-        ack. Runs on the renewer thread, and once more at the end of the drain."""
+        ack. Runs on the renewer thread, and once more at the end of the drain, which may overlap
+        the renewer's last call: one at a time, so each answer is read (counted, logged) once."""
+        with self._settling:
+            self._settle_locked()
+
+    def _settle_locked(self) -> None:
         pending = self._pending
         while pending:
             job, future = pending[0]
