@@ -475,7 +475,8 @@ class Intake(Drains):
                 try:  # the handler's writes and the ack: one transaction
                     store.complete(job, functools.partial(self.handler, job))
                 except LeaseLost:
-                    self._fenced += 1
+                    with self._settling:  # workers and the renewer count fenced jobs
+                        self._fenced += 1
                     logs.intake_rolled_back(log, self.name, job.id, job.attempt)
                     return False
                 stats.completed += 1
