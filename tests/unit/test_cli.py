@@ -3,6 +3,7 @@ where the input is the process's own (argv bytes, permissions, a script's servic
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
@@ -390,3 +391,47 @@ def test_settings_with_a_name_shows_that_name_s_state_dir():
     proc = servicehost("settings", CONFIGURED, "--name", "svc-two", SERVICEHOST_STATE_DIR="")
     assert proc.returncode == 0, proc.stderr
     assert re.search(r"^state_dir = \S+/servicehost/svc-two +# the default for svc-two$", proc.stdout, re.M)
+
+
+@pytest.mark.parametrize("argv", [
+    ["run", CONFIGURED],
+    ["run", CONFIGURED, "--name", "svc", "--shutdown-timeout", "7", "--log-file", "none"],
+    ["run", ALPHA, "--log-level", "debug", "--config", ""],
+])
+def test_a_manager_s_run_line_is_read_without_argparse_as_argparse_reads_it(argv, monkeypatch):
+    """``run TARGET --OPTION VALUE ...`` (what a manager launches) never builds a parser, and gives
+    the Invocation argparse gives (the same names and values), or the same error."""
+    monkeypatch.delenv("SERVICEHOST_CONFIG", raising=False)
+    def read(fast: bool) -> object:
+        if not fast:
+            monkeypatch.setattr(cli, "_plain_run", lambda argv, with_target: False)
+        try:
+            inv = parse(argv)
+        except UsageError as exc:
+            return str(exc)
+        except Exception as exc:
+            return f"{type(exc).__name__}: {exc}"
+        return vars(inv.args), inv.service_cls, inv.target, inv.loaded.host, inv.loaded.service, inv.name
+    monkeypatch.setattr(cli, "_parser", lambda *a, **k: pytest.fail("a parser was built"))
+    fast = read(True)
+    monkeypatch.undo()
+    monkeypatch.delenv("SERVICEHOST_CONFIG", raising=False)
+    assert fast == read(False)
+
+
+@pytest.mark.parametrize("argv", [
+    ["run", CONFIGURED, "--shutdown-timeout=7"], ["run", CONFIGURED, "--shutdown-timeout", "-7"],
+    ["run", CONFIGURED, "--no-such", "1"], ["run", CONFIGURED, "--name", " x"], ["run", CONFIGURED, "--help"],
+    ["run", CONFIGURED, "--name", "a", "--name", "b"], ["run", "--name", "a", CONFIGURED],
+    ["run", CONFIGURED, "--", "--name", "x"], ["run", CONFIGURED, "extra"], ["debug", CONFIGURED],
+])
+def test_any_other_run_line_goes_through_argparse(argv, monkeypatch, capsys):
+    calls = []
+    real = cli._parser
+    def spy(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(cli, "_parser", spy)
+    with contextlib.suppress(Exception, SystemExit):  # argparse's verdict, whatever it is
+        parse(argv)
+    assert calls
