@@ -10,7 +10,7 @@ Each record carries ``event_id`` and ``event`` attributes for handlers that need
 from __future__ import annotations
 
 import logging
-import logging.handlers
+import os
 import sys
 import threading
 from collections.abc import Mapping
@@ -308,6 +308,53 @@ CONSOLE_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 FILE_FORMAT = "%(asctime)s %(levelname)s [%(threadName)s] %(name)s #%(event_id)s: %(message)s"
 
 
+class RotatingFile(logging.FileHandler):
+    """``logging.handlers.RotatingFileHandler(path, maxBytes=max_bytes, backupCount=backups,
+    encoding="utf-8")``, the same files and rollover (``NAME.1`` … ``NAME.<backups>``, before a
+    record would take the file to ``max_bytes``), without importing ``logging.handlers`` (pickle,
+    socket, struct, queue: a start cost for every service, most under Wine)."""
+
+    def __init__(self, path: Path | str, *, max_bytes: int, backups: int) -> None:
+        super().__init__(path, mode="a", encoding="utf-8")
+        self.max_bytes, self.backups = max_bytes, backups
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            if self.should_roll(record):
+                self.roll()
+            super().emit(record)
+        except Exception:
+            self.handleError(record)
+
+    def should_roll(self, record: logging.LogRecord) -> bool:
+        if self.stream is None:  # closed by a rollover that could not reopen, or by close()
+            self.stream = self._open()
+        if self.max_bytes <= 0:
+            return False
+        at = self.stream.tell()
+        if not at or at + len(f"{self.format(record)}\n") < self.max_bytes:
+            return False
+        return not os.path.exists(self.baseFilename) or os.path.isfile(self.baseFilename)  # not /dev/null
+
+    def roll(self) -> None:
+        if self.stream:
+            self.stream.close()
+            self.stream = None
+        if self.backups > 0:
+            for i in range(self.backups - 1, 0, -1):
+                older, newer = f"{self.baseFilename}.{i}", f"{self.baseFilename}.{i + 1}"
+                if os.path.exists(older):
+                    if os.path.exists(newer):
+                        os.remove(newer)
+                    os.rename(older, newer)
+            first = self.baseFilename + ".1"
+            if os.path.exists(first):
+                os.remove(first)
+            if os.path.exists(self.baseFilename):
+                os.rename(self.baseFilename, first)
+        self.stream = self._open()
+
+
 #: The handlers :func:`configure` (or :func:`add_handler`) put on the root logger: ours, and the only
 #: ones it ever removes. Everything else there (a script's ``basicConfig(filename=...)``, pytest's
 #: capture) is user code's and stays as it was.
@@ -363,16 +410,16 @@ def configure(
         log_file.parent.mkdir(parents=True, exist_ok=True)
         handlers.append(
             _with_format(
-                logging.handlers.RotatingFileHandler(
-                    log_file, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
-                ),
+                RotatingFile(log_file, max_bytes=max_bytes, backups=backups),
                 FILE_FORMAT,
             )
         )
     if syslog:
+        from logging.handlers import SysLogHandler  # only then: its imports (pickle, socket, struct) cost
+
         address = "/dev/log" if Path("/dev/log").exists() else ("localhost", 514)
         handlers.append(
-            _with_format(logging.handlers.SysLogHandler(address), "servicehost: %(name)s: %(message)s")
+            _with_format(SysLogHandler(address), "servicehost: %(name)s: %(message)s")
         )
     handlers.extend((extra_handlers or {}).values())
     count_records()

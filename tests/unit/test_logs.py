@@ -143,3 +143,24 @@ def test_a_service_module_that_configures_logging_at_import_keeps_its_file(tmp_p
     if verb == "run":  # and our own log file, beside theirs
         ours = _texts(tmp_path / "state" / "logs" / "Mine.log")
         assert "myservice #0: running" in ours and "#1005: stopped: exit code 0" in ours
+
+
+def test_the_log_file_rotates_as_the_stdlib_s_rotating_handler_does(tmp_path):
+    """logs.RotatingFile (no logging.handlers import at start) writes the same files, rolled over at
+    the same records, as RotatingFileHandler(maxBytes, backupCount)."""
+    import logging.handlers
+
+    def write(handler: logging.Handler) -> dict[str, str]:
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        for i in range(60):
+            handler.handle(logging.LogRecord("t", logging.INFO, __file__, 1, "record %d " + "x" * (i % 7), (i,), None))
+        handler.close()
+        folder = Path(handler.baseFilename).parent  # type: ignore[attr-defined]
+        return {p.name: p.read_text(encoding="utf-8") for p in sorted(folder.iterdir())}
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    ours = write(logs.RotatingFile(tmp_path / "a" / "x.log", max_bytes=200, backups=3))
+    theirs = write(logging.handlers.RotatingFileHandler(tmp_path / "b" / "x.log", maxBytes=200, backupCount=3,
+                                                        encoding="utf-8"))
+    assert ours == theirs and sorted(ours) == ["x.log", "x.log.1", "x.log.2", "x.log.3"]
