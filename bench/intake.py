@@ -81,7 +81,7 @@ def child_ours(n: int, folder: Path, shape: str = "ours") -> dict[str, Any]:
     intake = Intake(handler, store=store, workers=workers, **({} if prefetch is None else {"prefetch": prefetch}))
     intake.start()
     threads = [threading.Thread(target=produce) for _ in range(PRODUCERS)]
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     for t in threads:
         t.start()
     for t in threads:
@@ -89,11 +89,12 @@ def child_ours(n: int, folder: Path, shape: str = "ours") -> dict[str, Any]:
     if not all_seen.wait(600):
         raise RuntimeError(f"only {seen[0]} of {n} jobs seen")
     elapsed = time.perf_counter() - t0
+    cpu = time.process_time() - cpu0  # every thread's CPU: steadier than the rate on a shared machine
     m = store.metrics()
     _stop(intake)
     store.close()
     return {"jobs": n, "seconds": elapsed, "commits": m.commits,
-            "batch": m.committed_ops / max(1, m.commits), "wal": m.log_bytes}
+            "batch": m.committed_ops / max(1, m.commits), "wal": m.log_bytes, "cpu_us": cpu / n * 1e6}
 
 
 def _stop(intake: Any) -> None:
@@ -251,7 +252,8 @@ def measure(quick: bool, folder: Path | None, say: Any = print) -> dict[str, Any
                 rate = out["jobs"] / out["seconds"]
                 rates[name].append(rate)
                 seconds[name].append(out["seconds"])
-                extra = f" ({out['commits']} commits, {out['batch']:.0f} ops each)" if "commits" in out else ""
+                extra = (f" ({out['commits']} commits, {out['batch']:.0f} ops each, {out['cpu_us']:.1f} CPU-µs a job)"
+                         if "commits" in out else "")
                 say(f"  round {r + 1}: {name:14s} {rate:10,.0f} jobs/s{extra}")
                 shutil.rmtree(where, ignore_errors=True)
         ours = max(statistics.median(rates["ours"]), statistics.median(rates["ours, prefetch 512"]))
