@@ -59,11 +59,13 @@ NAMES: dict[str, str] = {
     "WindowsPlatform": "platform",
     # how a service process starts: the ImagePath and service_main
     "BOOT": "boot",
+    "POSIX_ONLY": "boot",
     "Runner": "boot",
     "apply_parameters": "boot",
     "base_python": "boot",
     "command_line": "boot",
     "include_system_site_packages": "boot",
+    "prepare": "boot",
     "service_command": "boot",
     "service_main": "boot",
     # running under the SCM: the session, the status pump, controls → host calls

@@ -13,7 +13,8 @@ copied, nothing goes into System32)::
    pywin32_system32 on the DLL path; editable installs) are added exactly as the venv's own python
    adds them, and the base site-packages are not (as in a venv). ``-S -s -P``: no implicit site, no
    user site, no cwd (System32) on ``sys.path``. BOOT is the program that puts the pieces together:
-   it imports the command line's runner (``servicehost.cli.run_cli``) and hands it to
+   :func:`prepare` first (this module imports nothing at its top but ``sys`` and ``os``), then it
+   imports the command line's runner (``servicehost.cli.run_cli``) and hands it to
    :func:`service_main` — the platform never imports the CLI.
 3. :func:`service_main` connects to the SCM at once, on a thread, *before* the target is imported (a
    slow import can never cause error 1053), applies the service's environment and working
@@ -27,30 +28,33 @@ fails to start with CONFIG_ERROR and says so in the Event Log (5319); ``serviceh
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import NoReturn
-
-from ... import logs
-from ...errors import ExitCode, UsageError
-from . import eventlog
-from .paths import service_key
-from .session import open_session
-from .stdio import ServiceStdio
-
-log = logging.getLogger("servicehost.platforms.windows")
 
 #: The -c program of every servicehost ImagePath (see the module docstring, step 2). No double
 #: quotes in it, so it survives Windows command-line quoting unchanged.
 BOOT = ("import sys;sys.prefix=sys.exec_prefix=sys.argv.pop(1);import site;site.main();"
-        "from servicehost.cli import run_cli;"
-        "from servicehost.platforms.windows.boot import service_main;service_main(run_cli)")
+        "from servicehost.platforms.windows.boot import prepare, service_main;prepare();"
+        "from servicehost.cli import run_cli;service_main(run_cli)")
+
+#: Modules that exist only on POSIX systems. The standard library asks for them on Windows too and
+#: takes the ImportError (pathlib: pwd, grp; posixpath: posix), after a search of every sys.path
+#: entry for each (a few ms apiece where file access is slow, as under Wine). :func:`prepare` marks
+#: them absent (None in sys.modules: ``import pwd`` raises ModuleNotFoundError at once).
+POSIX_ONLY = ("posix", "pwd", "grp")
 
 #: What runs the service once connected: ``servicehost run TARGET ...``'s argv → exit code.
 Runner = Callable[[Sequence[str]], int]
+
+
+def prepare() -> None:
+    """The service process's first step (BOOT), before the CLI and the target are imported: the
+    modules Windows never has (:data:`POSIX_ONLY`) are known absent, not searched for."""
+    if sys.platform == "win32":
+        for name in POSIX_ONLY:
+            sys.modules.setdefault(name, None)  # type: ignore[arg-type]
 
 
 def service_command(command: Sequence[str], *, name: str, prefix: str, python: str) -> list[str]:
@@ -60,6 +64,8 @@ def service_command(command: Sequence[str], *, name: str, prefix: str, python: s
     uses (a venv's root, or the base prefix itself).
     """
     if list(command[1:3]) != ["-m", "servicehost"] or len(command) < 4:
+        from ...errors import UsageError
+
         raise UsageError(f"cannot run {list(command)!r} as a Windows service: expected PYTHON -m servicehost run ...")
     rest = list(command[3:])
     if "--manager" in rest:
@@ -77,6 +83,8 @@ def command_line(argv: Sequence[str]) -> str:
 
 def base_python() -> str:
     """The base interpreter: what a venv's python.exe launcher would run (see the module docstring)."""
+    from pathlib import Path
+
     base = Path(getattr(sys, "_base_executable", "") or sys.executable)
     if base.name.lower() != "python.exe":
         base = Path(sys.base_exec_prefix) / "python.exe"
@@ -89,6 +97,8 @@ def apply_parameters(name: str) -> None:
     if sys.platform != "win32":  # no registry (and mypy checks winreg only on win32)
         return
     import winreg
+
+    from .paths import service_key
 
     key_path = service_key(name)
     try:
@@ -106,20 +116,21 @@ def apply_parameters(name: str) -> None:
         if sep and k:
             os.environ[k] = v
     if workdir:
-        Path(workdir).mkdir(parents=True, exist_ok=True)
+        os.makedirs(workdir, exist_ok=True)
         os.chdir(workdir)
 
 
 def include_system_site_packages() -> None:
     """What a venv with ``include-system-site-packages = true`` adds after its own site-packages."""
-    cfg = Path(sys.prefix) / "pyvenv.cfg"
-    if sys.prefix == sys.base_prefix or not cfg.is_file():
+    cfg = os.path.join(sys.prefix, "pyvenv.cfg")
+    if sys.prefix == sys.base_prefix or not os.path.isfile(cfg):
         return
     import configparser
     import site
 
     parser = configparser.ConfigParser()
-    parser.read_string("[venv]\n" + cfg.read_text(encoding="utf-8", errors="replace"))
+    with open(cfg, encoding="utf-8", errors="replace") as file:
+        parser.read_string("[venv]\n" + file.read())
     if parser.get("venv", "include-system-site-packages", fallback="false").strip().lower() == "true":
         for path in site.getsitepackages([sys.base_prefix]):
             site.addsitedir(path)
@@ -131,6 +142,15 @@ def service_main(run: Runner | None = None, argv: Sequence[str] | None = None) -
     ``run`` runs that command line (BOOT hands over the CLI's ``run_cli``); None is an ImagePath an
     older servicehost wrote, which called this without one.
     """
+    import logging
+
+    from ... import logs
+    from ...errors import ExitCode
+    from . import eventlog
+    from .session import open_session
+    from .stdio import ServiceStdio
+
+    log = logging.getLogger("servicehost.platforms.windows")
     args = list(sys.argv[1:] if argv is None else argv)
     name, rest = args[0], args[1:]
     include_system_site_packages()
@@ -170,6 +190,6 @@ def _update_command(name: str, rest: Sequence[str]) -> str:
 
 
 __all__ = [
-    "BOOT", "Runner", "apply_parameters", "base_python", "command_line", "include_system_site_packages",
-    "service_command", "service_main",
+    "BOOT", "POSIX_ONLY", "Runner", "apply_parameters", "base_python", "command_line",
+    "include_system_site_packages", "prepare", "service_command", "service_main",
 ]
