@@ -132,7 +132,8 @@ for r in range(0 if spec["warmup"] else 1, spec["rounds"] + 1):
 
 # What each variant imports before it can report RUNNING, timed with -X importtime in a Windows python
 # (outside the SCM: the SCM gives a service services.exe's environment, not ours).
-NATIVE_IMPORTS = ("from servicehost.cli import run_cli; from servicehost.platforms.windows.boot import service_main; "
+NATIVE_IMPORTS = ("from servicehost.platforms.windows.boot import prepare, service_main; prepare(); "
+                  "from servicehost.cli import run_cli; "
                   "import servicehost.platforms.windows.platform")
 
 
