@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from .arguments import _SHOWN, one_line, option_strings, terminal_columns
+from .arguments import _SHOWN, Namespace, one_line, option_strings, terminal_columns
 from .errors import UsageError
 
 
@@ -43,9 +43,9 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see: {prog} --help)")
 
     def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
-                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
+                   namespace: Namespace | None = None) -> Namespace:
         argv = list(sys.argv[1:] if args is None else args)
-        parsed, extras = self.parse_known_args(argv, namespace)
+        parsed, extras = self.parse_known_args(argv, Namespace() if namespace is None else namespace)
         if extras:
             self.error(self._unrecognized(argv, extras))
         return parsed

@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 from . import config as config_mod
@@ -19,7 +20,6 @@ from .errors import UsageError
 
 if TYPE_CHECKING:  # the same record to a type checker (``_records.py``)
     import argparse
-    from types import SimpleNamespace
     from typing import NamedTuple
 
     from .argparser import ArgumentParser, HelpFormatter
@@ -131,12 +131,20 @@ def is_target(word: str) -> bool:
     return ".py" in word or ":" in word or "/" in word or "\\" in word
 
 
+class Namespace(SimpleNamespace):
+    """Parsed arguments, as argparse's Namespace holds them (attributes, ``vars()``, ``in``,
+    equality): what the project's parser fills (``ArgumentParser.parse_args``), and what a
+    manager's ``run TARGET --OPTION VALUE ...`` line gives when read without argparse (``cli.parse``)."""
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.__dict__
+
+
 class Invocation(NamedTuple):
     """What a command handler gets: parsed arguments, the service class, loaded settings."""
 
-    args: argparse.Namespace | SimpleNamespace
-    """What argparse read; a service manager's ``run TARGET --OPTION VALUE ...`` line is read
-    without it, into a SimpleNamespace of the same names (``cli.parse``)."""
+    args: Namespace
+    """What the command line said (:class:`Namespace`)."""
     service_cls: type | None
     """None when the command was given an installed service's NAME (or, like ``list``, no word)."""
     target: str
@@ -157,7 +165,8 @@ class Command(NamedTuple):
     help: str
     handler: Callable[[Invocation], int]
     """Runs the command; its exit code (an ExitCode; ``status``: a StatusCode, as LSB)."""
-    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
+    add_arguments: Callable[..., None] | None = None
+    """Adds the command's own options to its parser (an ``argparse.ArgumentParser``)."""
     settings: tuple[str, ...] | None = None
     """The setting flags the command takes: None, every one (the host's and the service's: it
     runs the service, or installs what will); else only these host settings (a verb acting on

@@ -22,13 +22,13 @@ import sys
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, NoReturn
 
 from . import _startgc
 from . import config as config_mod
 from . import logs
-from .arguments import _SHOWN, NAME_OR_TARGET, NOTHING, Command, Invocation, is_target, name_problem, one_line, service_name
+from .arguments import _SHOWN, NAME_OR_TARGET, NOTHING, Command, Invocation, Namespace, is_target, name_problem, one_line
+from .arguments import service_name
 from .errors import ConfigError, ExitCode, ServiceHostError, UsageError
 from .targets import class_target, load_target
 
@@ -162,7 +162,7 @@ def _plain_run(argv: Sequence[str], with_target: bool) -> bool:
             and not any(v.startswith("-") for v in values))
 
 
-def _read_plain_run(argv: Sequence[str], with_target: bool, settings_cls: type | None) -> SimpleNamespace | None:
+def _read_plain_run(argv: Sequence[str], with_target: bool, settings_cls: type | None) -> Namespace | None:
     """The arguments of a :func:`_plain_run` line, as argparse would give them (the same names and
     defaults), read without building a parser; None when argparse must decide (an unknown option, a
     service setting whose flag is a servicehost option, a bad ``--name``: its one-line error)."""
@@ -175,7 +175,7 @@ def _read_plain_run(argv: Sequence[str], with_target: bool, settings_cls: type |
     given = dict(zip(argv[at::2], argv[at + 1::2], strict=True))
     if not given.keys() <= dests.keys() or name_problem(given.get("--name", "x")):
         return None
-    args = SimpleNamespace(version=None, command="run", **({"target": argv[1]} if with_target else {}),
+    args = Namespace(version=None, command="run", **({"target": argv[1]} if with_target else {}),
                            **dict.fromkeys(dests.values()))
     for option, value in given.items():
         setattr(args, dests[option], value)
@@ -202,7 +202,7 @@ def parse(argv: Sequence[str], service_cls: type | None = None) -> Invocation:
 
 
 def _parse_args(argv: Sequence[str], service_cls: type | None,
-                loaded: type | None) -> tuple[argparse.Namespace, type | None, str, str, str]:
+                loaded: type | None) -> tuple[Namespace, type | None, str, str, str]:
     """argparse's reading of ``argv``: the arguments, the service class, the TARGET (or the
     installed service's NAME) and the command's operand. ``loaded``: the target, already loaded."""
     with_target = service_cls is None
@@ -233,7 +233,7 @@ def _parse_args(argv: Sequence[str], service_cls: type | None,
     return args, service_cls, target, name, operand
 
 
-def _invocation(args: argparse.Namespace | SimpleNamespace, service_cls: type | None, target: str,
+def _invocation(args: Namespace, service_cls: type | None, target: str,
                 name: str) -> Invocation:
     """The Invocation of parsed arguments: the settings loaded from every source."""
     settings_cls = getattr(service_cls, "Settings", None)
