@@ -63,6 +63,21 @@ def test_boot_sets_the_prefix_before_site_is_imported():
     assert win.BOOT.index("sys.prefix=") < win.BOOT.index("import site")
 
 
+def test_boot_marks_the_posix_only_modules_absent_on_windows_before_the_cli_is_imported(monkeypatch):
+    assert win.BOOT.index("prepare()") < win.BOOT.index("import run_cli")
+    real_posix = sys.modules.get("posix")
+    monkeypatch.setitem(sys.modules, "grp", None)  # put back as it was afterwards
+    del sys.modules["grp"]
+    monkeypatch.setattr(sys, "platform", "linux")
+    win.prepare()  # elsewhere: nothing
+    assert "grp" not in sys.modules
+    monkeypatch.setattr(sys, "platform", "win32")
+    win.prepare()
+    assert sys.modules["grp"] is None and sys.modules.get("posix") is real_posix  # a loaded module stays
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module("grp")
+
+
 def test_virtual_account_sid_is_derived_from_the_name():
     # NT SERVICE\TrustedInstaller, a SID every Windows shows.
     assert win.virtual_account_sid("TrustedInstaller") == "S-1-5-80-956008885-3418522649-1831038044-1853292631-2271478464"

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import sys
 import threading
+from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -110,6 +110,23 @@ class StatusReporter:
                     return
 
 
+class _Ops:
+    """The host calls the control thread runs in order (None ends it): SimpleQueue's put and get on
+    a deque and a semaphore, so the queue module (heapq, the _queue extension) stays off the start."""
+
+    def __init__(self) -> None:
+        self._items: deque[Callable[[], None] | None] = deque()
+        self._ready = threading.Semaphore(0)
+
+    def put(self, op: Callable[[], None] | None) -> None:
+        self._items.append(op)
+        self._ready.release()
+
+    def get(self) -> Callable[[], None] | None:
+        self._ready.acquire()
+        return self._items.popleft()
+
+
 class ScmSession:
     """This process's connection to the SCM: the dispatcher thread, the ServiceFramework instance
     the SCM created, the status reporter, and the controls it sends."""
@@ -123,7 +140,7 @@ class ScmSession:
         self.host: Host | None = None
         self._states: dict[HostState, int] = {}  # host state → SERVICE_* status (serve)
         self._done = threading.Event()
-        self._ops: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._ops = _Ops()
         self._thread = threading.Thread(target=self._dispatch, name="servicehost-scm-dispatcher", daemon=True)
 
     def start(self) -> None:
