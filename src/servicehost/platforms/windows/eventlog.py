@@ -11,7 +11,6 @@ import logging
 
 from ... import logs
 from ...errors import PlatformUnavailable
-from .errors import winerror
 from .paths import message_file_path
 from .pywin32 import import_pywin32, win32_error
 
@@ -95,6 +94,8 @@ def remove_event_source(name: str) -> None:
     try:
         import_pywin32("win32evtlogutil").RemoveSourceFromRegistry(name, "Application")
     except win32_error() as exc:  # no source registered (a failed install): nothing to remove
+        from .errors import winerror
+
         logs.windows_event_source_absent(log, name, winerror(exc), exc)
 
 

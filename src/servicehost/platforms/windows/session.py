@@ -27,8 +27,6 @@ from ...errors import ExitCode
 from ...host import Host
 from ...lifecycle import HostState
 from . import ENTRY, eventlog
-from .errors import ERROR_CALL_NOT_IMPLEMENTED, ERROR_FAILED_SERVICE_CONTROLLER_CONNECT, ERROR_SERVICE_CANNOT_ACCEPT_CTRL
-from .errors import ERROR_SERVICE_SPECIFIC_ERROR
 from .pywin32 import import_pywin32
 from .stdio import ServiceStdio
 
@@ -52,6 +50,8 @@ def scm_exit_status(code: int) -> tuple[int, int]:
     cannot mend (CONFIG_ERROR, START_FAILURE: ``ENTRY.exit_status``); only a crash or a hang
     (CRASH, HUNG) reports ERROR_SERVICE_SPECIFIC_ERROR (1066), so recovery restarts it.
     """
+    from .errors import ERROR_SERVICE_SPECIFIC_ERROR  # (errors.py: not imported by a start)
+
     status = ENTRY.exit_status
     if status is not None and code in status.success + status.prevent_restart:
         return 0, int(code)
@@ -158,6 +158,8 @@ class ScmSession:
             servicemanager.PrepareToHostSingle(framework_class(self))
             servicemanager.StartServiceCtrlDispatcher()  # blocks until the service reports STOPPED
         except Exception as exc:  # pywintypes.error (1063: a console), or startup_error: no SCM
+            from .errors import ERROR_FAILED_SERVICE_CONTROLLER_CONNECT
+
             winerror = getattr(exc, "winerror", None)
             self.error = ("started from a console, not by the SCM" if winerror == ERROR_FAILED_SERVICE_CONTROLLER_CONNECT
                           else f"StartServiceCtrlDispatcher failed: {exc}")
@@ -184,6 +186,8 @@ class ScmSession:
 
     def on_control(self, control: int, event_type: int, data: Any) -> int:
         """The control handler: must return at once, so hooks run on the control thread."""
+        from .errors import ERROR_CALL_NOT_IMPLEMENTED, ERROR_SERVICE_CANNOT_ACCEPT_CTRL
+
         ws = import_pywin32("win32service")
         host, status = self.host, self.status
         logs.scm_control(log, control)
