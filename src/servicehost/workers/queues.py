@@ -19,7 +19,7 @@ For metrics, the queue counts the tasks it refused (``rejected``: closed, or ful
 caller's timeout) and, when it tracks its items, times about one task in ``WAIT_SAMPLE_EVERY``
 from ``put`` to ``get`` (``waits()``, on the histogram grid of ``components.TIME_BUCKETS``): the
 hand-off with which the count of tasks accepted reaches a multiple of it is stamped under the
-mutex ``put`` holds anyway, and ``get`` pays one identity check for the others.
+mutex ``put`` holds anyway, and ``get`` and ``settle`` pay one identity check each for the others.
 
 Consumers block inside ``SimpleQueue.get`` (C code) and take no lock on the way out: the depth
 is ``SimpleQueue.qsize()``. Only a producer facing a full queue uses the condition variable; it
@@ -169,12 +169,8 @@ class ClosableQueue(Generic[T]):
         """(Under the mutex, in ``put``.) Time ``item``'s wait. Stamps whose item a consumer took
         without seeing it as the head (consumers overtaking each other) are dropped first, once
         that item was settled: those are not timed (a sample, not a count)."""
-        timed, outstanding = self._timed, self._outstanding
-        assert outstanding is not None
-        while timed and timed[0][0] not in outstanding:
-            timed.popleft()
-        timed.append((item, time.monotonic()))
-        self._timed_head = timed[0][0]
+        self._timed.append((item, time.monotonic()))
+        self._next_head()
 
     def _timed_out(self, item: object) -> None:
         """``item``, timed at its ``put``, was taken: count its wait."""
@@ -185,7 +181,18 @@ class ClosableQueue(Generic[T]):
                 waited = now - timed.popleft()[1]
                 self._waits[bisect_left(TIME_BUCKETS, waited)] += 1
                 self._wait_total += waited
-            self._timed_head = timed[0][0] if timed else _NOTHING
+            self._next_head()
+
+    def _next_head(self) -> None:
+        """(Under the mutex.) The next stamp to look for. Stamps whose item was already taken and
+        settled (a consumer took it while an earlier stamp was the head) are dropped, not timed.
+        The new head may have been taken, and still be running. Then it is dropped when it is
+        settled (``settle``). Either way a missed hand-off costs one sample, and the timing goes on."""
+        timed, outstanding = self._timed, self._outstanding
+        assert outstanding is not None
+        while timed and timed[0][0] not in outstanding:
+            timed.popleft()
+        self._timed_head = timed[0][0] if timed else _NOTHING
 
     def waits(self) -> Histogram:
         """The timed hand-offs' waits from ``put`` to ``get`` (one in ``WAIT_SAMPLE_EVERY``)."""
@@ -225,6 +232,9 @@ class ClosableQueue(Generic[T]):
     def settle(self, item: T) -> None:
         """A consumer is done with ``item`` (tracking queues): it leaves ``outstanding``."""
         self._outstanding.pop(item, None)  # type: ignore[union-attr]
+        if item is self._timed_head:  # taken out of turn, so not timed: the head moves on
+            with self._mutex:
+                self._next_head()
 
     def outstanding(self) -> list[T]:
         """Every tracked item accepted and not yet settled (queued, or held by a consumer), in
