@@ -124,12 +124,35 @@ def test_submit_many_gives_each_payload_back_exactly_in_order(store: Store) -> N
         assert [got[j].payload for j in ids] == [{"thread": i, "n": n} for n in range(20)]
 
 
+def test_submit_many_of_objects_and_arrays_only_gives_each_back_exactly(store: Store) -> None:
+    """A batch whose payloads are all objects or arrays (a store may encode such a batch as one
+    document, not payload by payload): every value, hostile text, number and nesting comes back as
+    submitted, type for type, in order."""
+    numbers = [0, -7, 2**62, 10**30, -(10**30), 0.1, 0.30000000000000004, 1e-300, 1e308, -0.0, 5e-324]
+    batch: list[Any] = [
+        *({"k": t, t: [t]} for t in HOSTILE_TEXT),
+        *([t, {"t": t}] for t in HOSTILE_TEXT),
+        {"numbers": numbers}, numbers, [], {}, [[[[[]]]]], {"": {"": {"": None}}},
+        [True, False, None, "ä€𝄞", {"deep": [{"deeper": [1.5]}]}],
+    ]
+    ids = store.submit_many(batch)
+    assert ids == sorted(ids) and len(set(ids)) == len(batch)
+    got = {job.id: job.payload for job in store.claim("n1", 1000)}
+    for job_id, payload in zip(ids, batch, strict=True):
+        assert got[job_id] == payload and type(got[job_id]) is type(payload), payload
+    back = got[ids[len(HOSTILE_TEXT) * 2]]["numbers"]
+    assert [type(x) for x in back] == [type(x) for x in numbers]
+    assert math.copysign(1, back[next(i for i, x in enumerate(numbers) if type(x) is float and x == 0)]) == -1
+
+
 @pytest.mark.parametrize("bad", [{1, 2}, float("nan"), object(), {"k": float("inf")}])
 def test_a_payload_that_is_not_json_is_refused_and_nothing_added(store: Store, bad: Any) -> None:
     with pytest.raises(PayloadError):
         store.submit(bad)
     with pytest.raises(PayloadError):
         store.submit_many([1, bad])
+    with pytest.raises(PayloadError):  # among objects only (a batch a store may encode at once)
+        store.submit_many([{"n": 1}, [bad], {"k": bad}])
     assert store.stats().ready == 0
 
 

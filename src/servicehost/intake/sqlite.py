@@ -111,8 +111,9 @@ INSERT INTO jobs (state, priority, run_at, key, attempts, max_attempts, submitte
 VALUES (0, ?, ?, ?, 0, ?, ?, ?, ?)
 """
 # A ``submit_many`` of JSON payloads sharing the call's options: one statement, its payloads one
-# bound JSON array of their JSON texts (each row's values bound one by one would hold the GIL for
-# the binding: seven values a row). json_each gives each text back exactly, in order.
+# bound JSON array (each row's values bound one by one would hold the GIL for the binding: seven
+# values a row): of the payloads themselves when all are objects or arrays (json_each gives each
+# one's text), else of their JSON texts (json_each gives each text back exactly). In order.
 _INSERT_DOC_SQL = """
 INSERT INTO jobs (state, priority, run_at, key, attempts, max_attempts, submitted_at, idem_key, payload)
 SELECT 0, ?1, ?2, ?3, 0, ?4, ?5, NULL, e.value FROM json_each(?6) AS e ORDER BY e.key
@@ -271,6 +272,22 @@ def _texts(items: list[Any]) -> list[str] | None:
             return None
         texts.append(_json_text(item))
     return texts
+
+
+def _document(items: list[Any]) -> str | None:
+    """The JSON array ``_INSERT_DOC_SQL`` takes, its elements the payloads' texts (json_each
+    gives an object's or array's text as it is, a string's unquoted): objects and arrays go in
+    as themselves, one encoding for all; any other payload as its own text, a JSON string. None
+    when an item goes row by row (:func:`_texts`)."""
+    for item in items:
+        kind = type(item)
+        if kind is not dict and kind is not list:
+            texts = _texts(items)
+            return None if texts is None else _to_json(texts)
+    try:
+        return _to_json(items)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise PayloadError(f"a payload must be a JSON value or bytes: {exc}") from None
 
 
 def _decode(payload: str | bytes) -> Any:
@@ -462,10 +479,9 @@ class SQLiteStore:
         items = payloads if isinstance(payloads, list) else list(payloads)
         if not items:
             return []
-        texts = _texts(items)
-        if texts is not None:  # the common case: JSON payloads, the call's options
-            doc = _to_json(texts)
-            ids: list[int] = self._wait(self._add(_Op(_SUBMIT, (None, (common[:5], doc, len(texts))), blocking=True)),
+        doc = _document(items)
+        if doc is not None:  # the common case: JSON payloads, the call's options
+            ids: list[int] = self._wait(self._add(_Op(_SUBMIT, (None, (common[:5], doc, len(items))), blocking=True)),
                                         timeout)
             return list(ids)
         rows = [
