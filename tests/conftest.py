@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,15 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS = Path(os.environ.get("SERVICEHOST_TOOLS", ROOT.parent / "shared" / "tools"))
 IN_CI = os.environ.get("CI", "").lower() == "true"
+#: ``SERVICEHOST_TEST_SWITCH_INTERVAL=1e-5``: the interpreter switches threads every 10 µs, not 5 ms,
+#: so a race that needs an unlucky switch between two lines shows up (.ci/run's race stage).
+SWITCH_INTERVAL = os.environ.get("SERVICEHOST_TEST_SWITCH_INTERVAL", "")
+if SWITCH_INTERVAL:
+    sys.setswitchinterval(float(SWITCH_INTERVAL))
+
+
+def pytest_report_header() -> list[str]:
+    return [f"thread switch interval: {sys.getswitchinterval():g} s"] if SWITCH_INTERVAL else []
 
 
 @pytest.fixture
