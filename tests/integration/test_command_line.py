@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from servicehost.errors import ExitCode
 from servicehost.platforms.base import wait_until
 from servicehost.platforms.foreground import REPEAT_WINDOW
@@ -92,6 +94,63 @@ def test_two_ctrl_c_at_once_are_one_stop_and_a_later_one_forces_it(tmp_path):
         assert svc.wait() == ExitCode.STOP_INCOMPLETE
         out = "\n".join(svc.output())
     assert "stop forced (SIGINT)" in out
+
+
+#: System call numbers by machine: tgkill(2) (Python has no call that signals one thread of
+#: another process) and futex(2) (what a thread blocked on a Python lock waits in).
+_SYSCALLS = {"x86_64": (234, 202), "aarch64": (131, 98)}
+
+
+def _syscalls() -> tuple[int, int]:
+    import platform
+
+    numbers = _SYSCALLS.get(platform.machine())
+    if numbers is None or not sys.platform.startswith("linux"):
+        pytest.skip(f"needs tgkill(2) and futex(2), whose numbers here ({platform.machine()}) the test does not know")
+    return numbers
+
+
+def _tgkill(pid: int, tid: int, signum: int) -> None:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.syscall(_syscalls()[0], pid, tid, signum) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"tgkill({pid}, {tid}, {signum}): {os.strerror(errno)}")
+
+
+def _blocked_in_futex(pid: int, tid: int) -> bool:
+    """The thread sleeps in futex(2): a Python lock, where the main thread waits for a stop."""
+    try:
+        fields = Path(f"/proc/{pid}/task/{tid}/syscall").read_text().split()
+    except OSError:
+        return False
+    return bool(fields) and fields[0] == str(_syscalls()[1])
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_that_lands_on_a_worker_thread_stops_the_service(tmp_path, signum):
+    """A process-directed signal may be delivered on any thread (and one that reaches the main
+    thread just before it blocks interrupts nothing). Here it is aimed at the newest non-main
+    thread, once the main thread is blocked in its wait: the service stops, gracefully."""
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "release").touch()  # its task ends at once
+    with ServiceProcess("run", _service(tmp_path), "--state-dir", str(state), "--manager", "foreground") as svc:
+        svc.ready()
+        pid = svc.proc.pid
+        until(lambda: _blocked_in_futex(pid, pid), "the main thread to block in its wait")
+        threads = sorted((int(t) for t in os.listdir(f"/proc/{pid}/task") if int(t) != pid), reverse=True)
+        assert threads, "the service runs no thread but its main one"
+        for tid in threads:  # the newest that is still there
+            try:
+                _tgkill(pid, tid, signum)
+                break
+            except ProcessLookupError:
+                continue
+        assert svc.wait() == ExitCode.OK
+        out = "\n".join(svc.output())
+    assert f"stop requested ({signal.Signals(signum).name})" in out
 
 
 def test_run_with_a_name_logs_under_that_name_where_systemd_says(tmp_path):

@@ -371,7 +371,9 @@ def bad_options(draw: st.DrawFn) -> Case:
         name = draw(st.one_of(st.sampled_from(["", " ", "  ", "\t"]), with_control(),
                               plain.map(lambda t: " " + t), plain.map(lambda t: t + "/x"), plain.map(lambda t: "a\\" + t),
                               st.integers(257, 300).map(lambda n: "n" * n)))
-        return Case("options/name", _argv(command, "--name", name), "--name: expected a service name")
+        # A value that starts with "-" reads as an option unless joined to its own ("--name=-x").
+        given = (f"--name={name}",) if name.startswith("-") else ("--name", name)
+        return Case("options/name", _argv(command, *given), "--name: expected a service name")
     if what == "number":
         command, option, kind, low, high = draw(st.sampled_from([
             ("start", "--wait", float, 0, 86400), ("stop", "--wait", float, 0, 86400),

@@ -34,6 +34,6 @@ def test_detect_imports_only_the_platform_it_may_run_under() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
     assert out[0] == "foreground"
     assert out[1] == str(["servicehost.platforms.entry", "servicehost.platforms.foreground",
-                          "servicehost.platforms.once_ready"])
+                          "servicehost.platforms.once_ready", "servicehost.platforms.signal_inbox"])
     # its marker present: supervisord is imported and asked (it wants more than the marker to say yes)
     assert "supervisord" in out[3] and "systemd" not in out[3] and "windows" not in out[3]

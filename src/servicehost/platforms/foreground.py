@@ -6,8 +6,10 @@ while a C extension holds the GIL (``servicehost threads NAME`` asks the same of
 The same stop signal again within :data:`REPEAT_WINDOW` (0.5 s) is the same request, not a second
 one: Ctrl-C in a terminal signals the whole process group, so a service started by a wrapper
 (a shell script, ``make``) that passes the signal on receives two at once.
-Handlers only record (they put the signal and when it came on a queue); a small platform thread
-acts on it, so no hook ever runs inside a signal handler. Previous handlers are restored on exit.
+Signals are read from a socket (``signal_inbox``: CPython writes each one there from C, on
+whatever thread it lands, so a main thread blocked in a wait never delays one) by a small
+platform thread that acts on them, so no hook ever runs inside a signal handler. Previous handlers
+are restored on exit.
 ``wait_for_stop`` is reused by the platforms that are "foreground plus notifications".
 """
 
@@ -18,10 +20,8 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
-from queue import SimpleQueue
-from types import FrameType
 from typing import TYPE_CHECKING
 
 from .. import logs
@@ -29,6 +29,7 @@ from ..errors import ExitCode, PlatformUnavailable
 from ..host import Host
 from .entry import PlatformEntry
 from .once_ready import channel_once_ready
+from .signal_inbox import SignalInbox
 
 if TYPE_CHECKING:
     from .base import Manager
@@ -43,6 +44,8 @@ RELOAD_SIGNALS = tuple(getattr(signal, name) for name in ("SIGHUP",) if hasattr(
 DUMP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGUSR2",) if hasattr(signal, name))
 #: Seconds within which the same stop signal again counts as the same request (module docstring).
 REPEAT_WINDOW = 0.5
+#: Seconds the block's exit waits for the signal thread to finish what it is doing.
+_ACT_GRACE = 1.0
 
 
 @contextmanager
@@ -51,15 +54,12 @@ def signals_to_host(host: Host) -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield  # only the main thread may install handlers; the caller handles stops itself
         return
-    inbox: SimpleQueue[tuple[int, float] | None] = SimpleQueue()
-
-    def record(signum: int, frame: FrameType | None) -> None:
-        inbox.put((signum, time.monotonic()))  # SimpleQueue.put is safe inside a signal handler
+    inbox = SignalInbox(STOP_SIGNALS + RELOAD_SIGNALS)
 
     def act() -> None:
         last_stop = (0, -REPEAT_WINDOW - 1.0)  # (signal, when) of the last stop request
-        while (item := inbox.get()) is not None:
-            signum, when = item
+        while (signum := inbox.get()) is not None:
+            when = time.monotonic()
             if signum in STOP_SIGNALS:
                 if signum == last_stop[0] and when - last_stop[1] <= REPEAT_WINDOW:
                     logs.signal_repeated(log, signal.Signals(signum).name, REPEAT_WINDOW)
@@ -76,16 +76,14 @@ def signals_to_host(host: Host) -> Iterator[None]:
 
     worker = threading.Thread(target=act, name="servicehost-signals", daemon=True)
     worker.start()
-    previous: dict[int, Callable[..., object] | int | None] = {}
-    for signum in STOP_SIGNALS + RELOAD_SIGNALS:
-        previous[signum] = signal.signal(signum, record)
     try:
         with thread_dump_on_signal():
             yield
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        inbox.put(None)
+        inbox.close()
+        worker.join(_ACT_GRACE)
+        if not worker.is_alive():
+            inbox.release()  # else a reload hook still runs: the daemon thread keeps its socket
 
 
 @contextmanager

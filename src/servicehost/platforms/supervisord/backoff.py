@@ -23,13 +23,12 @@ import signal
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from queue import Empty, SimpleQueue
-from types import FrameType
 from typing import NamedTuple
 
 from ...errors import ExitCode
 from ...stopping import Deadline
 from .. import restarts
+from ..signal_inbox import SignalInbox
 from .files import write_private
 
 #: The restart record, in the service's runtime directory.
@@ -138,24 +137,14 @@ def finish(directory: Path, code: int) -> None:
 
 def wait_out(seconds: float) -> str | None:
     """Wait ``seconds`` on the main thread unless a stop signal comes first: its name, else None.
-    The signal handlers only record (SimpleQueue.put is safe in a handler); the previous ones are
-    restored."""
-    inbox: SimpleQueue[int] = SimpleQueue()
-
-    def record(signum: int, frame: FrameType | None) -> None:
-        inbox.put(signum)
-
-    previous = {signum: signal.signal(signum, record) for signum in (*STOP_SIGNALS, signal.SIGHUP)}
-    try:
+    The signals are read from a socket (``signal_inbox``), so one is never held back until the
+    wait ends; the previous handlers are restored."""
+    with SignalInbox((*STOP_SIGNALS, signal.SIGHUP)) as inbox:
         deadline = Deadline.after(seconds)
         while not deadline.expired:
-            try:
-                signum = inbox.get(timeout=deadline.remaining())
-            except Empty:
+            signum = inbox.get(deadline.remaining())
+            if signum is None:
                 return None
             if signum in STOP_SIGNALS:
                 return signal.Signals(signum).name
         return None
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
