@@ -130,11 +130,26 @@ class Claimable(deque):  # type: ignore[type-arg]
         return taken
 
 
-class One(Claimable):
+class One(list):  # type: ignore[type-arg]
     """A single task's claim: its one element says everything (a pool's ``(fn, args, sink)``, a
-    pipeline stage's item). Built by deque's own constructor: the cheapest hand-off there is."""
+    pipeline stage's item). A list, not a deque: one task needs no block of 64 slots (72 bytes
+    against 760 a queued task, and a third cheaper to build). ``take`` and ``revoke`` are each one
+    atomic ``pop``, so the one task is taken exactly once, as from a :class:`Claimable`."""
 
     __slots__ = ()
+    __hash__ = object.__hash__  # type: ignore[assignment]
+
+    def __eq__(self, other: object) -> bool:  # identity, as the hash
+        return self is other
+
+    take = list.pop
+
+    def revoke(self) -> list[Any]:
+        """The task, unless it was taken; from now on ``take`` raises IndexError."""
+        try:
+            return [self.pop()]
+        except IndexError:
+            return []
 
 
 class Claim(Claimable):
@@ -149,12 +164,12 @@ class Claim(Claimable):
         self.fn, self.sink, self.offset = fn, sink, offset
 
 
-def take_back(queue: ClosableQueue[Any]) -> Iterator[tuple[Claimable, list[Any], bool]]:
+def take_back(queue: ClosableQueue[Any]) -> Iterator[tuple[Claimable | One, list[Any], bool]]:
     """At a deadline: every accepted claim of a tracking ``queue`` with the tasks no worker has
     started, taken for good — ``(claim, tasks, owned)``. ``owned``: the claim was still queued, so
     no worker will ever see it and the caller closes it for its waiter (``tell_waiter``'s
     ``chunk_owner``); the others are held by workers, which close them when their task ends."""
-    owned = {c for c in queue.take_all() if isinstance(c, Claimable)}
+    owned = {c for c in queue.take_all() if isinstance(c, (Claimable, One))}
     for claim in queue.outstanding():
         yield claim, claim.revoke(), claim in owned
         if claim in owned:
