@@ -73,6 +73,7 @@ from .store import (
     LeaseLost, SchemaError, Stats, StoreClosed, StoreError, StoreFull, StoreMetrics, StoreTimeout, StoreUnavailable,
     StoreURL, Submission, UnknownJob, backoff, one_line, redact,
 )
+from .store import to_json as _to_json
 
 T = TypeVar("T")
 
@@ -137,22 +138,6 @@ class _Op:
         if self.error is not None:
             raise self.error
         return self.value
-
-
-def _not_json(value: Any) -> Any:
-    raise TypeError(f"{type(value).__name__} is not a JSON value")
-
-
-def _json_encoder() -> Callable[[Any], str]:
-    """Compact JSON, UTF-8 kept, no NaN (the C encoder made once: it runs for every job)."""
-    make = getattr(json.encoder, "c_make_encoder", None)
-    if make is None:
-        return json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
-    chunks = make(None, _not_json, json.encoder.encode_basestring, None, ":", ",", False, False, False)
-    return lambda value: "".join(chunks(value, 0))
-
-
-_to_json = _json_encoder()
 
 
 def _encode(payload: Any) -> tuple[str | None, bytes | None]:
