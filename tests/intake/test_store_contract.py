@@ -156,6 +156,61 @@ def test_a_payload_that_is_not_json_is_refused_and_nothing_added(store: Store, b
     assert store.stats().ready == 0
 
 
+BAD_OPTIONS: list[dict[str, Any]] = [
+    {"priority": 2**31}, {"priority": -(2**31) - 1}, {"priority": 2**70}, {"priority": True}, {"priority": "5"},
+    {"priority": 1.5}, {"run_at": math.nan}, {"run_at": math.inf}, {"run_at": -math.inf}, {"run_at": 10**400},
+    {"run_at": "soon"}, {"run_at": True}, {"max_attempts": 0}, {"max_attempts": -1}, {"max_attempts": 2**31},
+    {"max_attempts": 2**70}, {"max_attempts": 2.0}, {"key": 5}, {"key": "a\0b"}, {"key": b"k"},
+    {"idempotency_key": 7}, {"idempotency_key": "x\0"},
+]
+
+
+@pytest.mark.parametrize("bad", BAD_OPTIONS, ids=[repr(b)[:40] for b in BAD_OPTIONS])
+def test_a_bad_submit_option_is_refused_on_the_callers_thread_and_the_store_goes_on(store: Store, bad: dict[str, Any]) -> None:
+    """The same rules in every store, checked before the operation joins a group commit: a value the
+    database refused there would fail everyone's operations in it (or, with a number too big for
+    SQLite, end its store thread), and run_at=inf would be a job that never runs."""
+    with pytest.raises(StoreError) as refused:
+        store.submit({"n": 1}, **bad)
+    name = next(iter(bad))
+    assert name in str(refused.value)
+    if name != "idempotency_key":  # submit_many takes it only inside a Submission
+        with pytest.raises(StoreError):
+            store.submit_many([{"n": 2}, {"n": 3}], **bad)
+    with pytest.raises(StoreError):
+        store.submit_many(["a", Submission("b", **bad)])
+    assert store.stats() == Stats(0, 0, 0, 0, None)  # nothing written
+    job_id = store.submit({"n": 4}, priority=2**31 - 1, run_at=time.time() - 1, max_attempts=2**31 - 1, key="k")
+    assert claim_one(store).id == job_id  # the store goes on, and takes the limits themselves
+
+
+BAD_CALLS: dict[str, Callable[[Store], Any]] = {
+    "claim n": lambda s: s.claim("n1", 2**70), "claim n bool": lambda s: s.claim("n1", True),
+    "claim lease nan": lambda s: s.claim("n1", 1, math.nan), "claim lease inf": lambda s: s.claim("n1", 1, math.inf),
+    "claim lease negative": lambda s: s.claim("n1", 1, -1.0), "claim wait nan": lambda s: s.claim("n1", 1, wait=math.nan),
+    "claim node NUL": lambda s: s.claim("n\0", 1), "claim node bytes": lambda s: s.claim(b"n1", 1),  # type: ignore[arg-type]
+    "renew lease nan": lambda s: s.renew("n1", math.nan), "renew exclude big": lambda s: s.renew("n1", exclude=[2**70]),
+    "renew exclude text": lambda s: s.renew("n1", exclude=["1"]),  # type: ignore[list-item]
+    "requeue big id": lambda s: s.requeue(2**70), "requeue id 0": lambda s: s.requeue(0),
+    "requeue text id": lambda s: s.requeue("1"),  # type: ignore[arg-type]
+    "jobs limit big": lambda s: s.jobs(limit=2**70), "jobs limit negative": lambda s: s.jobs(limit=-1),
+    "dead limit big": lambda s: s.dead(limit=2**70),
+    "fail retry_in nan": lambda s: s.fail(claim_one(s), "boom", retry_in=math.nan),
+    "fail retry_in negative": lambda s: s.fail(claim_one(s), "boom", retry_in=-5),
+}
+
+
+@pytest.mark.parametrize("call", sorted(BAD_CALLS))
+def test_a_bad_argument_is_refused_on_the_callers_thread_and_the_store_goes_on(store: Store, call: str) -> None:
+    first = store.submit({"n": 1})
+    with pytest.raises(StoreError):
+        BAD_CALLS[call](store)
+    second = store.submit({"n": 2})  # the store still works: its thread did not die
+    jobs = store.claim("n2", 10)
+    assert {j.id for j in jobs} <= {first, second} and second in {j.id for j in jobs}
+    assert all(store.ack(j).result(HANG) for j in jobs)
+
+
 def test_submit_many_is_in_order_and_takes_submissions(store: Store) -> None:
     ids = store.submit_many(["a", Submission("b", priority=5, key="k"), "c"], priority=1)
     assert len(ids) == 3 and ids == sorted(ids)

@@ -52,7 +52,6 @@ never its password.
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import re
@@ -73,6 +72,7 @@ from .store import (
     LeaseLost, SchemaError, Stats, StoreClosed, StoreError, StoreFull, StoreMetrics, StoreTimeout, StoreUnavailable,
     StoreURL, Submission, UnknownJob, backoff, one_line, redact,
 )
+from .store import checked_count, checked_id, checked_node, checked_options, checked_seconds
 from .store import to_json as _to_json
 
 T = TypeVar("T")
@@ -97,7 +97,6 @@ _OPTIONS: Mapping[str, Callable[[str], Any]] = {
     "timeout": float, "max_attempts": int, "idempotency_retention": float, "reap_interval": float, "vacuum": int,
 }
 _LOCK_PREFIX = "servicehost.intake:"
-_INT4 = 1 << 31
 
 
 class _Op:
@@ -662,20 +661,10 @@ class PostgresStore:
 
     def _row(self, payload: Any, key: str | None, idem: str | None, priority: int,
              run_at: float | None, max_attempts: int | None, now: float) -> tuple[Any, ...]:
-        # Checked here, on the caller's thread: a value the database refuses would fail the whole
-        # tick, and with it every other caller's operations in it.
-        if max_attempts is not None and not 1 <= max_attempts < _INT4:
-            raise StoreError("max_attempts must be at least 1 (and below 2**31)")
-        if not -_INT4 <= priority < _INT4:
-            raise StoreError(f"priority must be a 32-bit integer, not {priority!r}")
-        if run_at is not None and not math.isfinite(run_at):
-            raise StoreError(f"run_at must be a finite time, not {run_at!r}")
-        for name, value in (("key", key), ("idempotency_key", idem)):
-            if value is not None and (type(value) is not str or "\0" in value):
-                raise StoreError(f"{name} must be a string without NUL characters")
+        priority, run_at, max_attempts = checked_options(key, idem, priority, run_at, max_attempts)
         text, data = _encode(payload)
-        return (int(priority), now if run_at is None else float(run_at), key,
-                self.max_attempts if max_attempts is None else int(max_attempts), now, idem, text, data)
+        return (priority, now if run_at is None else run_at, key,
+                self.max_attempts if max_attempts is None else max_attempts, now, idem, text, data)
 
     def submit(
         self, payload: Any, *, key: str | None = None, idempotency_key: str | None = None,
@@ -710,12 +699,11 @@ class PostgresStore:
 
     def claim(self, node: str, n: int, lease: float = 30.0, *, wait: float = 0.0,
               timeout: float | None = None) -> list[Job]:
+        n, lease, wait = checked_count("n", n), checked_seconds("lease", lease), checked_seconds("wait", wait)
         if n <= 0:
             return []
-        if "\0" in node:
-            raise StoreError("a node id cannot contain NUL characters")
         until = time.monotonic() + wait if wait > 0 else None
-        rows, token, lease_until = self._call(_CLAIM, (node, int(n), float(lease)), timeout, until, max(0.0, wait)) \
+        rows, token, lease_until = self._call(_CLAIM, (checked_node(node), n, lease), timeout, until, wait) \
             or ((), 0, 0.0)
         if not rows:
             return []
@@ -725,7 +713,8 @@ class PostgresStore:
 
     def renew(self, node: str, lease: float = 30.0, *, exclude: Iterable[int] = (),
               timeout: float | None = None) -> int:
-        count: int = self._call(_RENEW, (node, float(lease), [int(i) for i in exclude]), timeout)
+        args = (checked_node(node), checked_seconds("lease", lease), [checked_id("exclude", i) for i in exclude])
+        count: int = self._call(_RENEW, args, timeout)
         return count
 
     def start(self, jobs: Iterable[Job]) -> _Op:  # the future: result() -> int
@@ -744,6 +733,7 @@ class PostgresStore:
         return self._add(op)
 
     def fail(self, job: Job, error: str, *, retry_in: float | None = None, dead: bool = False) -> _Op:
+        retry_in = None if retry_in is None else checked_seconds("retry_in", retry_in)
         return self._add(_Op(_FAIL, (job, one_line(error).replace("\0", "\\0"), retry_in, dead)))
 
     def complete(self, job: Job, work: Callable[[Any], T], *, timeout: float | None = None) -> T:
@@ -804,23 +794,26 @@ class PostgresStore:
         self._call(_FLUSH, None, timeout)
 
     def requeue(self, job_id: int, *, timeout: float | None = None) -> None:
-        self._call(_REQUEUE, int(job_id), timeout)
+        self._call(_REQUEUE, checked_id("job id", job_id), timeout)
 
     def _read(self, fn: Callable[[psycopg.Cursor[Any], float], Any]) -> Any:
         """``fn(cursor, now)`` inside a tick's transaction (it may fetch: that waits for its rows)."""
         return self._call(_READ, fn, None)
 
     def dead(self, limit: int = 100) -> list[DeadJob]:
+        limit = checked_count("limit", limit, 0)
+
         def read(cur: psycopg.Cursor[Any], now: float) -> list[DeadJob]:
             cur.execute(sql.SQL(
                 "SELECT id, payload, payload_bytes, key, attempts, errors, submitted_at, died_at, idem_key "
-                "FROM {}.dead ORDER BY died_at, id LIMIT %s").format(sql.Identifier(self.schema)), (int(limit),))
+                "FROM {}.dead ORDER BY died_at, id LIMIT %s").format(sql.Identifier(self.schema)), (limit,))
             return [DeadJob(r[0], _decode(r[1], r[2]), r[3], r[4], _errors(r[5]), r[6], r[7], r[8])
                     for r in cur.fetchall()]
         result: list[DeadJob] = self._read(read)
         return result
 
     def jobs(self, state: str | None = None, limit: int = 100) -> list[JobInfo]:
+        limit = checked_count("limit", limit, 0)
         if state not in (None, "ready", "delayed", "running"):
             raise StoreError(f"no job state {state!r} (ready, delayed, running)")
         where = {None: "TRUE", "ready": "state = 0 AND run_at <= %(now)s", "delayed": "state = 0 AND run_at > %(now)s",
@@ -831,7 +824,7 @@ class PostgresStore:
                 "SELECT id, state, key, priority, attempts, run_at, submitted_at, owner, lease_until, "
                 "errors -> -1 ->> 2, payload, payload_bytes FROM {}.jobs WHERE " + where
                 + " ORDER BY state DESC, priority DESC, run_at, id LIMIT %(limit)s").format(sql.Identifier(self.schema)),
-                {"now": now, "limit": int(limit)})
+                {"now": now, "limit": limit})
             return [JobInfo(r[0], "running" if r[1] == 1 else ("ready" if r[5] <= now else "delayed"), r[2], r[3],
                             r[4], r[5], r[6], r[7], r[8], r[9], _decode(r[10], r[11])) for r in cur.fetchall()]
         result: list[JobInfo] = self._read(read)

@@ -52,6 +52,7 @@ from .store import (
     LeaseLost, PayloadError, Stats, StoreClosed, StoreError, StoreFull, StoreMetrics, StoreTimeout,
     StoreUnavailable, StoreURL, Submission, UnknownJob, backoff, one_line, redact,
 )
+from .store import checked_count, checked_id, checked_node, checked_options, checked_seconds
 from .store import to_json as _to_json
 
 log = logs.log.getChild("intake")
@@ -438,10 +439,9 @@ class SQLiteStore:
 
     def _row(self, payload: Any, key: str | None, idem: str | None, priority: int,
              run_at: float | None, max_attempts: int | None, now: float) -> tuple[Any, ...]:
-        if max_attempts is not None and max_attempts < 1:
-            raise StoreError("max_attempts must be at least 1")
-        return (int(priority), now if run_at is None else float(run_at), key,
-                self.max_attempts if max_attempts is None else int(max_attempts), now, idem, _encode(payload))
+        priority, run_at, max_attempts = checked_options(key, idem, priority, run_at, max_attempts)
+        return (priority, now if run_at is None else run_at, key,
+                self.max_attempts if max_attempts is None else max_attempts, now, idem, _encode(payload))
 
     def submit(
         self, payload: Any, *, key: str | None = None, idempotency_key: str | None = None,
@@ -478,10 +478,11 @@ class SQLiteStore:
 
     def claim(self, node: str, n: int, lease: float = 30.0, *, wait: float = 0.0,
               timeout: float | None = None) -> list[Job]:
+        n, lease, wait = checked_count("n", n), checked_seconds("lease", lease), checked_seconds("wait", wait)
         if n <= 0:
             return []
         until = time.monotonic() + wait if wait > 0 else None
-        op = self._add(_Op(_CLAIM, (node, int(n), float(lease)), until, blocking=True))
+        op = self._add(_Op(_CLAIM, (checked_node(node), n, lease), until, blocking=True))
         claimed = self._wait(op, (self.timeout if timeout is None else timeout) + max(0.0, wait))
         if not claimed:
             return []
@@ -494,7 +495,8 @@ class SQLiteStore:
 
     def renew(self, node: str, lease: float = 30.0, *, exclude: Iterable[int] = (),
               timeout: float | None = None) -> int:
-        count: int = self._wait(self._add(_Op(_RENEW, (node, float(lease), [int(i) for i in exclude]), blocking=True)), timeout)
+        args = (checked_node(node), checked_seconds("lease", lease), [checked_id("exclude", i) for i in exclude])
+        count: int = self._wait(self._add(_Op(_RENEW, args, blocking=True)), timeout)
         return count
 
     def ack(self, job: Job) -> _Op:  # the future: result() -> bool
@@ -515,6 +517,7 @@ class SQLiteStore:
         return self._add(op)
 
     def fail(self, job: Job, error: str, *, retry_in: float | None = None, dead: bool = False) -> _Op:
+        retry_in = None if retry_in is None else checked_seconds("retry_in", retry_in)
         return self._add(_Op(_FAIL, (job, one_line(error), retry_in, dead)))
 
     def complete(self, job: Job, work: Callable[[Any], T], *, timeout: float | None = None) -> T:
@@ -582,21 +585,24 @@ class SQLiteStore:
         self._wait(self._add(_Op(_FLUSH, None, blocking=True)), timeout)
 
     def requeue(self, job_id: int, *, timeout: float | None = None) -> None:
-        self._wait(self._add(_Op(_REQUEUE, int(job_id), blocking=True)), timeout)
+        self._wait(self._add(_Op(_REQUEUE, checked_id("job id", job_id), blocking=True)), timeout)
 
     def _read(self, fn: Callable[[sqlite3.Connection, float], Any]) -> Any:
         return self._wait(self._add(_Op(_READ, fn, blocking=True)), None)
 
     def dead(self, limit: int = 100) -> list[DeadJob]:
+        limit = checked_count("limit", limit, 0)
+
         def read(conn: sqlite3.Connection, now: float) -> list[DeadJob]:
             rows = conn.execute(
                 "SELECT id, payload, key, attempts, errors, submitted_at, died_at, idem_key FROM dead "
-                "ORDER BY died_at, id LIMIT ?", (int(limit),)).fetchall()
+                "ORDER BY died_at, id LIMIT ?", (limit,)).fetchall()
             return [DeadJob(r[0], _decode(r[1]), r[2], r[3], _errors(r[4]), r[5], r[6], r[7]) for r in rows]
         result: list[DeadJob] = self._read(read)
         return result
 
     def jobs(self, state: str | None = None, limit: int = 100) -> list[JobInfo]:
+        limit = checked_count("limit", limit, 0)
         if state not in (None, "ready", "delayed", "running"):
             raise StoreError(f"no job state {state!r} (ready, delayed, running)")
 
@@ -606,7 +612,7 @@ class SQLiteStore:
             rows = conn.execute(
                 f"SELECT id, state, key, priority, attempts, run_at, submitted_at, owner, lease_until, errors, "
                 f"payload FROM jobs WHERE {where} ORDER BY state DESC, priority DESC, run_at, id LIMIT ?2",
-                (now, int(limit))).fetchall()
+                (now, limit)).fetchall()
             out = []
             for r in rows:
                 name = "running" if r[1] == _RUNNING else ("ready" if r[5] <= now else "delayed")

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import os
 import random
 import socket
@@ -239,7 +240,9 @@ class Store(Protocol):
         """Add a job; return its id once the commit that holds it is durable. With an
         ``idempotency_key`` already known, add nothing and return that job's id. ``run_at``:
         wall-clock time before which it is not claimed. Raises PayloadError, StoreUnavailable
-        (StoreFull), StoreClosed, StoreTimeout; on any of them nothing was added."""
+        (StoreFull), StoreClosed, StoreTimeout; on any of them nothing was added. The options are
+        checked on the caller's thread, the same in every store (``checked_options``: priority
+        and max_attempts 32-bit, run_at finite, keys strings without NUL): StoreError."""
         ...
 
     def submit_many(
@@ -338,6 +341,84 @@ class Store(Protocol):
 
 
 # -- helpers the stores share ----------------------------------------------------------------------
+#: Priorities and attempt limits are 32-bit integers in every store (PostgreSQL's ``integer``).
+INT32 = 1 << 31
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def checked_options(key: Any, idempotency_key: Any, priority: Any, run_at: Any,
+                    max_attempts: Any) -> tuple[int, float | None, int | None]:
+    """A submit's options, checked on the caller's thread, the same way by every store:
+    ``(priority, run_at, max_attempts)`` as the store keeps them; StoreError saying which option
+    and why. A value the database refused would fail the whole group commit, and with it every
+    other caller's operations in it (a number too big for SQLite even ended its store thread);
+    a run_at of infinity would be a job that never runs."""
+    if not _integer(priority) or not -INT32 <= priority < INT32:
+        raise StoreError(f"priority must be a 32-bit integer, not {_shown(priority)}")
+    if max_attempts is not None and (not _integer(max_attempts) or not 1 <= max_attempts < INT32):
+        raise StoreError(f"max_attempts must be at least 1 (and below 2**31), not {_shown(max_attempts)}")
+    if run_at is not None:
+        if not isinstance(run_at, (int, float)) or isinstance(run_at, bool):
+            raise StoreError(f"run_at must be a time in seconds (a number), not {_shown(run_at)}")
+        try:
+            run_at = float(run_at)
+        except OverflowError:
+            run_at = float("inf")
+        if not math.isfinite(run_at):
+            raise StoreError(f"run_at must be a finite time, not {_shown(run_at)}")
+    for name, value in (("key", key), ("idempotency_key", idempotency_key)):
+        if value is not None and (type(value) is not str or "\0" in value):
+            raise StoreError(f"{name} must be a string without NUL characters, not {_shown(value)}")
+    return int(priority), run_at, None if max_attempts is None else int(max_attempts)
+
+
+#: Ids, counts and limits are 64-bit integers in every store.
+INT64 = 1 << 63
+
+
+def checked_count(name: str, value: Any, minimum: int = -INT64) -> int:
+    """A count or limit (``claim``'s n, ``jobs``' limit): a 64-bit integer, ``minimum`` or more."""
+    if not _integer(value) or not minimum <= value < INT64:
+        raise StoreError(f"{name} must be a whole number from {minimum} to 2**63 - 1, not {_shown(value)}"
+                         if minimum > -INT64 else f"{name} must be a whole number below 2**63, not {_shown(value)}")
+    return int(value)
+
+
+def checked_id(name: str, value: Any) -> int:
+    """A job id (``requeue``, ``renew``'s exclude): a positive 64-bit integer."""
+    if not _integer(value) or not 0 < value < INT64:
+        raise StoreError(f"{name} must be a job id (a whole number from 1 to 2**63 - 1), not {_shown(value)}")
+    return int(value)
+
+
+def checked_seconds(name: str, value: Any) -> float:
+    """A lease, a wait, a retry delay: a finite number of seconds, not negative."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            seconds = float(value)
+        except OverflowError:
+            seconds = math.inf
+        if math.isfinite(seconds) and seconds >= 0:
+            return seconds
+    raise StoreError(f"{name} must be a finite number of seconds, 0 or more, not {_shown(value)}")
+
+
+def checked_node(node: Any) -> str:
+    """A node id: a string without NUL characters (PostgreSQL's text cannot hold one)."""
+    if type(node) is not str or "\0" in node:
+        raise StoreError(f"node must be a string without NUL characters, not {_shown(node)}")
+    return node
+
+
+def _integer(value: Any) -> bool:
+    """An int (an IntEnum too), not a bool."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _not_json(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not a JSON value")
 
