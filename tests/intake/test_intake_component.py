@@ -5,8 +5,11 @@ service and ``servicehost jobs`` on its embedded default store, in real processe
 
 from __future__ import annotations
 
+import math
 import signal
 import threading
+
+import pytest
 
 from servicehost import Intake
 from servicehost.intake import default_url, open_store
@@ -224,3 +227,21 @@ def test_answers_read_by_the_renewer_and_the_drain_at_once_are_each_read_once(tm
     logged = [r for r in caplog.records if "after its lease was lost" in r.getMessage()]
     assert len(logged) == n, len(logged)
     assert len({r.getMessage() for r in logged}) == n  # each job's once
+
+
+BAD_INTAKE_OPTIONS = [
+    {"workers": 0}, {"workers": 2.5}, {"workers": True}, {"max_attempts": 0}, {"max_attempts": 2**31},
+    {"max_attempts": "3"}, {"prefetch": 1.5}, {"lease": 0}, {"lease": math.nan}, {"lease": math.inf},
+    {"lease": 10**400}, {"lease": "60"}, {"retry_base": -1}, {"retry_base": math.nan}, {"retry_cap": math.inf},
+    {"hang_timeout": math.nan}, {"hang_timeout": -5},
+]
+
+
+@pytest.mark.parametrize("bad", BAD_INTAKE_OPTIONS, ids=[repr(b)[:30] for b in BAD_INTAKE_OPTIONS])
+def test_a_bad_intake_option_is_refused_when_it_is_made_naming_it(tmp_path, bad):
+    """Before, a NaN retry delay or an infinite lease was taken, and every claim, renewal or retry
+    that used it was then refused by the store: jobs came back only when their lease ran out."""
+    with pytest.raises(ValueError) as refused:
+        Intake(lambda job: None, store=store_url(tmp_path), **bad)
+    assert next(iter(bad)) in str(refused.value)
+    Intake(lambda job: None, store=store_url(tmp_path), hang_timeout=None, prefetch=0)  # the edges are fine

@@ -49,6 +49,7 @@ from ..stopping import Deadline
 from ..workers._supervision import LATENCY_SAMPLE_EVERY, Drains, WorkerStats, describe, sum_counters
 from .store import (
     DEFAULT_LEASE,
+    INT32,
     DEFAULT_MAX_ATTEMPTS,
     Job,
     LeaseLost,
@@ -117,6 +118,19 @@ def _payload_bytes(payload: Any) -> int:
         return 64
 
 
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _seconds(value: Any) -> bool:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value) and value >= 0
+    except OverflowError:  # an int beyond any float
+        return False
+
+
 class Intake(Drains):
     """A durable intake: a :class:`~servicehost.components.Component` whose queue is a store.
 
@@ -167,12 +181,17 @@ class Intake(Drains):
         name: str = "intake",
         transactional: bool = False,
     ) -> None:
-        if workers < 1:
-            raise ValueError(f"{name}: workers must be >= 1, got {workers}")
-        if not lease > 0:
-            raise ValueError(f"{name}: lease must be > 0 seconds, got {lease}")
-        if max_attempts < 1:
-            raise ValueError(f"{name}: max_attempts must be >= 1, got {max_attempts}")
+        if not _whole(workers) or workers < 1:
+            raise ValueError(f"{name}: workers must be a whole number >= 1, got {workers!r}")
+        if not _whole(max_attempts) or not 1 <= max_attempts < INT32:
+            raise ValueError(f"{name}: max_attempts must be a whole number from 1 to 2**31 - 1, got {max_attempts!r}")
+        if prefetch is not None and not _whole(prefetch):
+            raise ValueError(f"{name}: prefetch must be a whole number (or None: adaptive), got {prefetch!r}")
+        for label, value in (("lease", lease), ("retry_base", retry_base), ("retry_cap", retry_cap),
+                             ("hang_timeout", 0.0 if hang_timeout is None else hang_timeout)):
+            if not _seconds(value) or (label == "lease" and not value > 0):
+                raise ValueError(f"{name}: {label} must be a finite number of seconds, "
+                                 f"{'more than 0' if label == 'lease' else '0 or more'}, got {value!r}")
         self.name = name
         self.handler = handler
         self.transactional = transactional
