@@ -209,8 +209,8 @@ def sum_counters(name: str, submitted: int, workers: Iterable[WorkerStats], *, n
         completed += w.completed
         failed += w.failed
         in_flight += w.busy_since is not None
-        if quantiles:  # one C call each: a worker appending meanwhile waits for the GIL
-            samples.extend(islice(reversed(w.latencies), recent))
+        if quantiles:
+            _recent_into(samples, w.latencies, recent)
         error = w.last_error
         if error is not None and (last_error is None or error[0] > last_error[0]):
             last_error = error
@@ -223,6 +223,24 @@ def sum_counters(name: str, submitted: int, workers: Iterable[WorkerStats], *, n
                     workers=size, queue_capacity=queue_capacity, latency_p95=p95,
                     last_error=None if last_error is None else last_error[1],
                     last_error_at=None if last_error is None else last_error[0])
+
+
+def _recent_into(samples: list[float], latencies: deque[float], recent: int) -> None:
+    """Append the ``recent`` newest of a worker's ``latencies`` to ``samples``. The iteration
+    itself is one C call, but the iterator is made a bytecode before it: a worker that records a
+    sample in between (a thread switch there) makes the deque raise RuntimeError. Read again then;
+    after a few misses in a row the worker's samples are left out of this read (they are samples)."""
+    for _ in range(_READ_TRIES):
+        start = len(samples)
+        try:
+            samples.extend(islice(reversed(latencies), recent))
+            return
+        except RuntimeError:  # "deque mutated during iteration"
+            del samples[start:]
+
+
+#: Tries at reading one worker's recent samples while it records more (``_recent_into``).
+_READ_TRIES = 8
 
 
 def sum_measures(workers: Iterable[WorkerStats], queue: Any = None) -> Measures:
