@@ -49,7 +49,6 @@ from ..stopping import Deadline
 from ..workers._supervision import LATENCY_SAMPLE_EVERY, Drains, WorkerStats, describe, sum_counters
 from .store import (
     DEFAULT_LEASE,
-    INT32,
     DEFAULT_MAX_ATTEMPTS,
     Job,
     LeaseLost,
@@ -58,6 +57,9 @@ from .store import (
     StoreClosed,
     StoreError,
     backoff,
+    checked_count,
+    checked_options,
+    checked_seconds,
     new_node_id,
     one_line,
     open_store,
@@ -118,19 +120,6 @@ def _payload_bytes(payload: Any) -> int:
         return 64
 
 
-def _whole(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _seconds(value: Any) -> bool:
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        return False
-    try:
-        return math.isfinite(value) and value >= 0
-    except OverflowError:  # an int beyond any float
-        return False
-
-
 class Intake(Drains):
     """A durable intake: a :class:`~servicehost.components.Component` whose queue is a store.
 
@@ -181,17 +170,18 @@ class Intake(Drains):
         name: str = "intake",
         transactional: bool = False,
     ) -> None:
-        if not _whole(workers) or workers < 1:
-            raise ValueError(f"{name}: workers must be a whole number >= 1, got {workers!r}")
-        if not _whole(max_attempts) or not 1 <= max_attempts < INT32:
-            raise ValueError(f"{name}: max_attempts must be a whole number from 1 to 2**31 - 1, got {max_attempts!r}")
-        if prefetch is not None and not _whole(prefetch):
-            raise ValueError(f"{name}: prefetch must be a whole number (or None: adaptive), got {prefetch!r}")
-        for label, value in (("lease", lease), ("retry_base", retry_base), ("retry_cap", retry_cap),
-                             ("hang_timeout", 0.0 if hang_timeout is None else hang_timeout)):
-            if not _seconds(value) or (label == "lease" and not value > 0):
-                raise ValueError(f"{name}: {label} must be a finite number of seconds, "
-                                 f"{'more than 0' if label == 'lease' else '0 or more'}, got {value!r}")
+        try:  # the stores' own checks, so that what is taken here is what every store takes
+            checked_count("workers", workers, 1)
+            checked_options(None, None, 0, None, max_attempts)
+            if prefetch is not None:
+                checked_count("prefetch", prefetch)
+            for label, value in (("lease", lease), ("retry_base", retry_base), ("retry_cap", retry_cap),
+                                 ("hang_timeout", 0.0 if hang_timeout is None else hang_timeout)):
+                checked_seconds(label, value)
+            if not lease > 0:
+                raise StoreError(f"lease must be more than 0 seconds, not {lease!r}")
+        except StoreError as exc:
+            raise ValueError(f"{name}: {exc}") from None
         self.name = name
         self.handler = handler
         self.transactional = transactional
