@@ -72,8 +72,15 @@ def test_each_tick_runs_once_however_many_nodes_schedule_it(url: str) -> None:
 
 def test_a_schedule_is_checked() -> None:
     intake = Intake(lambda job: None, store="sqlite:////nonexistent/never-opened.sqlite3")
-    for bad in (0, -1, float("inf"), float("nan")):
-        with pytest.raises(ValueError, match="period in seconds"):
+    for bad in (0, -1, float("inf"), float("nan"), 10**400, "60", True):
+        with pytest.raises(ValueError, match="seconds"):
             intake.every(bad, "x")
-    with pytest.raises(ValueError, match="job name"):
-        intake.every(1, "")
+    for name in ("", "a\0b", None, 5):
+        with pytest.raises(ValueError, match="job name"):
+            intake.every(1, name)  # type: ignore[arg-type]
+    # what the renewer could only log at every tick is refused here, naming it
+    for options, named in (({"priority": 2**40}, "priority"), ({"key": "k\0"}, "key"), ({"key": 7}, "key"),
+                           ({"payload": {1, 2}}, "JSON"), ({"payload": float("nan")}, "JSON")):
+        with pytest.raises(ValueError, match=named):
+            intake.every(1, "x", **options)
+    assert intake.every(1, "x", b"raw", key="k", priority=-5) is intake  # and a good one is taken

@@ -64,6 +64,7 @@ from .store import (
     one_line,
     open_store,
     periodic_key,
+    to_json,
 )
 
 __all__ = ["Intake"]
@@ -591,11 +592,18 @@ class Intake(Drains):
         it. Its payload is ``payload``, or ``{"periodic": name, "tick": tick}`` when None. A tick no
         node was up for is skipped, never made up later. Returns the intake, so that
         ``self.use(Intake(...).every(3600, "sweep"))`` reads well. The renewer thread submits them."""
-        if not seconds > 0 or not math.isfinite(seconds):
-            raise ValueError(f"{self.name}: every() takes a period in seconds > 0, got {seconds!r}")
-        if not name or "\0" in name:
+        if type(name) is not str or not name or "\0" in name:
             raise ValueError(f"{self.name}: every() needs a job name (no NUL), got {name!r}")
-        self._schedules.append(_Schedule(name, float(seconds), payload, key, priority))
+        try:  # here, not at every tick on the renewer's thread, where it could only be logged
+            period = checked_seconds("seconds", seconds)
+            if not period > 0:
+                raise StoreError(f"seconds must be more than 0, not {seconds!r}")
+            checked_options(key, periodic_key(name, 0), priority, None, None)
+            if payload is not None and not isinstance(payload, (bytes, bytearray, memoryview)):
+                to_json(payload)
+        except (StoreError, TypeError, ValueError, RecursionError) as exc:
+            raise ValueError(f"{self.name}: every({name!r}): {exc}") from None
+        self._schedules.append(_Schedule(name, period, payload, key, priority))
         return self
 
     def _submit_due(self, store: Store) -> float:
