@@ -18,8 +18,10 @@ and a producer blocked in ``put()`` on a full queue cannot be woken at all. Here
 For metrics, the queue counts the tasks it refused (``rejected``: closed, or full past the
 caller's timeout) and, when it tracks its items, times about one task in ``WAIT_SAMPLE_EVERY``
 from ``put`` to ``get`` (``waits()``, on the histogram grid of ``components.TIME_BUCKETS``): the
-hand-off with which the count of tasks accepted reaches a multiple of it is stamped under the
-mutex ``put`` holds anyway, and ``get`` and ``settle`` pay one identity check each for the others.
+hand-off with which the count of tasks accepted reaches a multiple of it is stamped (its put time
+kept by item) under the mutex ``put`` holds anyway, and the ``get`` that takes it pops the stamp,
+in whatever order consumers take items and however long one is preempted; the others pay one
+look into the (small) stamp map.
 
 Consumers block inside ``SimpleQueue.get`` (C code) and take no lock on the way out: the depth
 is ``SimpleQueue.qsize()``. Only a producer facing a full queue uses the condition variable; it
@@ -34,7 +36,6 @@ from __future__ import annotations
 import threading
 import time
 from bisect import bisect_left
-from collections import deque
 from queue import Empty, SimpleQueue
 from typing import Generic, TypeVar
 
@@ -43,7 +44,6 @@ from ..errors import QueueClosed, QueueFull
 
 T = TypeVar("T")
 _CLOSED = object()  # put once, after the last accepted item; each consumer that sees it passes it on
-_NOTHING = object()  # no hand-off is being timed
 #: About one task in this many is timed from ``put`` to ``get`` (``put`` tests ``accepted & 63``).
 WAIT_SAMPLE_EVERY = 64
 
@@ -65,8 +65,7 @@ class ClosableQueue(Generic[T]):
         self._held = False
         self._outstanding: dict[T, None] | None = {} if track else None  # insertion order = FIFO
         self.rejected = 0  # tasks (by weight) refused: closed, or full past the caller's timeout
-        self._timed: deque[tuple[object, float]] = deque()  # (item, put at), FIFO
-        self._timed_head: object = _NOTHING  # the item of _timed[0]: what get() compares with
+        self._stamps: dict[object, float] = {}  # timed hand-offs not taken yet: item → put at
         self._waits = [0] * (len(TIME_BUCKETS) + 1)
         self._wait_total = 0.0
 
@@ -122,7 +121,7 @@ class ClosableQueue(Generic[T]):
             if track and self._outstanding is not None:
                 self._outstanding[item] = None
                 if not self._accepted & 63:  # WAIT_SAMPLE_EVERY - 1, as a literal: put is the hot path
-                    self._time(item)
+                    self._stamps[item] = time.monotonic()
             # Inside the mutex, so no item can land after close()'s end marker.
             self._items.put(item)
 
@@ -155,8 +154,9 @@ class ClosableQueue(Generic[T]):
         Raises QueueClosed once closed and empty; ``queue.Empty`` on timeout.
         """
         item = self._items.get(timeout=timeout)
-        if item is self._timed_head:
-            self._timed_out(item)
+        stamps = self._stamps
+        if stamps and item in stamps:
+            self._took(item)
         elif item is _CLOSED:
             self._items.put(_CLOSED)  # let the next consumer see it too
             raise QueueClosed("queue is closed and drained")
@@ -165,34 +165,16 @@ class ClosableQueue(Generic[T]):
                 self._not_full.notify()
         return item  # type: ignore[return-value]
 
-    def _time(self, item: object) -> None:
-        """(Under the mutex, in ``put``.) Time ``item``'s wait. Stamps whose item a consumer took
-        without seeing it as the head (consumers overtaking each other) are dropped first, once
-        that item was settled: those are not timed (a sample, not a count)."""
-        self._timed.append((item, time.monotonic()))
-        self._next_head()
-
-    def _timed_out(self, item: object) -> None:
-        """``item``, timed at its ``put``, was taken: count its wait."""
-        now = time.monotonic()
+    def _took(self, item: object) -> None:
+        """``item``, stamped at its ``put``, was taken: count its wait (measured before the mutex
+        is taken, so a busy mutex delays the count, never changes it)."""
+        put_at = self._stamps.pop(item, None)
+        if put_at is None:
+            return  # taken back meanwhile (take_all)
+        waited = time.monotonic() - put_at
         with self._mutex:
-            timed = self._timed
-            if timed and timed[0][0] is item:
-                waited = now - timed.popleft()[1]
-                self._waits[bisect_left(TIME_BUCKETS, waited)] += 1
-                self._wait_total += waited
-            self._next_head()
-
-    def _next_head(self) -> None:
-        """(Under the mutex.) The next stamp to look for. Stamps whose item was already taken and
-        settled (a consumer took it while an earlier stamp was the head) are dropped, not timed.
-        The new head may have been taken, and still be running. Then it is dropped when it is
-        settled (``settle``). Either way a missed hand-off costs one sample, and the timing goes on."""
-        timed, outstanding = self._timed, self._outstanding
-        assert outstanding is not None
-        while timed and timed[0][0] not in outstanding:
-            timed.popleft()
-        self._timed_head = timed[0][0] if timed else _NOTHING
+            self._waits[bisect_left(TIME_BUCKETS, waited)] += 1
+            self._wait_total += waited
 
     def waits(self) -> Histogram:
         """The timed hand-offs' waits from ``put`` to ``get`` (one in ``WAIT_SAMPLE_EVERY``)."""
@@ -222,8 +204,7 @@ class ClosableQueue(Generic[T]):
                 continue
             taken.append(item)  # type: ignore[arg-type]
         with self._mutex:
-            self._timed.clear()  # taken back, never got: not timed
-            self._timed_head = _NOTHING
+            self._stamps.clear()  # taken back, never got: not timed
             if saw_end:
                 self._items.put(_CLOSED)
             self._not_full.notify_all()
@@ -232,9 +213,6 @@ class ClosableQueue(Generic[T]):
     def settle(self, item: T) -> None:
         """A consumer is done with ``item`` (tracking queues): it leaves ``outstanding``."""
         self._outstanding.pop(item, None)  # type: ignore[union-attr]
-        if item is self._timed_head:  # taken out of turn, so not timed: the head moves on
-            with self._mutex:
-                self._next_head()
 
     def outstanding(self) -> list[T]:
         """Every tracked item accepted and not yet settled (queued, or held by a consumer), in

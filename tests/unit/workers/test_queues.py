@@ -102,43 +102,45 @@ def test_get_timeout_and_bad_size():
         ClosableQueue(0)
 
 
-def test_a_timed_hand_off_taken_out_of_turn_costs_one_sample_and_the_timing_goes_on():
+def test_timed_hand_offs_taken_out_of_turn_are_each_timed():
     """One consumer takes a timed hand-off and is preempted before it looks at it; another takes
-    the next timed one meanwhile (not the head yet: not timed) and settles it. The first then
-    times its own, and the head must not stay on the one already gone: every later timed
-    hand-off is still timed. The interleaving is played in order on one thread."""
+    the next timed ones meanwhile and settles them. Each timed hand-off is still timed once, in
+    whatever order they are looked at. The interleaving is played in order on one thread."""
     q: ClosableQueue[object] = ClosableQueue(10_000, track=True)
     items = [object() for _ in range(64 * 4)]  # every 64th is timed: items[63], [127], [191], [255]
     for x in items:
         q.put(x)
     for _ in range(63):
         q.settle(q.get())
-    held = q._items.get()  # consumer A has taken items[63], and has not yet compared it with the head
+    held = q._items.get()  # consumer A has taken items[63], and has not yet looked at it
     assert held is items[63]
-    for _ in range(64):  # consumer B takes items[64..127]: items[127] is not the head, so not timed
+    for _ in range(64):  # consumer B takes items[64..127] and times items[127]
         q.settle(q.get())
-    q._timed_out(held)  # A goes on: its item was the head, and is timed
+    assert q.waits().samples == 1
+    q._took(held)  # A goes on: its item is timed too
     q.settle(held)
     for _ in range(128):
         q.settle(q.get())
-    assert q.waits().samples == 3  # items[63], [191] and [255]; only items[127] was missed
+    assert q.waits().samples == 4
 
 
-def test_a_missed_hand_off_still_running_leaves_the_head_when_it_is_settled():
-    """As above, but B is still running items[127] when A moves the head onto it: B's settle
-    moves the head on, so the later timed hand-offs are timed."""
+def test_a_timed_hand_off_taken_back_is_not_timed_and_the_timing_goes_on():
+    """take_all (a stop deadline) takes the stamped hand-offs back: they were never got, so not
+    timed, and a consumer that took one just before looks at it for nothing."""
     q: ClosableQueue[object] = ClosableQueue(10_000, track=True)
-    items = [object() for _ in range(64 * 4)]
-    for x in items:
+    items = [object() for _ in range(64 * 2)]
+    for x in items[:64]:
         q.put(x)
     for _ in range(63):
         q.settle(q.get())
-    held = q._items.get()
-    taken = [q.get() for _ in range(64)]  # B takes items[64..127] and runs them: none settled yet
-    q._timed_out(held)
-    q.settle(held)
-    for x in taken:
-        q.settle(x)
-    for _ in range(128):
+    held = q._items.get()  # taken, not looked at yet
+    for x in items[64:]:
+        q.put(x)
+    assert len(q.take_all()) == 64  # items[127] (stamped) among them
+    q._took(held)  # stamps were cleared with the take-back
+    assert q.waits().samples == 0
+    for _ in range(64):
+        q.put(object())
+    for _ in range(64):
         q.settle(q.get())
-    assert q.waits().samples == 3
+    assert q.waits().samples == 1
