@@ -72,6 +72,10 @@ class Running:
 
     def stop(self) -> ExitCode | None:
         self.host.request_stop("test over")
+        return self.exit_code()
+
+    def exit_code(self) -> ExitCode | None:
+        """What ``wait()`` returned, once it has (the host reaches STOPPED a moment before)."""
         self._waiter.join(HANG_GUARD)
         assert not self._waiter.is_alive(), "the host did not stop"
         return self.code
@@ -144,7 +148,7 @@ def test_stop_stops_the_host_cleanly(base, running):
     with ControlServer(running.host, path):
         ControlClient(path).call("stop")
         assert running.host.lifecycle.wait_for({HostState.STOPPED}, HANG_GUARD)
-    assert running.code is ExitCode.OK
+    assert running.exit_code() is ExitCode.OK
 
 
 def test_refusals_say_why_and_leave_the_service_as_it_was(base, running):
@@ -387,7 +391,7 @@ def test_a_deeply_nested_frame_is_refused_and_pause_status_stop_still_work(base,
         assert client.call("resume")["state"] == "running"
         client.call("stop")
         assert running.host.lifecycle.wait_for({HostState.STOPPED}, HANG_GUARD)
-    assert running.code is ExitCode.OK
+    assert running.exit_code() is ExitCode.OK
 
 
 @pytest.mark.parametrize("body, says", [
