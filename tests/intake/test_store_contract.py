@@ -188,6 +188,8 @@ BAD_CALLS: dict[str, Callable[[Store], Any]] = {
     "claim n": lambda s: s.claim("n1", 2**70), "claim n bool": lambda s: s.claim("n1", True),
     "claim lease nan": lambda s: s.claim("n1", 1, math.nan), "claim lease inf": lambda s: s.claim("n1", 1, math.inf),
     "claim lease negative": lambda s: s.claim("n1", 1, -1.0), "claim wait nan": lambda s: s.claim("n1", 1, wait=math.nan),
+    "claim start big": lambda s: s.claim("n1", 1, start=2**70),
+    "claim start text": lambda s: s.claim("n1", 1, start="1"),  # type: ignore[arg-type]
     "claim node NUL": lambda s: s.claim("n\0", 1), "claim node bytes": lambda s: s.claim(b"n1", 1),  # type: ignore[arg-type]
     "renew lease nan": lambda s: s.renew("n1", math.nan), "renew exclude big": lambda s: s.renew("n1", exclude=[2**70]),
     "renew exclude text": lambda s: s.renew("n1", exclude=["1"]),  # type: ignore[list-item]
@@ -429,6 +431,44 @@ def test_a_lapsed_job_never_started_gets_its_attempt_back(store: Store) -> None:
         again += store.claim("n", 2 - len(again), lease=30.0, wait=0.2)
     assert {j.id: j.attempt for j in again} == {ran_id: 2, prefetched_id: 1}
     assert store.metrics().rescued == 2
+
+
+def _after_lapse(store: Store, n: int) -> list[Job]:
+    """The ``n`` jobs, claimed again (by node "n", unmarked, a long lease) once their lease ran out."""
+    again: list[Job] = []
+    deadline = time.monotonic() + HANG
+    while len(again) < n and time.monotonic() < deadline:
+        again += store.claim("n", n - len(again), lease=30.0, wait=0.2)
+    assert len(again) == n, again
+    return again
+
+
+def test_a_claim_marks_its_first_jobs_started_in_claim_order(store: Store) -> None:
+    for p in (1, 5, 3, 4, 2):
+        store.submit(p, priority=p)
+    held = store.claim("dies", 5, lease=0.3, start=2)
+    assert [j.payload for j in held] == [5, 4, 3, 2, 1]  # claim order: highest priority first
+    again = _after_lapse(store, 5)
+    assert {j.payload: j.attempt for j in again} == {5: 2, 4: 2, 3: 1, 2: 1, 1: 1}  # only the marked count
+    assert store.release(again) == 5
+    held = store.claim("dies", 5, lease=0.3, start=9)  # more than it takes: all of them
+    again = _after_lapse(store, 5)
+    assert {j.payload: j.attempt for j in again} == {5: 3, 4: 3, 3: 2, 2: 2, 1: 2}
+    assert store.release(again) == 5
+    store.claim("dies", 5, lease=0.3, start=0)  # none (the default)
+    again = _after_lapse(store, 5)
+    assert {j.payload: j.attempt for j in again} == {5: 3, 4: 3, 3: 2, 2: 2, 1: 2}
+    # a marked claim is fenced like any other: another node's claim of the lapsed jobs wins
+    assert store.start(held).result(HANG) == 0
+
+
+def test_a_partly_marked_claim_marks_the_first_of_what_it_took(store: Store) -> None:
+    store.submit_many(["a", "b", "c"])
+    store.submit("later", run_at=time.time() + 3600)  # not claimable: the claim takes 3 of 5 asked
+    held = store.claim("dies", 5, lease=0.3, start=4)  # 4 < 5 asked, but more than the 3 taken: all
+    assert [j.payload for j in held] == ["a", "b", "c"]
+    again = _after_lapse(store, 3)
+    assert {j.payload: j.attempt for j in again} == {"a": 2, "b": 2, "c": 2}
 
 
 def test_an_unstarted_job_is_not_dead_lettered_by_a_lapse(store: Store) -> None:

@@ -310,6 +310,9 @@ class Intake(Drains):
                         self._claimer_idle = False
                     taken_before = self._taken
                     self._ahead = ahead
+                    # what the workers need marked beyond the ready and those marked now: the claim's
+                    # first jobs, marked in its own commit (they go straight to the workers)
+                    start = max(0, min(free, target - len(ready) - max(0, mark)))
                     batch = [claimed.popleft() for _ in range(max(0, mark))]
                     self._marking = batch
                     more = len(claimed)
@@ -323,7 +326,8 @@ class Intake(Drains):
                     waiting = not (batch or more)
                     self._claim_waiting = waiting
                     try:  # a claim that waits for a first job ends at once when the store closes
-                        jobs = store.claim(self.node, free, self.lease, wait=CLAIM_WAIT if waiting else 0.0)
+                        jobs = store.claim(self.node, free, self.lease, wait=CLAIM_WAIT if waiting else 0.0,
+                                           start=start)
                     except StoreError as exc:
                         failed = ("claim", exc)
                     self._claim_waiting = False
@@ -342,7 +346,7 @@ class Intake(Drains):
                         if self._idle_workers:
                             cond.notify()  # one: a worker that finds more wakes the next
                 if jobs:
-                    self._take(jobs)
+                    self._take(jobs, start)
                 if failed is None:
                     pause = 0.0
                     continue
@@ -356,8 +360,9 @@ class Intake(Drains):
             logs.worker_crashed(log, self.name, "claimer", exc_info=exc)
             raise
 
-    def _take(self, jobs: list[Job]) -> None:
-        """Put claimed jobs in the buffer, or give them back when the intake is closing; a job
+    def _take(self, jobs: list[Job], started: int) -> None:
+        """Put claimed jobs in the buffers (the first ``started``, marked by their claim, ready for
+        the workers; the rest claimed ahead), or give them back when the intake is closing; a job
         claimed past ``max_attempts`` (its earlier claims ended with their process) goes to the
         dead-letter table without running."""
         self._job_bytes = (self._job_bytes + _payload_bytes(jobs[len(jobs) // 2].payload)) // 2 or 1
@@ -365,14 +370,19 @@ class Intake(Drains):
         back: list[Job] = []
         with self._cond:
             self._claimed_count += len(jobs)
-            for job in jobs:
-                if job.attempt > self.max_attempts:
-                    continue
-                if self._closing or self._paused:
-                    back.append(job)
-                else:
-                    self._claimed.append(job)
-                    self._held += 1
+            if self._closing or self._paused:
+                back = [j for j in jobs if j.attempt <= self.max_attempts]
+            elif spent:
+                for i, job in enumerate(jobs):
+                    if job.attempt <= self.max_attempts:
+                        (self._ready if i < started else self._claimed).append(job)
+                        self._held += 1
+            else:
+                self._ready.extend(jobs[:started])
+                self._claimed.extend(jobs[started:])
+                self._held += len(jobs)
+            if started and self._ready and self._idle_workers:
+                self._cond.notify()  # one: a worker that finds more wakes the next
             self._dead_at_claim += len(spent)
         store = self.store
         assert store is not None

@@ -279,17 +279,19 @@ SELECT id, owner, attempts, started, bury FROM trimmed
     # (found again by ctid: the lock holds them where they are until the statement ends).
     "claim": """
 WITH picked AS (
-    SELECT ctid AS tid FROM {s}.jobs AS j
+    SELECT ctid AS tid, priority, run_at, id FROM {s}.jobs AS j
     WHERE state = 0 AND run_at <= %(now)s
       AND (key IS NULL OR NOT EXISTS (
             SELECT 1 FROM {s}.jobs AS k
             WHERE k.key = j.key AND k.id <> j.id AND (k.state = 1 OR k.id < j.id)))
     ORDER BY priority DESC, run_at, id
     LIMIT %(n)s
-    FOR UPDATE SKIP LOCKED)
+    FOR UPDATE SKIP LOCKED),
+ranked AS (  -- the first %(start)s in claim order are marked started (window functions and FOR UPDATE: apart)
+    SELECT tid, row_number() OVER (ORDER BY priority DESC, run_at, id) <= %(start)s AS go FROM picked)
 UPDATE {s}.jobs AS j SET state = 1, attempts = j.attempts + 1, owner = %(node)s, token = %(token)s,
-    lease_until = %(until)s, started = false
-FROM picked WHERE j.ctid = picked.tid
+    lease_until = %(until)s, started = ranked.go
+FROM ranked WHERE j.ctid = ranked.tid
 RETURNING j.id, j.attempts, j.key, j.priority, j.max_attempts, j.submitted_at, j.idem_key, j.run_at,
           j.payload, j.payload_bytes
 """,
@@ -697,13 +699,14 @@ class PostgresStore:
                        priority=priority, run_at=run_at,
                        max_attempts=self.max_attempts if max_attempts is None else max_attempts)
 
-    def claim(self, node: str, n: int, lease: float = 30.0, *, wait: float = 0.0,
+    def claim(self, node: str, n: int, lease: float = 30.0, *, wait: float = 0.0, start: int = 0,
               timeout: float | None = None) -> list[Job]:
         n, lease, wait = checked_count("n", n), checked_seconds("lease", lease), checked_seconds("wait", wait)
+        start = checked_count("start", start)
         if n <= 0:
             return []
         until = time.monotonic() + wait if wait > 0 else None
-        rows, token, lease_until = self._call(_CLAIM, (checked_node(node), n, lease), timeout, until, wait) \
+        rows, token, lease_until = self._call(_CLAIM, (checked_node(node), n, lease, start), timeout, until, wait) \
             or ((), 0, 0.0)
         if not rows:
             return []
@@ -1126,12 +1129,12 @@ class PostgresStore:
                             counts["dead_lettered"] += sum(1 for r in lapsed if r[3])
                         later.append(reaped)
                     for op in by_kind[_CLAIM]:
-                        node, n, lease = op.args
+                        node, n, lease, start = op.args
                         token = self._random.getrandbits(63)
                         tokens.append(token)
                         until = now + lease
                         cur = conn.execute(q["claim"], {"now": now, "n": n, "node": node, "token": token,
-                                                        "until": until})
+                                                        "until": until, "start": start})
 
                         def claimed(op: _Op = op, cur: psycopg.Cursor[Any] = cur, token: int = token,
                                     until: float = until) -> None:

@@ -71,7 +71,7 @@ _ANSWERED_ON_ERROR = frozenset({_SUBMIT, _RELEASE, _REQUEUE, _READ, _CLAIM})
 # and the GIL with it): take the jobs, marking them with this claim's token and lease; read them
 # back by that mark (the lease index finds them) as one JSON document.
 _TAKE_SQL = """
-UPDATE jobs SET state = 1, attempts = attempts + 1, started = 0, owner = ?1, token = ?2, lease_until = ?3
+UPDATE jobs SET state = 1, attempts = attempts + 1, started = ?6, owner = ?1, token = ?2, lease_until = ?3
 WHERE id IN (
     SELECT id FROM jobs AS j
     WHERE state = 0 AND run_at <= ?4
@@ -85,6 +85,11 @@ SELECT json_group_array(json_array(
     id, attempts, key, priority, max_attempts, submitted_at, idem_key, run_at,
     typeof(payload) = 'blob', CASE WHEN typeof(payload) = 'blob' THEN hex(payload) ELSE json(payload) END))
 FROM jobs WHERE state = 1 AND lease_until = ?1 AND token = ?2
+"""
+# A claim that marks only its first jobs started: the rest of its order (the claimer's, too) is not.
+_START_FIRST_SQL = """
+UPDATE jobs SET started = 1 WHERE id IN (
+    SELECT id FROM jobs WHERE state = 1 AND lease_until = ?1 AND token = ?2 ORDER BY priority DESC, run_at, id LIMIT ?3)
 """
 # Acks and start marks go by claim (one token each): a statement per token, its ids a JSON array
 # (``id IN`` a list, then one compare: three times cheaper than an (id, token) pair each).
@@ -476,13 +481,14 @@ class SQLiteStore:
         ids = self._wait(self._add(_Op(_SUBMIT, (rows, flat), blocking=True)), timeout)
         return list(ids)
 
-    def claim(self, node: str, n: int, lease: float = 30.0, *, wait: float = 0.0,
+    def claim(self, node: str, n: int, lease: float = 30.0, *, wait: float = 0.0, start: int = 0,
               timeout: float | None = None) -> list[Job]:
         n, lease, wait = checked_count("n", n), checked_seconds("lease", lease), checked_seconds("wait", wait)
+        start = checked_count("start", start)
         if n <= 0:
             return []
         until = time.monotonic() + wait if wait > 0 else None
-        op = self._add(_Op(_CLAIM, (checked_node(node), n, lease), until, blocking=True))
+        op = self._add(_Op(_CLAIM, (checked_node(node), n, lease, start), until, blocking=True))
         claimed = self._wait(op, (self.timeout if timeout is None else timeout) + max(0.0, wait))
         if not claimed:
             return []
@@ -975,16 +981,19 @@ class SQLiteStore:
             answers.append((op, ids))
         counts["submitted"] += inserted
 
-    def _apply_claim(self, conn: sqlite3.Connection, args: tuple[str, int, float],
+    def _apply_claim(self, conn: sqlite3.Connection, args: tuple[str, int, float, int],
                      now: float) -> tuple[str, int, float] | None:
         """The claimed jobs as one JSON document, with the claim's token and lease (None: none), for
         the claimer's thread to read. One token for the whole claim: a fence is a job's id and its
-        claim's token."""
-        node, n, lease = args
+        claim's token. The first ``start`` are marked started: all of them in the claim's own
+        statement (the usual case), else by a second one."""
+        node, n, lease, start = args
         token = self._random.getrandbits(63)
         until = now + lease
-        if not conn.execute(_TAKE_SQL, (node, token, until, now, n)).rowcount:
+        if not conn.execute(_TAKE_SQL, (node, token, until, now, n, int(start >= n))).rowcount:
             return None
+        if 0 < start < n:
+            conn.execute(_START_FIRST_SQL, (until, token, start))
         claimed: str = conn.execute(_CLAIMED_SQL, (until, token)).fetchone()[0]
         return claimed, token, until
 

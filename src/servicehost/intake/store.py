@@ -253,11 +253,15 @@ class Store(Protocol):
         :class:`Submission` carries its own options; any other item is a payload with the call's."""
         ...
 
-    def claim(self, node: str, n: int, lease: float = DEFAULT_LEASE, *, wait: float = 0.0,
+    def claim(self, node: str, n: int, lease: float = DEFAULT_LEASE, *, wait: float = 0.0, start: int = 0,
               timeout: float | None = None) -> list[Job]:
         """Take up to ``n`` ready jobs for ``node`` (committed before this returns): attempts + 1,
         a fresh token, ``lease`` seconds of lease. Waits up to ``wait`` seconds for a first job
-        (a local submit wakes it at once; another process's within the store's poll interval)."""
+        (a local submit wakes it at once; another process's within the store's poll interval).
+        The jobs come in claim order (priority, highest first; then ``run_at``; then id), and the
+        first ``start`` of them are marked started in the same commit, as :meth:`start` would
+        mark them a commit later: a claimer that knows its workers will run them at once saves a
+        round (their handlers may run as soon as this returns)."""
         ...
 
     def renew(self, node: str, lease: float = DEFAULT_LEASE, *, exclude: Iterable[int] = (),
