@@ -245,3 +245,101 @@ def test_a_bad_intake_option_is_refused_when_it_is_made_naming_it(tmp_path, bad)
         Intake(lambda job: None, store=store_url(tmp_path), **bad)
     assert next(iter(bad)) in str(refused.value)
     Intake(lambda job: None, store=store_url(tmp_path), hang_timeout=None, prefetch=0)  # the edges are fine
+
+
+# -- runs: a worker whose handlers are short takes a few jobs at once ---------------------------------
+def test_a_long_job_in_a_run_holds_up_neither_the_rest_of_the_run_nor_its_acks(tmp_path):
+    """Short jobs are taken in runs (a worker runs a few in order without the shared lock). One
+    that turns out long must not keep the jobs after it in its run from the other workers, nor
+    the acks of those before it: the renewer hands both on while it runs."""
+    url = store_url(tmp_path)
+    gate, long_started = threading.Event(), threading.Event()
+    done: list[int] = []
+
+    def handler(job):  # type: ignore[no-untyped-def]
+        if job.payload == "long":
+            long_started.set()
+            gate.wait(120)
+        done.append(job.id)
+
+    with open_store(url) as store:
+        before = store.submit_many(["quick"] * 400)
+        long, = store.submit_many(["long"])
+        after = store.submit_many(["quick"] * 400)
+    intake = Intake(handler, store=url, workers=2, lease=600)
+    intake.start()
+    try:
+        assert long_started.wait(60)
+        others = set(before) | set(after)
+        wait_until(lambda: others <= set(done), 60, "every other job runs while the long one does")
+        with open_store(url) as store:  # ... and is acked: only the long one is left
+            wait_until(lambda: {j.id for j in store.jobs(limit=1000)} == {long}, 60, "the other jobs' acks")
+    finally:
+        gate.set()
+        intake.close()
+        assert intake.drain(Deadline.after(60)) is None
+    assert sorted(done) == sorted([*before, long, *after])  # each once
+
+
+@pytest.mark.parametrize("stop_after", [0, 50, 300, 700])
+def test_a_stop_in_the_middle_of_runs_loses_and_repeats_nothing(tmp_path, stop_after):
+    """Workers take runs and pop them without the lock while the drain takes them back: each job
+    must end one way, run once (and acked) or back in the store, ready at once (none left
+    running until a lease runs out), with the interpreter switching threads as often as it can."""
+    import sys
+
+    url = store_url(tmp_path)
+    ran: list[int] = []
+    enough = threading.Event()
+
+    def handler(job):  # type: ignore[no-untyped-def]
+        ran.append(job.id)
+        if len(ran) >= stop_after:
+            enough.set()
+
+    with open_store(url) as store:
+        ids = store.submit_many([{"n": i} for i in range(2000)])
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        intake = Intake(handler, store=url, workers=4, lease=600)
+        intake.start()
+        assert enough.wait(60)
+        intake.close()
+        assert intake.drain(Deadline.after(60)) is None
+    finally:
+        sys.setswitchinterval(interval)
+    assert len(ran) == len(set(ran)), "a job ran twice"
+    with open_store(url) as store:
+        left = store.jobs(limit=5000)
+    assert all(j.state == "ready" for j in left), [j for j in left if j.state != "ready"][:5]
+    assert sorted([*ran, *(j.id for j in left)]) == sorted(ids)  # each job one way: ran (acked) or back
+    assert all(j.attempts == 0 for j in left)  # given back: their claims' attempts too
+
+
+def test_a_stop_while_a_long_job_runs_gives_the_rest_of_its_run_back_at_once(tmp_path):
+    url = store_url(tmp_path)
+    gate, long_started = threading.Event(), threading.Event()
+
+    def handler(job):  # type: ignore[no-untyped-def]
+        if job.payload == "long":
+            long_started.set()
+            gate.wait(120)
+
+    with open_store(url) as store:
+        store.submit_many(["quick"] * 400)
+        long, = store.submit_many(["long"])
+        store.submit_many(["quick"] * 400)
+    intake = Intake(handler, store=url, workers=2, lease=600)  # a lease far longer than the test
+    intake.start()
+    assert long_started.wait(60)
+    intake.close()
+    drained = threading.Thread(target=intake.drain, args=(Deadline.after(120),))
+    drained.start()
+    try:
+        with open_store(url) as store:  # all but the long job: done, or ready again now (not after the lease)
+            wait_until(lambda: [j.id for j in store.jobs(state="running")] == [long], 60, "the rest is back")
+    finally:
+        gate.set()
+        drained.join(120)
+    assert not drained.is_alive()

@@ -97,6 +97,13 @@ WAIT_SAMPLE_EVERY = 16
 #: is left to run (the renewer sends what a busy round left longer). An ack a job was the intake's
 #: most frequent operation: an operation, a lock and an answer to read back for every job.
 ACK_ROUND = 256
+#: A worker whose last handler took less than ``RUN_SHORT`` seconds takes with its next job a run
+#: of up to ``RUN_MAX`` more (a fair share of the ready ones: ``len // (workers + 1)``), run in order
+#: without taking the shared lock again; a run's rest goes back to the others when one of them is
+#: idle, and, from the renewer, when a job of the run has run ``RUN_PATIENCE`` seconds.
+RUN_SHORT = 0.001
+RUN_MAX = 16
+RUN_PATIENCE = 0.05
 ACK_DELAY = 0.002
 #: The default ``prefetch`` follows the workers' pace: about four claim rounds of what they take
 #: (at least ``workers``: slow handlers keep a few jobs ahead, so they are not hoarded from other
@@ -109,6 +116,16 @@ PREFETCH_PER_WORKER = 32
 #: ... and the jobs it holds ahead take at most about this many bytes of payload (big payloads:
 #: fewer ahead), by a sample of one job's payload a claim.
 PREFETCH_BYTES = 64 << 20
+
+
+def _pop_all(run: deque[Job]) -> list[Job]:
+    """Empty a worker's run, one atomic pop at a time (its worker pops it without the lock)."""
+    out = []
+    while True:
+        try:
+            out.append(run.popleft())
+        except IndexError:
+            return out
 
 
 def _payload_bytes(payload: Any) -> int:
@@ -222,6 +239,8 @@ class Intake(Drains):
         self._threads: list[threading.Thread] = []
         self._stats = [WorkerStats(f"{name}-{i}") for i in range(workers)]
         self._running: list[Job | None] = [None] * workers
+        self._runs: list[deque[Job]] = [deque() for _ in range(workers)]  # taken with a worker's job, to run next
+        self._finished: list[deque[Job]] = [deque() for _ in range(workers)]  # a run's ended jobs, to ack
         self._waits: deque[float] = deque(maxlen=256)
         self._wait_tick = 0
         self._overran: set[int] = set()  # jobs whose lease is no longer renewed (ids)
@@ -396,8 +415,12 @@ class Intake(Drains):
             self._release(back)
 
     def _take_back_locked(self) -> list[Job]:
-        """(Holding ``_cond``.) Every held job no worker took, out of the buffers."""
+        """(Holding ``_cond``.) Every held job no worker took, out of the buffers (the workers' runs
+        included: a worker takes its run's next job without the lock, so each is popped once, by
+        one side)."""
         back = [*self._claimed, *self._ready]
+        for run in self._runs:
+            back += _pop_all(run)
         self._claimed.clear()
         self._ready.clear()
         self._held -= len(back)
@@ -428,51 +451,97 @@ class Intake(Drains):
 
     # -- the workers --------------------------------------------------------------------------------
     def _work(self, index: int) -> None:
+        """A worker: take a job (after a short handler, a *run* of the next few with it, run in
+        order without the lock: the lock section a job, shared by every worker and the claimer,
+        is what short jobs cost most), run it, hand it to the next ack round. A run's rest goes
+        back to the shared buffer when the intake pauses or closes (then to the store), or when a
+        handler of the run takes long (:meth:`_unstick_runs`)."""
         stats = self._stats[index]
         store = self.store
         assert store is not None
-        cond, ready, running = self._cond, self._ready, self._running
+        cond, ready, running, run = self._cond, self._ready, self._running, self._runs[index]
+        finished = self._finished[index]  # a run's jobs to ack (the renewer sends them when one job is long)
         wake = self._claimer_wake
+        workers = self.workers
         job: Job | None = None
         acked = False  # the job's handler returned: its ack joins the round
         ended = 0.0
+        took = math.inf  # the last handler's run time: a run follows only a short one
+        done = 0  # jobs ended since the last lock section
         try:
             while True:
-                send: list[Job] | None = None
-                with cond:  # one lock section a job: the last one's end, the next one's start
-                    if job is not None:
-                        stats.busy_since = None
-                        running[index] = None
-                        self._held -= 1
-                        if acked:
-                            if not self._acks:
-                                self._acks_since = ended
-                            self._acks.append(job)
-                        if self._claimer_idle:
-                            wake.notify()  # a slot to fill, or the marked jobs run low
-                        job = None
-                    if self._acks and (not ready or self._paused or self._closing or len(self._acks) >= ACK_ROUND
-                                       or ended - self._acks_since >= ACK_DELAY):
-                        send, self._acks = self._acks, []
-                    else:
-                        while not ready or self._paused:
+                nxt = None
+                if job is not None and run and not (self._closing or self._paused):
+                    try:
+                        nxt = run.popleft()
+                    except IndexError:  # handed back meanwhile
+                        pass
+                if nxt is not None:  # the run's next job, without the lock
+                    done += 1
+                    if acked:
+                        finished.append(job)  # type: ignore[arg-type]
+                    job = nxt
+                    started = stats.busy_since = _monotonic()
+                    stats.current = job
+                    running[index] = job
+                else:
+                    send: list[Job] | None = None
+                    back: list[Job] = []
+                    with cond:  # one lock section a run: its end, the next one's start
+                        if job is not None:
+                            stats.busy_since = None
+                            running[index] = None
+                            done += 1
+                            if acked:
+                                finished.append(job)
+                            if run:  # a pause or the end: the rest of the run goes back
+                                rest = _pop_all(run)
+                                if self._closing:
+                                    back = rest  # to the store (the drain took the buffers back already)
+                                    done += len(rest)
+                                else:
+                                    ready.extendleft(reversed(rest))
+                                    if self._idle_workers:
+                                        cond.notify()
+                            self._held -= done
+                            done = 0
+                            if finished:
+                                if not self._acks:
+                                    self._acks_since = ended
+                                self._acks += _pop_all(finished)
+                            if self._claimer_idle:
+                                wake.notify()  # a slot to fill, or the marked jobs run low
+                            job = None
+                        if back:
+                            pass
+                        elif self._acks and (not ready or self._paused or self._closing
+                                             or len(self._acks) >= ACK_ROUND or ended - self._acks_since >= ACK_DELAY):
+                            send, self._acks = self._acks, []
+                        else:
+                            while not ready or self._paused:
+                                if self._closing:
+                                    return
+                                self._idle_workers += 1
+                                cond.wait()
+                                self._idle_workers -= 1
                             if self._closing:
-                                return
-                            self._idle_workers += 1
-                            cond.wait()
-                            self._idle_workers -= 1
-                        if self._closing:
-                            return  # what is left is released by the drain
-                        job = ready.popleft()
-                        if ready and self._idle_workers:
-                            cond.notify()  # the next one (a wake each, not all of them for every batch)
-                        self._taken += 1
-                        started = stats.busy_since = _monotonic()
-                        stats.current = job
-                        running[index] = job
-                if send is not None:
-                    self._send_acks(store, send)  # outside the lock, then back for a job
-                    continue
+                                return  # what is left is released by the drain
+                            job = ready.popleft()
+                            if took < RUN_SHORT:  # a fair share of what is ready: the others get theirs
+                                for _ in range(min(RUN_MAX, len(ready) // (workers + 1))):
+                                    run.append(ready.popleft())
+                            if ready and self._idle_workers:
+                                cond.notify()  # the next one (a wake each, not all of them for every batch)
+                            self._taken += 1 + len(run)
+                            started = stats.busy_since = _monotonic()
+                            stats.current = job
+                            running[index] = job
+                    if back:
+                        self._release(back)
+                        continue
+                    if send is not None:
+                        self._send_acks(store, send)  # outside the lock, then back for a job
+                        continue
                 assert job is not None
                 if job.attempt == 1:
                     self._sample_wait(job)
@@ -486,6 +555,27 @@ class Intake(Drains):
         except BaseException as exc:  # the loop itself broke: never die silently
             logs.worker_crashed(log, self.name, stats.name, exc_info=exc)
             raise
+
+    def _unstick_runs(self) -> None:
+        """(The renewer.) When a handler has run for ``RUN_PATIENCE`` seconds, the rest of its
+        worker's run goes back to the shared buffer, for the other workers, and the run's jobs that
+        ended before it join the ack round: a job that turned out long (or hangs) holds up no
+        other, nor their acks. (Until the worker's next lock section they still count as held.)"""
+        now = _monotonic()
+        for stats, run, finished in zip(self._stats, self._runs, self._finished):
+            since = stats.busy_since
+            if (run or finished) and since is not None and now - since >= RUN_PATIENCE:
+                with self._cond:
+                    rest = _pop_all(run)
+                    if rest:
+                        self._ready.extendleft(reversed(rest))
+                        if self._idle_workers:
+                            self._cond.notify()
+                    ended = _pop_all(finished)
+                    if ended:
+                        if not self._acks:
+                            self._acks_since = since  # they ended before this one started
+                        self._acks += ended
 
     def _run(self, stats: WorkerStats, store: Store, job: Job) -> bool:
         """Run ``job``'s handler; True when it returned and its ack is still to be sent (a
@@ -654,6 +744,7 @@ class Intake(Drains):
                         next_tick = self._submit_due(store)
                     except StoreClosed:
                         return
+                self._unstick_runs()
                 self._flush_acks(older_than=ACK_DELAY)  # what busy workers left in a round
                 self._settle()
                 if _monotonic() < due:
@@ -712,6 +803,9 @@ class Intake(Drains):
             self._release(back, deadline)
             for thread in self._threads:
                 thread.join(deadline.remaining())
+            with self._cond:  # what a worker still running (past the deadline) ended before
+                for finished in self._finished:
+                    self._acks += _pop_all(finished)
             self._flush_acks()  # what the workers ended with
             if not (self._owns_store and self._claim_waiting):
                 self._claimer.join(deadline.remaining())  # a round under way ends (and gives back its jobs)

@@ -129,6 +129,9 @@ SELECT 0, ?1, ?2, ?3, 0, ?4, ?5, NULL, e.value FROM json_each(?6) AS e ORDER BY 
 #: intake's claimer queues its next claim just after reading the last one's answer, and without
 #: the wait every other commit would carry acks alone.
 GATHER = 0.001
+#: Seconds a tick waits, at most, for the blocking callers the last tick answered to call again
+#: (see ``_loop``): busy producers and the claimer then share each commit instead of alternating.
+REJOIN = 0.001
 #: A tick holding this many submit calls (each a caller waiting) commits them first, alone, and
 #: answers them before it commits the rest (acks, claims...): an fsync more, for callers that
 #: then return while the rest is committed instead of after.
@@ -691,6 +694,7 @@ class SQLiteStore:
         last_reap = last_prune = last_size = time.monotonic()
         closing_since: float | None = None
         retry_at = 0.0
+        rejoin = 0  # blocking calls in the tick just committed
         while True:
             now = time.monotonic()
             wait_for = self._checkpoint_interval
@@ -709,9 +713,22 @@ class SQLiteStore:
                     self._sleeping = self._gathering = True
                     self._wake.wait(GATHER)
                     self._sleeping = self._gathering = False
+                if self._next.size and rejoin > len(self._next.waiters) and not self._closing:
+                    # The callers the last tick answered call again at once when busy (a producer's
+                    # next batch, the claimer's next claim): a moment for them to share this commit,
+                    # rather than each waiting out a whole tick for the next one.
+                    rejoin_until = time.monotonic() + REJOIN
+                    while len(self._next.waiters) < rejoin and not self._closing:
+                        left = rejoin_until - time.monotonic()
+                        if left <= 0:
+                            break
+                        self._sleeping = True
+                        self._wake.wait(left)
+                        self._sleeping = False
                 batch = self._next
                 if batch.size:
                     self._next = _Batch()
+                rejoin = len(batch.waiters)
                 closing = self._closing
             now = time.monotonic()
             by_kind = batch.kinds if batch.size else [[] for _ in range(_KINDS)]
