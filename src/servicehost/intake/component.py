@@ -222,7 +222,6 @@ class Intake(Drains):
         self._cond = threading.Condition(lock)  # the workers wait on it for marked jobs
         self._claimer_wake = threading.Condition(lock)  # the claimer waits on it for a free slot
         self._claimer_idle = False  # it waits: a finished job wakes it
-        self._claim_waiting = False  # it waits inside a claim for the store's first ready job
         self._store_empty = False  # its last claim found nothing: claim again once the buffer is out
         self._idle_workers = 0
         self._claimed: deque[Job] = deque()  # claimed ahead, not marked started: a lapse gives their attempt back
@@ -343,13 +342,11 @@ class Intake(Drains):
                     marked, failed = None, ("start", exc)
                 if free > 0 and failed is None:
                     waiting = not (batch or more)
-                    self._claim_waiting = waiting
-                    try:  # a claim that waits for a first job ends at once when the store closes
+                    try:  # a claim that waits for a first job ends within CLAIM_WAIT (or when the store closes)
                         jobs = store.claim(self.node, free, self.lease, wait=CLAIM_WAIT if waiting else 0.0,
                                            start=start)
                     except StoreError as exc:
                         failed = ("claim", exc)
-                    self._claim_waiting = False
                     self._store_empty = not jobs
                 if marked is not None:
                     try:
@@ -807,9 +804,10 @@ class Intake(Drains):
                 for finished in self._finished:
                     self._acks += _pop_all(finished)
             self._flush_acks()  # what the workers ended with
-            if not (self._owns_store and self._claim_waiting):
-                self._claimer.join(deadline.remaining())  # a round under way ends (and gives back its jobs)
-            # else: its claim waits for a first job; closing the store below ends it at once
+            # A round under way ends, and gives back what it claimed, before the store may close: a
+            # claim that waits for a first job ends within CLAIM_WAIT, and one that found jobs has
+            # committed them (the store closed under it, they would wait out their lease).
+            self._claimer.join(deadline.remaining())
             running = [f"job {job.id}" for job in self._running if job is not None]
             if not running and not self._done.is_set():
                 self._done.set()  # the renewer ends: nothing runs here any more
