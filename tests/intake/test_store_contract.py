@@ -197,6 +197,17 @@ BAD_CALLS: dict[str, Callable[[Store], Any]] = {
     "requeue text id": lambda s: s.requeue("1"),  # type: ignore[arg-type]
     "jobs limit big": lambda s: s.jobs(limit=2**70), "jobs limit negative": lambda s: s.jobs(limit=-1),
     "dead limit big": lambda s: s.dead(limit=2**70),
+    # a Job made or altered by hand: refused before it reaches the store's thread
+    "ack token big": lambda s: s.ack(claim_one(s)._replace(token=2**70)),
+    "ack_many id big": lambda s: s.ack_many([claim_one(s)._replace(id=2**70)]),
+    "ack_many id text": lambda s: s.ack_many([claim_one(s)._replace(id="1")]),
+    "ack_many not a job": lambda s: s.ack_many([object()]),  # type: ignore[list-item]
+    "start token small": lambda s: s.start([claim_one(s)._replace(token=-2**70)]),
+    "start id bool": lambda s: s.start([claim_one(s)._replace(id=True)]),
+    "release id 0": lambda s: s.release([claim_one(s)._replace(id=0)]),
+    "release token big": lambda s: s.release([claim_one(s)._replace(token=2**64)]),
+    "fail token float": lambda s: s.fail(claim_one(s)._replace(token=1.5), "boom"),
+    "complete token big": lambda s: s.complete(claim_one(s)._replace(token=2**70), lambda conn: None),
     "fail retry_in nan": lambda s: s.fail(claim_one(s), "boom", retry_in=math.nan),
     "fail retry_in negative": lambda s: s.fail(claim_one(s), "boom", retry_in=-5),
 }

@@ -72,7 +72,7 @@ from .store import (
     LeaseLost, SchemaError, Stats, StoreClosed, StoreError, StoreFull, StoreMetrics, StoreTimeout, StoreUnavailable,
     StoreURL, Submission, UnknownJob, backoff, one_line, redact,
 )
-from .store import checked_count, checked_id, checked_node, checked_options, checked_seconds
+from .store import checked_count, checked_id, checked_node, checked_options, checked_seconds, checked_triples
 from .store import to_json as _to_json
 
 T = TypeVar("T")
@@ -722,14 +722,13 @@ class PostgresStore:
 
     def start(self, jobs: Iterable[Job]) -> _Op:  # the future: result() -> int
         """Mark claimed jobs as started (see the protocol); the future says how many were."""
-        items = [(job.id, job.token, job.node) for job in jobs]
-        return self._add(_Op(_START, items))
+        return self._add(_Op(_START, checked_triples(jobs)))
 
     def ack(self, job: Job) -> _Op:  # the future: result() -> bool
-        return self._add(_Op(_ACK, (job.id, job.token, job.node)))
+        return self._add(_Op(_ACK, checked_triples((job,))[0]))
 
     def ack_many(self, jobs: Iterable[Job]) -> _Op:  # the future: result() -> list of the fenced ids
-        op = _Op(_ACK, [(job.id, job.token, job.node) for job in jobs])
+        op = _Op(_ACK, checked_triples(jobs))
         if not op.args:
             op.answer([])
             return op
@@ -737,12 +736,14 @@ class PostgresStore:
 
     def fail(self, job: Job, error: str, *, retry_in: float | None = None, dead: bool = False) -> _Op:
         retry_in = None if retry_in is None else checked_seconds("retry_in", retry_in)
+        checked_triples((job,))
         return self._add(_Op(_FAIL, (job, one_line(error).replace("\0", "\\0"), retry_in, dead)))
 
     def complete(self, job: Job, work: Callable[[Any], T], *, timeout: float | None = None) -> T:
         """``work(connection)`` and the fenced ack of ``job`` in one transaction (see the protocol),
         on a connection of the calling thread's own, opened on first use and kept (an Intake with
         ``transactional=True`` holds one per worker). LeaseLost when the job is no longer held."""
+        checked_triples((job,))
         limit = self.timeout if timeout is None else timeout
         if self._closing:
             raise StoreClosed(f"intake store {self.url} is closed")
@@ -787,7 +788,7 @@ class PostgresStore:
         conn.close()
 
     def release(self, jobs: Iterable[Job], *, timeout: float | None = None) -> int:
-        items = [(job.id, job.token, job.node) for job in jobs]
+        items = checked_triples(jobs)
         if not items:
             return 0
         count: int = self._call(_RELEASE, items, timeout)

@@ -52,7 +52,7 @@ from .store import (
     LeaseLost, PayloadError, Stats, StoreClosed, StoreError, StoreFull, StoreMetrics, StoreTimeout,
     StoreUnavailable, StoreURL, Submission, UnknownJob, backoff, one_line, redact,
 )
-from .store import checked_count, checked_id, checked_node, checked_options, checked_seconds
+from .store import checked_count, checked_id, checked_node, checked_options, checked_pairs, checked_seconds
 from .store import to_json as _to_json
 
 log = logs.log.getChild("intake")
@@ -509,17 +509,17 @@ class SQLiteStore:
         return count
 
     def ack(self, job: Job) -> _Op:  # the future: result() -> bool
-        return self._add(_Op(_ACK, ((job.id, job.token),)))
+        return self._add(_Op(_ACK, tuple(checked_pairs((job,)))))
 
     def ack_many(self, jobs: Iterable[Job]) -> _Op:  # the future: result() -> list of the fenced ids
-        op = _Op(_ACK, [(job.id, job.token) for job in jobs])
+        op = _Op(_ACK, checked_pairs(jobs))
         if not op.args:
             op.value = []
             return op
         return self._add(op)
 
     def start(self, jobs: Iterable[Job]) -> _Op:  # the future: result() -> int
-        op = _Op(_START, [(job.id, job.token) for job in jobs])
+        op = _Op(_START, checked_pairs(jobs))
         if not op.args:
             op.value = 0
             return op
@@ -527,6 +527,7 @@ class SQLiteStore:
 
     def fail(self, job: Job, error: str, *, retry_in: float | None = None, dead: bool = False) -> _Op:
         retry_in = None if retry_in is None else checked_seconds("retry_in", retry_in)
+        checked_pairs((job,))
         return self._add(_Op(_FAIL, (job, one_line(error), retry_in, dead)))
 
     def complete(self, job: Job, work: Callable[[Any], T], *, timeout: float | None = None) -> T:
@@ -535,6 +536,7 @@ class SQLiteStore:
         use, kept until close). The transaction holds the file's write lock while ``work`` runs: the
         store thread's next commit waits for it, so keep the work short. ``timeout`` bounds the wait
         for that lock. LeaseLost when the job is no longer held under its claim."""
+        checked_pairs((job,))
         if self._closing:
             raise StoreClosed(f"intake store {self.url} is closed")
         limit = self.timeout if timeout is None else timeout
@@ -584,7 +586,7 @@ class SQLiteStore:
         return conn
 
     def release(self, jobs: Iterable[Job], *, timeout: float | None = None) -> int:
-        pairs = [(job.id, job.token) for job in jobs]
+        pairs = checked_pairs(jobs)
         if not pairs:
             return 0
         count: int = self._wait(self._add(_Op(_RELEASE, pairs, blocking=True)), timeout)

@@ -418,6 +418,32 @@ def checked_node(node: Any) -> str:
     return node
 
 
+def checked_pairs(jobs: Iterable[Any]) -> list[tuple[int, int]]:
+    """Claimed jobs' fences, ``(id, token)`` each, for ``ack``/``start``/``release``: a ``Job``
+    made or altered by hand with an id or token no store holds is refused here, on the caller's
+    thread (StoreError), not met on the store's, where one bad value would fail a whole commit."""
+    try:
+        pairs = [(job.id, job.token) for job in jobs]
+    except AttributeError as exc:
+        raise StoreError(f"not a claimed job: {exc}") from None
+    for job_id, token in pairs:  # one pass, no call a job: the acks' path
+        if type(job_id) is not int or type(token) is not int or not (0 < job_id < INT64 and -INT64 <= token < INT64):
+            raise StoreError(f"not a claimed job: id {_shown(job_id)}, token {_shown(token)} (a job id is a whole "
+                             "number from 1 to 2**63 - 1, a token a 64-bit integer: pass the jobs claim returned)")
+    return pairs
+
+
+def checked_triples(jobs: Iterable[Any]) -> list[tuple[int, int, str]]:
+    """:func:`checked_pairs` with each job's node (``(id, token, node)``), checked as ``node``."""
+    jobs = list(jobs)
+    pairs = checked_pairs(jobs)
+    nodes = [job.node for job in jobs]  # each has id and token: a Job, or it would have been refused
+    for node in nodes:
+        if type(node) is not str or "\0" in node:
+            checked_node(node)
+    return [(job_id, token, node) for (job_id, token), node in zip(pairs, nodes)]
+
+
 def _integer(value: Any) -> bool:
     """An int (an IntEnum too), not a bool."""
     return isinstance(value, int) and not isinstance(value, bool)
