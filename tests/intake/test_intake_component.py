@@ -248,6 +248,14 @@ def test_a_bad_intake_option_is_refused_when_it_is_made_naming_it(tmp_path, bad)
 
 
 # -- runs: a worker whose handlers are short takes a few jobs at once ---------------------------------
+def _quick_long_quick(url: str) -> tuple[list[int], int, list[int]]:
+    """400 quick jobs, a long one, 400 quick ones: the long one lands in some worker's run."""
+    with open_store(url) as store:
+        before = store.submit_many(["quick"] * 400)
+        long, = store.submit_many(["long"])
+        return before, long, store.submit_many(["quick"] * 400)
+
+
 def test_a_long_job_in_a_run_holds_up_neither_the_rest_of_the_run_nor_its_acks(tmp_path):
     """Short jobs are taken in runs (a worker runs a few in order without the shared lock). One
     that turns out long must not keep the jobs after it in its run from the other workers, nor
@@ -255,6 +263,7 @@ def test_a_long_job_in_a_run_holds_up_neither_the_rest_of_the_run_nor_its_acks(t
     url = store_url(tmp_path)
     gate, long_started = threading.Event(), threading.Event()
     done: list[int] = []
+    before, long, after = _quick_long_quick(url)
 
     def handler(job):  # type: ignore[no-untyped-def]
         if job.payload == "long":
@@ -262,10 +271,6 @@ def test_a_long_job_in_a_run_holds_up_neither_the_rest_of_the_run_nor_its_acks(t
             gate.wait(120)
         done.append(job.id)
 
-    with open_store(url) as store:
-        before = store.submit_many(["quick"] * 400)
-        long, = store.submit_many(["long"])
-        after = store.submit_many(["quick"] * 400)
     intake = Intake(handler, store=url, workers=2, lease=600)
     intake.start()
     try:
@@ -320,16 +325,13 @@ def test_a_stop_in_the_middle_of_runs_loses_and_repeats_nothing(tmp_path, stop_a
 def test_a_stop_while_a_long_job_runs_gives_the_rest_of_its_run_back_at_once(tmp_path):
     url = store_url(tmp_path)
     gate, long_started = threading.Event(), threading.Event()
+    _, long, _ = _quick_long_quick(url)
 
     def handler(job):  # type: ignore[no-untyped-def]
         if job.payload == "long":
             long_started.set()
             gate.wait(120)
 
-    with open_store(url) as store:
-        store.submit_many(["quick"] * 400)
-        long, = store.submit_many(["long"])
-        store.submit_many(["quick"] * 400)
     intake = Intake(handler, store=url, workers=2, lease=600)  # a lease far longer than the test
     intake.start()
     assert long_started.wait(60)

@@ -510,7 +510,7 @@ class Intake(Drains):
                                 wake.notify()  # a slot to fill, or the marked jobs run low
                             job = None
                         if back:
-                            pass
+                            pass  # the worker gives them back below, outside the lock, then ends
                         elif self._acks and (not ready or self._paused or self._closing
                                              or len(self._acks) >= ACK_ROUND or ended - self._acks_since >= ACK_DELAY):
                             send, self._acks = self._acks, []
