@@ -235,6 +235,7 @@ class Intake(Drains):
         self._done = threading.Event()  # the drain is over: the renewer ends
         self._started = False
         self._hand_back_lock = threading.Lock()
+        self._stop_deadline: Deadline | None = None  # the drain's
         self._threads: list[threading.Thread] = []
         self._stats = [WorkerStats(f"{name}-{i}") for i in range(workers)]
         self._running: list[Job | None] = [None] * workers
@@ -433,10 +434,13 @@ class Intake(Drains):
             self._cond.acquire()
 
     def _release(self, jobs: list[Job], deadline: Deadline | None = None) -> None:
+        """Give ``jobs`` back to the store (ready again at once); within the stop's deadline once
+        the intake is draining, else the store's own timeout."""
         if not jobs:
             return
         store = self.store
         assert store is not None
+        deadline = self._stop_deadline if deadline is None else deadline
         try:
             store.release(jobs, timeout=None if deadline is None else deadline.remaining())
         except StoreError as exc:  # they come back when their leases run out
@@ -791,6 +795,7 @@ class Intake(Drains):
         let the running handlers finish (and be acked) until ``deadline``; commit what is pending;
         close the store when the intake opened it. Returns the handlers still running at the
         deadline (their jobs come back when their leases run out), else None."""
+        self._stop_deadline = deadline  # what the claimer and the workers give back is bounded by it too
         self.close()
         if not self._started:
             return None
