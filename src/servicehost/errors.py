@@ -121,3 +121,23 @@ class QueueFull(Exception):
 
     accepted: int
     """Set when raised by ``submit_many``/``map``: how many items were taken before it."""
+
+
+def error_message(exc: BaseException) -> str:
+    """``str(exc)``, which never raises: an exception's ``__str__`` is user code, and one that
+    raises (or returns what is not a string) is said so instead. Every failure path that names an
+    exception user code raised goes through here or :func:`describe_error`: raising there had
+    ended pool workers, and turned a service's failed start into a traceback."""
+    try:
+        return str(exc)
+    except Exception as failed:  # a broken or hostile __str__
+        return f"<its message could not be made: {type(failed).__name__}>"
+
+
+def describe_error(exc: BaseException, limit: int = 300) -> str:
+    """``Type: message`` on one line, at most ``limit`` characters: how a status, a log line, an
+    answer or a job's error history names an exception that user code raised (never raises)."""
+    name = type(exc).__name__
+    message = error_message(exc)
+    text = " ".join(f"{name}: {message}".split()) if message else name
+    return text if len(text) <= limit else text[:limit - 1] + "…"

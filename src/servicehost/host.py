@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 from . import logs
 from .config import HangPolicy, HostConfig
-from .errors import ControlRefused, ExitCode, QueueClosed, ServiceHostError, StartupError
+from .errors import ControlRefused, ExitCode, QueueClosed, ServiceHostError, StartupError, describe_error, error_message
 from .lifecycle import HostState, Lifecycle
 from .service import Service
 from .stopping import Deadline, StopToken
@@ -143,9 +143,9 @@ class Host:
                 raise StartupError(
                     f"not ready after start_timeout={self.config.start_timeout:g}s: {', '.join(waiting)}")
         except BaseException as exc:
-            self._fail(ExitCode.START_FAILURE, f"start failed: {exc}")
+            self._fail(ExitCode.START_FAILURE, f"start failed: {error_message(exc)}")
             if not isinstance(exc, StartupError):
-                raise StartupError(f"{exc.__class__.__name__}: {exc}") from exc
+                raise StartupError(describe_error(exc, limit=2000)) from exc
             raise
         self.lifecycle.move(S.RUNNING)
         logs.host_ready(log, time.monotonic() - self._started_at)
@@ -164,12 +164,12 @@ class Host:
             if isinstance(exc, (OSError, ServiceHostError)):
                 # The environment (a path, a permission, a port) or a setting: one line names
                 # service, hook and error; the traceback is for `debug` (DEBUG), not the console.
-                logs.service_start_failed(log, service.name, "start()", f"{exc.__class__.__name__}: {exc}")
+                logs.service_start_failed(log, service.name, "start()", describe_error(exc, limit=2000))
                 logs.service_hook_traceback(log, service.name, "start()", exc_info=exc)
             else:  # a bug in start(): its traceback is what fixes it
                 logs.service_hook_failed(log, service.name, "start()", exc_info=exc)
             self._started.append(service)  # its components may hold threads: stop them too
-            raise StartupError(f"{service.name}.start() raised {exc.__class__.__name__}: {exc}") from exc
+            raise StartupError(f"{service.name}.start() raised {describe_error(exc, limit=2000)}") from exc
         self._started.append(service)
         if service.has_run():
             thread = threading.Thread(
@@ -200,7 +200,7 @@ class Host:
         except BaseException as exc:
             if not self.stop_token.stop_requested:  # a crash fails the host; the manager restarts it
                 logs.service_crashed(log, service.name, "run()", exc_info=exc)
-                self._fail(ExitCode.CRASH, f"{service.name}.run() raised {exc.__class__.__name__}: {exc}")
+                self._fail(ExitCode.CRASH, f"{service.name}.run() raised {describe_error(exc, limit=2000)}")
             elif isinstance(exc, QueueClosed):
                 # The stop closed the intake it was blocked on (submit, put): that is how it ends.
                 logs.run_ended_by_stop(log, service.name, exc.__class__.__name__)

@@ -16,7 +16,7 @@ from types import ModuleType
 
 from .arguments import _SHOWN
 from .config import file_kind
-from .errors import UsageError
+from .errors import UsageError, error_message
 
 
 def import_named(module_name: str, what: str, hint: str = "servicehost debug TARGET shows the traceback") -> ModuleType:
@@ -42,7 +42,7 @@ def service_classes(module: ModuleType) -> list[type]:
         members = inspect.getmembers(module, inspect.isclass)
     except Exception as exc:  # a module __getattr__ that raises
         raise UsageError(f"module {module.__name__}: listing its classes raised {exc.__class__.__name__}: "
-                         f"{str(exc)[:_SHOWN]}") from None
+                         f"{error_message(exc)[:_SHOWN]}") from None
     return [
         obj for _, obj in members
         if issubclass(obj, Service) and obj is not Service and obj.__module__ == module.__name__
@@ -58,7 +58,7 @@ def _import_error(what: str, exc: BaseException, hint: str) -> UsageError:
     else:
         frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith("<frozen")]
         where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else what
-        message = str(exc)
+        message = error_message(exc)
     if len(message) > _SHOWN:
         message = message[:_SHOWN] + "..."
     error = UsageError(f"{where}: {exc.__class__.__name__}: {message} (importing {what}; {hint})")

@@ -87,7 +87,10 @@ def test_payloads_come_back_as_submitted(store: Store) -> None:
     assert math.copysign(1, got[ids[negative_zero]]) == -1
 
 
-HOSTILE_TEXT = ['"', '\\', '"]', "', NULL); --", "\u2028\u2029", "\x00nul", "\ud7ff\ue000", "[1,2]", "null", "\t\n"]
+HOSTILE_TEXT = ['"', '\\', '"]', "', NULL); --", "\u2028\u2029", "\x00nul", "\ud7ff\ue000", "[1,2]", "null", "\t\n",
+                # lone surrogates (what os.fsdecode makes of an undecodable byte): not UTF-8, so
+                # SQLite and PostgreSQL refuse them as text; a payload still gets them back
+                "\ud800", "name-\udcff.txt", "\udfff\ud800", "é\udc80€"]
 
 
 def test_submit_many_gives_each_payload_back_exactly_in_order(store: Store) -> None:
@@ -161,7 +164,7 @@ BAD_OPTIONS: list[dict[str, Any]] = [
     {"priority": 1.5}, {"run_at": math.nan}, {"run_at": math.inf}, {"run_at": -math.inf}, {"run_at": 10**400},
     {"run_at": "soon"}, {"run_at": True}, {"max_attempts": 0}, {"max_attempts": -1}, {"max_attempts": 2**31},
     {"max_attempts": 2**70}, {"max_attempts": 2.0}, {"key": 5}, {"key": "a\0b"}, {"key": b"k"},
-    {"idempotency_key": 7}, {"idempotency_key": "x\0"},
+    {"idempotency_key": 7}, {"idempotency_key": "x\0"}, {"key": "k\udcff"}, {"idempotency_key": "\ud800"},
 ]
 
 
@@ -190,7 +193,8 @@ BAD_CALLS: dict[str, Callable[[Store], Any]] = {
     "claim lease negative": lambda s: s.claim("n1", 1, -1.0), "claim wait nan": lambda s: s.claim("n1", 1, wait=math.nan),
     "claim start big": lambda s: s.claim("n1", 1, start=2**70),
     "claim start text": lambda s: s.claim("n1", 1, start="1"),  # type: ignore[arg-type]
-    "claim node NUL": lambda s: s.claim("n\0", 1), "claim node bytes": lambda s: s.claim(b"n1", 1),  # type: ignore[arg-type]
+    "claim node NUL": lambda s: s.claim("n\0", 1), "claim node surrogate": lambda s: s.claim("n\udcff", 1),
+    "renew node surrogate": lambda s: s.renew("\ud800"), "claim node bytes": lambda s: s.claim(b"n1", 1),  # type: ignore[arg-type]
     "renew lease nan": lambda s: s.renew("n1", math.nan), "renew exclude big": lambda s: s.renew("n1", exclude=[2**70]),
     "renew exclude text": lambda s: s.renew("n1", exclude=["1"]),  # type: ignore[list-item]
     "requeue big id": lambda s: s.requeue(2**70), "requeue id 0": lambda s: s.requeue(0),
@@ -517,6 +521,31 @@ def test_fail_retries_after_the_delay_then_dead_letters_with_the_history(store: 
     assert (job.id, job.attempt, job.payload) == (job_id, 1, {"n": 1})
     with pytest.raises(UnknownJob):
         store.requeue(job_id)
+
+
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("a __str__ that raises")
+
+
+@pytest.mark.parametrize("error, kept", [
+    ("FileNotFoundError: /in/name-\udcff.txt", "FileNotFoundError: /in/name-\\udcff.txt"),
+    ("ValueError: a\0b", "ValueError: a\\0b"),
+    ("é \ud800 €", "é \\ud800 €"),
+    (_Unprintable(), "_Unprintable: <its message could not be made: RuntimeError>"),
+])
+def test_an_error_text_no_database_can_hold_is_kept_escaped(store: Store, error: Any, kept: str) -> None:
+    """A handler's error becomes the job's history whatever its text: a lone surrogate (a message
+    naming an undecodable file name) or a NUL is kept as its backslash escape, and an exception
+    whose ``__str__`` raises is said so. Before, the surrogate ended SQLite's store thread."""
+    store.submit_many(["retry", "dead"])
+    jobs = {j.payload: j for j in store.claim("n1", 2)}
+    assert store.fail(jobs["retry"], error, retry_in=0.0).result(HANG) == "retry"
+    assert store.fail(jobs["dead"], error, dead=True).result(HANG) == "dead"
+    [dead] = store.dead()
+    assert [e.error for e in dead.errors] == [kept]
+    assert claim_one(store, wait=HANG).payload == "retry"
+    assert store.submit({"after": 1}) > 0  # the store goes on
 
 
 def test_fail_can_dead_letter_at_once_and_default_retry_is_backoff(store: Store) -> None:

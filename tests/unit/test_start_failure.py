@@ -65,3 +65,45 @@ def test_the_drop_folder_example_with_a_bad_drop_dir_is_one_line_and_exit_3(tmp_
     assert proc.returncode == ExitCode.START_FAILURE, proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr
     assert "start() failed: " in _errors(proc.stderr)[0] and drop_dir in _errors(proc.stderr)[0]
+
+
+UNPRINTABLE_TARGET = '''
+from servicehost import Service
+
+
+class Unprintable(Exception):
+    def __str__(self):
+        raise RuntimeError("__str__ raised")
+
+
+class Hostile(Service):
+    def start(self):
+        if WHERE == "start":
+            raise Unprintable()
+
+    def run(self, stop):
+        if WHERE == "run":
+            raise Unprintable()
+        stop.wait()
+
+
+if WHERE == "import":
+    raise Unprintable()
+'''
+
+
+@pytest.mark.parametrize("where, code", [("import", ExitCode.CONFIG_ERROR), ("start", ExitCode.START_FAILURE),
+                                         ("run", ExitCode.CRASH)])
+def test_an_error_whose_message_cannot_be_made_still_gets_its_exit_code_and_reason(tmp_path, where, code):
+    """An exception's ``__str__`` is user code too: one that raises still ends the run with the
+    documented exit code and a reason naming the error (before: a traceback and exit 1 for an
+    import, and start's reason was the message of the __str__'s own error)."""
+    target = tmp_path / "hostile.py"
+    target.write_text(f"WHERE = {where!r}\n" + UNPRINTABLE_TARGET)
+    proc = servicehost("run", str(target), tmp_path=tmp_path)
+    assert proc.returncode == code, proc.stderr
+    reason = "Unprintable: <its message could not be made: RuntimeError>"
+    if where == "import":
+        assert "Traceback" not in proc.stderr and reason in proc.stderr.splitlines()[-1], proc.stderr
+    else:
+        assert any(reason in line for line in _errors(proc.stderr)), proc.stderr

@@ -737,7 +737,7 @@ class PostgresStore:
     def fail(self, job: Job, error: str, *, retry_in: float | None = None, dead: bool = False) -> _Op:
         retry_in = None if retry_in is None else checked_seconds("retry_in", retry_in)
         checked_triples((job,))
-        return self._add(_Op(_FAIL, (job, one_line(error).replace("\0", "\\0"), retry_in, dead)))
+        return self._add(_Op(_FAIL, (job, one_line(error), retry_in, dead)))
 
     def complete(self, job: Job, work: Callable[[Any], T], *, timeout: float | None = None) -> T:
         """``work(connection)`` and the fenced ack of ``job`` in one transaction (see the protocol),

@@ -46,7 +46,7 @@ from concurrent.futures import Future
 from typing import Any, NamedTuple, Protocol, TypeVar, runtime_checkable
 from urllib.parse import parse_qsl, urlsplit
 
-from ..errors import ServiceHostError
+from ..errors import ServiceHostError, describe_error
 
 DEFAULT_LEASE = 30.0
 """Seconds a claim holds a job before another node may take it back (renewed by heartbeats)."""
@@ -375,8 +375,8 @@ def checked_options(key: Any, idempotency_key: Any, priority: Any, run_at: Any,
         if not math.isfinite(run_at):
             raise StoreError(f"run_at must be a finite time, not {_shown(run_at)}")
     for name, value in (("key", key), ("idempotency_key", idempotency_key)):
-        if value is not None and (type(value) is not str or "\0" in value):
-            raise StoreError(f"{name} must be a string without NUL characters, not {_shown(value)}")
+        if value is not None and not _plain_text(value):
+            raise StoreError(f"{name} must be a string of Unicode text without NUL characters, not {_shown(value)}")
     return int(priority), run_at, None if max_attempts is None else int(max_attempts)
 
 
@@ -413,9 +413,25 @@ def checked_seconds(name: str, value: Any) -> float:
 
 def checked_node(node: Any) -> str:
     """A node id: a string without NUL characters (PostgreSQL's text cannot hold one)."""
-    if type(node) is not str or "\0" in node:
-        raise StoreError(f"node must be a string without NUL characters, not {_shown(node)}")
-    return node
+    if not _plain_text(node):
+        raise StoreError(f"node must be a string of Unicode text without NUL characters, not {_shown(node)}")
+    return str(node)
+
+
+def _plain_text(value: Any) -> bool:
+    """A string every store can keep as it is: no NUL (PostgreSQL's text cannot hold one), and
+    encodable as UTF-8: a lone surrogate (``"\\udcff"``, as ``os.fsdecode`` makes of an undecodable
+    byte) is refused by SQLite and PostgreSQL alike when bound, and on SQLite's store thread it
+    had ended the thread."""
+    if type(value) is not str or "\0" in value:
+        return False
+    if value.isascii():  # O(1) in CPython: the common case costs nothing more
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def checked_pairs(jobs: Iterable[Any]) -> list[tuple[int, int]]:
@@ -439,7 +455,7 @@ def checked_triples(jobs: Iterable[Any]) -> list[tuple[int, int, str]]:
     pairs = checked_pairs(jobs)
     nodes = [job.node for job in jobs]  # each has id and token: a Job, or it would have been refused
     for node in nodes:
-        if type(node) is not str or "\0" in node:
+        if type(node) is not str or "\0" in node or not node.isascii():
             checked_node(node)
     return [(job_id, token, node) for (job_id, token), node in zip(pairs, nodes)]
 
@@ -454,15 +470,35 @@ def _not_json(value: Any) -> Any:
 
 
 def _json_encoder() -> Callable[[Any], str]:
-    """Compact JSON, UTF-8 kept, no NaN. The C encoder made once is 3x faster than ``json.dumps``
+    """Compact JSON, UTF-8 kept (a string that UTF-8 cannot hold, with a lone surrogate, as JSON
+    escapes: SQLite and PostgreSQL refuse such text, and ``json.loads`` gives the same string
+    back), no NaN. The C encoder made once is 3x faster than ``json.dumps``
     (which makes one per call): it runs on every producer's thread for every job."""
     make = getattr(json.encoder, "c_make_encoder", None)
+    plain: Callable[[Any], str]
+    escaped: Callable[[Any], str]
     if make is None:  # not CPython: the pure-Python encoder
-        return json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
-    # (markers: no circular check, a cycle ends in RecursionError; default; string encoder; indent;
-    #  key separator; item separator; sort_keys; skipkeys; allow_nan)
-    chunks = make(None, _not_json, json.encoder.encode_basestring, None, ":", ",", False, False, False)
-    return lambda value: "".join(chunks(value, 0))
+        plain = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+        escaped = json.JSONEncoder(ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode
+    else:
+        # (markers: no circular check, a cycle ends in RecursionError; default; string encoder;
+        #  indent; key separator; item separator; sort_keys; skipkeys; allow_nan)
+        chunks = make(None, _not_json, json.encoder.encode_basestring, None, ":", ",", False, False, False)
+        ascii_chunks = make(None, _not_json, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, False)
+
+        plain = lambda value: "".join(chunks(value, 0))  # noqa: E731
+        escaped = lambda value: "".join(ascii_chunks(value, 0))  # noqa: E731
+
+    def encode(value: Any) -> str:
+        text = plain(value)
+        if text.isascii():  # O(1) in CPython: the common case costs nothing more
+            return text
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: kept as its JSON escape, which decodes back to it
+            return escaped(value)
+        return text
+    return encode
 
 
 #: A payload as the stores keep it: compact JSON text (TypeError/ValueError: not a JSON value).
@@ -481,9 +517,14 @@ def new_node_id() -> str:
 
 
 def one_line(error: object, limit: int = 500) -> str:
-    """An error as one line of at most ``limit`` characters (``Type: message``)."""
-    text = f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else str(error)
-    text = " ".join(text.split())
+    """An error as one line of at most ``limit`` characters (``Type: message``), as every store can
+    keep it: NUL and what UTF-8 cannot hold (a lone surrogate, as a message naming an undecodable
+    file name has) escaped as backslash sequences. An exception is described by
+    :func:`~servicehost.errors.describe_error`, which never raises: a job's error must never end
+    the worker that reports it."""
+    text = describe_error(error, limit) if isinstance(error, BaseException) else " ".join(str(error).split())
+    if not _plain_text(text):
+        text = text.replace("\0", "\\0").encode("utf-8", "backslashreplace").decode("utf-8")
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .. import logs
+from ..errors import describe_error
 from ..lifecycle import HostState
 from ..stopping import Deadline
 
@@ -159,7 +160,7 @@ class HealthCheck:
         try:
             health, detail = outcome(self.fn())
         except Exception as exc:  # a failing check is a verdict, not a crash
-            health, detail = Health.UNHEALTHY, one_line(f"{exc.__class__.__name__}: {exc}")
+            health, detail = Health.UNHEALTHY, one_line(describe_error(exc, limit=2000))
         result = CheckResult(self.name, health, detail, time.time(), time.monotonic() - run.started, self.tags)
         with self._lock:
             run.result = result

@@ -60,7 +60,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .. import logs
-from ..errors import IllegalTransition, StartupError, UsageError
+from ..errors import IllegalTransition, StartupError, UsageError, describe_error, error_message
 from ..host import Host
 from .. import lifecycle
 from ..lifecycle import HostState
@@ -770,7 +770,7 @@ class ChannelServer:
             return self._run(message, peer, access)
         except Exception as exc:  # noqa: BLE001 - one request's failure is its own reply, never the channel's
             logs.control_failed(log, "a request", exc)
-            return {"ok": False, "error": f"internal error: {exc.__class__.__name__}: {exc}"}
+            return {"ok": False, "error": f"internal error: {describe_error(exc, limit=2000)}"}
 
     def _run(self, message: Mapping[str, Any], peer: Peer, access: str = WRITE) -> dict[str, Any]:
         name = message.get("command")
@@ -790,7 +790,7 @@ class ChannelServer:
         try:
             result = handler(Request(self.host, name, args, peer, self.serving_since))
         except Exception as exc:  # a hook logged its own traceback; the peer gets the reason
-            reason = str(exc) if type(exc) is ValueError else f"{exc.__class__.__name__}: {exc}"
+            reason = error_message(exc) if type(exc) is ValueError else describe_error(exc, limit=2000)
             logs.control_failed(log, name, reason)
             return {"ok": False, "error": reason}
         reply = {"ok": True, "result": result}

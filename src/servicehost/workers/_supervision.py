@@ -21,6 +21,7 @@ from itertools import islice
 from typing import Any, Self
 
 from ..components import TIME_BUCKETS, Counters, Histogram, Measures, Unfinished
+from ..errors import describe_error
 from ..stopping import Deadline
 
 _monotonic = time.monotonic
@@ -274,13 +275,6 @@ def sum_measures(workers: Iterable[WorkerStats], queue: Any = None) -> Measures:
 def _quantile(ordered: list[float], q: float) -> float:
     """The ``q`` quantile of sorted ``ordered`` (nearest rank: a sample that was measured)."""
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
-
-
-def describe_error(exc: BaseException, limit: int = 300) -> str:
-    """``Type: message`` on one line, at most ``limit`` characters (a status shows it)."""
-    text = f"{exc.__class__.__name__}: {exc}" if str(exc) else exc.__class__.__name__
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def describe(fn: Any) -> str:

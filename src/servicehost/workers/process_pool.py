@@ -64,7 +64,7 @@ from itertools import islice
 from typing import Any, TypeVar
 
 from .. import logs
-from ..errors import QueueClosed
+from ..errors import QueueClosed, error_message
 from ..stopping import Deadline
 from ..components import Beat, Counters, HandBack, Measures, Unfinished
 from ._supervision import GatedIntake, PauseGate, WorkerStats, describe, sum_counters, sum_measures
@@ -625,7 +625,7 @@ def _portable(exc: BaseException) -> tuple[BaseException, str]:
     try:
         pickle.loads(pickle.dumps(exc, _PROTOCOL))
     except Exception:
-        return RuntimeError(f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}"), text
+        return RuntimeError(f"{type(exc).__module__}.{type(exc).__qualname__}: {error_message(exc)}"), text
     return exc, text
 
 
