@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from servicehost.intake.schema import APPLICATION_ID, LATEST
-from servicehost.intake.store import SchemaError, open_store
+from servicehost.intake.store import SchemaError, StoreUnavailable, open_store
 
 
 def test_a_new_file_gets_the_latest_schema_once_whoever_opens_it_first(tmp_path: Path) -> None:
@@ -52,13 +52,29 @@ def test_a_newer_schema_is_refused_and_left_alone(tmp_path: Path) -> None:
 
 
 def test_a_sqlite_file_that_is_not_a_job_store_is_refused_and_left_alone(tmp_path: Path) -> None:
+    """Another program's database at the store's path is refused before anything is changed in
+    it: before, it was switched to WAL (a mode kept in the file) and only then refused."""
     path = tmp_path / "app.sqlite3"
     conn = sqlite3.connect(path)
     conn.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY)")
     conn.commit()
     conn.close()
-    with pytest.raises(SchemaError, match="not a servicehost intake store"):
+    before = path.read_bytes()
+    with pytest.raises(SchemaError, match="not a servicehost intake store") as refused:
         open_store(f"sqlite:///{path}")
+    assert str(path) in str(refused.value)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app.sqlite3"]  # no -wal, no -shm
     conn = sqlite3.connect(path)
     assert [r[0] for r in conn.execute("SELECT name FROM sqlite_schema WHERE type = 'table'")] == ["orders"]
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
     conn.close()
+
+
+def test_a_file_that_is_not_sqlite_is_refused_naming_it_and_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.sqlite3"
+    path.write_bytes(bytes(range(256)) * 32)
+    with pytest.raises(StoreUnavailable, match="not a SQLite database") as refused:
+        open_store(f"sqlite:///{path}")
+    assert str(path) in str(refused.value)
+    assert path.read_bytes() == bytes(range(256)) * 32

@@ -46,10 +46,10 @@ from typing import Any, TypeVar
 
 from .. import logs
 from ..stopping import Deadline
-from .schema import LATEST, migrate
+from .schema import LATEST, migrate, version_of
 from .store import (
     DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT, ERROR_HISTORY, DeadJob, ErrorRecord, Job, JobInfo,
-    LeaseLost, PayloadError, Stats, StoreClosed, StoreError, StoreFull, StoreMetrics, StoreTimeout,
+    LeaseLost, PayloadError, SchemaError, Stats, StoreClosed, StoreError, StoreFull, StoreMetrics, StoreTimeout,
     StoreUnavailable, StoreURL, Submission, UnknownJob, backoff, one_line, redact,
 )
 from .store import checked_count, checked_id, checked_node, checked_options, checked_pairs, checked_seconds
@@ -401,6 +401,9 @@ class SQLiteStore:
         pause = threading.Event()  # never set: a deadline-bounded wait between tries
         while True:
             try:
+                # What the file is, read before anything is changed in it: a database of another
+                # program, or a newer store, is refused as it was found (not switched to WAL first).
+                version_of(conn)
                 mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
                 if str(mode).lower() != "wal":
                     raise StoreUnavailable(
@@ -411,15 +414,22 @@ class SQLiteStore:
                 conn.execute("PRAGMA foreign_keys = OFF")
                 before, now = migrate(conn)
                 break
+            except SchemaError as exc:
+                conn.close()
+                raise SchemaError(f"intake store {self.url}: {exc}; nothing in it was changed (is this the "
+                                  "store's path?)") from None
             except StoreError:
                 conn.close()
                 raise
             except sqlite3.Error as exc:
-                busy = getattr(exc, "sqlite_errorcode", 0) & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
-                if busy and not deadline.expired:
+                code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+                if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) and not deadline.expired:
                     pause.wait(deadline.remaining(0.01))
                     continue
                 conn.close()
+                if code in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT):
+                    raise StoreUnavailable(f"intake store {self.url}: cannot open it: {exc}: the file is not a "
+                                           "SQLite database, or is damaged (is this the store's path?)") from None
                 raise _storage_error(exc, self.url) from None
         if before != now:
             logs.intake_store_migrated(log, self.url, before, now)
