@@ -16,7 +16,7 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 from . import config as config_mod
-from .errors import UsageError
+from .errors import UsageError, printable
 
 if TYPE_CHECKING:  # the same record to a type checker (``_records.py``)
     import argparse
@@ -28,10 +28,9 @@ else:
 
 _SHOWN = 300  # longest message taken from an exception into the one-line error
 
-def one_line(text: str) -> str:
-    """Escape control characters (and undecodable bytes), so an error is always one line whatever
-    the input held, and prints on any console."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+#: Escape control characters (and undecodable bytes), so an error is always one line whatever
+#: the input held, and prints on any console.
+one_line = printable
 
 
 def terminal_columns(fallback: int = 80) -> int:

@@ -123,6 +123,13 @@ class QueueFull(Exception):
     """Set when raised by ``submit_many``/``map``: how many items were taken before it."""
 
 
+def printable(text: str) -> str:
+    """``text`` with every character that is not printable (a newline, a terminal escape, a lone
+    surrogate: what input or another program chose) as its escape: one line, shown and never
+    acted on by a terminal, and encodable on any console."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def error_message(exc: BaseException) -> str:
     """``str(exc)``, which never raises: an exception's ``__str__`` is user code, and one that
     raises (or returns what is not a string) is said so instead. Every failure path that names an
@@ -135,9 +142,11 @@ def error_message(exc: BaseException) -> str:
 
 
 def describe_error(exc: BaseException, limit: int = 300) -> str:
-    """``Type: message`` on one line, at most ``limit`` characters: how a status, a log line, an
-    answer or a job's error history names an exception that user code raised (never raises)."""
+    """``Type: message`` on one line of printable text (a control character or a lone surrogate
+    as its escape), at most ``limit`` characters: how a status, a log line, an answer or a job's
+    error history names an exception that user code raised (never raises)."""
     name = type(exc).__name__
     message = error_message(exc)
     text = " ".join(f"{name}: {message}".split()) if message else name
+    text = printable(text)
     return text if len(text) <= limit else text[:limit - 1] + "…"

@@ -345,3 +345,25 @@ def test_a_stop_while_a_long_job_runs_gives_the_rest_of_its_run_back_at_once(tmp
         gate.set()
         drained.join(120)
     assert not drained.is_alive()
+
+
+def test_jobs_list_and_dead_show_keys_and_errors_escaped_one_line_each(tmp_path):
+    """Keys and error texts are what producers and handlers chose: a newline in one must not
+    forge a line of ``jobs list``/``dead``, nor a terminal escape act on the admin's terminal."""
+    url = store_url(tmp_path)
+    key, error = "k\nFORGED\tline\x1b[2J", "Boom \x1b]0;title\x07 \x1b[31mred"
+    with open_store(url) as store:
+        live = store.submit({"x": "\x1b[31m"}, key=key)
+        dead = store.submit(1, key="dead\r")
+        job = next(j for j in store.claim("n1", 10) if j.id == dead)
+        assert store.fail(job, error, dead=True).result(30) == "dead"
+    example = str(EXAMPLES / "jobs.py")
+    listed = run_cli("jobs", example, "list", "--store", url)
+    shown = run_cli("jobs", example, "dead", "--store", url)
+    assert listed.returncode == 0 and shown.returncode == 0, listed.stderr + shown.stderr
+    for out in (listed.stdout, shown.stdout):
+        assert not any(c in out for c in "\x1b\x07\r"), repr(out)
+    [line] = listed.stdout.splitlines()
+    assert line.startswith(f"{live}\t") and "key=k\\nFORGED\\tline\\x1b[2J\t" in line
+    assert shown.stdout.splitlines() == [f"{dead}\tattempts=1\tkey=dead\\r\t1",
+                                         "    attempt 1: Boom \\x1b]0;title\\x07 \\x1b[31mred"]

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..arguments import NAME_OR_TARGET, Command, Invocation, number, service_name, text
+from ..arguments import NAME_OR_TARGET, Command, Invocation, number, one_line, service_name, text
 from ..errors import ExitCode, UsageError
 
 #: The file of the embedded store in a service's state directory.
@@ -118,16 +118,16 @@ def _cmd_jobs(inv: Invocation) -> ExitCode:
             if a.json:
                 print(json.dumps([_plain(j._asdict()) for j in jobs]))
             for j in jobs if not a.json else ():
-                print(f"{j.id}\t{j.state}\tattempts={j.attempts}\tkey={j.key or '-'}\tpriority={j.priority}\t"
+                print(f"{j.id}\t{j.state}\tattempts={j.attempts}\tkey={_text(j.key)}\tpriority={j.priority}\t"
                       f"age={time.time() - j.submitted_at:.1f}s\t{_short(j.payload)}")
         elif a.action == "dead":
             dead = store.dead(a.limit)
             if a.json:
                 print(json.dumps([_plain({**d._asdict(), "errors": [e._asdict() for e in d.errors]}) for d in dead]))
             for d in dead if not a.json else ():
-                print(f"{d.id}\tattempts={d.attempts}\tkey={d.key or '-'}\t{_short(d.payload)}")
+                print(f"{d.id}\tattempts={d.attempts}\tkey={_text(d.key)}\t{_short(d.payload)}")
                 for e in d.errors:
-                    print(f"    attempt {e.attempt}: {e.error}")
+                    print(f"    attempt {e.attempt}: {_text(e.error)}")
         elif a.action == "requeue":
             try:
                 job_id = int(a.value)
@@ -163,6 +163,13 @@ def _migrate(url: str, as_json: bool) -> ExitCode:
 def _plain(doc: dict[str, Any]) -> dict[str, Any]:
     """JSON-safe: a bytes payload shown as its hex."""
     return {k: (v.hex() if isinstance(v, bytes) else v) for k, v in doc.items()}
+
+
+def _text(text: str | None) -> str:
+    """A key or an error as a line shows it: producers and handlers chose that text, so a control
+    character in it (a newline, a terminal escape) is shown escaped, never acted on by the
+    terminal or taken for a line of its own."""
+    return "-" if not text else one_line(text)
 
 
 def _short(payload: Any, limit: int = 120) -> str:

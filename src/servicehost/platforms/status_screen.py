@@ -29,6 +29,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from ..errors import printable
+
 if TYPE_CHECKING:
     from .base import ServiceStatus
 
@@ -99,7 +101,8 @@ def timer_lines(counters: Sequence[Mapping[str, object]], now: float) -> list[st
 def last_error_line(error: Mapping[str, object], now: float) -> str:
     at = error.get("at")
     when = f" at {moment(at, now)}" if isinstance(at, (int, float)) else ""
-    return f"last error: {error.get('component')}{when}: {error.get('error')}"
+    # The error's text is the service's (a task's exception message): shown escaped, one line.
+    return printable(f"last error: {error.get('component')}{when}: {error.get('error')}")
 
 
 def _latest_error(counters: Sequence[Mapping[str, object]]) -> Mapping[str, object] | None:

@@ -13,6 +13,7 @@ import pytest
 from servicehost import Intake
 from servicehost.errors import describe_error, error_message
 from servicehost.intake import open_store
+from servicehost.platforms.status_screen import last_error_line
 from servicehost.stopping import Deadline
 from servicehost.workers.dispatcher import Dispatcher
 from servicehost.workers.pipeline import Pipeline, Stage
@@ -50,10 +51,18 @@ class UnprintableAndUnpicklable(Unprintable):
     (NotAString(), "NotAString: <its message could not be made: TypeError>"),
     (ValueError("two\nlines"), "ValueError: two lines"),
     (KeyError(), "KeyError"),
+    (OSError("name-\udcff \x1b]0;title\x07 \x1b[2J"), "OSError: name-\\udcff \\x1b]0;title\\x07 \\x1b[2J"),
 ])
-def test_describe_error_never_raises(error: BaseException, text: str) -> None:
+def test_describe_error_never_raises_and_is_one_printable_line(error: BaseException, text: str) -> None:
     assert describe_error(error) == text
     assert error_message(Unprintable()) == UNPRINTABLE
+
+
+def test_a_status_shows_a_services_last_error_escaped() -> None:
+    """The status screen prints what a service sent: an error text with a terminal escape or a
+    newline (an older service, or one that is not ours, may send it raw) is shown escaped."""
+    line = last_error_line({"component": "pool\n", "error": "Boom \x1b[2J\nFORGED", "at": None}, 0.0)
+    assert line == "last error: pool\\n: Boom \\x1b[2J\\nFORGED"
 
 
 def _every_other(i: int) -> None:
