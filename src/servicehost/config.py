@@ -197,7 +197,19 @@ def shown(raw: Any) -> str:
 
 
 def text_problem(text: str) -> str | None:
-    """What makes a string unusable as a setting value (control characters), or None."""
+    """What makes a string unusable as a setting value (control characters, or bytes that are not
+    UTF-8), or None."""
+    problem = _control_problem(text)
+    if problem is None and not text.isascii():
+        for c in text:
+            if "\ud800" <= c <= "\udfff":  # how Python holds an argument's or a variable's undecodable byte
+                return (f"a byte that is not UTF-8 ({c!r}): a name or a text a manager keeps must be UTF-8 "
+                        "(is the terminal's or the file's encoding UTF-8?)")
+    return problem
+
+
+def _control_problem(text: str) -> str | None:
+    """A control character in ``text``, said; None when there is none."""
     for c in text:
         if c < " " or c == "\x7f" or "\x80" <= c <= "\x9f":
             return f"a control character {c!r}"
@@ -216,8 +228,9 @@ def text_number(text: str, kind: type) -> int | float | None:
 
 
 def path_problem(text: str) -> str | None:
-    """What makes ``text`` unusable as a path on this OS (before touching the file system)."""
-    problem = text_problem(text)
+    """What makes ``text`` unusable as a path on this OS (before touching the file system). A
+    name the file system keeps as bytes that are not UTF-8 is a path still (POSIX)."""
+    problem = _control_problem(text)
     if problem:
         return problem
     try:
