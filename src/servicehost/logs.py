@@ -267,6 +267,10 @@ intake_vacuum_failed = _event(7014, "intake_vacuum_failed", WARNING, "intake sto
 intake_lost_claims_released = _event(
     7015, "intake_lost_claims_released", WARNING,
     "intake store %s: %d job(s) claimed by a commit whose answer was lost (the connection broke) given back")
+intake_payloads_unreadable = _event(
+    7016, "intake_payloads_unreadable", ERROR,
+    "intake store %s: %d job(s) whose stored payload is not valid JSON (written outside servicehost, or "
+    "damaged) dead-lettered unread, so they cannot stop every claim: %s")
 # 705x-707x: the Intake component (intake/component.py); 7001-7049 are the stores'
 intake_started = _event(7050, "intake_started", INFO, "%s: taking jobs from %s (%d workers, lease %.1fs, node %s)")
 intake_job_failed = _event(

@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 
 from servicehost.intake.store import (
-    DeadJob, Job, LeaseLost, PayloadError, Stats, Store, StoreClosed, StoreError, Submission, UnknownJob, backoff,
+    UNREADABLE_PAYLOAD, DeadJob, Job, LeaseLost, PayloadError, Stats, Store, StoreClosed, StoreError, Submission,
+    UnknownJob, backoff,
     open_store, parse_url, periodic_key, redact,
 )
 
@@ -703,3 +704,44 @@ def test_complete_after_the_lease_was_lost_rolls_back_and_says_so(opener: Callab
         a.complete(stale, _write(table, stale, "late"), timeout=HANG)
     assert b.complete(fresh, _write(table, fresh, "owner"), timeout=HANG) == job_id
     assert _effects(b, table) == [(job_id, "owner")]  # exactly once: the late node's write is not there
+
+
+def _overwrite_payload(store: Store, request: pytest.FixtureRequest, job_id: int, text: str) -> None:
+    """Write ``text`` as a job's stored payload from outside servicehost (another program, or
+    damage): plain SQL on the store's own database."""
+    if hasattr(store, "path"):  # SQLite
+        import sqlite3
+
+        conn = sqlite3.connect(store.path)
+        conn.execute("UPDATE jobs SET payload = ? WHERE id = ?", (text, job_id))
+        conn.commit()
+        conn.close()
+    else:
+        cluster = request.getfixturevalue("pg_cluster")
+        schema = store.schema  # type: ignore[attr-defined]
+        cluster.sql(f'UPDATE "{schema}".jobs SET payload = %s WHERE id = %s', (text, job_id), dbname="servicehost")
+
+
+@pytest.mark.parametrize("damaged", ["{not json", "", '{"a": 1'])
+def test_a_payload_damaged_outside_the_store_is_dead_lettered_and_every_other_job_claimed(
+        store: Store, request: pytest.FixtureRequest, damaged: str) -> None:
+    """A claim that meets a job whose stored payload is not JSON goes on without it: the job is
+    dead-lettered unread, saying why, and listed with its stored text. Before, on SQLite, the
+    claim's statement failed on it, and so did every later claim: the intake took nothing more."""
+    ids = store.submit_many([{"n": i} for i in range(6)])
+    _overwrite_payload(store, request, ids[2], damaged)
+    got: list[Job] = []
+    end = time.monotonic() + HANG
+    while len(got) < 5 and time.monotonic() < end:
+        got += store.claim("n1", 10, wait=0.2)
+    assert sorted(j.id for j in got) == ids[:2] + ids[3:]
+    assert all(store.ack(j).result(HANG) for j in got)
+    end = time.monotonic() + HANG
+    while not store.dead() and time.monotonic() < end:  # the dead-letter is committed by the store's thread
+        threading.Event().wait(0.05)
+    [dead] = store.dead()
+    assert (dead.id, dead.payload) == (ids[2], damaged)
+    assert [e.error for e in dead.errors] == [UNREADABLE_PAYLOAD]
+    assert store.stats().ready == 0 and [j.id for j in store.jobs()] == []
+    after = store.submit({"after": 1})
+    assert claim_one(store).id == after  # claims go on

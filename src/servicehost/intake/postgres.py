@@ -70,7 +70,7 @@ from .schema import pg_v1
 from .store import (
     DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT, ERROR_HISTORY, DeadJob, ErrorRecord, Job, JobInfo, PayloadError,
     LeaseLost, SchemaError, Stats, StoreClosed, StoreError, StoreFull, StoreMetrics, StoreTimeout, StoreUnavailable,
-    StoreURL, Submission, UnknownJob, backoff, one_line, redact,
+    UNREADABLE_PAYLOAD, StoreURL, Submission, UnknownJob, backoff, one_line, redact,
 )
 from .store import checked_count, checked_id, checked_node, checked_options, checked_seconds, checked_triples
 from .store import to_json as _to_json
@@ -153,6 +153,14 @@ def _encode(payload: Any) -> tuple[str | None, bytes | None]:
 
 def _decode(text: str | None, data: bytes | None) -> Any:
     return bytes(data) if text is None and data is not None else json.loads(text) if text is not None else None
+
+
+def _shown_payload(text: str | None, data: bytes | None) -> Any:
+    """A payload as ``jobs``/``dead`` list it: decoded, or its stored text when that is not JSON."""
+    try:
+        return _decode(text, data)
+    except ValueError:
+        return text
 
 
 def _errors(history: Any) -> tuple[ErrorRecord, ...]:
@@ -711,8 +719,29 @@ class PostgresStore:
         if not rows:
             return []
         ordered = sorted(rows, key=lambda r: (-r[3], r[7], r[0]))
-        return [Job(r[0], _decode(r[8], r[9]), r[1], r[2], r[3], r[4], token, node, lease_until, r[5], r[6])
-                for r in ordered]
+        try:
+            return [Job(r[0], _decode(r[8], r[9]), r[1], r[2], r[3], r[4], token, node, lease_until, r[5], r[6])
+                    for r in ordered]
+        except ValueError:
+            return self._without_unreadable(ordered, token, node, lease_until)
+
+    def _without_unreadable(self, rows: list[Any], token: int, node: str, lease_until: float) -> list[Job]:
+        """The claimed jobs whose stored payload decodes; each one that does not (a row written by
+        another program, or damaged) is dead-lettered unread (:data:`UNREADABLE_PAYLOAD`), so it
+        holds up neither this claim's other jobs nor any later claim."""
+        jobs, unreadable = [], []
+        for r in rows:
+            try:
+                payload = _decode(r[8], r[9])
+            except ValueError:
+                unreadable.append(Job(r[0], r[8], r[1], r[2], r[3], r[4], token, node, lease_until, r[5], r[6]))
+                continue
+            jobs.append(Job(r[0], payload, r[1], r[2], r[3], r[4], token, node, lease_until, r[5], r[6]))
+        for job in unreadable:
+            self.fail(job, UNREADABLE_PAYLOAD, dead=True)  # the future is not waited for: the store commits it
+        logs.intake_payloads_unreadable(log, self.url, len(unreadable),
+                                        "job(s) " + ", ".join(str(j.id) for j in unreadable))
+        return jobs
 
     def renew(self, node: str, lease: float = 30.0, *, exclude: Iterable[int] = (),
               timeout: float | None = None) -> int:
@@ -811,7 +840,7 @@ class PostgresStore:
             cur.execute(sql.SQL(
                 "SELECT id, payload, payload_bytes, key, attempts, errors, submitted_at, died_at, idem_key "
                 "FROM {}.dead ORDER BY died_at, id LIMIT %s").format(sql.Identifier(self.schema)), (limit,))
-            return [DeadJob(r[0], _decode(r[1], r[2]), r[3], r[4], _errors(r[5]), r[6], r[7], r[8])
+            return [DeadJob(r[0], _shown_payload(r[1], r[2]), r[3], r[4], _errors(r[5]), r[6], r[7], r[8])
                     for r in cur.fetchall()]
         result: list[DeadJob] = self._read(read)
         return result
@@ -830,7 +859,7 @@ class PostgresStore:
                 + " ORDER BY state DESC, priority DESC, run_at, id LIMIT %(limit)s").format(sql.Identifier(self.schema)),
                 {"now": now, "limit": limit})
             return [JobInfo(r[0], "running" if r[1] == 1 else ("ready" if r[5] <= now else "delayed"), r[2], r[3],
-                            r[4], r[5], r[6], r[7], r[8], r[9], _decode(r[10], r[11])) for r in cur.fetchall()]
+                            r[4], r[5], r[6], r[7], r[8], r[9], _shown_payload(r[10], r[11])) for r in cur.fetchall()]
         result: list[JobInfo] = self._read(read)
         return result
 

@@ -50,7 +50,7 @@ from .schema import LATEST, migrate, version_of
 from .store import (
     DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT, ERROR_HISTORY, DeadJob, ErrorRecord, Job, JobInfo,
     LeaseLost, PayloadError, SchemaError, Stats, StoreClosed, StoreError, StoreFull, StoreMetrics, StoreTimeout,
-    StoreUnavailable, StoreURL, Submission, UnknownJob, backoff, one_line, redact,
+    UNREADABLE_PAYLOAD, StoreUnavailable, StoreURL, Submission, UnknownJob, backoff, one_line, redact,
 )
 from .store import checked_count, checked_id, checked_node, checked_options, checked_pairs, checked_seconds
 from .store import to_json as _to_json
@@ -283,6 +283,15 @@ def _document(items: list[Any]) -> str | None:
 
 def _decode(payload: str | bytes) -> Any:
     return payload if isinstance(payload, bytes) else json.loads(payload)
+
+
+def _shown_payload(payload: str | bytes) -> Any:
+    """A payload as ``jobs``/``dead`` list it: decoded, or, when its stored text is not valid JSON
+    (see :meth:`SQLiteStore._bury_unreadable`), that text as it is."""
+    try:
+        return _decode(payload)
+    except ValueError:
+        return payload
 
 
 def _storage_error(exc: sqlite3.Error, url: str) -> StoreError:
@@ -618,7 +627,7 @@ class SQLiteStore:
             rows = conn.execute(
                 "SELECT id, payload, key, attempts, errors, submitted_at, died_at, idem_key FROM dead "
                 "ORDER BY died_at, id LIMIT ?", (limit,)).fetchall()
-            return [DeadJob(r[0], _decode(r[1]), r[2], r[3], _errors(r[4]), r[5], r[6], r[7]) for r in rows]
+            return [DeadJob(r[0], _shown_payload(r[1]), r[2], r[3], _errors(r[4]), r[5], r[6], r[7]) for r in rows]
         result: list[DeadJob] = self._read(read)
         return result
 
@@ -639,7 +648,7 @@ class SQLiteStore:
                 name = "running" if r[1] == _RUNNING else ("ready" if r[5] <= now else "delayed")
                 errs = _errors(r[9])
                 out.append(JobInfo(r[0], name, r[2], r[3], r[4], r[5], r[6], r[7], r[8],
-                                   errs[-1].error if errs else None, _decode(r[10])))
+                                   errs[-1].error if errs else None, _shown_payload(r[10])))
             return out
         result: list[JobInfo] = self._read(read)
         return result
@@ -913,6 +922,8 @@ class SQLiteStore:
                     conn.execute("ROLLBACK")
                 raise
         except sqlite3.Error as exc:
+            if by_kind[_CLAIM] and "malformed JSON" in str(exc) and self._bury_unreadable():
+                return self._tick(by_kind, size, batches, reap, final)  # again, without them
             self._write_failed(by_kind, exc, batches, final)
             return False
         elapsed = time.perf_counter() - started
@@ -1057,6 +1068,36 @@ class SQLiteStore:
         conn.execute("UPDATE jobs SET state = 0, owner = NULL, token = NULL, lease_until = NULL, run_at = ?, "
                      "errors = ? WHERE id = ?", (now + delay, history, job.id))
         return "retry"
+
+    def _bury_unreadable(self) -> bool:
+        """Dead-letter the jobs whose stored payload is not valid JSON text: a row written by
+        another program, or damaged. A claim reads its jobs' payloads as JSON in its own statement,
+        so one such row failed every claim that met it, and the intake took nothing any more. Each
+        is dead-lettered unread, its error saying why (``servicehost jobs NAME dead``); the rest go
+        on. True when any was found (the failed tick is then tried again, once more at most for
+        each such row)."""
+        now = self._clock()
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                rows = conn.execute("SELECT id, attempts, errors FROM jobs WHERE typeof(payload) = 'text' "
+                                    "AND NOT json_valid(payload)").fetchall()
+                for job_id, attempts, errors in rows:
+                    history = _append_error(errors, now, attempts, UNREADABLE_PAYLOAD)
+                    self._bury(conn, job_id, history, now)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error:
+            return False  # the tick's own error is reported
+        if rows:
+            self._m["dead_lettered"] += len(rows)
+            shown = ", ".join(str(r[0]) for r in rows[:10]) + (", ..." if len(rows) > 10 else "")
+            logs.intake_payloads_unreadable(log, self.url, len(rows), f"job(s) {shown}")
+        return bool(rows)
 
     def _bury(self, conn: sqlite3.Connection, job_id: int, history: str, now: float) -> None:
         conn.execute(

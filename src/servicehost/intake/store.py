@@ -501,6 +501,11 @@ def _json_encoder() -> Callable[[Any], str]:
     return encode
 
 
+#: The error a job whose stored payload is not valid JSON (a row written by another program, or
+#: damaged) is dead-lettered with, unread: on every store, a claim that meets one goes on without it.
+UNREADABLE_PAYLOAD = ("the stored payload is not valid JSON (written outside servicehost, or damaged): "
+                      "dead-lettered unread")
+
 #: A payload as the stores keep it: compact JSON text (TypeError/ValueError: not a JSON value).
 to_json = _json_encoder()
 
