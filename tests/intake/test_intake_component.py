@@ -247,6 +247,20 @@ def test_a_bad_intake_option_is_refused_when_it_is_made_naming_it(tmp_path, bad)
     Intake(lambda job: None, store=store_url(tmp_path), hang_timeout=None, prefetch=0)  # the edges are fine
 
 
+@pytest.mark.parametrize("handler, store, said", [
+    (None, None, "handler must be callable"), (5, None, "handler must be callable"),
+    ("handle", None, "handler must be callable"),
+    (print, "ftp://host/jobs", "no store for 'ftp'"), (print, "", "not a store URL"),
+    (print, 5, "store must be a Store"), (print, b"/tmp/jobs.sqlite3", "store must be a Store"),
+    (print, "sqlite://", "needs a file path"),
+])
+def test_a_handler_or_store_that_cannot_work_is_refused_when_the_intake_is_made(tmp_path, handler, store, said):
+    """Before, these were taken: the store URL failed only when the service started, and a handler
+    that is not callable failed every job until each was dead-lettered."""
+    with pytest.raises((TypeError, ValueError), match=said):
+        Intake(handler, store=store_url(tmp_path) if store is None else store)
+
+
 # -- runs: a worker whose handlers are short takes a few jobs at once ---------------------------------
 def _quick_long_quick(url: str) -> tuple[list[int], int, list[int]]:
     """400 quick jobs, a long one, 400 quick ones: the long one lands in some worker's run."""

@@ -35,6 +35,7 @@ import functools
 import json
 import logging
 import math
+import os
 import threading
 import time
 from collections import deque
@@ -50,6 +51,7 @@ from ..workers._supervision import LATENCY_SAMPLE_EVERY, Drains, WorkerStats, de
 from .store import (
     DEFAULT_LEASE,
     DEFAULT_MAX_ATTEMPTS,
+    STORES,
     Job,
     LeaseLost,
     Stats,
@@ -63,6 +65,7 @@ from .store import (
     new_node_id,
     one_line,
     open_store,
+    parse_url,
     periodic_key,
     to_json,
 )
@@ -198,8 +201,16 @@ class Intake(Drains):
                 checked_seconds(label, value)
             if not lease > 0:
                 raise StoreError(f"lease must be more than 0 seconds, not {lease!r}")
+            if not isinstance(store, Store):  # a URL or a path: which store it names, known now (opened at start)
+                if not isinstance(store, (str, os.PathLike)):
+                    raise StoreError(f"store must be a Store, a store URL or a file path, not {type(store).__name__}")
+                scheme = parse_url(os.fspath(store)).scheme
+                if scheme not in STORES:
+                    raise StoreError(f"no store for {scheme!r} URLs (known: {', '.join(sorted(STORES))})")
         except StoreError as exc:
             raise ValueError(f"{name}: {exc}") from None
+        if not callable(handler):
+            raise TypeError(f"{name}: the handler must be callable (a function taking the job), not {handler!r}")
         self.name = name
         self.handler = handler
         self.transactional = transactional

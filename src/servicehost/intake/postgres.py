@@ -73,6 +73,7 @@ from .store import (
     UNREADABLE_PAYLOAD, StoreURL, Submission, UnknownJob, backoff, one_line, redact,
 )
 from .store import checked_count, checked_id, checked_node, checked_options, checked_seconds, checked_triples
+from .store import checked_store_options
 from .store import to_json as _to_json
 
 T = TypeVar("T")
@@ -538,8 +539,11 @@ class PostgresStore:
         self.url = redact(url)
         self._secret = _password(self._libpq)
         self.schema = _check_schema_name(schema, self.url)
-        if max_attempts < 1 or timeout <= 0 or poll <= 0 or reap_interval <= 0:
-            raise StoreError(f"intake store {self.url}: max_attempts, timeout, poll and reap_interval must be positive")
+        checked_store_options(
+            self.url, {"poll": poll, "timeout": timeout, "idempotency_retention": idempotency_retention,
+                       "reap_interval": reap_interval},
+            {"max_attempts": (max_attempts, 1, (1 << 31) - 1), "vacuum": (vacuum, 0, 1 << 62)},
+            positive=("poll", "timeout", "reap_interval"))
         self.timeout = timeout
         self.max_attempts = max_attempts
         self._listen = listen

@@ -53,6 +53,7 @@ from .store import (
     UNREADABLE_PAYLOAD, StoreUnavailable, StoreURL, Submission, UnknownJob, backoff, one_line, redact,
 )
 from .store import checked_count, checked_id, checked_node, checked_options, checked_pairs, checked_seconds
+from .store import checked_store_options
 from .store import to_json as _to_json
 
 log = logs.log.getChild("intake")
@@ -329,8 +330,12 @@ class SQLiteStore:
         sync = synchronous.upper()
         if sync not in _SYNC_MODES:
             raise StoreError(f"intake store {self.url}: synchronous must be one of {', '.join(_SYNC_MODES)}, not {synchronous!r}")
-        if max_attempts < 1 or timeout <= 0 or busy_timeout < 0 or poll <= 0:
-            raise StoreError(f"intake store {self.url}: max_attempts, timeout and poll must be positive")
+        checked_store_options(
+            self.url, {"timeout": timeout, "busy_timeout": busy_timeout, "checkpoint_interval": checkpoint_interval,
+                       "poll": poll, "idempotency_retention": idempotency_retention},
+            {"max_attempts": (max_attempts, 1, (1 << 31) - 1), "checkpoint_bytes": (checkpoint_bytes, 1, 1 << 62),
+             "file_mode": (file_mode, 0, 0o777)},
+            positive=("timeout", "checkpoint_interval", "poll"))
         self.timeout = timeout
         self.max_attempts = max_attempts
         self._busy_timeout = min(busy_timeout, timeout)

@@ -411,6 +411,28 @@ def checked_seconds(name: str, value: Any) -> float:
     raise StoreError(f"{name} must be a finite number of seconds, 0 or more, not {_shown(value)}")
 
 
+def checked_store_options(url: str, seconds: Mapping[str, Any], whole: Mapping[str, tuple[Any, int, int]],
+                          positive: Iterable[str] = ()) -> None:
+    """A store's own options (its URL's query, or keywords), checked when it is opened, the same
+    way by every store: ``seconds`` finite and not negative (more than 0 for the names in
+    ``positive``), each of ``whole`` an integer in ``[low, high]``. A NaN timeout or poll, a
+    checkpoint interval of 0 (a store thread that never sleeps), a mode beyond 0o777: StoreError
+    naming the store and the option."""
+    for name, value in seconds.items():
+        try:
+            given = checked_seconds(name, value)
+        except StoreError as exc:
+            raise StoreError(f"intake store {url}: {exc}") from None
+        if name in positive and given <= 0:
+            raise StoreError(f"intake store {url}: {name} must be more than 0 seconds, not {_shown(value)}")
+    for name, (value, low, high) in whole.items():
+        if not _integer(value) or not low <= value <= high:
+            octal = name.endswith("mode") and _integer(value)
+            span = f"{low:#o} to {high:#o}" if octal else f"{low} to {high}"
+            raise StoreError(f"intake store {url}: {name} must be a whole number from {span}, "
+                             f"not {oct(value) if octal else _shown(value)}")
+
+
 def checked_node(node: Any) -> str:
     """A node id: a string without NUL characters (PostgreSQL's text cannot hold one)."""
     if not _plain_text(node):
