@@ -381,3 +381,24 @@ def test_jobs_list_and_dead_show_keys_and_errors_escaped_one_line_each(tmp_path)
     assert line.startswith(f"{live}\t") and "key=k\\nFORGED\\tline\\x1b[2J\t" in line
     assert shown.stdout.splitlines() == [f"{dead}\tattempts=1\tkey=dead\\r\t1",
                                          "    attempt 1: Boom \\x1b]0;title\\x07 \\x1b[31mred"]
+
+
+@pytest.mark.parametrize("args, code, said", [
+    (["requeue", "424242"], 2, "no dead job 424242"),
+    (["submit", "[1,"], 2, "the payload is not JSON"),
+    (["submit", "1", "--priority", "1.5"], 2, "--priority"),
+    (["stats", "--store", "ftp://host/x"], 2, "no store for 'ftp'"),
+    (["stats", "--store", "{url}?bogus=1"], 2, "unknown option 'bogus'"),
+    (["stats", "--store", "sqlite:////proc/no/such/dir/jobs.sqlite3"], 1, "cannot create it"),
+])
+def test_jobs_answers_a_bad_command_line_with_exit_2_and_the_store_failing_with_exit_1(tmp_path, args, code, said):
+    """What the command line named is wrong (the job, the payload, an option, the --store URL):
+    exit 2, one line, as any bad option. The store itself failing: exit 1."""
+    url = store_url(tmp_path)
+    argv = [a.replace("{url}", url) for a in args]
+    if "--store" not in argv:
+        argv += ["--store", url]
+    proc = run_cli("jobs", str(EXAMPLES / "jobs.py"), *argv)
+    assert proc.returncode == code, proc.stderr
+    [line] = proc.stderr.splitlines()
+    assert said in line and "Traceback" not in proc.stderr

@@ -93,7 +93,7 @@ def _installed_store(name: str) -> str | None:
 
 
 def _cmd_jobs(inv: Invocation) -> ExitCode:
-    from .store import open_store
+    from .store import InvalidArgument, PayloadError, UnknownJob, open_store
 
     a = inv.args
     if a.action in ("requeue", "submit") and a.value is None:
@@ -103,6 +103,15 @@ def _cmd_jobs(inv: Invocation) -> ExitCode:
     url = store_url(inv)
     if a.action == "migrate":
         return _migrate(url, a.json)
+    try:
+        return _jobs_action(a, url, open_store)
+    except (InvalidArgument, PayloadError, UnknownJob) as exc:
+        # What the command line named is wrong (a key, the payload, the job, the --store URL): exit 2,
+        # as for any bad option. The store itself (unavailable, full, a schema it cannot use): exit 1.
+        raise UsageError(str(exc)) from None
+
+
+def _jobs_action(a: Any, url: str, open_store: Any) -> ExitCode:
     with open_store(url) as store:
         if a.action == "stats":
             s = store.stats()

@@ -68,8 +68,8 @@ from psycopg import sql
 from .. import logs
 from .schema import pg_v1
 from .store import (
-    DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT, ERROR_HISTORY, DeadJob, ErrorRecord, Job, JobInfo, PayloadError,
-    LeaseLost, SchemaError, Stats, StoreClosed, StoreError, StoreFull, StoreMetrics, StoreTimeout, StoreUnavailable,
+    DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT, ERROR_HISTORY, DeadJob, ErrorRecord, InvalidArgument, Job, JobInfo,
+    PayloadError, LeaseLost, SchemaError, Stats, StoreClosed, StoreError, StoreFull, StoreMetrics, StoreTimeout, StoreUnavailable,
     UNREADABLE_PAYLOAD, StoreURL, Submission, UnknownJob, backoff, one_line, redact,
 )
 from .store import checked_count, checked_id, checked_node, checked_options, checked_seconds, checked_triples
@@ -172,7 +172,7 @@ def _errors(history: Any) -> tuple[ErrorRecord, ...]:
 
 def _check_schema_name(name: str, url: str) -> str:
     if not _SCHEMA_NAME.fullmatch(name):
-        raise StoreError(f"intake store {url}: schema must be a lower-case identifier (a-z, 0-9, _), not {name!r}")
+        raise InvalidArgument(f"intake store {url}: schema must be a lower-case identifier (a-z, 0-9, _), not {name!r}")
     return name
 
 
@@ -442,7 +442,7 @@ def enqueue(
     ``servicehost jobs NAME migrate``). In autocommit mode each statement commits by itself."""
     _check_schema_name(schema, "(outbox)")
     if max_attempts < 1:
-        raise StoreError("max_attempts must be at least 1")
+        raise InvalidArgument("max_attempts must be at least 1")
     text, data = _encode(payload)
     s = sql.Identifier(schema)
     now_sql = "extract(epoch from clock_timestamp())::float8"
@@ -596,7 +596,7 @@ class PostgresStore:
             try:
                 kwargs[name] = _OPTIONS[name](text)
             except ValueError:
-                raise StoreError(f"intake store {redact(parsed.url)}: option {name}={text!r} is not valid") from None
+                raise InvalidArgument(f"intake store {redact(parsed.url)}: option {name}={text!r} is not valid") from None
         kwargs.update(options)
         return cls(parsed.url, **kwargs)
 
@@ -852,7 +852,7 @@ class PostgresStore:
     def jobs(self, state: str | None = None, limit: int = 100) -> list[JobInfo]:
         limit = checked_count("limit", limit, 0)
         if state not in (None, "ready", "delayed", "running"):
-            raise StoreError(f"no job state {state!r} (ready, delayed, running)")
+            raise InvalidArgument(f"no job state {state!r} (ready, delayed, running)")
         where = {None: "TRUE", "ready": "state = 0 AND run_at <= %(now)s", "delayed": "state = 0 AND run_at > %(now)s",
                  "running": "state = 1"}[state]
 

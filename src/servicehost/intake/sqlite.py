@@ -48,7 +48,7 @@ from .. import logs
 from ..stopping import Deadline
 from .schema import LATEST, migrate, version_of
 from .store import (
-    DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT, ERROR_HISTORY, DeadJob, ErrorRecord, Job, JobInfo,
+    DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT, ERROR_HISTORY, DeadJob, ErrorRecord, InvalidArgument, Job, JobInfo,
     LeaseLost, PayloadError, SchemaError, Stats, StoreClosed, StoreError, StoreFull, StoreMetrics, StoreTimeout,
     UNREADABLE_PAYLOAD, StoreUnavailable, StoreURL, Submission, UnknownJob, backoff, one_line, redact,
 )
@@ -329,7 +329,7 @@ class SQLiteStore:
         self.url = redact(url or f"sqlite:///{self.path}")
         sync = synchronous.upper()
         if sync not in _SYNC_MODES:
-            raise StoreError(f"intake store {self.url}: synchronous must be one of {', '.join(_SYNC_MODES)}, not {synchronous!r}")
+            raise InvalidArgument(f"intake store {self.url}: synchronous must be one of {', '.join(_SYNC_MODES)}, not {synchronous!r}")
         checked_store_options(
             self.url, {"timeout": timeout, "busy_timeout": busy_timeout, "checkpoint_interval": checkpoint_interval,
                        "poll": poll, "idempotency_retention": idempotency_retention},
@@ -383,11 +383,11 @@ class SQLiteStore:
         kwargs: dict[str, Any] = {}
         for name, text in parsed.options.items():
             if name not in conv:
-                raise StoreError(f"intake store {redact(parsed.url)}: unknown option {name!r} (known: {', '.join(conv)})")
+                raise InvalidArgument(f"intake store {redact(parsed.url)}: unknown option {name!r} (known: {', '.join(conv)})")
             try:
                 kwargs[name] = conv[name](text)
             except ValueError:
-                raise StoreError(f"intake store {redact(parsed.url)}: option {name}={text!r} is not valid") from None
+                raise InvalidArgument(f"intake store {redact(parsed.url)}: option {name}={text!r} is not valid") from None
         kwargs.update(options)
         return cls(parsed.path, url=parsed.url, **kwargs)
 
@@ -639,7 +639,7 @@ class SQLiteStore:
     def jobs(self, state: str | None = None, limit: int = 100) -> list[JobInfo]:
         limit = checked_count("limit", limit, 0)
         if state not in (None, "ready", "delayed", "running"):
-            raise StoreError(f"no job state {state!r} (ready, delayed, running)")
+            raise InvalidArgument(f"no job state {state!r} (ready, delayed, running)")
 
         def read(conn: sqlite3.Connection, now: float) -> list[JobInfo]:
             where = {None: "1", "ready": "state = 0 AND run_at <= ?1", "delayed": "state = 0 AND run_at > ?1",

@@ -175,6 +175,12 @@ class StoreError(ServiceHostError):
     """A store could not do what it was asked. The message never holds a password."""
 
 
+class InvalidArgument(StoreError, ValueError):
+    """An argument or an option the store refused, on the caller's thread, before anything was
+    done: a bad priority, key, node, count, time, job, URL or store option (the message names it).
+    The command line answers it with exit 2 (``CONFIG_ERROR``), as any bad option."""
+
+
 class StoreUnavailable(StoreError):
     """The database cannot be opened or written: a missing directory, no permission, a read-only
     file, a disk that is full. Nothing of the failed call was written; the same call may succeed
@@ -362,21 +368,21 @@ def checked_options(key: Any, idempotency_key: Any, priority: Any, run_at: Any,
     other caller's operations in it (a number too big for SQLite even ended its store thread);
     a run_at of infinity would be a job that never runs."""
     if not _integer(priority) or not -INT32 <= priority < INT32:
-        raise StoreError(f"priority must be a 32-bit integer, not {_shown(priority)}")
+        raise InvalidArgument(f"priority must be a 32-bit integer, not {_shown(priority)}")
     if max_attempts is not None and (not _integer(max_attempts) or not 1 <= max_attempts < INT32):
-        raise StoreError(f"max_attempts must be at least 1 (and below 2**31), not {_shown(max_attempts)}")
+        raise InvalidArgument(f"max_attempts must be at least 1 (and below 2**31), not {_shown(max_attempts)}")
     if run_at is not None:
         if not isinstance(run_at, (int, float)) or isinstance(run_at, bool):
-            raise StoreError(f"run_at must be a time in seconds (a number), not {_shown(run_at)}")
+            raise InvalidArgument(f"run_at must be a time in seconds (a number), not {_shown(run_at)}")
         try:
             run_at = float(run_at)
         except OverflowError:
             run_at = float("inf")
         if not math.isfinite(run_at):
-            raise StoreError(f"run_at must be a finite time, not {_shown(run_at)}")
+            raise InvalidArgument(f"run_at must be a finite time, not {_shown(run_at)}")
     for name, value in (("key", key), ("idempotency_key", idempotency_key)):
         if value is not None and not _plain_text(value):
-            raise StoreError(f"{name} must be a string of Unicode text without NUL characters, not {_shown(value)}")
+            raise InvalidArgument(f"{name} must be a string of Unicode text without NUL characters, not {_shown(value)}")
     return int(priority), run_at, None if max_attempts is None else int(max_attempts)
 
 
@@ -387,7 +393,7 @@ INT64 = 1 << 63
 def checked_count(name: str, value: Any, minimum: int = -INT64) -> int:
     """A count or limit (``claim``'s n, ``jobs``' limit): a 64-bit integer, ``minimum`` or more."""
     if not _integer(value) or not minimum <= value < INT64:
-        raise StoreError(f"{name} must be a whole number from {minimum} to 2**63 - 1, not {_shown(value)}"
+        raise InvalidArgument(f"{name} must be a whole number from {minimum} to 2**63 - 1, not {_shown(value)}"
                          if minimum > -INT64 else f"{name} must be a whole number below 2**63, not {_shown(value)}")
     return int(value)
 
@@ -395,7 +401,7 @@ def checked_count(name: str, value: Any, minimum: int = -INT64) -> int:
 def checked_id(name: str, value: Any) -> int:
     """A job id (``requeue``, ``renew``'s exclude): a positive 64-bit integer."""
     if not _integer(value) or not 0 < value < INT64:
-        raise StoreError(f"{name} must be a job id (a whole number from 1 to 2**63 - 1), not {_shown(value)}")
+        raise InvalidArgument(f"{name} must be a job id (a whole number from 1 to 2**63 - 1), not {_shown(value)}")
     return int(value)
 
 
@@ -408,7 +414,7 @@ def checked_seconds(name: str, value: Any) -> float:
             seconds = math.inf
         if math.isfinite(seconds) and seconds >= 0:
             return seconds
-    raise StoreError(f"{name} must be a finite number of seconds, 0 or more, not {_shown(value)}")
+    raise InvalidArgument(f"{name} must be a finite number of seconds, 0 or more, not {_shown(value)}")
 
 
 def checked_store_options(url: str, seconds: Mapping[str, Any], whole: Mapping[str, tuple[Any, int, int]],
@@ -422,21 +428,21 @@ def checked_store_options(url: str, seconds: Mapping[str, Any], whole: Mapping[s
         try:
             given = checked_seconds(name, value)
         except StoreError as exc:
-            raise StoreError(f"intake store {url}: {exc}") from None
+            raise InvalidArgument(f"intake store {url}: {exc}") from None
         if name in positive and given <= 0:
-            raise StoreError(f"intake store {url}: {name} must be more than 0 seconds, not {_shown(value)}")
+            raise InvalidArgument(f"intake store {url}: {name} must be more than 0 seconds, not {_shown(value)}")
     for name, (value, low, high) in whole.items():
         if not _integer(value) or not low <= value <= high:
             octal = name.endswith("mode") and _integer(value)
             span = f"{low:#o} to {high:#o}" if octal else f"{low} to {high}"
-            raise StoreError(f"intake store {url}: {name} must be a whole number from {span}, "
+            raise InvalidArgument(f"intake store {url}: {name} must be a whole number from {span}, "
                              f"not {oct(value) if octal else _shown(value)}")
 
 
 def checked_node(node: Any) -> str:
     """A node id: a string without NUL characters (PostgreSQL's text cannot hold one)."""
     if not _plain_text(node):
-        raise StoreError(f"node must be a string of Unicode text without NUL characters, not {_shown(node)}")
+        raise InvalidArgument(f"node must be a string of Unicode text without NUL characters, not {_shown(node)}")
     return str(node)
 
 
@@ -463,10 +469,10 @@ def checked_pairs(jobs: Iterable[Any]) -> list[tuple[int, int]]:
     try:
         pairs = [(job.id, job.token) for job in jobs]
     except AttributeError as exc:
-        raise StoreError(f"not a claimed job: {exc}") from None
+        raise InvalidArgument(f"not a claimed job: {exc}") from None
     for job_id, token in pairs:  # one pass, no call a job: the acks' path
         if type(job_id) is not int or type(token) is not int or not (0 < job_id < INT64 and -INT64 <= token < INT64):
-            raise StoreError(f"not a claimed job: id {_shown(job_id)}, token {_shown(token)} (a job id is a whole "
+            raise InvalidArgument(f"not a claimed job: id {_shown(job_id)}, token {_shown(token)} (a job id is a whole "
                              "number from 1 to 2**63 - 1, a token a 64-bit integer: pass the jobs claim returned)")
     return pairs
 
@@ -610,7 +616,7 @@ def parse_url(url: str) -> StoreURL:
     (``?synchronous=FULL&lease=30``). Raises StoreError naming the redacted URL."""
     if "://" not in url:
         if not url or url.startswith(("postgres:", "postgresql:")):
-            raise StoreError(f"not a store URL: {redact(url)!r}")
+            raise InvalidArgument(f"not a store URL: {redact(url)!r}")
         return StoreURL("sqlite", url, {}, url)
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
@@ -619,10 +625,10 @@ def parse_url(url: str) -> StoreURL:
     options = dict(parse_qsl(parts.query, keep_blank_values=True))
     if scheme == "sqlite":
         if parts.netloc:
-            raise StoreError(f"a sqlite URL has no host: {redact(url)!r} (an absolute path is sqlite:////path)")
+            raise InvalidArgument(f"a sqlite URL has no host: {redact(url)!r} (an absolute path is sqlite:////path)")
         path = parts.path[1:] if parts.path.startswith("/") else parts.path
         if not path:
-            raise StoreError(f"a sqlite URL needs a file path: {redact(url)!r}")
+            raise InvalidArgument(f"a sqlite URL needs a file path: {redact(url)!r}")
         return StoreURL(scheme, path, options, url)
     return StoreURL(scheme, parts.path, options, url)
 
@@ -633,7 +639,7 @@ def _store_module(parsed: StoreURL) -> tuple[Any, str]:
     target = STORES.get(parsed.scheme)
     if target is None:
         known = ", ".join(sorted(STORES))
-        raise StoreError(f"no store for {parsed.scheme!r} URLs ({redact(parsed.url)!r}); known: {known}")
+        raise InvalidArgument(f"no store for {parsed.scheme!r} URLs ({redact(parsed.url)!r}); known: {known}")
     module, _, name = target.partition(":")
     try:
         return importlib.import_module(module), name
