@@ -248,7 +248,7 @@ class Store(Protocol):
         wall-clock time before which it is not claimed. Raises PayloadError, StoreUnavailable
         (StoreFull), StoreClosed, StoreTimeout; on any of them nothing was added. The options are
         checked on the caller's thread, the same in every store (``checked_options``: priority
-        and max_attempts 32-bit, run_at finite, keys strings without NUL): StoreError."""
+        and max_attempts 32-bit, run_at finite, keys Unicode text without NUL): InvalidArgument."""
         ...
 
     def submit_many(
@@ -394,7 +394,7 @@ def checked_count(name: str, value: Any, minimum: int = -INT64) -> int:
     """A count or limit (``claim``'s n, ``jobs``' limit): a 64-bit integer, ``minimum`` or more."""
     if not _integer(value) or not minimum <= value < INT64:
         raise InvalidArgument(f"{name} must be a whole number from {minimum} to 2**63 - 1, not {_shown(value)}"
-                         if minimum > -INT64 else f"{name} must be a whole number below 2**63, not {_shown(value)}")
+                              if minimum > -INT64 else f"{name} must be a whole number below 2**63, not {_shown(value)}")
     return int(value)
 
 
@@ -422,8 +422,8 @@ def checked_store_options(url: str, seconds: Mapping[str, Any], whole: Mapping[s
     """A store's own options (its URL's query, or keywords), checked when it is opened, the same
     way by every store: ``seconds`` finite and not negative (more than 0 for the names in
     ``positive``), each of ``whole`` an integer in ``[low, high]``. A NaN timeout or poll, a
-    checkpoint interval of 0 (a store thread that never sleeps), a mode beyond 0o777: StoreError
-    naming the store and the option."""
+    checkpoint interval of 0 (a store thread that never sleeps), a mode beyond 0o777:
+    InvalidArgument naming the store and the option."""
     for name, value in seconds.items():
         try:
             given = checked_seconds(name, value)
@@ -436,11 +436,11 @@ def checked_store_options(url: str, seconds: Mapping[str, Any], whole: Mapping[s
             octal = name.endswith("mode") and _integer(value)
             span = f"{low:#o} to {high:#o}" if octal else f"{low} to {high}"
             raise InvalidArgument(f"intake store {url}: {name} must be a whole number from {span}, "
-                             f"not {oct(value) if octal else _shown(value)}")
+                                  f"not {oct(value) if octal else _shown(value)}")
 
 
 def checked_node(node: Any) -> str:
-    """A node id: a string without NUL characters (PostgreSQL's text cannot hold one)."""
+    """A node id: Unicode text without NUL characters (:func:`_plain_text`)."""
     if not _plain_text(node):
         raise InvalidArgument(f"node must be a string of Unicode text without NUL characters, not {_shown(node)}")
     return str(node)
@@ -473,7 +473,7 @@ def checked_pairs(jobs: Iterable[Any]) -> list[tuple[int, int]]:
     for job_id, token in pairs:  # one pass, no call a job: the acks' path
         if type(job_id) is not int or type(token) is not int or not (0 < job_id < INT64 and -INT64 <= token < INT64):
             raise InvalidArgument(f"not a claimed job: id {_shown(job_id)}, token {_shown(token)} (a job id is a whole "
-                             "number from 1 to 2**63 - 1, a token a 64-bit integer: pass the jobs claim returned)")
+                                  "number from 1 to 2**63 - 1, a token a 64-bit integer: pass the jobs claim returned)")
     return pairs
 
 
