@@ -402,3 +402,24 @@ def test_jobs_answers_a_bad_command_line_with_exit_2_and_the_store_failing_with_
     assert proc.returncode == code, proc.stderr
     [line] = proc.stderr.splitlines()
     assert said in line and "Traceback" not in proc.stderr
+
+
+def test_a_look_at_a_store_not_made_yet_makes_nothing(tmp_path):
+    """``jobs stats|list|dead`` on an embedded store whose file does not exist yet answer an
+    empty store and create nothing: run by root before the service's first start, the file (and
+    its folder) would have been root's, and the service, running as its own account, could not
+    open its store. ``requeue`` there is a bad command line (exit 2)."""
+    url = f"sqlite:///{tmp_path / 'state' / 'jobs.sqlite3'}"
+    example = str(EXAMPLES / "jobs.py")
+    stats = run_cli("jobs", example, "stats", "--json", "--store", url)
+    assert stats.returncode == 0, stats.stderr
+    assert __import__("json").loads(stats.stdout) == {
+        "store": url, "ready": 0, "running": 0, "delayed": 0, "dead": 0, "oldest_ready_age": None, "exists": False}
+    for action in ("list", "dead"):
+        shown = run_cli("jobs", example, action, "--json", "--store", url)
+        assert (shown.returncode, shown.stdout.strip()) == (0, "[]"), shown.stderr
+    requeue = run_cli("jobs", example, "requeue", "7", "--store", url)
+    assert requeue.returncode == 2 and "holds no store yet" in requeue.stderr
+    assert not (tmp_path / "state").exists()
+    submitted = run_cli("jobs", example, "submit", "1", "--store", url)  # a submit makes it
+    assert submitted.returncode == 0 and (tmp_path / "state" / "jobs.sqlite3").exists(), submitted.stderr

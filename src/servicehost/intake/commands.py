@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -103,12 +104,48 @@ def _cmd_jobs(inv: Invocation) -> ExitCode:
     url = store_url(inv)
     if a.action == "migrate":
         return _migrate(url, a.json)
+    if a.action in ("stats", "list", "dead", "requeue") and _no_file_yet(url):
+        # A look must not create the store: made by root before the service's first run, the
+        # file would be root's, and the service (running as its own account) could not open it.
+        return _nothing_stored(a, url)
     try:
         return _jobs_action(a, url, open_store)
     except (InvalidArgument, PayloadError, UnknownJob) as exc:
         # What the command line named is wrong (a key, the payload, the job, the --store URL): exit 2,
         # as for any bad option. The store itself (unavailable, full, a schema it cannot use): exit 1.
         raise UsageError(str(exc)) from None
+
+
+def _no_file_yet(url: str) -> bool:
+    """An embedded store whose file does not exist yet (nothing was ever stored there)."""
+    from .store import InvalidArgument, parse_url
+
+    try:
+        parsed = parse_url(url)
+    except InvalidArgument:
+        return False  # opening it says what is wrong
+    return parsed.scheme == "sqlite" and not os.path.lexists(parsed.path)
+
+
+def _nothing_stored(a: Any, url: str) -> ExitCode:
+    """What ``stats``/``list``/``dead``/``requeue`` answer for a store file not made yet, making
+    nothing: an empty store, said so."""
+    from .store import redact
+
+    shown = redact(url)
+    if a.action == "requeue":
+        raise UsageError(f"no dead job {a.value[:40]} in intake store {shown}: it holds no store yet (the file "
+                         "does not exist: the service has stored nothing there)")
+    if a.action == "stats":
+        if a.json:
+            print(json.dumps({"store": shown, "ready": 0, "running": 0, "delayed": 0, "dead": 0,
+                              "oldest_ready_age": None, "exists": False}))
+        else:
+            print(f"store:       {shown} (no file yet: nothing stored)\nready:       0\nrunning:     0\n"
+                  f"delayed:     0\ndead:        0\noldest ready age: -")
+    elif a.json:
+        print("[]")
+    return ExitCode.OK
 
 
 def _jobs_action(a: Any, url: str, open_store: Any) -> ExitCode:
