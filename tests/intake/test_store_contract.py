@@ -745,3 +745,23 @@ def test_a_payload_damaged_outside_the_store_is_dead_lettered_and_every_other_jo
     assert store.stats().ready == 0 and [j.id for j in store.jobs()] == []
     after = store.submit({"after": 1})
     assert claim_one(store).id == after  # claims go on
+
+
+def test_a_payload_past_the_stores_limit_is_refused_alone(store: Store) -> None:
+    """``max_payload_bytes`` (by default what the database binds at most) is checked on the
+    caller's thread, payload by payload, in UTF-8 bytes. Before, a value too big for the database
+    failed the whole group commit: every other caller's submits in it too, with an error that
+    said to retry (StoreUnavailable)."""
+    small = open_store(store.url, max_payload_bytes=1000)  # type: ignore[attr-defined]
+    try:
+        for too_big in ("x" * 1000, "é" * 600, b"x" * 1001, {"k": "v" * 1000}, ["€" * 400]):
+            with pytest.raises(PayloadError, match="1000 bytes"):
+                small.submit(too_big)
+            with pytest.raises(PayloadError, match="1000 bytes"):
+                small.submit_many([{"n": 1}, too_big])
+        fits = ["x" * 998, "é" * 300, b"x" * 1000, {"k": "v" * 990}]
+        ids = [small.submit(p) for p in fits] + small.submit_many([{"k": "v" * 990}] * 5)  # a batch past 1000: fine
+        got = {j.id: j.payload for j in small.claim("n1", 100)}
+        assert [got[i] for i in ids] == fits + [{"k": "v" * 990}] * 5
+    finally:
+        small.close()

@@ -73,7 +73,7 @@ from .store import (
     UNREADABLE_PAYLOAD, StoreURL, Submission, UnknownJob, backoff, one_line, redact,
 )
 from .store import checked_count, checked_id, checked_node, checked_options, checked_seconds, checked_triples
-from .store import checked_store_options
+from .store import checked_size, checked_store_options
 from .store import to_json as _to_json
 
 T = TypeVar("T")
@@ -96,7 +96,10 @@ _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _OPTIONS: Mapping[str, Callable[[str], Any]] = {
     "schema": str, "listen": lambda v: v.lower() not in ("0", "false", "no", "off"), "poll": float,
     "timeout": float, "max_attempts": int, "idempotency_retention": float, "reap_interval": float, "vacuum": int,
+    "max_payload_bytes": int,
 }
+#: The most a PostgreSQL field holds (1 GB): a payload's text or bytes, at most.
+MAX_FIELD = (1 << 30) - 1
 _LOCK_PREFIX = "servicehost.intake:"
 
 
@@ -532,7 +535,7 @@ class PostgresStore:
         self, url: str, *, schema: str = "servicehost", listen: bool = True, poll: float = 0.5,
         timeout: float = DEFAULT_TIMEOUT, max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         idempotency_retention: float = 7 * 86400.0, reap_interval: float = 1.0, vacuum: int = 20000,
-        clock: Callable[[], float] = time.time,
+        max_payload_bytes: int = MAX_FIELD, clock: Callable[[], float] = time.time,
     ) -> None:
         parsed = StoreURL("postgresql", "", {}, url)
         self._libpq, _ = _split_url(parsed)
@@ -542,10 +545,12 @@ class PostgresStore:
         checked_store_options(
             self.url, {"poll": poll, "timeout": timeout, "idempotency_retention": idempotency_retention,
                        "reap_interval": reap_interval},
-            {"max_attempts": (max_attempts, 1, (1 << 31) - 1), "vacuum": (vacuum, 0, 1 << 62)},
+            {"max_attempts": (max_attempts, 1, (1 << 31) - 1), "vacuum": (vacuum, 0, 1 << 62),
+             "max_payload_bytes": (max_payload_bytes, 1, MAX_FIELD)},
             positive=("poll", "timeout", "reap_interval"))
         self.timeout = timeout
         self.max_attempts = max_attempts
+        self.max_payload_bytes = max_payload_bytes
         self._listen = listen
         self._poll = poll
         self._retention = idempotency_retention
@@ -677,6 +682,7 @@ class PostgresStore:
              run_at: float | None, max_attempts: int | None, now: float) -> tuple[Any, ...]:
         priority, run_at, max_attempts = checked_options(key, idem, priority, run_at, max_attempts)
         text, data = _encode(payload)
+        checked_size(str(text) if data is None else data, self.max_payload_bytes)
         return (priority, now if run_at is None else run_at, key,
                 self.max_attempts if max_attempts is None else max_attempts, now, idem, text, data)
 

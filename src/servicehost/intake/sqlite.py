@@ -53,7 +53,7 @@ from .store import (
     UNREADABLE_PAYLOAD, StoreUnavailable, StoreURL, Submission, UnknownJob, backoff, one_line, redact,
 )
 from .store import checked_count, checked_id, checked_node, checked_options, checked_pairs, checked_seconds
-from .store import checked_store_options
+from .store import checked_size, checked_store_options
 from .store import to_json as _to_json
 
 log = logs.log.getChild("intake")
@@ -315,7 +315,8 @@ class SQLiteStore:
     ``max_attempts`` (default per job: 10), ``checkpoint_bytes`` (WAL size limit: 64 MiB),
     ``checkpoint_interval`` (1 s), ``poll`` (a waiting claim's look at other processes' work:
     0.05 s), ``idempotency_retention`` (seconds a done job's key still dedupes: 7 days),
-    ``file_mode`` (0600; its folder is made 0700 when missing).
+    ``file_mode`` (0600; its folder is made 0700 when missing), ``max_payload_bytes`` (a payload's
+    UTF-8 or bytes at most: by default what SQLite binds, 1e9 unless built otherwise).
     """
 
     def __init__(
@@ -323,7 +324,7 @@ class SQLiteStore:
         timeout: float = DEFAULT_TIMEOUT, busy_timeout: float = 5.0, max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         checkpoint_bytes: int = 64 << 20, checkpoint_interval: float = 1.0, poll: float = 0.05,
         idempotency_retention: float = 7 * 86400.0, file_mode: int = 0o600,
-        clock: Callable[[], float] = time.time,
+        max_payload_bytes: int | None = None, clock: Callable[[], float] = time.time,
     ) -> None:
         self.path = os.fspath(path)
         self.url = redact(url or f"sqlite:///{self.path}")
@@ -334,7 +335,7 @@ class SQLiteStore:
             self.url, {"timeout": timeout, "busy_timeout": busy_timeout, "checkpoint_interval": checkpoint_interval,
                        "poll": poll, "idempotency_retention": idempotency_retention},
             {"max_attempts": (max_attempts, 1, (1 << 31) - 1), "checkpoint_bytes": (checkpoint_bytes, 1, 1 << 62),
-             "file_mode": (file_mode, 0, 0o777)},
+             "file_mode": (file_mode, 0, 0o777), "max_payload_bytes": (max_payload_bytes or 1, 1, 1 << 62)},
             positive=("timeout", "checkpoint_interval", "poll"))
         self.timeout = timeout
         self.max_attempts = max_attempts
@@ -345,6 +346,8 @@ class SQLiteStore:
         self._retention = idempotency_retention
         self._clock = clock
         self._conn = self._connect(sync, file_mode)
+        self._most = self._conn.getlimit(sqlite3.SQLITE_LIMIT_LENGTH)  # what SQLite binds at most (1e9 by default)
+        self.max_payload_bytes = self._most if max_payload_bytes is None else min(max_payload_bytes, self._most)
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._next = _Batch()
@@ -378,7 +381,7 @@ class SQLiteStore:
         conv: Mapping[str, Callable[[str], Any]] = {
             "synchronous": str, "timeout": float, "busy_timeout": float, "max_attempts": int,
             "checkpoint_bytes": int, "checkpoint_interval": float, "poll": float,
-            "idempotency_retention": float, "file_mode": lambda v: int(v, 8),
+            "idempotency_retention": float, "file_mode": lambda v: int(v, 8), "max_payload_bytes": int,
         }
         kwargs: dict[str, Any] = {}
         for name, text in parsed.options.items():
@@ -481,6 +484,7 @@ class SQLiteStore:
         timeout: float | None = None,
     ) -> int:
         row = self._row(payload, key, idempotency_key, priority, run_at, max_attempts, self._clock())
+        checked_size(row[6], self.max_payload_bytes)
         ids: list[int] = self._wait(self._add(_Op(_SUBMIT, ([row], None if idempotency_key else row), blocking=True)), timeout)
         return ids[0]
 
@@ -495,6 +499,10 @@ class SQLiteStore:
             return []
         doc = _document(items)
         if doc is not None:  # the common case: JSON payloads, the call's options
+            if len(doc) * 4 > self.max_payload_bytes:  # one of them may be past the limit: each is looked at
+                for item in items:
+                    checked_size(_json_text(item), self.max_payload_bytes)
+            checked_size(doc, self._most)  # the batch is bound as one value
             ids: list[int] = self._wait(self._add(_Op(_SUBMIT, (None, (common[:5], doc, len(items))), blocking=True)),
                                         timeout)
             return list(ids)
@@ -503,6 +511,8 @@ class SQLiteStore:
             if type(p) is Submission else (*common, _encode(p))
             for p in items
         ]
+        for r in rows:
+            checked_size(r[6], self.max_payload_bytes)
         # Flattened here, on the caller's thread, for the store thread's multi-row INSERTs.
         flat = None if any(r[5] is not None for r in rows) else [v for r in rows for v in r]
         ids = self._wait(self._add(_Op(_SUBMIT, (rows, flat), blocking=True)), timeout)

@@ -439,6 +439,20 @@ def checked_store_options(url: str, seconds: Mapping[str, Any], whole: Mapping[s
                                   f"not {oct(value) if octal else _shown(value)}")
 
 
+def checked_size(data: str | bytes, limit: int) -> None:
+    """A payload (or a batch's one document) the store can bind, checked on the caller's thread:
+    PayloadError past ``limit`` bytes (the store's ``max_payload_bytes``). Bound in a group
+    commit, a value too big for the database failed the whole commit, every other caller's
+    operations in it too, with an error that said to retry. O(1) for all but texts near the limit."""
+    n = len(data)
+    if (n * 4 if type(data) is str else n) <= limit:  # UTF-8 takes at most 4 bytes a character
+        return
+    size = len(data.encode("utf-8", "surrogatepass")) if isinstance(data, str) else n
+    if size > limit:
+        raise PayloadError(f"a payload of {size} bytes is more than this store takes ({limit} bytes: its "
+                           "max_payload_bytes option)")
+
+
 def checked_node(node: Any) -> str:
     """A node id: Unicode text without NUL characters (:func:`_plain_text`)."""
     if not _plain_text(node):
