@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from servicehost.intake.store import (
-    UNREADABLE_PAYLOAD, DeadJob, Job, LeaseLost, PayloadError, Stats, Store, StoreClosed, StoreError, Submission,
+    MAX_KEY_BYTES, UNREADABLE_PAYLOAD, DeadJob, Job, LeaseLost, PayloadError, Stats, Store, StoreClosed, StoreError, Submission,
     UnknownJob, backoff,
     open_store, parse_url, periodic_key, redact,
 )
@@ -166,6 +166,7 @@ BAD_OPTIONS: list[dict[str, Any]] = [
     {"run_at": "soon"}, {"run_at": True}, {"max_attempts": 0}, {"max_attempts": -1}, {"max_attempts": 2**31},
     {"max_attempts": 2**70}, {"max_attempts": 2.0}, {"key": 5}, {"key": "a\0b"}, {"key": b"k"},
     {"idempotency_key": 7}, {"idempotency_key": "x\0"}, {"key": "k\udcff"}, {"idempotency_key": "\ud800"},
+    {"key": "k" * 1025}, {"idempotency_key": "é" * 513},
 ]
 
 
@@ -195,7 +196,7 @@ BAD_CALLS: dict[str, Callable[[Store], Any]] = {
     "claim start big": lambda s: s.claim("n1", 1, start=2**70),
     "claim start text": lambda s: s.claim("n1", 1, start="1"),  # type: ignore[arg-type]
     "claim node NUL": lambda s: s.claim("n\0", 1), "claim node surrogate": lambda s: s.claim("n\udcff", 1),
-    "renew node surrogate": lambda s: s.renew("\ud800"), "claim node bytes": lambda s: s.claim(b"n1", 1),  # type: ignore[arg-type]
+    "renew node surrogate": lambda s: s.renew("\ud800"), "claim node long": lambda s: s.claim("n" * 1025, 1), "claim node bytes": lambda s: s.claim(b"n1", 1),  # type: ignore[arg-type]
     "renew lease nan": lambda s: s.renew("n1", math.nan), "renew exclude big": lambda s: s.renew("n1", exclude=[2**70]),
     "renew exclude text": lambda s: s.renew("n1", exclude=["1"]),  # type: ignore[list-item]
     "requeue big id": lambda s: s.requeue(2**70), "requeue id 0": lambda s: s.requeue(0),
@@ -765,3 +766,16 @@ def test_a_payload_past_the_stores_limit_is_refused_alone(store: Store) -> None:
         assert [got[i] for i in ids] == fits + [{"k": "v" * 990}] * 5
     finally:
         small.close()
+
+
+def test_keys_and_nodes_of_1024_bytes_are_taken_and_indexed(store: Store) -> None:
+    """The limit itself (MAX_KEY_BYTES, UTF-8) is taken, with text that does not compress (a
+    PostgreSQL index row holds 2704 bytes at most: a longer key failed the whole group commit)."""
+    assert MAX_KEY_BYTES == 1024
+    key, idem = uuid.uuid4().hex * 32, ("é" + uuid.uuid4().hex[:1]) * 341 + "x"  # 1024 bytes each
+    assert len(key.encode()) == len(idem.encode()) == 1024
+    job_id = store.submit({"n": 1}, key=key, idempotency_key=idem)
+    assert store.submit({"n": 2}, idempotency_key=idem) == job_id
+    job = claim_one(store, node="n" * 1024)
+    assert (job.id, job.key) == (job_id, key)
+    assert store.ack(job).result(HANG)

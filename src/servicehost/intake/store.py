@@ -381,8 +381,9 @@ def checked_options(key: Any, idempotency_key: Any, priority: Any, run_at: Any,
         if not math.isfinite(run_at):
             raise InvalidArgument(f"run_at must be a finite time, not {_shown(run_at)}")
     for name, value in (("key", key), ("idempotency_key", idempotency_key)):
-        if value is not None and not _plain_text(value):
-            raise InvalidArgument(f"{name} must be a string of Unicode text without NUL characters, not {_shown(value)}")
+        if value is not None and not _plain_text(value, MAX_KEY_BYTES):
+            raise InvalidArgument(f"{name} must be Unicode text of at most {MAX_KEY_BYTES} bytes (UTF-8), without NUL "
+                                  f"characters, not {_shown(value)}")
     return int(priority), run_at, None if max_attempts is None else int(max_attempts)
 
 
@@ -455,25 +456,32 @@ def checked_size(data: str | bytes, limit: int) -> None:
 
 def checked_node(node: Any) -> str:
     """A node id: Unicode text without NUL characters (:func:`_plain_text`)."""
-    if not _plain_text(node):
-        raise InvalidArgument(f"node must be a string of Unicode text without NUL characters, not {_shown(node)}")
+    if not _plain_text(node, MAX_KEY_BYTES):
+        raise InvalidArgument(f"node must be Unicode text of at most {MAX_KEY_BYTES} bytes (UTF-8), without NUL "
+                              f"characters, not {_shown(node)}")
     return str(node)
 
 
-def _plain_text(value: Any) -> bool:
-    """A string every store can keep as it is: no NUL (PostgreSQL's text cannot hold one), and
-    encodable as UTF-8: a lone surrogate (``"\\udcff"``, as ``os.fsdecode`` makes of an undecodable
-    byte) is refused by SQLite and PostgreSQL alike when bound, and on SQLite's store thread it
-    had ended the thread."""
+#: Keys, idempotency keys and node ids are indexed: at most this many bytes (UTF-8) each, in every
+#: store. A longer one failed PostgreSQL's index insert (a btree row holds 2704 bytes at most), and
+#: with it the whole group commit: every other caller's operations in it too.
+MAX_KEY_BYTES = 1024
+
+
+def _plain_text(value: Any, limit: int | None = None) -> bool:
+    """A string every store can keep as it is: no NUL (PostgreSQL's text cannot hold one),
+    encodable as UTF-8 (a lone surrogate, ``"\\udcff"`` as ``os.fsdecode`` makes of an undecodable
+    byte, is refused by SQLite and PostgreSQL alike when bound, and on SQLite's store thread it
+    had ended the thread), and at most ``limit`` bytes of it when given."""
     if type(value) is not str or "\0" in value:
         return False
     if value.isascii():  # O(1) in CPython: the common case costs nothing more
-        return True
+        return limit is None or len(value) <= limit
     try:
-        value.encode("utf-8")
+        size = len(value.encode("utf-8"))
     except UnicodeEncodeError:
         return False
-    return True
+    return limit is None or size <= limit
 
 
 def checked_pairs(jobs: Iterable[Any]) -> list[tuple[int, int]]:
@@ -497,7 +505,7 @@ def checked_triples(jobs: Iterable[Any]) -> list[tuple[int, int, str]]:
     pairs = checked_pairs(jobs)
     nodes = [job.node for job in jobs]  # each has id and token: a Job, or it would have been refused
     for node in nodes:
-        if type(node) is not str or "\0" in node or not node.isascii():
+        if type(node) is not str or "\0" in node or not node.isascii() or len(node) > MAX_KEY_BYTES:
             checked_node(node)
     return [(job_id, token, node) for (job_id, token), node in zip(pairs, nodes)]
 
