@@ -16,7 +16,7 @@ from servicehost.intake.store import StoreError, open_store
 COMMON: list[tuple[str, str]] = [
     ("timeout", "nan"), ("timeout", "0"), ("timeout", "-1"), ("timeout", "inf"), ("poll", "nan"), ("poll", "0"),
     ("max_attempts", "0"), ("max_attempts", "99999999999"), ("idempotency_retention", "-1"),
-    ("idempotency_retention", "nan"),
+    ("idempotency_retention", "nan"), ("max_payload_bytes", "0"), ("max_payload_bytes", "-5"),
 ]
 SQLITE_ONLY = [("busy_timeout", "inf"), ("busy_timeout", "-1"), ("checkpoint_interval", "0"),
                ("checkpoint_interval", "nan"), ("checkpoint_bytes", "0"), ("file_mode", "7777"), ("file_mode", "1000")]

@@ -335,7 +335,7 @@ class SQLiteStore:
             self.url, {"timeout": timeout, "busy_timeout": busy_timeout, "checkpoint_interval": checkpoint_interval,
                        "poll": poll, "idempotency_retention": idempotency_retention},
             {"max_attempts": (max_attempts, 1, (1 << 31) - 1), "checkpoint_bytes": (checkpoint_bytes, 1, 1 << 62),
-             "file_mode": (file_mode, 0, 0o777), "max_payload_bytes": (max_payload_bytes or 1, 1, 1 << 62)},
+             "file_mode": (file_mode, 0, 0o777), "max_payload_bytes": (1 if max_payload_bytes is None else max_payload_bytes, 1, 1 << 62)},
             positive=("timeout", "checkpoint_interval", "poll"))
         self.timeout = timeout
         self.max_attempts = max_attempts
