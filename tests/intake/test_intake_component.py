@@ -389,13 +389,15 @@ def test_jobs_list_and_dead_show_keys_and_errors_escaped_one_line_each(tmp_path)
     (["submit", "1", "--priority", "1.5"], 2, "--priority"),
     (["stats", "--store", "ftp://host/x"], 2, "no store for 'ftp'"),
     (["stats", "--store", "{url}?bogus=1"], 2, "unknown option 'bogus'"),
-    (["stats", "--store", "sqlite:////proc/no/such/dir/jobs.sqlite3"], 1, "cannot create it"),
+    (["stats", "--store", "{url}?bogus=1", "--json"], 2, "unknown option 'bogus'"),  # checked, the file missing
+    (["submit", "1", "--store", "sqlite:////proc/no/such/dir/jobs.sqlite3"], 1, "cannot create it"),
+    (["stats", "--store", "sqlite:///{tmp}"], 1, "not a regular file"),
 ])
 def test_jobs_answers_a_bad_command_line_with_exit_2_and_the_store_failing_with_exit_1(tmp_path, args, code, said):
     """What the command line named is wrong (the job, the payload, an option, the --store URL):
     exit 2, one line, as any bad option. The store itself failing: exit 1."""
     url = store_url(tmp_path)
-    argv = [a.replace("{url}", url) for a in args]
+    argv = [a.replace("{url}", url).replace("{tmp}", str(tmp_path)) for a in args]
     if "--store" not in argv:
         argv += ["--store", url]
     proc = run_cli("jobs", str(EXAMPLES / "jobs.py"), *argv)

@@ -12,8 +12,8 @@ redacted, never with its password.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -94,7 +94,7 @@ def _installed_store(name: str) -> str | None:
 
 
 def _cmd_jobs(inv: Invocation) -> ExitCode:
-    from .store import InvalidArgument, PayloadError, UnknownJob, open_store
+    from .store import InvalidArgument, NoStoreYet, PayloadError, UnknownJob, open_store, parse_url
 
     a = inv.args
     if a.action in ("requeue", "submit") and a.value is None:
@@ -104,27 +104,19 @@ def _cmd_jobs(inv: Invocation) -> ExitCode:
     url = store_url(inv)
     if a.action == "migrate":
         return _migrate(url, a.json)
-    if a.action in ("stats", "list", "dead", "requeue") and _no_file_yet(url):
-        # A look must not create the store: made by root before the service's first run, the
-        # file would be root's, and the service (running as its own account) could not open it.
-        return _nothing_stored(a, url)
+    # A look must not create the store: made by root before the service's first run, the file
+    # would be root's, and the service (running as its own account) could not open it.
+    look = a.action in ("stats", "list", "dead", "requeue")
     try:
-        return _jobs_action(a, url, open_store)
+        opener = functools.partial(open_store, create=False) if look and parse_url(url).scheme == "sqlite" \
+            else open_store
+        return _jobs_action(a, url, opener)
+    except NoStoreYet:
+        return _nothing_stored(a, url)
     except (InvalidArgument, PayloadError, UnknownJob) as exc:
         # What the command line named is wrong (a key, the payload, the job, the --store URL): exit 2,
         # as for any bad option. The store itself (unavailable, full, a schema it cannot use): exit 1.
         raise UsageError(str(exc)) from None
-
-
-def _no_file_yet(url: str) -> bool:
-    """An embedded store whose file does not exist yet (nothing was ever stored there)."""
-    from .store import InvalidArgument, parse_url
-
-    try:
-        parsed = parse_url(url)
-    except InvalidArgument:
-        return False  # opening it says what is wrong
-    return parsed.scheme == "sqlite" and not os.path.lexists(parsed.path)
 
 
 def _nothing_stored(a: Any, url: str) -> ExitCode:

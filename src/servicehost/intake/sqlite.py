@@ -49,7 +49,7 @@ from ..stopping import Deadline
 from .schema import LATEST, migrate, version_of
 from .store import (
     DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT, ERROR_HISTORY, DeadJob, ErrorRecord, InvalidArgument, Job, JobInfo,
-    LeaseLost, PayloadError, SchemaError, Stats, StoreClosed, StoreError, StoreFull, StoreMetrics, StoreTimeout,
+    LeaseLost, NoStoreYet, PayloadError, SchemaError, Stats, StoreClosed, StoreError, StoreFull, StoreMetrics, StoreTimeout,
     UNREADABLE_PAYLOAD, StoreUnavailable, StoreURL, Submission, UnknownJob, backoff, one_line, redact,
 )
 from .store import checked_count, checked_id, checked_node, checked_options, checked_pairs, checked_seconds
@@ -317,6 +317,7 @@ class SQLiteStore:
     0.05 s), ``idempotency_retention`` (seconds a done job's key still dedupes: 7 days),
     ``file_mode`` (0600; its folder is made 0700 when missing), ``max_payload_bytes`` (a payload's
     UTF-8 or bytes at most: by default what SQLite binds, 1e9 unless built otherwise).
+    ``create=False`` (a keyword only): a missing file is :class:`NoStoreYet`, and nothing is made.
     """
 
     def __init__(
@@ -324,7 +325,7 @@ class SQLiteStore:
         timeout: float = DEFAULT_TIMEOUT, busy_timeout: float = 5.0, max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         checkpoint_bytes: int = 64 << 20, checkpoint_interval: float = 1.0, poll: float = 0.05,
         idempotency_retention: float = 7 * 86400.0, file_mode: int = 0o600,
-        max_payload_bytes: int | None = None, clock: Callable[[], float] = time.time,
+        max_payload_bytes: int | None = None, clock: Callable[[], float] = time.time, create: bool = True,
     ) -> None:
         self.path = os.fspath(path)
         self.url = redact(url or f"sqlite:///{self.path}")
@@ -345,7 +346,7 @@ class SQLiteStore:
         self._poll = poll
         self._retention = idempotency_retention
         self._clock = clock
-        self._conn = self._connect(sync, file_mode)
+        self._conn = self._connect(sync, file_mode, create)
         self._most = self._conn.getlimit(sqlite3.SQLITE_LIMIT_LENGTH)  # what SQLite binds at most (1e9 by default)
         self.max_payload_bytes = self._most if max_payload_bytes is None else min(max_payload_bytes, self._most)
         self._lock = threading.Lock()
@@ -395,8 +396,10 @@ class SQLiteStore:
         return cls(parsed.path, url=parsed.url, **kwargs)
 
     # -- opening -----------------------------------------------------------------------------------
-    def _connect(self, sync: str, file_mode: int) -> sqlite3.Connection:
+    def _connect(self, sync: str, file_mode: int, create: bool = True) -> sqlite3.Connection:
         folder = os.path.dirname(os.path.abspath(self.path))
+        if not create and not os.path.lexists(self.path):  # a look makes nothing (servicehost jobs stats)
+            raise NoStoreYet(f"intake store {self.url}: no such file: nothing was stored there yet")
         try:
             if not os.path.isdir(folder):
                 os.makedirs(folder, mode=0o700, exist_ok=True)

@@ -187,6 +187,11 @@ class StoreUnavailable(StoreError):
     once the cause is gone (the store keeps running)."""
 
 
+class NoStoreYet(StoreUnavailable):
+    """An embedded store opened with ``create=False`` whose file does not exist: nothing was ever
+    stored there, and nothing was made (``servicehost jobs`` looks this way)."""
+
+
 class StoreFull(StoreUnavailable):
     """The disk (or the database's size limit) is full: nothing of the call was written; retry
     when space is back."""
