@@ -51,7 +51,6 @@ from ..workers._supervision import LATENCY_SAMPLE_EVERY, Drains, WorkerStats, de
 from .store import (
     DEFAULT_LEASE,
     DEFAULT_MAX_ATTEMPTS,
-    STORES,
     Job,
     LeaseLost,
     Stats,
@@ -62,10 +61,10 @@ from .store import (
     checked_count,
     checked_options,
     checked_seconds,
+    known_store,
     new_node_id,
     one_line,
     open_store,
-    parse_url,
     periodic_key,
     to_json,
 )
@@ -204,9 +203,7 @@ class Intake(Drains):
             if not isinstance(store, Store):  # a URL or a path: which store it names, known now (opened at start)
                 if not isinstance(store, (str, os.PathLike)):
                     raise StoreError(f"store must be a Store, a store URL or a file path, not {type(store).__name__}")
-                scheme = parse_url(os.fspath(store)).scheme
-                if scheme not in STORES:
-                    raise StoreError(f"no store for {scheme!r} URLs (known: {', '.join(sorted(STORES))})")
+                known_store(store)
         except StoreError as exc:
             raise ValueError(f"{name}: {exc}") from None
         if not callable(handler):

@@ -660,14 +660,20 @@ def parse_url(url: str) -> StoreURL:
     return StoreURL(scheme, parts.path, options, url)
 
 
-def _store_module(parsed: StoreURL) -> tuple[Any, str]:
-    """The module of the store a parsed URL names, and its class name; StoreError naming the
-    extra to install when the store's driver is missing."""
-    target = STORES.get(parsed.scheme)
-    if target is None:
+def known_store(url: str | os.PathLike[str]) -> StoreURL:
+    """``url`` (or a SQLite file's path) parsed, naming a store that exists: InvalidArgument
+    otherwise. Nothing is opened and no driver imported (``Intake(...)`` checks its store so)."""
+    parsed = parse_url(os.fspath(url))
+    if parsed.scheme not in STORES:
         known = ", ".join(sorted(STORES))
         raise InvalidArgument(f"no store for {parsed.scheme!r} URLs ({redact(parsed.url)!r}); known: {known}")
-    module, _, name = target.partition(":")
+    return parsed
+
+
+def _store_module(parsed: StoreURL) -> tuple[Any, str]:
+    """The module of the store a parsed URL (:func:`known_store`) names, and its class name;
+    StoreError naming the extra to install when the store's driver is missing."""
+    module, _, name = STORES[parsed.scheme].partition(":")
     try:
         return importlib.import_module(module), name
     except ModuleNotFoundError as exc:
@@ -683,7 +689,7 @@ def open_store(url: str, **options: Any) -> Store:
     ``postgresql://user@host/db?schema=servicehost``), creating its schema when needed (SQLite
     also migrates an older one; PostgreSQL leaves that to :func:`migrate_store`). ``options``
     override the URL's query options. Use it as a context manager, or ``close()`` it."""
-    parsed = parse_url(url)
+    parsed = known_store(url)
     module, name = _store_module(parsed)
     store: Store = getattr(module, name).from_url(parsed, **options)
     return store
@@ -693,7 +699,7 @@ def migrate_store(url: str, **options: Any) -> tuple[int, int]:
     """Create or migrate the schema of the store a URL names, explicitly (``servicehost jobs NAME
     migrate``): ``(version found, version now)``; 0 found: there was none. A newer schema is
     refused (SchemaError), never altered."""
-    parsed = parse_url(url)
+    parsed = known_store(url)
     _store_module(parsed)  # the driver is there
     module, _, name = MIGRATORS[parsed.scheme].partition(":")
     result: tuple[int, int] = getattr(importlib.import_module(module), name)(parsed, **options)
