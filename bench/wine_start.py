@@ -248,7 +248,7 @@ def import_profile(wine: Wine, tmp: Path) -> list[str]:
     notes = []
     mark = "import sys; sys.stderr.write('<<chain>>\\n'); "
     chains = {"plain": ["-c", mark + "import seed_plain"], "compat": ["-c", mark + "import seed_compat"],
-              "native, ImagePath's boot + platform before the target":
+              "native, ImagePath's boot + platform before the target, without the start cache":
                   ["-S", "-s", "-P", "-c", "import site; site.main(); " + mark + NATIVE_IMPORTS]}
     for label, args in chains.items():
         proc = wine.popen("-X", "importtime", *args, cwd=tmp)

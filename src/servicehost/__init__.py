@@ -21,6 +21,8 @@ Layout (who may import whom: arrows point one way, down this list):
     arguments.py   the parser class, argument types, Command, Invocation
     manage.py      the manager commands (install, start, status, ...), on the Manager contract
     cli.py         run/debug/settings + the one COMMANDS table; the only code that exits
+    _startgc.py    the collector's settings during a start; _startcache.py: the start cache (a Windows
+                   service's modules read from one file; platforms/windows/boot.py uses it)
 The host never imports a platform; no platform imports the CLI; only platforms/windows/ imports win32*.
 Names below are imported on first use, so ``import servicehost`` stays cheap.
 """

@@ -70,7 +70,7 @@ def test_a_service_process_reaches_running_without_manager_install_or_win32servi
     try:
         wine.servicehost("install", target, "--name", name, "--state-dir", winpath(tmp_path), "--start", "manual")
         wine.servicehost("start", target, "--name", name)  # returns once RUNNING: start() has run
-        loaded = set(json.loads((tmp_path / "modules.json").read_text(encoding="utf-8")))
+        loaded = set(json.loads((tmp_path / "modules.json").read_text(encoding="utf-8"))["modules"])
         assert {"servicemanager", "servicehost.platforms.windows.session"} <= loaded  # it ran under the SCM
         assert sorted(loaded & set(NOT_ON_THE_START_PATH)) == []
         wine.servicehost("stop", target, "--name", name)
@@ -91,3 +91,63 @@ def test_compat_on_windows_is_the_real_pywin32_and_loads_none_of_the_core(wine):
     assert same and names == ["servicemanager", "win32event", "win32service"]
     assert set(ours) - COMPAT_DOOR == {"servicehost.compat." + m for m in
                                        ("servicemanager", "win32event", "win32service", "win32serviceutil")}
+
+
+START_CACHE_PROBE = """
+import json, os, sys, win32security as s
+folder = os.path.join(os.environ["PROGRAMDATA"], "servicehost", "start-cache", sys.argv[1])
+out = {"folder": os.path.isdir(folder), "files": sorted(os.listdir(folder)) if os.path.isdir(folder) else []}
+if out["folder"]:
+    sd = s.GetNamedSecurityInfo(folder, s.SE_FILE_OBJECT, s.DACL_SECURITY_INFORMATION)
+    dacl = sd.GetSecurityDescriptorDacl()
+    out["aces"] = [s.ConvertSidToStringSid(dacl.GetAce(i)[2]) for i in range(dacl.GetAceCount())]
+    out["protected"] = bool(sd.GetSecurityDescriptorControl()[0] & s.SE_DACL_PROTECTED)
+    path = os.path.join(folder, "modules.bin")
+    out["mtime"] = os.stat(path).st_mtime_ns if os.path.exists(path) else None
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.real_manager
+def test_the_next_start_runs_its_modules_from_the_start_cache_and_a_changed_one_from_its_file(wine, tmp_path):
+    """The start cache (servicehost/_startcache.py) under the real SCM: install makes its folder
+    (protected: SYSTEM, Administrators, the service's account); the first start writes it; the next
+    start's servicehost modules and target come from it; a changed target is run as it is now."""
+    name = f"shcache{TAG}"
+    target_file = tmp_path / "light_copy.py"
+    target_file.write_text(LIGHT.read_text(encoding="utf-8"), encoding="utf-8")
+    tmp_path.chmod(0o755)  # the service's account reads its code (install checks it)
+    target, state = winpath(target_file), tmp_path / "state"
+
+    def start_and_stop() -> dict:
+        wine.servicehost("start", target, "--name", name)  # returns once RUNNING: start() has run
+        wine.servicehost("stop", target, "--name", name)  # the process exits after its cache is written
+        return json.loads((state / "modules.json").read_text(encoding="utf-8"))
+
+    try:
+        wine.servicehost("install", target, "--name", name, "--state-dir", winpath(state), "--start", "manual")
+        made = wine.script(START_CACHE_PROBE, name)
+        assert made["folder"] and made["files"] == []
+        if NATIVE:  # Wine keeps no file DACL (the tools README's "run as another account" row)
+            assert made["protected"] and made["aces"][:2] == ["S-1-5-18", "S-1-5-32-544"] and len(made["aces"]) == 3
+
+        first = start_and_stop()
+        assert first["served"] == [] and first["edition"] == 1
+        written = wine.script(START_CACHE_PROBE, name)
+        assert written["files"] == ["modules.bin"]
+
+        second = start_and_stop()
+        on_the_way = {"servicehost.cli", "servicehost.host", "servicehost.platforms.windows.session",
+                      "light_copy"}
+        assert on_the_way <= set(second["served"]), second["served"]
+        assert wine.script(START_CACHE_PROBE, name)["mtime"] == written["mtime"]  # held all: not written again
+
+        target_file.write_text(target_file.read_text(encoding="utf-8").replace("EDITION = 1", "EDITION = 22"),
+                               encoding="utf-8")
+        changed = start_and_stop()
+        assert changed["edition"] == 22 and "light_copy" not in changed["served"]
+        assert "servicehost.host" in changed["served"]
+        assert start_and_stop()["edition"] == 22
+    finally:
+        wine.servicehost("remove", target, "--name", name, check=False)
+    assert wine.script(START_CACHE_PROBE, name)["folder"] is False  # removed with the service

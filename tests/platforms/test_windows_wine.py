@@ -50,9 +50,9 @@ def test_image_path_runs_the_base_interpreter_with_the_prefix_and_name():
     command = launch_command(r"C:\app dir\svc.py:Svc", interpreter=r"C:\venv\Scripts\python.exe")
     command[0] = r"C:\venv\Scripts\python.exe"
     argv = win.service_command(command + ["--manager", "auto"], name="svc", prefix=r"C:\venv",
-                               python=r"C:\Python 313\python.exe")
+                               python=r"C:\Python 313\python.exe", start_cache=r"C:\cache\svc\modules.bin")
     assert argv[:6] == [r"C:\Python 313\python.exe", "-S", "-s", "-P", "-c", win.BOOT]
-    assert argv[6:9] == [r"C:\venv", "svc", "run"]
+    assert argv[6:10] == [r"C:\venv", r"C:\cache\svc\modules.bin", "svc", "run"]
     assert argv[-2:] == ["--manager", "windows"] and argv.count("--manager") == 1
     line = win.command_line(argv)
     assert line.startswith('"C:\\Python 313\\python.exe" -S -s -P -c "import sys;')
@@ -136,6 +136,15 @@ def test_a_secret_copy_is_readable_by_system_administrators_and_the_service_alon
     for other in (win.virtual_account_sid("other"), "S-1-5-21-1-2-3-1001"):  # another service, a user
         assert win.granted_access(aces, [other, *win.SERVICE_GROUP_SIDS]) == 0
     assert [a.sid for a in win.secret_aces(win.SYSTEM_SID)] == [win.SYSTEM_SID, "S-1-5-32-544"]  # LocalSystem
+
+
+def test_a_start_cache_is_writable_by_system_administrators_and_the_service_alone():
+    """The start cache is code the service runs: no one else may write it (``_startcache.py``)."""
+    service = win.virtual_account_sid("svc")
+    aces = win.secret_aces(service, win.FILE_MODIFY)
+    assert win.granted_access(aces, [service, *win.SERVICE_GROUP_SIDS]) == win.FILE_MODIFY
+    for other in (win.virtual_account_sid("other"), "S-1-5-21-1-2-3-1001", *win.SERVICE_GROUP_SIDS):
+        assert win.granted_access(aces, [other, *win.SERVICE_GROUP_SIDS]) == 0
 
 
 def test_message_file_holds_every_event_id():
@@ -356,7 +365,9 @@ def test_install_registers_the_service_its_options_and_its_event_source(wine, tr
     assert config[7] == f"NT SERVICE\\{name}"  # least privilege: the virtual account
     image = config[3]
     assert image.startswith(win.command_line([wine.base_python, "-S", "-s", "-P", "-c", win.BOOT]))
-    assert f" {win.command_line([wine.prefix])} {name} run " in image and image.endswith("--manager windows")
+    start_cache = wine.script("import json, os, sys; print(json.dumps(os.path.join(os.environ['PROGRAMDATA'], "
+                              "'servicehost', 'start-cache', sys.argv[1], 'modules.bin')))", name)
+    assert f" {win.command_line([wine.prefix, start_cache])} {name} run " in image and image.endswith("--manager windows")
     assert got["description"] == "records its hooks"
     assert got["preshutdown"] == (30 + win.PRESHUTDOWN_MARGIN) * 1000  # the stop timeout + margin
     assert service["Environment"] == ["SH_TEST_ENV=hello"]
@@ -538,12 +549,15 @@ OLD_BOOT = ("import sys;sys.prefix=sys.exec_prefix=sys.argv.pop(1);import site;s
             "from servicehost.platforms.windows import service_main;service_main()")
 
 SET_BOOT = """
-import json, sys, win32service as ws
+import json, os, sys, win32service as ws
 name, old, new = sys.argv[1], %r, %r
 h = ws.OpenService(ws.OpenSCManager(None, None, ws.SC_MANAGER_ALL_ACCESS), name, ws.SERVICE_ALL_ACCESS)
 image = ws.QueryServiceConfig(h)[3]
 assert new in image, image
-ws.ChangeServiceConfig(h, ws.SERVICE_NO_CHANGE, ws.SERVICE_NO_CHANGE, ws.SERVICE_NO_CHANGE, image.replace(new, old),
+start_cache = " " + os.path.join(os.environ["PROGRAMDATA"], "servicehost", "start-cache", name, "modules.bin")
+assert start_cache in image, image  # an older ImagePath had no start cache argument either
+image = image.replace(new, old).replace(start_cache, "")
+ws.ChangeServiceConfig(h, ws.SERVICE_NO_CHANGE, ws.SERVICE_NO_CHANGE, ws.SERVICE_NO_CHANGE, image,
                        None, 0, None, None, None, None)
 print(json.dumps(ws.QueryServiceConfig(h)[3]))
 """
@@ -580,7 +594,8 @@ def test_an_image_path_an_older_servicehost_wrote_fails_clearly_until_update_rew
 def test_the_service_command_run_by_hand_runs_in_the_foreground_and_says_so(wine, tmp_path):
     """The ImagePath, typed into a console: no SCM calls back, so the host runs in the foreground."""
     command = [wine.base_python, "-m", "servicehost", "run", winpath(SERVICES) + ":Brief", "--state-dir", winpath(tmp_path)]
-    argv = win.service_command(command, name=f"shbyhand{TAG}", prefix=wine.prefix, python=wine.base_python)
+    argv = win.service_command(command, name=f"shbyhand{TAG}", prefix=wine.prefix, python=wine.base_python,
+                               start_cache=winpath(tmp_path / "modules.bin"))
     proc = wine.py(*argv[1:], check=True)
     out = proc.stdout + proc.stderr
     assert "not started by the Service Control Manager (started from a console, not by the SCM)" in out

@@ -121,6 +121,7 @@ NAMES: dict[str, str] = {
     "FILE_APPEND_DATA": "security",
     "FILE_EXECUTE": "security",
     "FILE_GENERIC_READ": "security",
+    "FILE_MODIFY": "security",
     "FILE_READ_DATA": "security",
     "FILE_WRITE_DATA": "security",
     "NEED_READ": "security",
@@ -151,6 +152,7 @@ NAMES: dict[str, str] = {
     "remove_tree": "paths",
     "service_data_dir": "paths",
     "service_key": "paths",
+    "start_cache_file": "paths",
     # managing installed services
     "SCM_STATES": "manager",
     "STATE_NAMES": "manager",

@@ -3,7 +3,7 @@ r"""How a service process starts: the ImagePath the SCM runs, and :func:`service
 Venv-native, strategy "base interpreter + the venv's site-packages" (no exe is moved, no DLL is
 copied, nothing goes into System32)::
 
-    ImagePath = "C:\Python313\python.exe" -S -s -P -c "<BOOT>" "<prefix>" "<name>" run TARGET ... --manager windows
+    ImagePath = "C:\Python313\python.exe" -S -s -P -c "<BOOT>" "<prefix>" "<start cache>" "<name>" run TARGET ... --manager windows
 
 1. ``python.exe`` is the *base* interpreter (``sys._base_executable``): python3XY.dll and the VC
    runtime sit beside it, so the loader always finds them. (A venv's ``Scripts\python.exe`` is a
@@ -13,13 +13,17 @@ copied, nothing goes into System32)::
    pywin32_system32 on the DLL path; editable installs) are added exactly as the venv's own python
    adds them, and the base site-packages are not (as in a venv). ``-S -s -P``: no implicit site, no
    user site, no cwd (System32) on ``sys.path``. BOOT is the program that puts the pieces together:
-   :func:`prepare` first (this module imports nothing at its top but ``sys`` and ``os``), then it
+   the start cache first (``servicehost/_startcache.py``: the code of every source module the last
+   start imported, read from one file, ``%ProgramData%\servicehost\start-cache\<name>``), then
+   :func:`prepare` (this module imports nothing at its top but ``sys`` and ``os``), then it
    imports the command line's runner (``servicehost.cli.run_cli``) and hands it to
    :func:`service_main` — the platform never imports the CLI.
 3. :func:`service_main` connects to the SCM at once, on a thread, *before* the target is imported (a
    slow import can never cause error 1053), applies the service's environment and working
    directory, then runs the ordinary ``servicehost run`` through the runner it was handed; the
-   platform (``platform.py``) then serves the host under the session (``session.py``).
+   platform (``platform.py``) then serves the host under the session (``session.py``), which
+   writes the start cache again once the service is ready, when this start imported a source
+   module the cache did not hold (:func:`service_main` waits for that write before it exits).
 
 An ImagePath written by an older servicehost calls ``service_main()`` with no runner: the service
 fails to start with CONFIG_ERROR and says so in the Event Log (5319); ``servicehost update`` (or
@@ -36,6 +40,7 @@ from typing import NoReturn
 #: The -c program of every servicehost ImagePath (see the module docstring, step 2). No double
 #: quotes in it, so it survives Windows command-line quoting unchanged.
 BOOT = ("import sys;sys.prefix=sys.exec_prefix=sys.argv.pop(1);import site;site.main();"
+        "from servicehost._startcache import use;use(sys.argv.pop(1));"
         "from servicehost.platforms.windows.boot import prepare, service_main;prepare();"
         "from servicehost.cli import run_cli;service_main(run_cli)")
 
@@ -44,6 +49,9 @@ BOOT = ("import sys;sys.prefix=sys.exec_prefix=sys.argv.pop(1);import site;site.
 #: entry for each (a few ms apiece where file access is slow, as under Wine). :func:`prepare` marks
 #: them absent (None in sys.modules: ``import pwd`` raises ModuleNotFoundError at once).
 POSIX_ONLY = ("posix", "pwd", "grp")
+
+#: At exit, how long a start cache write begun when the service became ready may still take.
+SAVE_WAIT = 10.0
 
 #: What runs the service once connected: ``servicehost run TARGET ...``'s argv → exit code.
 Runner = Callable[[Sequence[str]], int]
@@ -57,11 +65,11 @@ def prepare() -> None:
             sys.modules.setdefault(name, None)  # type: ignore[arg-type]
 
 
-def service_command(command: Sequence[str], *, name: str, prefix: str, python: str) -> list[str]:
+def service_command(command: Sequence[str], *, name: str, prefix: str, python: str, start_cache: str) -> list[str]:
     """The argv of the service's ImagePath, from ``launch_command``'s ``[python, -m, servicehost, ...]``.
 
     ``python`` is the base interpreter, ``prefix`` the environment whose site-packages the service
-    uses (a venv's root, or the base prefix itself).
+    uses (a venv's root, or the base prefix itself), ``start_cache`` the start cache's file.
     """
     if list(command[1:3]) != ["-m", "servicehost"] or len(command) < 4:
         from ...errors import UsageError
@@ -71,7 +79,7 @@ def service_command(command: Sequence[str], *, name: str, prefix: str, python: s
     if "--manager" in rest:
         at = rest.index("--manager")
         del rest[at:at + 2]
-    return [python, "-S", "-s", "-P", "-c", BOOT, prefix, name, *rest, "--manager", "windows"]
+    return [python, "-S", "-s", "-P", "-c", BOOT, prefix, start_cache, name, *rest, "--manager", "windows"]
 
 
 def command_line(argv: Sequence[str]) -> str:
@@ -169,6 +177,11 @@ def service_main(run: Runner | None = None, argv: Sequence[str] | None = None) -
 
             traceback.print_exc()
             code = ExitCode.CRASH
+    from ..._startcache import current
+
+    start_cache = current()
+    if start_cache is not None:
+        start_cache.wait_saved(SAVE_WAIT)  # a write begun once the service was ready ends whole
     if session.host is None and session.wait_connected():
         # The host never ran (bad config, unknown target, an outdated ImagePath...): say why where
         # admins look.

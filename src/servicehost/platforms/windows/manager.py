@@ -40,7 +40,7 @@ from .errors import (
     scm_error,
     winerror,
 )
-from .paths import SERVICES_KEY, message_file_path, service_data_dir, service_key
+from .paths import SERVICES_KEY, message_file_path, remove_tree, service_data_dir, service_key, start_cache_file
 from .pywin32 import import_pywin32, win32_error
 from .security import needs_password
 
@@ -129,6 +129,7 @@ class WindowsManager:
                 raise scm_error(exc, f"remove {name}") from None
         eventlog.remove_event_source(name)
         credentials.remove_secrets(name)  # its secrets go with it, purge or not
+        remove_tree(start_cache_file(name).parent)  # and its start cache
         data_dir = service_data_dir(name)
         message_file_path(name).unlink(missing_ok=True)
         if purge:

@@ -2,7 +2,8 @@ r"""Where a Windows service's things live: its files under ``%ProgramData%\servi
 
 ``<name>\`` holds the Event Log message file (``messages.dll``) and, unless ``--state-dir`` says
 otherwise, the state directory (logs, data); ``credentials\<name>\`` holds the copies of its
-``--env NAME=@file`` secrets — outside the state directory, whose inheritable grants must not reach it.
+``--env NAME=@file`` secrets and ``start-cache\<name>\`` its start cache (``_startcache.py``) — both
+outside the state directory, whose inheritable grants must not reach them.
 """
 
 from __future__ import annotations
@@ -28,6 +29,13 @@ def credentials_dir(name: str, env: Mapping[str, str] | None = None) -> Path:
     secrets, each readable by SYSTEM, Administrators and the service's account only
     (``security.secret_aces``); the service gets ``NAME_FILE`` = the copy's path."""
     return program_data(env) / "credentials" / name
+
+
+def start_cache_file(name: str, env: Mapping[str, str] | None = None) -> Path:
+    """``%ProgramData%\\servicehost\\start-cache\\<name>\\modules.bin``: the service's start cache
+    (``servicehost/_startcache.py``); its folder writable by SYSTEM, Administrators and the service's
+    account only (it holds code the service runs)."""
+    return program_data(env) / "start-cache" / name / "modules.bin"
 
 
 def message_file_path(name: str, env: Mapping[str, str] | None = None) -> Path:
@@ -57,5 +65,5 @@ def remove_tree(path: Path) -> None:
 
 __all__ = [
     "SERVICES_KEY", "credentials_dir", "message_file_path", "program_data", "remove_tree", "service_data_dir",
-    "service_key",
+    "service_key", "start_cache_file",
 ]

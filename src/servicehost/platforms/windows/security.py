@@ -37,6 +37,7 @@ FILE_READ_DATA, FILE_WRITE_DATA, FILE_APPEND_DATA, FILE_EXECUTE = 0x1, 0x2, 0x4,
 NEED_READ = FILE_READ_DATA | FILE_EXECUTE       # read a file / list a folder, and run / traverse it
 NEED_WRITE = FILE_WRITE_DATA | FILE_APPEND_DATA
 FILE_ALL_ACCESS, FILE_GENERIC_READ = 0x1F01FF, 0x120089
+FILE_MODIFY = 0x1301BF  # read, write, execute and delete: what Explorer calls "Modify"
 SYSTEM_SID, ADMINISTRATORS_SID = "S-1-5-18", "S-1-5-32-544"
 
 
@@ -88,12 +89,13 @@ def granted_access(aces: Sequence[Ace] | None, sids: Iterable[str]) -> int:
     return allowed
 
 
-def secret_aces(account_sid: str) -> list[Ace]:
-    """The whole DACL of a service's secret copies (set protected: nothing inherited): SYSTEM and
-    Administrators full control, the service's own account (its SID) read, nobody else anything."""
+def secret_aces(account_sid: str, account_mask: int = FILE_GENERIC_READ) -> list[Ace]:
+    """The whole DACL of a service's own protected files (set protected: nothing inherited): SYSTEM
+    and Administrators full control, the service's own account (its SID) ``account_mask`` (its
+    secret copies: read; its start cache: modify), nobody else anything."""
     aces = [Ace(True, FILE_ALL_ACCESS, SYSTEM_SID), Ace(True, FILE_ALL_ACCESS, ADMINISTRATORS_SID)]
     if account_sid not in (SYSTEM_SID, ADMINISTRATORS_SID):
-        aces.append(Ace(True, FILE_GENERIC_READ, account_sid))
+        aces.append(Ace(True, account_mask, account_sid))
     return aces
 
 
@@ -161,13 +163,14 @@ def check_reachable(name: str, account: str, sids: Sequence[str], check: Iterabl
     logs.windows_access_warning(log, text + " (its domain groups may grant it; not checked)")
 
 
-def protect(path: Path, account: str, account_sid: str, *, folder: bool) -> None:
+def protect(path: Path, account: str, account_sid: str, *, folder: bool, account_mask: int = FILE_GENERIC_READ,
+            why: str = "--env NAME=@file") -> None:
     """Set :func:`secret_aces` as the whole, protected DACL of ``path`` (inherited by what a
-    folder will hold)."""
+    folder will hold); ``why`` names what needs it in the error."""
     security = import_pywin32("win32security")
     inherit = security.OBJECT_INHERIT_ACE | security.CONTAINER_INHERIT_ACE if folder else 0
     dacl = security.ACL()
-    for ace in secret_aces(account_sid):
+    for ace in secret_aces(account_sid, account_mask):
         dacl.AddAccessAllowedAceEx(security.ACL_REVISION_DS, inherit, ace.mask,
                                    security.ConvertStringSidToSid(ace.sid))
     try:
@@ -176,8 +179,7 @@ def protect(path: Path, account: str, account_sid: str, *, folder: bool) -> None
             security.DACL_SECURITY_INFORMATION | security.PROTECTED_DACL_SECURITY_INFORMATION,
             None, None, dacl, None)
     except win32_error() as exc:
-        raise scm_error(exc, f"restrict {path} to SYSTEM, Administrators and {account} "
-                             "(--env NAME=@file)") from None
+        raise scm_error(exc, f"restrict {path} to SYSTEM, Administrators and {account} ({why})") from None
 
 
 def grant_logon_right(account: str, account_sid: str) -> None:
@@ -218,7 +220,7 @@ def grant_modify(paths: Iterable[Path], account: str, account_sid: str) -> None:
 
 
 __all__ = [
-    "ADMINISTRATORS_SID", "BUILTIN_ACCOUNTS", "FILE_ALL_ACCESS", "FILE_APPEND_DATA", "FILE_EXECUTE",
+    "ADMINISTRATORS_SID", "BUILTIN_ACCOUNTS", "FILE_ALL_ACCESS", "FILE_MODIFY", "FILE_APPEND_DATA", "FILE_EXECUTE",
     "FILE_GENERIC_READ", "FILE_READ_DATA", "FILE_WRITE_DATA", "NEED_READ", "NEED_WRITE",
     "SERVICE_GROUP_SIDS", "SE_SERVICE_LOGON_RIGHT", "SYSTEM_SID", "Ace", "account_sids", "check_reachable",
     "grant_logon_right", "grant_modify", "granted_access", "needs_password", "protect", "read_dacl",

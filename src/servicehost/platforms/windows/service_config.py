@@ -36,15 +36,17 @@ from ..record import InstallRecord, with_copies
 from . import credentials, eventlog
 from .boot import base_python, service_command
 from .errors import ERROR_INVALID_LEVEL, ServiceControlError, scm_error, winerror
-from .paths import credentials_dir, service_data_dir, service_key
+from .paths import credentials_dir, remove_tree, service_data_dir, service_key, start_cache_file
 from .pywin32 import import_pywin32, win32_error
 from .security import (
+    FILE_MODIFY,
     NEED_READ,
     account_sids,
     check_reachable,
     grant_logon_right,
     grant_modify,
     needs_password,
+    protect,
     virtual_account,
 )
 
@@ -81,7 +83,8 @@ class InstallPlan:
 def plan_install(options: InstallOptions, command: list[str], account: str = "") -> InstallPlan:
     """The plan for ``options``; ``account``: the one to keep (update without ``--username``).
     Refuses (exit 2) before any change: code the account cannot read, a secret file that cannot be read."""
-    image = service_command(command, name=options.name, prefix=sys.prefix, python=base_python())
+    image = service_command(command, name=options.name, prefix=sys.prefix, python=base_python(),
+                            start_cache=str(start_cache_file(options.name)))
     account = account or options.account or virtual_account(options.name)
     state_dir = Path(options.state_dir) if options.state_dir else service_data_dir(options.name)
     workdir = Path(options.working_directory) if options.working_directory else state_dir
@@ -164,11 +167,22 @@ def configure_service(handle: Any, options: InstallOptions, plan: InstallPlan) -
         change_config2(handle, ws.SERVICE_CONFIG_SERVICE_SID_INFO, ws.SERVICE_SID_TYPE_UNRESTRICTED,
                 "service SIDs", "ACLs granted to the virtual account may not apply")
     credentials.store_secrets(plan.name, plan.account, plan.account_sids[0], plan.secrets)
+    make_start_cache_folder(plan)
     write_parameters(name, plan)
     eventlog.register_event_source(name)
     if needs_password(plan.account):
         grant_logon_right(plan.account, plan.account_sids[0])
     grant_modify([plan.state_dir, plan.working_directory], plan.account, plan.account_sids[0])
+
+
+def make_start_cache_folder(plan: InstallPlan) -> None:
+    """An empty start cache folder (``_startcache.py``) that only SYSTEM, Administrators and the
+    service's account may write: the cache is code the service runs. Emptied on every install and
+    update (a changed account or interpreter starts afresh)."""
+    folder = start_cache_file(plan.name).parent
+    remove_tree(folder)
+    folder.mkdir(parents=True)
+    protect(folder, plan.account, plan.account_sids[0], folder=True, account_mask=FILE_MODIFY, why="its start cache")
 
 
 def change_config2(handle: Any, level: int, value: Any, what: str, consequence: str, required: bool = False) -> bool:
