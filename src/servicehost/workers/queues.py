@@ -37,6 +37,7 @@ import threading
 import time
 from bisect import bisect_left
 from queue import Empty, SimpleQueue
+from collections.abc import Container, Sequence
 from typing import Generic, TypeVar
 
 from ..components import TIME_BUCKETS, Histogram
@@ -65,6 +66,7 @@ class ClosableQueue(Generic[T]):
         self._held = False
         self._outstanding: dict[T, None] | None = {} if track else None  # insertion order = FIFO
         self.rejected = 0  # tasks (by weight) refused: closed, or full past the caller's timeout
+        self._settle_waits: tuple[_SettleWait, ...] = ()  # wait_settled calls under way
         self._stamps: dict[object, float] = {}  # timed hand-offs not taken yet: item → put at
         self._waits = [0] * (len(TIME_BUCKETS) + 1)
         self._wait_total = 0.0
@@ -213,9 +215,53 @@ class ClosableQueue(Generic[T]):
     def settle(self, item: T) -> None:
         """A consumer is done with ``item`` (tracking queues): it leaves ``outstanding``."""
         self._outstanding.pop(item, None)  # type: ignore[union-attr]
+        if self._settle_waits:  # someone waits in wait_settled: one look otherwise
+            for wait in self._settle_waits:
+                wait.settled(item)
+
+    def wait_settled(self, timeout: float | None = None) -> bool:
+        """Block until every item accepted before this call is settled (tracking queues): taken
+        and finished, or taken back. False on timeout. Wakes no consumer: the settle of the last
+        of those items ends the wait (unlike markers that every consumer must meet)."""
+        wait = _SettleWait()
+        with self._mutex:  # no put lands between the snapshot and the registration
+            self._settle_waits = (*self._settle_waits, wait)
+            items = list(self._outstanding or ())
+        try:
+            wait.start(items, self._outstanding or {})
+            return wait.done.wait(timeout)
+        finally:
+            with self._mutex:
+                self._settle_waits = tuple(w for w in self._settle_waits if w is not wait)
 
     def outstanding(self) -> list[T]:
         """Every tracked item accepted and not yet settled (queued, or held by a consumer), in
         the order they were accepted."""
         with self._mutex:
             return list(self._outstanding or ())
+
+
+class _SettleWait:
+    """One ``wait_settled`` call: the items it waits for, and the event the last settle sets."""
+
+    __slots__ = ("pending", "done")
+
+    def __init__(self) -> None:
+        self.pending: set[object] | None = None  # None until the snapshot is taken
+        self.done = threading.Event()
+
+    def start(self, items: Sequence[object], outstanding: Container[object]) -> None:
+        """Wait for ``items``, less those settled meanwhile (settle pops before it tells us)."""
+        pending = self.pending = set(items)
+        for item in items:
+            if item not in outstanding:
+                pending.discard(item)
+        if not pending:
+            self.done.set()
+
+    def settled(self, item: object) -> None:
+        pending = self.pending
+        if pending is not None and item in pending:
+            pending.discard(item)
+            if not pending:
+                self.done.set()

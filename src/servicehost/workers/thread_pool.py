@@ -37,7 +37,6 @@ T = TypeVar("T")
 R = TypeVar("R")
 log = logging.getLogger("servicehost.workers")
 _monotonic = time.monotonic
-_JOIN = object()  # join() marker: every worker meets at a barrier
 #: The largest default chunk: beyond it a bigger hand-off saves nothing measurable.
 MAX_CHUNK = 512
 _Batch = Batch  # the name process_pool and older code use
@@ -73,8 +72,6 @@ class ThreadPool(GatedIntake):
         self._hand_back_lock = threading.Lock()
         self._stats = [WorkerStats(f"{name}-{i}") for i in range(workers)]
         self._gate = PauseGate()
-        self._join_lock = threading.Lock()
-        self._barrier: threading.Barrier | None = None
         self._threads = [
             threading.Thread(target=self._work, args=(s,), name=s.name, daemon=True) for s in self._stats
         ]
@@ -193,11 +190,6 @@ class ThreadPool(GatedIntake):
                 if self._gate.paused:
                     stats.idle()  # counters
                     self._gate.wait()
-                if claim is _JOIN:
-                    stats.idle()  # counters
-                    assert self._barrier is not None
-                    self._barrier.wait()
-                    continue
                 started = stats.busy_since = _monotonic()  # busy before taking: never under-counted
                 if stats.run_since is None:  # counters
                     stats.run_since = started  # counters
@@ -283,18 +275,10 @@ class ThreadPool(GatedIntake):
     def join(self, timeout: float | None = None) -> bool:
         """Wait until every task queued before this call has finished (the pool stays open).
 
-        Returns False on timeout. Workers meet at a barrier behind the queued work.
+        Returns False on timeout. The last of those tasks to finish ends the wait
+        (``ClosableQueue.wait_settled``): no worker is woken for it.
         """
-        with self._join_lock:
-            self._barrier = threading.Barrier(self.workers + 1)
-            for _ in range(self.workers):
-                # weight 0: a marker is no task (not accepted, so never "queued" in the counters)
-                self._queue.put(_JOIN, timeout, 0, track=False)  # type: ignore[arg-type]
-            try:
-                self._barrier.wait(timeout)
-            except threading.BrokenBarrierError:
-                return False
-            return True
+        return self._queue.wait_settled(timeout)
 
     def drain(self, deadline: Deadline) -> Unfinished | None:
         """Close, wait for the workers until ``deadline``; report and give back what is left.

@@ -144,3 +144,54 @@ def test_a_timed_hand_off_taken_back_is_not_timed_and_the_timing_goes_on():
     for _ in range(64):
         q.settle(q.get())
     assert q.waits().samples == 1
+
+
+def test_wait_settled_returns_only_once_everything_accepted_before_it_is_settled():
+    """Producers, consumers that take and settle, and waiters starting at any moment: each
+    wait returns True only after every item accepted before it was settled (no lost settle)."""
+    import random
+
+    class Item:
+        def __init__(self, seq: int) -> None:
+            self.seq = seq
+
+    q: ClosableQueue[Item] = ClosableQueue(64, track=True)
+    settled: set[int] = set()
+    failures: list[str] = []
+    total = 20_000
+
+    def consume() -> None:
+        while True:
+            try:
+                item = q.get()
+            except QueueClosed:
+                return
+            if item.seq % 97 == 0:
+                time.sleep(0.0005)  # some items are held a while
+            settled.add(item.seq)
+            q.settle(item)
+
+    def wait(seed: int) -> None:
+        rng = random.Random(seed)
+        for _ in range(20):
+            time.sleep(rng.random() / 500)
+            before = q.accepted
+            if not q.wait_settled(60):
+                failures.append("timed out")
+            missing = [s for s in range(before) if s not in settled]
+            if missing:
+                failures.append(f"returned with {len(missing)} unsettled, first {missing[:3]}")
+
+    consumers = [threading.Thread(target=consume) for _ in range(4)]
+    waiters = [threading.Thread(target=wait, args=(i,)) for i in range(3)]
+    for t in consumers + waiters:
+        t.start()
+    for seq in range(total):
+        q.put(Item(seq))
+    for t in waiters:
+        t.join(120)
+    q.close()
+    for t in consumers:
+        t.join(60)
+    assert failures == [] and len(settled) == total
+    assert q.wait_settled(0)  # nothing outstanding: at once

@@ -198,3 +198,70 @@ def test_busy_time_counts_runs_of_tasks_and_never_the_waits_between_them():
         assert idle - ran < 0.5, (ran, idle)  # neither the idle wait nor the paused one is busy time
         pool.resume()
         assert pool.measures().busy_seconds >= idle  # never goes back
+
+
+def test_join_waits_for_every_task_queued_before_it_and_for_none_queued_after():
+    """join() ends when the last task queued before the call finishes (queued, in a chunk, or
+    running then), not when later work does; several joins at once each see their own."""
+    started, release_first, release_later = threading.Event(), threading.Event(), threading.Event()
+    done = []
+    lock = threading.Lock()
+
+    def first(x):
+        started.set()
+        release_first.wait(30)
+        with lock:
+            done.append(x)
+
+    def later(x):
+        release_later.wait(30)
+
+    pool = ThreadPool(4)
+    try:
+        pool.submit(first, "running")
+        assert started.wait(30)
+        pool.submit_many(lambda x: done.append(x), range(100), chunksize=7)
+        results = []
+        joiners = [threading.Thread(target=lambda: results.append(pool.join(30))) for _ in range(3)]
+        for j in joiners:
+            j.start()
+        assert not pool.join(0.2)  # "running" holds it: not finished yet
+        pool.submit(later, "after")  # queued after the joins began: none of them waits for it
+        release_first.set()
+        for j in joiners:
+            j.join(30)
+        assert results == [True, True, True] and len(done) == 101
+        assert pool.join(0.2) is False  # "after" still blocks: a new join waits for it
+        release_later.set()
+        assert pool.join(30)
+    finally:
+        release_first.set()
+        release_later.set()
+        pool.shutdown(30)
+
+
+def test_join_on_an_idle_pool_returns_at_once_and_wakes_no_worker():
+    pool = ThreadPool(8)
+    try:
+        taken = pool._queue.accepted
+        for _ in range(100):
+            assert pool.join(30)
+        assert pool._queue.accepted == taken and pool._queue.depth == 0  # nothing was put for it
+        assert all(b.busy_since is None for b in pool.beats())
+    finally:
+        pool.shutdown(30)
+
+
+def test_join_returns_once_a_drain_took_back_what_never_ran():
+    gate = threading.Event()
+    handed = []
+    pool = ThreadPool(1, on_unfinished=handed.extend)
+    pool.submit(gate.wait, 30)
+    pool.submit_many(print, range(50), chunksize=5)
+    result = []
+    joiner = threading.Thread(target=lambda: result.append(pool.join(60)))
+    joiner.start()
+    report = pool.drain(Deadline.after(0.2))  # the gate still holds the one worker
+    gate.set()
+    joiner.join(60)
+    assert result == [True] and len(handed) == 50 and report is not None and report.queued == 50
