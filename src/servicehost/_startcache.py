@@ -12,7 +12,9 @@ the file and puts a finder first on ``sys.meta_path``. The finder answers only f
 file holds, and only when everything the import system would look at is as it was when the code
 was taken:
 
-* the same interpreter (version, cache tag, executable) and the same finders on ``sys.meta_path``;
+* the same interpreter (version, cache tag, optimization level, executable) and the same finders
+  on ``sys.meta_path``, from the start's first import to its last (a module imported after an
+  import hook came is left to the import system, and not learned);
 * the same search: ``sys.path`` (a top-level module) or the package's ``__path__`` (a submodule)
   exactly as when the module was first imported;
 * in every folder of that search up to the module's own, the same names that could be the module
@@ -70,7 +72,8 @@ def _header() -> tuple[Any, ...]:
     """The interpreter and the finders the file was made for (it serves no other)."""
     finders = tuple(f"{getattr(f, '__module__', '?')}.{getattr(f, '__qualname__', type(f).__qualname__)}"
                     for f in sys.meta_path if not isinstance(f, _Finder))
-    return (FORMAT, sys.hexversion, sys.implementation.cache_tag, os.path.normcase(sys.executable), finders)
+    return (FORMAT, sys.hexversion, sys.implementation.cache_tag, sys.flags.optimize,
+            os.path.normcase(sys.executable), finders)
 
 
 def _search(path: Sequence[str] | None) -> Search:
@@ -154,6 +157,8 @@ class _Finder:
 
     def find_spec(self, name: str, path: Sequence[str] | None = None, target: Any = None) -> ModuleSpec | None:
         cache = self.cache
+        if sys.meta_path != cache.meta_path:  # an import hook came (or went) since: not ours to judge
+            return None
         search = _search(path)
         entry = cache.entries.get(name)
         if entry is not None and cache.still_true(name, entry, search):
@@ -173,6 +178,7 @@ class StartCache:
         self.searched: dict[str, Search] = {}  # name → how it was searched, when not served
         self.listing = _Listing()
         self.finder = _Finder(self)
+        self.meta_path: list[Any] = []  # sys.meta_path as the start began (this finder first)
         self.before = frozenset(sys.modules)
         self._saver: Any = None
 
@@ -311,6 +317,7 @@ def use(path: str) -> StartCache:
     cache = StartCache(path)
     cache.load()
     sys.meta_path.insert(0, cache.finder)
+    cache.meta_path = list(sys.meta_path)
     _current = cache
     return cache
 

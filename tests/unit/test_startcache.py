@@ -196,3 +196,31 @@ def test_a_cache_that_cannot_be_written_costs_the_start_nothing_but_speed(tree):
         assert report["served"] == [] and report["saved"] is False
         assert values(report)["top"] == "top 1"
     assert not nowhere.parent.exists()
+
+
+def test_modules_imported_after_an_import_hook_came_are_left_to_the_import_system(tree):
+    """A hook that a library puts on sys.meta_path during the start (to rewrite or watch what is
+    imported next) sees every later import, as without the cache."""
+    tree.start()
+    hook = textwrap.dedent(f"""
+        import json, sys
+        sys.path[:0] = [{str(ROOT / 'src')!r}]
+        import servicehost._startcache as startcache
+        sys.path[1:1] = [{str(tree.early)!r}, {str(tree.lib)!r}]
+        cache = startcache.use({str(tree.cache)!r})
+        import pkg
+        seen = []
+
+        class Watch:
+            @staticmethod
+            def find_spec(name, path=None, target=None):
+                seen.append(name)
+                return None
+
+        sys.meta_path.insert(1, Watch)
+        import top
+        print(json.dumps([sorted(cache.served), "top" in seen, "pkg.sub" in seen]))
+    """)
+    out = subprocess.run([sys.executable, "-S", "-c", hook], capture_output=True, text=True, timeout=HANG_GUARD,
+                         cwd=tree.root)
+    assert json.loads(out.stdout) == [["pkg"], True, True], out.stderr
