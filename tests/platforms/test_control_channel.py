@@ -558,3 +558,46 @@ def control_wait(predicate, what: str) -> None:
     while not predicate():
         assert time.monotonic() < end, f"hang guard: {what}"
         time.sleep(0.01)
+
+
+# An idle service's channel loads no JSON codec until someone asks (``bench/run.py``'s rss row).
+IDLE_CHANNEL = """
+import socket, sys, tempfile, threading
+from pathlib import Path
+from servicehost import Host, HostConfig, Service
+from servicehost.platforms.control import ControlServer
+
+class Quiet(Service):
+    name = "Quiet"
+
+host = Host([Quiet()], HostConfig(shutdown_timeout=10))
+host.start()
+path = Path(tempfile.mkdtemp(prefix="shc-")) / "Quiet" / "control.sock"
+with ControlServer(host, path):
+    before = "json" in sys.modules or "struct" in sys.modules
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(30)
+        sock.connect(str(path))
+        body = b'{"command":"status","args":{}}'
+        sock.sendall(len(body).to_bytes(4, "big") + body)
+        head = sock.recv(4)
+        size = int.from_bytes(head, "big")
+        reply = b""
+        while len(reply) < size:
+            reply += sock.recv(size - len(reply))
+    after = "json" in sys.modules
+host.request_stop("test over")
+host.wait()
+print(before, after, b'"state":"running"' in reply)
+"""
+
+
+def test_an_idle_channel_loads_no_json_until_a_request_comes():
+    import subprocess
+    import sys
+
+    from ..integration.proc import ROOT, env
+
+    out = subprocess.run([sys.executable, "-c", IDLE_CHANNEL], cwd=ROOT, env=env(), capture_output=True, text=True,
+                         timeout=HANG_GUARD * 2)
+    assert out.stdout.split() == ["False", "True", "True"], out.stderr

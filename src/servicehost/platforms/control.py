@@ -44,14 +44,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
-import json
 import logging
 import os
 import re
 import selectors
 import socket
 import stat
-import struct
 import sys
 import threading
 import time
@@ -84,7 +82,8 @@ MAX_DEPTH = 32
 PEER_TIMEOUT = 5.0
 #: Control connections served at once (each on its own thread); one more is refused with a reply.
 MAX_CONNECTIONS = 16
-_LENGTH = struct.Struct(">I")
+#: The length header: the body's size, 4 bytes big-endian (unsigned).
+HEADER_BYTES = 4
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _BRACKET = re.compile(rb"[][{}]")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}")
@@ -184,10 +183,12 @@ def _private_dir(path: Path, mode: int, *, create_parents: bool) -> None:
 # -- the wire ---------------------------------------------------------------------------------------
 def encode_message(message: Mapping[str, Any], limit: int = MAX_MESSAGE) -> bytes:
     """The frame for ``message``: length header and JSON body (ValueError if over ``limit``)."""
+    import json  # here, and in parse_message: a service nobody asks never loads it
+
     data = json.dumps(message, separators=(",", ":")).encode()
     if len(data) > limit:
         raise ValueError(f"control message of {len(data)} bytes is over the {limit}-byte limit")
-    return _LENGTH.pack(len(data)) + data
+    return len(data).to_bytes(HEADER_BYTES, "big") + data
 
 
 def send_message(sock: socket.socket, message: Mapping[str, Any], *, deadline: float | None = None,
@@ -219,7 +220,7 @@ def receive_message(sock: socket.socket, timeout: float | None = None, *,
     :class:`RequestTimeout`. :class:`FrameTooLarge` (over ``limit``) is raised from the length header alone;
     :class:`MessageError` for a body that is not a JSON object within :data:`MAX_DEPTH`.
     """
-    first = sock.recv(_LENGTH.size)
+    first = sock.recv(HEADER_BYTES)
     if not first:
         return None
     if timeout is None:
@@ -227,8 +228,8 @@ def receive_message(sock: socket.socket, timeout: float | None = None, *,
     if timeout is not None:
         by = time.monotonic() + timeout
         deadline = by if deadline is None else min(deadline, by)
-    head = first + _receive_exactly(sock, _LENGTH.size - len(first), deadline)
-    (size,) = _LENGTH.unpack(head)
+    head = first + _receive_exactly(sock, HEADER_BYTES - len(first), deadline)
+    size = int.from_bytes(head, "big")
     if size > limit:
         raise FrameTooLarge(f"control message of {size} bytes is over the {limit}-byte limit")
     return parse_message(_receive_exactly(sock, size, deadline))
@@ -237,6 +238,8 @@ def receive_message(sock: socket.socket, timeout: float | None = None, *,
 def parse_message(body: bytes) -> dict[str, Any]:
     """One message's body → the JSON object it holds; MessageError saying what is wrong with it.
     The nesting is measured first, without recursion, so no input can exhaust the stack."""
+    import json
+
     depth = _nesting(body)
     if depth > MAX_DEPTH:
         raise MessageError(f"a control message may nest {MAX_DEPTH} levels deep; this one is nested deeper than that")
@@ -318,6 +321,8 @@ class Peer(NamedTuple):
 
     @classmethod
     def of(cls, sock: socket.socket) -> Peer:
+        import struct  # per connection, not at import: an idle service never loads it
+
         creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
         pid, uid, gid = struct.unpack("3i", creds)
         return cls(pid, uid, gid, _peer_groups(sock))
@@ -340,6 +345,8 @@ def _peer_groups(sock: socket.socket) -> tuple[int, ...]:
                 size *= 8  # more groups than the buffer holds: ask again with room for them
                 continue
             return ()
+        import struct
+
         return struct.unpack(f"{len(raw) // 4}I", raw[:len(raw) // 4 * 4])
 
 
