@@ -81,20 +81,24 @@ def _search(path: Sequence[str] | None) -> Search:
 
 
 class _Listing:
-    """Folders' names (lower-cased, as Windows compares them) → DirEntry, each folder read once."""
+    """Folders' names (lower-cased, as Windows compares them) → their DirEntries, each folder read
+    once. Where the file system tells case apart, two names that differ only in case are both kept."""
 
     def __init__(self) -> None:
-        self._folders: dict[str, dict[str, os.DirEntry[str]] | None] = {}
+        self._folders: dict[str, dict[str, list[os.DirEntry[str]]] | None] = {}
 
-    def names(self, folder: str) -> dict[str, os.DirEntry[str]] | None:
+    def names(self, folder: str) -> dict[str, list[os.DirEntry[str]]] | None:
         folder = folder or os.getcwd()  # "" on sys.path: the working directory
         key = os.path.normcase(folder)
         if key not in self._folders:
+            names: dict[str, list[os.DirEntry[str]]] | None = {}
             try:
                 with os.scandir(folder) as it:
-                    self._folders[key] = {e.name.lower(): e for e in it}
+                    for e in it:
+                        names.setdefault(e.name.lower(), []).append(e)  # type: ignore[union-attr]
             except OSError:
-                self._folders[key] = None  # missing, not a folder (a zip), unreadable
+                names = None  # missing, not a folder (a zip), unreadable
+            self._folders[key] = names
         return self._folders[key]
 
     def candidates(self, folder: str, last: str) -> Any:
@@ -108,11 +112,15 @@ class _Listing:
                 return None
             return (st.st_mtime_ns, st.st_size)
         low = last.lower()
-        return tuple(sorted(n for n in names if n == low or (n.startswith(low) and n[len(low):] in SUFFIXES)))
+        return tuple(sorted(e.name for n, entries in names.items() for e in entries
+                            if n == low or (n.startswith(low) and n[len(low):] in SUFFIXES)))
 
     def source_key(self, origin: str) -> tuple[int, int] | None:
         names = self.names(os.path.dirname(origin))
-        entry = names.get(os.path.basename(origin).lower()) if names else None
+        base = os.path.basename(origin)
+        entries = names.get(base.lower(), []) if names else []
+        exact = [e for e in entries if e.name == base]
+        entry = exact[0] if exact else entries[0] if len(entries) == 1 else None
         if entry is None:
             return None
         try:
@@ -292,7 +300,8 @@ class StartCache:
                     pass
         except Exception:
             return False
-        self.entries = entries
+        finally:  # the code objects are no longer needed: the process does not keep them
+            self.entries, self.served, self.searched = {}, {}, {}
         return True
 
 

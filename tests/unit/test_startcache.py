@@ -224,3 +224,32 @@ def test_modules_imported_after_an_import_hook_came_are_left_to_the_import_syste
     out = subprocess.run([sys.executable, "-S", "-c", hook], capture_output=True, text=True, timeout=HANG_GUARD,
                          cwd=tree.root)
     assert json.loads(out.stdout) == [["pkg"], True, True], out.stderr
+
+
+def test_a_file_named_like_a_cached_module_but_for_case_is_seen(tree):
+    """Windows compares names without case, Linux with: a name that differs only in case is a
+    change in the folder either way, and the cached module is not taken on trust."""
+    tree.start()
+    (tree.lib / "Top.py").write_text("VALUE = 'other'\n")
+    report = tree.start()
+    assert "top" not in report["served"] and values(report)["top"] == "top 1"  # Linux imports top.py
+
+
+def test_the_process_keeps_no_code_object_once_the_cache_is_saved(tree):
+    tree.start()
+    code = textwrap.dedent(f"""
+        import sys
+        sys.path[:0] = [{str(ROOT / 'src')!r}]
+        import servicehost._startcache as startcache
+        sys.path[1:1] = [{str(tree.early)!r}, {str(tree.lib)!r}]
+        cache = startcache.use({str(tree.cache)!r})
+        import top
+        assert cache.entries and "top" in cache.served
+        cache.save()
+        assert cache.entries == {{}} and cache.served == {{}} and cache.searched == {{}}
+        assert cache.finder not in sys.meta_path
+        print("ok")
+    """)
+    out = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, timeout=HANG_GUARD,
+                         cwd=tree.root)
+    assert out.stdout.strip() == "ok", out.stderr

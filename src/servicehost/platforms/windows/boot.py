@@ -21,9 +21,9 @@ copied, nothing goes into System32)::
 3. :func:`service_main` connects to the SCM at once, on a thread, *before* the target is imported (a
    slow import can never cause error 1053), applies the service's environment and working
    directory, then runs the ordinary ``servicehost run`` through the runner it was handed; the
-   platform (``platform.py``) then serves the host under the session (``session.py``), which
-   writes the start cache again once the service is ready, when this start imported a source
-   module the cache did not hold (:func:`service_main` waits for that write before it exits).
+   platform (``platform.py``) then serves the host under the session (``session.py``); once the
+   service is ready, the platform has the start cache written again when this start imported a
+   source module it did not hold (:func:`service_main` waits for that write before it exits).
 
 An ImagePath written by an older servicehost calls ``service_main()`` with no runner: the service
 fails to start with CONFIG_ERROR and says so in the Event Log (5319); ``servicehost update`` (or

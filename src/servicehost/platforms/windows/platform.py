@@ -45,6 +45,11 @@ class WindowsPlatform:
 
     def run(self, host: Host, *, debug: bool = False) -> ExitCode:
         """Run ``host`` as the SCM's service (main thread); in a console, run it in the foreground."""
+        from ..._startcache import current
+
+        start_cache = current()  # the ImagePath's boot program began with it (boot.py)
+        if start_cache is not None:  # once ready: the modules this start imported, for the next
+            host.after_ready(start_cache.save_soon)
         session = current_session()
         if not debug and sys.platform == "win32" and session is None:
             session = ScmSession(host.name)  # ``servicehost run ... --manager windows`` by hand

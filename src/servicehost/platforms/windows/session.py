@@ -244,11 +244,6 @@ class ScmSession:
 
             return serve_pipe(host, self.name, own_sids(self.name))
 
-        from ..._startcache import current
-
-        start_cache = current()
-        if start_cache is not None:  # the modules this start imported, for the next (boot.py)
-            host.after_ready(start_cache.save_soon)
         code = ExitCode.CRASH
         try:
             with channel_once_ready(host, open_pipe):
