@@ -60,6 +60,21 @@ class Tree:
         self.write("pkg/data.txt", "resource")
         self.write("top.py", "import pkg.sub\nVALUE = 'top 1'\n\ndef fail():\n    raise RuntimeError('the line shown')\n")
 
+    def preamble(self) -> str:
+        """The first lines of a start written out by a test: the search path tree.start() has,
+        and the cache in use (``cache``)."""
+        return textwrap.dedent(f"""
+            import sys
+            sys.path[:0] = [{str(ROOT / 'src')!r}]
+            import servicehost._startcache as startcache
+            sys.path[1:1] = [{str(self.early)!r}, {str(self.lib)!r}]
+            cache = startcache.use({str(self.cache)!r})
+        """)
+
+    def run(self, code: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True,
+                              timeout=HANG_GUARD, cwd=self.root)
+
     def write(self, relative: str, text: str, folder: Path | None = None) -> Path:
         path = (folder or self.lib) / relative
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -99,18 +114,12 @@ def test_the_next_start_runs_every_source_module_from_the_cache_as_the_same_ordi
 
 def test_the_package_data_of_a_module_run_from_the_cache_is_read_as_always(tree):
     tree.start()
-    code = textwrap.dedent(f"""
-        import sys
-        sys.path[:0] = [{str(ROOT / 'src')!r}]
-        import servicehost._startcache as startcache
-        sys.path[1:1] = [{str(tree.early)!r}, {str(tree.lib)!r}]  # as tree.start() has it
-        cache = startcache.use({str(tree.cache)!r})
+    code = tree.preamble() + textwrap.dedent("""
         import importlib.resources, pkg
         assert "pkg" in cache.served
         print(importlib.resources.files(pkg).joinpath("data.txt").read_text())
     """)
-    out = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, timeout=HANG_GUARD,
-                         cwd=tree.root)
+    out = tree.run(code)
     assert out.stdout.strip() == "resource", out.stderr
 
 
@@ -202,12 +211,8 @@ def test_modules_imported_after_an_import_hook_came_are_left_to_the_import_syste
     """A hook that a library puts on sys.meta_path during the start (to rewrite or watch what is
     imported next) sees every later import, as without the cache."""
     tree.start()
-    hook = textwrap.dedent(f"""
-        import json, sys
-        sys.path[:0] = [{str(ROOT / 'src')!r}]
-        import servicehost._startcache as startcache
-        sys.path[1:1] = [{str(tree.early)!r}, {str(tree.lib)!r}]
-        cache = startcache.use({str(tree.cache)!r})
+    hook = tree.preamble() + textwrap.dedent("""
+        import json
         import pkg
         seen = []
 
@@ -221,8 +226,7 @@ def test_modules_imported_after_an_import_hook_came_are_left_to_the_import_syste
         import top
         print(json.dumps([sorted(cache.served), "top" in seen, "pkg.sub" in seen]))
     """)
-    out = subprocess.run([sys.executable, "-S", "-c", hook], capture_output=True, text=True, timeout=HANG_GUARD,
-                         cwd=tree.root)
+    out = tree.run(hook)
     assert json.loads(out.stdout) == [["pkg"], True, True], out.stderr
 
 
@@ -237,19 +241,13 @@ def test_a_file_named_like_a_cached_module_but_for_case_is_seen(tree):
 
 def test_the_process_keeps_no_code_object_once_the_cache_is_saved(tree):
     tree.start()
-    code = textwrap.dedent(f"""
-        import sys
-        sys.path[:0] = [{str(ROOT / 'src')!r}]
-        import servicehost._startcache as startcache
-        sys.path[1:1] = [{str(tree.early)!r}, {str(tree.lib)!r}]
-        cache = startcache.use({str(tree.cache)!r})
+    code = tree.preamble() + textwrap.dedent("""
         import top
         assert cache.entries and "top" in cache.served
         cache.save()
-        assert cache.entries == {{}} and cache.served == {{}} and cache.searched == {{}}
+        assert cache.entries == {} and cache.served == {} and cache.searched == {}
         assert cache.finder not in sys.meta_path
         print("ok")
     """)
-    out = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, timeout=HANG_GUARD,
-                         cwd=tree.root)
+    out = tree.run(code)
     assert out.stdout.strip() == "ok", out.stderr
