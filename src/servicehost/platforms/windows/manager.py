@@ -129,7 +129,10 @@ class WindowsManager:
                 raise scm_error(exc, f"remove {name}") from None
         eventlog.remove_event_source(name)
         credentials.remove_secrets(name)  # its secrets go with it, purge or not
-        remove_tree(start_cache_file(name).parent)  # and its start cache
+        try:
+            remove_tree(start_cache_file(name).parent)  # and its start cache
+        except OSError:
+            pass  # still open by an exiting process: it holds nothing secret, and install checks it
         data_dir = service_data_dir(name)
         message_file_path(name).unlink(missing_ok=True)
         if purge:

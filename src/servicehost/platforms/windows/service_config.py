@@ -36,7 +36,7 @@ from ..record import InstallRecord, with_copies
 from . import credentials, eventlog
 from .boot import base_python, service_command
 from .errors import ERROR_INVALID_LEVEL, ServiceControlError, scm_error, winerror
-from .paths import credentials_dir, remove_tree, service_data_dir, service_key, start_cache_file
+from .paths import credentials_dir, service_data_dir, service_key, start_cache_file
 from .pywin32 import import_pywin32, win32_error
 from .security import (
     FILE_MODIFY,
@@ -176,13 +176,18 @@ def configure_service(handle: Any, options: InstallOptions, plan: InstallPlan) -
 
 
 def make_start_cache_folder(plan: InstallPlan) -> None:
-    """An empty start cache folder (``_startcache.py``) that only SYSTEM, Administrators and the
-    service's account may write: the cache is code the service runs. Emptied on every install and
-    update (a changed account or interpreter starts afresh)."""
-    folder = start_cache_file(plan.name).parent
-    remove_tree(folder)
-    folder.mkdir(parents=True)
-    protect(folder, plan.account, plan.account_sids[0], folder=True, account_mask=FILE_MODIFY, why="its start cache")
+    """The start cache's folder (``_startcache.py``), that only SYSTEM, Administrators and the
+    service's account may write: the cache is code the service runs. Install and update set its
+    DACL again (a changed account) and delete the file, so the next start begins afresh; a file
+    the running service still writes stays, and is checked like any other at the next start."""
+    cache = start_cache_file(plan.name)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    protect(cache.parent, plan.account, plan.account_sids[0], folder=True, account_mask=FILE_MODIFY,
+            why="its start cache")
+    try:
+        cache.unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def change_config2(handle: Any, level: int, value: Any, what: str, consequence: str, required: bool = False) -> bool:
