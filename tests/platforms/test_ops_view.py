@@ -91,8 +91,10 @@ def check_live_status_drain_resume(cli: Cli, name: str, manager: str) -> None:
     assert (pool["kind"], pool["workers"], pool["queue_capacity"]) == ("ThreadPool", 4, 512), pool
     assert second["state_since"] and second["healthy"] is True and second["python"], second
 
-    text = until(lambda: (p := cli("status", name)).returncode == 0 and "last error:" in p.stdout and p.stdout,
-                 "a failed task to show as the last error")
+    # The first failure (task 49, ~0.25 s in) can come before the timer's first run (0.3 s): wait for both.
+    text = until(lambda: (p := cli("status", name)).returncode == 0 and "last error:" in p.stdout
+                 and "ops-timer: last run ok at" in p.stdout and p.stdout,
+                 "a failed task to show as the last error, and the timer's first run")
     fields = status_fields(text)
     assert fields["state"] == "running" and fields["version"].startswith("2.5 (servicehost "), text
     assert "since" in fields and fields["manager"] == manager, text
