@@ -41,7 +41,7 @@ STATUS_SPACING = 0.01
 CLIENT = r'''
 import json, sys, time
 from pathlib import Path
-from servicehost.platforms.control import ControlClient
+from servicehost.platforms.control_client import ControlClient
 
 path, count, spacing = Path(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
 client = ControlClient(path, timeout=30.0)

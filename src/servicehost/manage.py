@@ -401,7 +401,7 @@ def _cmd_status(inv: Invocation) -> int:
 def _status_of(name: str, manager: Manager | None, inv: Invocation, unavailable: str = "") -> ServiceStatus:
     """``name``'s status from its manager, else (not installed, or no manager) from its own
     control channel when a run in a terminal answers by that name."""
-    from .platforms.control import foreground_status
+    from .platforms.control_client import foreground_status
 
     try:
         if manager is None:
@@ -453,7 +453,8 @@ def ask_running(inv: Invocation, command: str, *, timeout: float | None = None, 
     """Run ``command`` (``control.COMMANDS``) in the running service on its control channel: through
     the manager it is installed under (``Manager.ask``), else the run in a terminal that answers by
     its name. Its result; ControlChannelError (exit 2) when it cannot be asked, or refuses."""
-    from .platforms.control import ControlClient, ControlUnavailable, socket_path
+    from .platforms.control import ControlUnavailable, socket_path
+    from .platforms.control_client import ControlClient
 
     name = _service_name(inv)
     manager = _manager(inv)
@@ -525,7 +526,7 @@ def _threads_args(p: argparse.ArgumentParser) -> None:
 
 def _cmd_threads(inv: Invocation) -> ExitCode:
     """Every thread of the running service, by name, with its stack (innermost call last)."""
-    from .platforms.control import format_threads
+    from .ops.threads import format_threads
 
     dump = ask_running(inv, "threads")
     print(json.dumps(dump, indent=2) if inv.args.json else "\n".join(format_threads(dump)))

@@ -21,8 +21,10 @@ from pathlib import Path
 import pytest
 
 from servicehost import HostConfig, HostState
+from servicehost.ops.settings import REDACTED, effective_settings
 from servicehost.platforms import control
-from servicehost.platforms.control import READ_COMMANDS, ControlClient, ControlServer, Peer, Permissions
+from servicehost.platforms.control import READ_COMMANDS, ControlServer, Peer, Permissions
+from servicehost.platforms.control_client import ControlClient
 
 from ..conftest import IN_CI
 from .harness import need_supervisor_package, until
@@ -223,10 +225,10 @@ def test_config_redacts_secret_names_and_any_value_holding_a_file_secret(tmp_pat
     secret.write_text("hunter2-from-file\n")
     service = Configured(Settings())
     host = Host([service], HostConfig())
-    shown = {(s["owner"], s["name"]): s for s in control.effective_settings(host, {"DB_PASSWORD_FILE": str(secret)})}
+    shown = {(s["owner"], s["name"]): s for s in effective_settings(host, {"DB_PASSWORD_FILE": str(secret)})}
     assert shown[("Configured", "api_token")] == {"owner": "Configured", "name": "api_token",
-                                                  "value": control.REDACTED, "redacted": True}
-    assert shown[("Configured", "dsn")]["value"] == control.REDACTED  # holds the --env @file secret
+                                                  "value": REDACTED, "redacted": True}
+    assert shown[("Configured", "dsn")]["value"] == REDACTED  # holds the --env @file secret
     assert shown[("Configured", "workers")] == {"owner": "Configured", "name": "workers", "value": 4,
                                                 "redacted": False}
     assert shown[("host", "shutdown_timeout")]["redacted"] is False

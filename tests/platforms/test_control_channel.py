@@ -22,11 +22,11 @@ from servicehost.platforms import control
 from servicehost.platforms.control import (
     COMMANDS,
     ControlChannelError,
-    ControlClient,
     ControlServer,
     ControlUnavailable,
     Request,
 )
+from servicehost.platforms.control_client import ControlClient
 
 from ..conftest import IN_CI
 

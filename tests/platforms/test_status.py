@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 
 from servicehost.platforms.base import STATE_CODES, STATUS_SCHEMA, ServiceStatus, StatusCode
-from servicehost.platforms.control import STATUS_STATES, foreground_status, status_fields
+from servicehost.platforms.control import STATUS_STATES
+from servicehost.platforms.control_client import foreground_status, status_fields
 from servicehost.lifecycle import HostState
 
 from .harness import HANG_GUARD, status_fields as text_fields, until

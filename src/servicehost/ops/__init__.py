@@ -5,6 +5,8 @@
                 with it, ``servicehost status`` renders it, systemd's ``STATUS=`` is its summary
     loglevel.py a logger's level changed in a running service (``loglevel``), back by itself after
                 ``--for``
+    threads.py  every thread's stack (``threads``): taken in the service, shown as a traceback
+    settings.py the effective settings, secrets redacted (``config``)
     health.py   health checks a service declares (``Service.health_check``: Health, timeout, cache,
                 tags) and the probes' verdicts: readiness (RUNNING + ``ready`` checks), liveness
                 (heartbeats + ``live`` checks)

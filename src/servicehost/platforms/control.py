@@ -1,10 +1,11 @@
 """The control channel: pause, continue, control CODE, reload, stop and status of a running
 service on Linux, where the service managers (systemd, supervisord) have no such verbs. A run in a
 terminal serves it too (:func:`serving`), so ``servicehost status NAME`` finds it
-(:func:`foreground_status`).
+(:func:`~servicehost.platforms.control_client.foreground_status`).
 
 The service (its platform's ``run``) serves it with :class:`ControlServer`; a Manager talks to it
-with :class:`ControlClient`. The socket's path is derived from the name the manager knows the
+with :class:`~servicehost.platforms.control_client.ControlClient` (the client half, a module of its
+own: a service never loads it). The socket's path is derived from the name the manager knows the
 service by (its unit or program name), so a Manager finds it without asking anyone:
 
     runtime base   $SERVICEHOST_RUNTIME_DIR        if set: a manager that prepares the directory
@@ -42,7 +43,6 @@ by passing ``commands={**COMMANDS, "name": handler}`` to the server; nothing els
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import errno
 import logging
 import os
@@ -50,12 +50,11 @@ import re
 import selectors
 import socket
 import stat
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 from .. import logs
 from ..errors import IllegalTransition, StartupError, UsageError, describe_error, error_message
@@ -63,9 +62,6 @@ from ..host import Host
 from .. import lifecycle
 from ..lifecycle import HostState
 from ..stopping import Deadline
-
-if TYPE_CHECKING:
-    from .base import ServiceStatus
 
 log = logging.getLogger("servicehost.platforms.control")
 
@@ -489,115 +485,26 @@ def _stop(req: Request) -> dict[str, Any]:
     return _ping(req)
 
 
-#: Frames shown per thread by ``threads``, innermost kept, fewer when the whole dump would not fit
-#: in one reply (:data:`MAX_REPLY`).
-THREAD_FRAMES = (64, 16, 4, 1)
-
-
 def _threads(req: Request) -> dict[str, Any]:
-    return thread_dump()
+    """Every thread's stack (``ops/threads.py``), as many frames a thread as fit in one reply."""
+    from ..ops.threads import thread_dump
+
+    return thread_dump(_fits_in_reply)
 
 
-def thread_dump(frames: Sequence[int] = THREAD_FRAMES) -> dict[str, Any]:
-    """Every thread's name and stack (innermost frame last), as ``threads`` answers: the most
-    frames per thread (``frames``, tried in order) that fit in one reply."""
-    import traceback
-
-    current = threading.get_ident()
-    named = {t.ident: t for t in threading.enumerate()}
-    stacks: list[dict[str, Any]] = []
-    for ident, frame in sys._current_frames().items():
-        summary = traceback.StackSummary.extract(traceback.walk_stack(frame), limit=max(frames))
-        summary.reverse()  # outermost first, as a traceback reads
-        thread = named.get(ident)
-        stacks.append({
-            "name": thread.name if thread is not None else f"(not started by threading: {ident})",
-            "ident": ident, "native_id": getattr(thread, "native_id", None),
-            "daemon": thread.daemon if thread is not None else None, "answering": ident == current,
-            "stack": [[f.filename, f.lineno, f.name, f.line or ""] for f in summary],
-        })
-    stacks.sort(key=lambda t: (not t["name"] == "MainThread", t["name"]))
-    for limit in frames:
-        result = {"threads": [{**t, "stack": t["stack"][-limit:]} for t in stacks],
-                  "frames_per_thread": limit}
-        try:
-            encode_message({"ok": True, "result": result}, MAX_REPLY)
-        except ValueError:
-            continue
-        return result
-    return {"threads": [{**t, "stack": []} for t in stacks], "frames_per_thread": 0}
-
-
-def format_threads(dump: Mapping[str, Any]) -> list[str]:
-    """``threads``' answer as text, one block per thread, as a Python traceback shows a stack."""
-    lines = []
-    for thread in dump.get("threads", []):
-        notes = [f"native id {thread.get('native_id')}"] if thread.get("native_id") is not None else []
-        notes += ["daemon"] if thread.get("daemon") else []
-        notes += ["answering this request"] if thread.get("answering") else []
-        lines.append(f"Thread {thread.get('name')!s}" + (f" ({', '.join(notes)})" if notes else "") + ":")
-        for filename, lineno, function, code in thread.get("stack", []):
-            lines.append(f'  File "{filename}", line {lineno}, in {function}')
-            if code:
-                lines.append(f"    {code}")
-        lines.append("")
-    limit = dump.get("frames_per_thread")
-    if isinstance(limit, int) and limit < THREAD_FRAMES[0]:
-        lines.append(f"(only the innermost {limit} frames of each thread: the whole dump is larger than one reply)")
-    return lines
-
-
-#: What ``config`` shows instead of a secret.
-REDACTED = "(redacted)"
+def _fits_in_reply(result: Any) -> bool:
+    try:
+        encode_message({"ok": True, "result": result}, MAX_REPLY)
+    except ValueError:
+        return False
+    return True
 
 
 def _config(req: Request) -> dict[str, Any]:
+    """The effective settings, secrets redacted (``ops/settings.py``)."""
+    from ..ops.settings import effective_settings
+
     return {"settings": effective_settings(req.host)}
-
-
-def effective_settings(host: Host, env: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
-    """The host's settings, then each service's, as ``config`` answers them: ``owner`` (``host``
-    or the service's name), ``name``, ``value`` (JSON: text for paths and choices) and whether it
-    was ``redacted``: a setting whose name looks secret (``…password``, ``…token``, ``api_key``),
-    or whose value holds a secret the service was given as a file (``--env NAME=@file``: the
-    contents of any file an environment variable ``*_FILE`` names)."""
-    from ..config import looks_secret, specs
-
-    secrets = _secret_values(os.environ if env is None else env)
-    out = []
-    owners: list[tuple[str, Any]] = [("host", host.config)]
-    owners += [(service.name, service.settings) for service in host.services
-               if dataclasses.is_dataclass(getattr(service, "settings", None))]
-    for owner, values in owners:
-        kind: type = type(values)
-        for spec in specs(kind):
-            value = getattr(values, spec.name)
-            shown = value if isinstance(value, (bool, int, float)) else str(value)
-            redacted = looks_secret(spec.name) or (
-                isinstance(shown, str) and any(secret in shown for secret in secrets))
-            out.append({"owner": owner, "name": spec.name, "value": REDACTED if redacted else shown,
-                        "redacted": redacted})
-    return out
-
-
-def _secret_values(env: Mapping[str, str]) -> list[str]:
-    """The secrets this process was given as files: the contents (at most 64 KiB, stripped) of
-    each regular file an environment variable ``*_FILE`` names."""
-    found = []
-    for key, path in env.items():
-        if not key.endswith("_FILE") or not path:
-            continue
-        try:
-            with open(path, "rb") as fh:
-                if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
-                    continue
-                data = fh.read(64 * 1024 + 1)
-        except (OSError, ValueError):
-            continue
-        text = data.decode("utf-8", "replace").strip()
-        if len(data) <= 64 * 1024 and len(text) >= 4:  # shorter would redact innocent values
-            found.append(text)
-    return found
 
 
 def _loglevel(req: Request) -> dict[str, Any]:
@@ -1053,161 +960,6 @@ def _with_close(exc: MessageError) -> str:
     return f"{exc}; closing the connection" if isinstance(exc, FrameTooLarge) else str(exc)
 
 
-# -- the client -------------------------------------------------------------------------------------
-class ControlClient:
-    """Sends requests to a service's control channel. Each call blocks at most ``timeout`` seconds
-    in all (connecting, sending and receiving together, however slowly the answer comes).
-
-    ``server_uids`` (optional): the uids the serving process may have; anything else is refused
-    before a request is sent (so a socket put there by someone else is never trusted). Another
-    transport (the Windows named pipe's ``PipeClient``) provides :meth:`_connect` and ``where``.
-    """
-
-    def __init__(self, path: Path, *, timeout: float = 10.0, server_uids: frozenset[int] | None = None) -> None:
-        self.path = Path(path)
-        self.where = str(self.path)
-        self.timeout = timeout
-        self.server_uids = server_uids
-
-    def _connect(self, deadline: float) -> Any:
-        """A connection to the service (socket-like); ControlUnavailable when nothing answers,
-        ControlChannelError when it may not be reached."""
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            try:
-                sock.connect(str(self.path))
-            except (FileNotFoundError, ConnectionRefusedError):
-                raise ControlUnavailable(
-                    f"no service answers at {self.path}: it is not running, or not ready to listen yet "
-                    "(see: servicehost status)") from None
-            except PermissionError:
-                raise ControlChannelError(f"not allowed to reach {self.path}: {self._who_may()}") from None
-            except OSError as exc:
-                raise ControlUnavailable(f"cannot connect to {self.path}: {exc.strerror or exc}") from None
-            if self.server_uids is not None:
-                server = Peer.of(sock)
-                if server.uid not in self.server_uids:
-                    raise ControlChannelError(
-                        f"{self.path} is served by uid {server.uid}, not by the service's account; "
-                        "not sending anything to it: remove the socket and restart the service")
-        except BaseException:
-            sock.close()
-            raise
-        return sock
-
-    def _who_may(self) -> str:
-        """Who may reach the socket, and which group to join to read it (its directory's group,
-        when the service gave it one: its ``control_group``)."""
-        text = "run this as root or as the service's user"
-        try:
-            st = os.stat(self.path.parent)
-        except OSError:
-            return text
-        if st.st_mode & 0o050 == 0o050 and st.st_gid != 0:
-            import grp
-
-            try:
-                group = grp.getgrgid(st.st_gid).gr_name
-            except KeyError:
-                group = str(st.st_gid)
-            text += f", or join group {group} (its control_group) to read its status, threads and config"
-        return text
-
-    def call(self, command: str, **args: Any) -> Any:
-        """Run ``command`` in the service; its result. ControlChannelError says what went wrong."""
-        request = {"command": command, "args": args}
-        try:
-            encode_message(request)
-        except ValueError as exc:  # too big: say so before connecting
-            raise ControlChannelError(f"{command}: {exc}") from None
-        deadline = time.monotonic() + self.timeout
-        conn = self._connect(deadline)
-        try:
-            try:
-                try:
-                    send_message(conn, request, deadline=deadline)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # refused at once (e.g. busy): the reason may be waiting to be read
-                conn.settimeout(_remaining(deadline))
-                reply = receive_message(conn, deadline=deadline, limit=MAX_REPLY)
-            except TimeoutError:
-                raise ControlChannelError(
-                    f"{command}: no answer from {self.where} within {self.timeout:g}s "
-                    "(a hook may be blocking; see the service's log)") from None
-            except MessageError as exc:
-                raise ControlChannelError(f"{command}: {self.where} answered with something else than a "
-                                          f"control message: {exc}") from None
-            except (OSError, ValueError) as exc:
-                if isinstance(exc, OSError) and exc.errno not in (None, errno.ECONNRESET, errno.EPIPE):
-                    raise ControlChannelError(f"{command}: {self.where}: {exc.strerror or exc}") from None
-                raise ControlChannelError(f"{command}: the service closed the connection ({exc})") from None
-        finally:
-            conn.close()
-        if reply is None:
-            raise ControlChannelError(f"{command}: the service closed the connection without answering")
-        if not reply.get("ok"):
-            raise ControlChannelError(f"{command}: {reply.get('error', 'refused')}")
-        return reply.get("result")
-
-
-def status_fields(answer: Mapping[str, Any]) -> dict[str, Any]:
-    """:class:`~servicehost.platforms.base.ServiceStatus` fields from the channel's answer to
-    ``status`` (or ``ping``, which lacks the rest): state, sub_state (the host's own state), ready,
-    status_line, counters, and what the service says of itself (``ops/status.py``): since when it
-    is in its state, health, the last error, versions. A key an older service does not send is
-    None."""
-    host_state = str(answer.get("state", ""))
-    counters = answer.get("counters")
-
-    def of(key: str, kind: type | tuple[type, ...]) -> Any:
-        """The answer's ``key`` if it has the type ``kind`` (a bool is not a number here)."""
-        value = answer.get(key)
-        if kind is bool:
-            return value if isinstance(value, bool) else None
-        return value if isinstance(value, kind) and not isinstance(value, bool) else None
-
-    return {
-        "state": STATUS_STATES.get(host_state, "unknown"),
-        "sub_state": host_state or None,
-        "ready": bool(answer.get("ready")),
-        "status_line": answer.get("status_line"),
-        "counters": counters if isinstance(counters, list) else None,
-        "state_since": of("state_since", (int, float)),
-        "healthy": of("healthy", bool),
-        "last_error": of("last_error", dict),
-        "version": of("version", str),
-        "servicehost_version": of("servicehost", str),
-        "python": of("python", str),
-    }
-
-
-def foreground_status(name: str, env: Mapping[str, str] | None = None,
-                      timeout: float = STATUS_TIMEOUT) -> ServiceStatus | None:
-    """The status of a service that no manager has but that answers on its control channel by
-    ``name`` (a ``servicehost run``/``debug`` in a terminal, serving at :func:`socket_path`); None
-    when nothing answers there. Blocks at most ``timeout`` seconds."""
-    from .base import ServiceStatus
-
-    if not sys.platform.startswith("linux"):
-        return None  # only Linux runs serve a channel (ForegroundPlatform.run)
-    try:
-        path = socket_path(name, env)
-    except UsageError:
-        return None  # not a name a channel can have
-    try:
-        answer = ControlClient(path, timeout=timeout).call("status")
-    except ControlChannelError:
-        return None
-    if not isinstance(answer, dict):
-        return None
-    pid, uptime = answer.get("pid"), answer.get("uptime")
-    return ServiceStatus(
-        name, "foreground", pid=pid if isinstance(pid, int) else None,
-        uptime=float(uptime) if isinstance(uptime, (int, float)) else None,
-        detail={"control channel": str(path)}, **status_fields(answer))
-
-
 @contextlib.contextmanager
 def serving(host: Host, path: Path | None = None) -> Iterator[ControlServer | None]:
     """Serve ``host``'s control channel (at ``path``, default :func:`socket_path` of its name)
@@ -1232,43 +984,3 @@ def open_channel(host: Host, path: Path | None = None) -> ControlServer | None:
         logs.control_unavailable(log, exc)
         return None
     return server
-
-
-class ChannelOperations:
-    """pause/resume/control/reload of a running service through its control channel: the part of
-    a :class:`~servicehost.platforms.base.Manager` every Linux manager shares. A manager provides
-    ``name`` and ``_client(service)``, and may override ``_check(service)`` (e.g. "installed?")."""
-
-    name: str
-
-    def _client(self, service: str) -> ControlClient:
-        raise NotImplementedError
-
-    def _check(self, service: str) -> None:
-        """Raise if ``service`` cannot be asked anything (default: nothing to check)."""
-
-    def ask(self, service: str, command: str, *, timeout: float | None = None, **args: Any) -> Any:
-        """Run ``command`` in the running service; its result (``Manager.ask``)."""
-        self._check(service)
-        try:
-            client = self._client(service) if timeout is None else self._client(service, timeout=timeout)  # type: ignore[call-arg]
-            return client.call(command, **args)
-        except ControlUnavailable as exc:
-            raise ControlUnavailable(
-                f"{service} is not running under {self.name}, or not ready yet: {exc}") from None
-
-    def _ask(self, service: str, command: str, **args: Any) -> None:
-        self.ask(service, command, **args)
-
-    def pause(self, name: str) -> None:
-        self._ask(name, "pause")
-
-    def resume(self, name: str) -> None:
-        self._ask(name, "resume")
-
-    def control(self, name: str, code: int) -> None:
-        self._ask(name, "control", code=code)
-
-    def reload(self, name: str) -> None:
-        """The services' ``reload()``; errors come back to the caller (a signal cannot report them)."""
-        self._ask(name, "reload")

@@ -39,13 +39,11 @@ from ..base import InstallOptions, Secret, ServiceStatus, wait_until
 from ..record import InstallRecord
 from ..control import (
     STATUS_TIMEOUT,
-    ChannelOperations,
     ControlChannelError,
-    ControlClient,
     runtime_base,
     socket_path,
-    status_fields,
 )
+from ..control_client import ChannelOperations, ControlClient, status_fields
 from . import ENTRY
 from .config import PROGRAM_MARKER, boot_hint, read_program, render_boot_unit, render_program, render_supervisord_conf
 from .credentials import read_secrets, store_secrets

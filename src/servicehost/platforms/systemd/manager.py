@@ -32,7 +32,8 @@ from ... import logs
 from ...errors import ConfigError, ExitCode, PlatformUnavailable, StartupError, StopIncomplete, UsageError
 from ..base import InstallOptions, ServiceStatus
 from ..record import InstallRecord
-from ..control import STATUS_TIMEOUT, ChannelOperations, ControlChannelError, ControlClient, socket_path, status_fields
+from ..control import STATUS_TIMEOUT, ControlChannelError, socket_path
+from ..control_client import ChannelOperations, ControlClient, status_fields
 from .checks import checked_unit
 from .unit import MARKER, SYSTEM, Scope, Unit, read_meta, split_account, under, unit_name, user_scope
 

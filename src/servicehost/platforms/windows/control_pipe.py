@@ -38,13 +38,13 @@ from ..control import (
     WRITE,
     ChannelServer,
     ControlChannelError,
-    ControlClient,
     ControlUnavailable,
     Handler,
     Peer,
     check_name,
     encode_message,
 )
+from ..control_client import ControlClient
 from .pywin32 import import_pywin32
 from .security import ADMINISTRATORS_SID as ADMINISTRATORS
 from .security import SYSTEM_SID as SYSTEM
@@ -387,7 +387,7 @@ class PipeServer(ChannelServer):
 
 
 class PipeClient(ControlClient):
-    """Asks a service on its control pipe (:class:`~servicehost.platforms.control.ControlClient`'s
+    """Asks a service on its control pipe (:class:`~servicehost.platforms.control_client.ControlClient`'s
     calls, over the pipe). ``server_pid``: the pid the serving process must have (the service's,
     from the SCM); a pipe served by any other process is never sent anything."""
 

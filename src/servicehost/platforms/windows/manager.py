@@ -285,9 +285,10 @@ class WindowsManager:
                              start_mode=start_mode, **service)
 
     def _service_fields(self, name: str, pid: int, detail: dict[str, str]) -> dict[str, Any]:
-        """The service's own status fields (``control.status_fields``), asked on its control pipe;
+        """The service's own status fields (``control_client.status_fields``), asked on its control pipe;
         none (and the reason in ``detail``) when it does not answer."""
-        from ..control import STATUS_TIMEOUT, ControlChannelError, status_fields
+        from ..control import STATUS_TIMEOUT, ControlChannelError
+        from ..control_client import status_fields
         from .control_pipe import PipeClient, pipe_name
 
         try:
