@@ -138,8 +138,12 @@ REJOIN = 0.001
 #: then return while the rest is committed instead of after.
 SPLIT_SUBMITS = 8
 #: Seconds between two looks at the WAL's size (for the truncating checkpoint): a stat is a system
-#: call, and the store thread waits for the GIL after each one while the process is busy.
+#: call, and the store thread waits for the GIL after each one while the process is busy. It looks
+#: sooner once the payloads submitted since the last look reach ``checkpoint_bytes // SIZE_SHARE``:
+#: a job's row is written about three times (submit, claim, ack), so a fast machine's ticks cannot
+#: grow the log far past the limit between two looks however many of them fit in SIZE_EVERY.
 SIZE_EVERY = 0.01
+SIZE_SHARE = 8
 _SYNC_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 _CHUNKS = (256, 128, 64, 32, 16, 8, 4, 2, 1)  # rows per multi-row INSERT: each shape prepared once, then cached
 
@@ -370,6 +374,7 @@ class SQLiteStore:
         self._own: list[sqlite3.Connection] = []  # every such connection, closed by close()
         self._stop_checkpoints = threading.Event()
         self._copied = False  # the checkpoint thread copied all the log it saw: the store thread finishes it
+        self._unsized = 0  # payload bytes submitted since the store thread last looked at the WAL's size
         self._checkpointer = threading.Thread(target=self._checkpoints, daemon=True,
                                               name=f"intake-checkpoints:{os.path.basename(self.path)}")
         self._checkpointer.start()
@@ -816,8 +821,9 @@ class SQLiteStore:
             if self._copied:
                 self._copied = False
                 self._checkpoint()  # the frames since the other thread's copy: the next transaction rewinds the log
-            if now - last_size >= SIZE_EVERY or closing:  # a stat lets go of the GIL: not at every tick
-                last_size = now
+            # A stat lets go of the GIL: not at every tick, unless the ticks since wrote a lot.
+            if now - last_size >= SIZE_EVERY or self._unsized >= self._checkpoint_bytes // SIZE_SHARE or closing:
+                last_size, self._unsized = now, 0
                 if self._wal_size() > self._checkpoint_bytes:
                     self._checkpoint(truncate=True)
             if closing:
@@ -1009,6 +1015,7 @@ class SQLiteStore:
             rows, flat = op.args
             if rows is None:  # a JSON document of payloads: (common values, document, rows)
                 common, doc, n = flat
+                self._unsized += len(doc)
                 last = conn.execute(_INSERT_DOC_SQL, (*common, doc)).lastrowid or 0
                 answers.append((op, range(last - n + 1, last + 1)))
                 inserted += n
@@ -1019,6 +1026,7 @@ class SQLiteStore:
                 plain += flat
         inserted += len(plain) // _ROW
         if plain:
+            self._unsized += sum(map(len, plain[6::_ROW]))
             first = _insert_rows(conn, plain) - len(plain) // _ROW + 1
             for op, at, n in numbered:
                 answers.append((op, range(first + at, first + at + n)))
@@ -1032,6 +1040,7 @@ class SQLiteStore:
                         ids.append(hit[0])
                         continue
                 job_id = conn.execute(_INSERT_SQL, r).lastrowid
+                self._unsized += len(r[6])
                 if idem is not None:
                     conn.execute("INSERT INTO idempotency (key, job_id, at) VALUES (?, ?, ?)", (idem, job_id, r[4]))
                 ids.append(job_id)
