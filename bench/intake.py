@@ -20,10 +20,23 @@ interleaved round by round; the rate of each is the median over the rounds.
   dequeue; not at-least-once: a dequeue deletes), **litequeue** (``synchronous=NORMAL``: not
   durable on power loss): one producer thread putting one job at a time and one consumer
   thread taking and acknowledging, at once.
-* **latency**: ours again, single ``submit`` calls paced to half of ours' best rate from 128
-  threads while the Intake consumes; p50/p99/max of each call (return = durable).
+* **latency** (ours again, the Intake consuming; p50/p99/max of each call, return = durable), at
+  half of each producer shape's own maximum, measured in the same run:
+  - ``submit_many`` of 128 from 4 producer threads (the shape of the rates above), paced to half
+    of ours' best end-to-end rate;
+  - single ``submit`` calls from 128 threads, paced to half of the most they reach in this run
+    (**single-submit maximum**: the same 128 threads unpaced, each calling again at once, or
+    asked for more than they reach, as in the third run below, whichever achieved more). Each such
+    call blocks a thread until its commit and wakes it after: a thread switch and a turn at the
+    GIL a job, which caps single submits from one process far below batched ones;
+  - and, as the issue's first reading had it, single submits paced to half of the batched
+    maximum: more than single submits reach, so it shows an overloaded store's queueing, not
+    its latency. It is printed and kept as a target row.
+  A producer paces with ``time.sleep`` (a pause costs the GIL one system call, where a timed
+  ``Event.wait`` allocates and waits on a lock: harness work in the measured process).
 
-Targets (issue 14): ours ≥ 30k jobs/s; ours ≥ 35× persist-queue; p99 submit ≤ 10 ms at half rate.
+Targets (issue 14): ours ≥ 30k jobs/s; ours ≥ 35× persist-queue; p99 submit ≤ 10 ms at half rate
+(each of the three latency rows).
 """
 
 from __future__ import annotations
@@ -104,29 +117,54 @@ def _stop(intake: Any) -> None:
     intake.drain(Deadline.after(30.0))
 
 
-def child_latency(rate: float, seconds: float, folder: Path) -> dict[str, Any]:
+#: The latency runs' producer shapes: (threads, jobs a call).
+LATENCY_SHAPES = {"single": (LATENCY_THREADS, 1), "batch": (PRODUCERS, BATCH)}
+
+
+def child_latency(shape: str, rate: float, seconds: float, folder: Path) -> dict[str, Any]:
+    """``shape``'s producers paced to ``rate`` jobs/s (0: unpaced, each thread calling again at
+    once) for ``seconds`` while an Intake consumes; each call's latency."""
     from servicehost.intake import Intake, open_store
 
     store = open_store(f"sqlite:///{folder}/latency.sqlite3")
     intake = Intake(lambda job: None, store=store, workers=WORKERS)
     intake.start()
-    per_thread = rate / LATENCY_THREADS
-    samples: list[list[float]] = [[] for _ in range(LATENCY_THREADS)]
+    threads_n, per_call = LATENCY_SHAPES[shape]
+    payloads = [{"n": i} for i in range(per_call)]
+    calls = rate / per_call  # calls a second, all threads
+    samples: list[list[float]] = [[] for _ in range(threads_n)]
     start = time.monotonic() + 0.2
     end = start + seconds
-    idle = threading.Event()  # never set: a deadline-bounded wait for the pacing
+
+    def call(i: int) -> None:
+        if per_call == 1:
+            store.submit({"n": i})
+        else:
+            store.submit_many(payloads)
 
     def paced(i: int) -> None:
         out = samples[i]
-        due = start + i / rate  # threads offset, so arrivals spread evenly
+        due = start + i / calls  # threads offset, so arrivals spread evenly
         while due < end:
-            idle.wait(max(0.0, due - time.monotonic()))
+            pause = due - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
             t = time.perf_counter()
-            store.submit({"n": i})
+            call(i)
             out.append(time.perf_counter() - t)
-            due += 1.0 / per_thread
+            due += threads_n / calls
 
-    threads = [threading.Thread(target=paced, args=(i,)) for i in range(LATENCY_THREADS)]
+    def unpaced(i: int) -> None:
+        out = samples[i]
+        pause = start - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+        while time.monotonic() < end:
+            t = time.perf_counter()
+            call(i)
+            out.append(time.perf_counter() - t)
+
+    threads = [threading.Thread(target=paced if rate else unpaced, args=(i,)) for i in range(threads_n)]
     for t in threads:
         t.start()
     for t in threads:
@@ -137,8 +175,9 @@ def child_latency(rate: float, seconds: float, folder: Path) -> dict[str, Any]:
     _stop(intake)
     store.close()
     q = statistics.quantiles(flat, n=100)
-    return {"submits": len(flat), "achieved": len(flat) / (done_at - start), "p50": q[49], "p99": q[98],
-            "max": flat[-1], "commits": m.commits / (done_at - start), "batch": m.committed_ops / max(1, m.commits), "tick_ms": m.commit_seconds / max(1, m.commits) * 1e3}
+    return {"shape": shape, "asked": rate, "calls": len(flat), "achieved": len(flat) * per_call / (done_at - start),
+            "p50": q[49], "p99": q[98], "max": flat[-1], "commits": m.commits / (done_at - start),
+            "batch": m.committed_ops / max(1, m.commits), "tick_ms": m.commit_seconds / max(1, m.commits) * 1e3}
 
 
 def child_persistqueue(n: int, folder: Path) -> dict[str, Any]:
@@ -257,12 +296,25 @@ def measure(quick: bool, folder: Path | None, say: Any = print) -> dict[str, Any
                 say(f"  round {r + 1}: {name:14s} {rate:10,.0f} jobs/s{extra}")
                 shutil.rmtree(where, ignore_errors=True)
         ours = max(statistics.median(rates["ours"]), statistics.median(rates["ours, prefetch 512"]))
-        where = base / "latency"
-        where.mkdir()
-        lat = run_child(["latency", str(ours / 2), "4" if quick else "8", str(where)])
-        say(f"  latency at {ours / 2:,.0f}/s asked ({lat['achieved']:,.0f}/s achieved, {lat['submits']} submits): "
-            f"p50 {lat['p50'] * 1e3:.2f} ms, p99 {lat['p99'] * 1e3:.2f} ms, max {lat['max'] * 1e3:.1f} ms; "
-            f"{lat['commits']:.0f} commits/s of {lat['batch']:.0f} operations")
+        seconds_each = "4" if quick else "8"
+
+        def latency(key: str, shape: str, rate: float, what: str) -> dict[str, Any]:
+            where = base / key
+            where.mkdir()
+            lat = run_child(["latency", shape, str(rate), "3" if rate == 0 else seconds_each, str(where)])
+            say(f"  {what}: {lat['achieved']:,.0f} jobs/s achieved ({lat['calls']:,} calls"
+                + (f", {rate:,.0f}/s asked" if rate else ", unpaced") + f"): p50 {lat['p50'] * 1e3:.2f} ms, "
+                f"p99 {lat['p99'] * 1e3:.2f} ms, max {lat['max'] * 1e3:.1f} ms; "
+                f"{lat['commits']:.0f} commits/s of {lat['batch']:.0f} operations")
+            return lat
+
+        lat = {"batch": latency("batch", "batch", ours / 2, "submit_many(128) at half the end-to-end maximum"),
+               "unpaced": latency("unpaced", "single", 0, "single submits, 128 threads, unpaced"),
+               "overload": latency("overload", "single", ours / 2, "single submits at half the end-to-end maximum")}
+        # Their maximum: the most single submits reached in this run, unpaced or asked for more than that.
+        most = max(lat["unpaced"]["achieved"], lat["overload"]["achieved"])
+        lat["single"] = latency("single", "single", most / 2, f"single submits at half their maximum ({most:,.0f}/s)")
+        lat["single_max"] = {"achieved": most}
     finally:
         shutil.rmtree(base, ignore_errors=True)
     med = {name: statistics.median(v) for name, v in rates.items() if v}
@@ -270,6 +322,19 @@ def measure(quick: bool, folder: Path | None, say: Any = print) -> dict[str, Any
         notes.append(f"{name}: skipped, {why}")
     return {"rates": med, "samples": rates, "seconds": seconds, "sizes": sizes, "latency": lat,
             "skipped": skipped, "notes": notes}
+
+
+LATENCY_ROWS = ("batch", "single", "overload")
+
+
+def latency_row(key: str, lat: dict[str, Any]) -> str:
+    """The name of latency row ``key`` (of :data:`LATENCY_ROWS`)."""
+    one = lat[key]
+    return {"batch": f"p99 submit_many(128), 4 producers, at half the end-to-end max ({one['asked']:,.0f} jobs/s)",
+            "single": f"p99 submit, 128 threads, at half their own max ({one['asked']:,.0f} of "
+                      f"{lat['single_max']['achieved']:,.0f}/s)",
+            "overload": f"p99 submit, 128 threads, at half the end-to-end max ({one['asked']:,.0f}/s asked, "
+                        f"{one['achieved']:,.0f} achieved)"}[key]
 
 
 def report(result: dict[str, Any]) -> tuple[list[str], list[tuple[str, str, float, float, bool]]]:
@@ -288,8 +353,9 @@ def report(result: dict[str, Any]) -> tuple[list[str], list[tuple[str, str, floa
             ratio = rate / med["persist-queue"]
             verdicts.append((f"{shape} / persist-queue SQLiteAckQueue", ">=", TARGET_RATIO, ratio,
                              ratio >= TARGET_RATIO))
-    verdicts.append(("p99 submit latency at half the max rate (ms)", "<=", TARGET_P99_MS, lat["p99"] * 1e3,
-                     lat["p99"] * 1e3 <= TARGET_P99_MS))
+    for key in LATENCY_ROWS:
+        p99 = lat[key]["p99"] * 1e3
+        verdicts.append((f"{latency_row(key, lat)} (ms)", "<=", TARGET_P99_MS, p99, p99 <= TARGET_P99_MS))
     return lines, verdicts
 
 
@@ -303,7 +369,7 @@ def main() -> int:
     if args.child:
         name, *rest = args.child
         if name == "latency":
-            out = child_latency(float(rest[0]), float(rest[1]), Path(rest[2]))
+            out = child_latency(rest[0], float(rest[1]), float(rest[2]), Path(rest[3]))
         else:
             out = CHILDREN[name](int(rest[0]), Path(rest[1]))
         print(json.dumps(out))

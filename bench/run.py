@@ -28,7 +28,9 @@ Benchmarks (targets from the performance issue):
   intake   trivial jobs end to end through the durable intake on SQLite, shipped defaults and
            prefetch 512 (bench/intake.py)                                     >= 30k jobs/s
            ... vs persist-queue's SQLiteAckQueue (a commit per put, get, ack)  >= 35x
-           ... p99 submit latency at half that rate                          <= 10 ms
+           ... p99 submit latency at half the max rate, three rows: submit_many
+               at half that rate; single submits (128 threads) at half their own
+               max; single submits at half that rate (an overload)           <= 10 ms
   pg_intake the same on PostgreSQL: two node processes on one private cluster (fsync on), shipped
            defaults; printed beside a per-job-commit SKIP LOCKED queue (bench/intake_pg.py;
            skipped, saying why, without PostgreSQL's binaries)              >= 10k jobs/s
@@ -817,9 +819,12 @@ def bench_intake(sz: Sizes) -> Result:
         res.targets.append(Target("intake", f"{shape} / persist-queue SQLiteAckQueue", ">=", intake.TARGET_RATIO,
                                   "x", h.ratios(rates[shape], rates["persist-queue"]) if rates["persist-queue"] else []))
     lat = out["latency"]
-    res.targets.append(Target("intake", f"p99 submit latency at half the rate ({lat['achieved']:,.0f}/s achieved)",
-                              "<=", intake.TARGET_P99_MS, "ms", [lat["p99"] * 1e3]))
-    res.info.append(("submit latency at half the rate: p50", [lat["p50"] * 1e3], "ms"))
+    for key in intake.LATENCY_ROWS:
+        res.targets.append(Target("intake", intake.latency_row(key, lat), "<=", intake.TARGET_P99_MS, "ms",
+                                  [lat[key]["p99"] * 1e3]))
+        res.info.append((f"{key}: p50 submit latency", [lat[key]["p50"] * 1e3], "ms"))
+    res.info.append(("single submits from 128 threads: the most reached in this run",
+                     [lat["single_max"]["achieved"] / 1000], "k jobs/s"))
     return res
 
 
