@@ -3,7 +3,9 @@ innermost frames, as many a thread as the carrier's reply limit allows, and says
 
 from __future__ import annotations
 
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,7 +14,7 @@ import pytest
 from servicehost.ops.threads import THREAD_FRAMES, format_threads, thread_dump
 from servicehost.platforms.control import MAX_REPLY, _fits_in_reply
 
-DEPTH = 40  # frames of the blocked thread's own, below its run()
+DEPTH = 40  # frames of the blocked thread's own, below Thread.run()
 
 
 def _descend(n: int, gate: threading.Event) -> None:
@@ -22,17 +24,22 @@ def _descend(n: int, gate: threading.Event) -> None:
         gate.wait(60)  # hang guard only: the fixture sets it
 
 
+def _blocked(thread: threading.Thread) -> bool:
+    """``thread`` is in its gate's wait (its innermost Python frame is ``Condition.wait``)."""
+    frame = sys._current_frames().get(thread.ident or 0)
+    return frame is not None and frame.f_code.co_name == "wait" and frame.f_back is not None \
+        and frame.f_back.f_code.co_name == "wait"
+
+
 @pytest.fixture
 def deep() -> Iterator[threading.Thread]:
-    gate, entered = threading.Event(), threading.Event()
-
-    def run() -> None:
-        entered.set()
-        _descend(DEPTH, gate)
-
-    thread = threading.Thread(target=run, name="deep-one", daemon=True)
+    gate = threading.Event()
+    thread = threading.Thread(target=_descend, args=(DEPTH, gate), name="deep-one", daemon=True)
     thread.start()
-    entered.wait(60)
+    until = time.monotonic() + 60  # hang guard only
+    while not _blocked(thread):
+        assert time.monotonic() < until, "the thread never reached its wait"
+        time.sleep(0.001)
     try:
         yield thread
     finally:
