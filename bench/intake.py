@@ -30,13 +30,16 @@ interleaved round by round; the rate of each is the median over the rounds.
     call blocks a thread until its commit and wakes it after: a thread switch and a turn at the
     GIL a job, which caps single submits from one process far below batched ones;
   - and, as the issue's first reading had it, single submits paced to half of the batched
-    maximum: more than single submits reach, so it shows an overloaded store's queueing, not
-    its latency. It is printed and kept as a target row.
+    maximum. That is more than single submits reach (2–3× here), so every thread is behind its
+    schedule and calls again at once: the row is the unpaced run again, latency at single
+    submits' maximum, not at half of it. It is printed beside the targets, not as one.
   A producer paces with ``time.sleep`` (a pause costs the GIL one system call, where a timed
-  ``Event.wait`` allocates and waits on a lock: harness work in the measured process).
+  ``Event.wait`` allocates and waits on a lock: harness work in the measured process). Each row
+  runs as many rounds as the rates (3; 1 with ``--quick``), a fresh process each, and gives the
+  median of its rounds' figures: one run's p99 from 128 threads moves by a third from run to run.
 
 Targets (issue 14): ours ≥ 30k jobs/s; ours ≥ 35× persist-queue; p99 submit ≤ 10 ms at half rate
-(each of the three latency rows).
+(the first two latency rows: each producer shape at half its own maximum).
 """
 
 from __future__ import annotations
@@ -306,15 +309,24 @@ def measure(quick: bool, folder: Path | None, say: Any = print) -> dict[str, Any
                 + (f", {rate:,.0f}/s asked" if rate else ", unpaced") + f"): p50 {lat['p50'] * 1e3:.2f} ms, "
                 f"p99 {lat['p99'] * 1e3:.2f} ms, max {lat['max'] * 1e3:.1f} ms; "
                 f"{lat['commits']:.0f} commits/s of {lat['batch']:.0f} operations")
+            shutil.rmtree(where, ignore_errors=True)
             return lat
 
-        lat = {"batch": latency("batch", "batch", ours / 2, "submit_many(128) at half the end-to-end maximum"),
-               "unpaced": latency("unpaced", "single", 0, "single submits, 128 threads, unpaced"),
-               "overload": latency("overload", "single", ours / 2, "single submits at half the end-to-end maximum")}
-        # Their maximum: the most single submits reached in this run, unpaced or asked for more than that.
-        most = max(lat["unpaced"]["achieved"], lat["overload"]["achieved"])
-        lat["single"] = latency("single", "single", most / 2, f"single submits at half their maximum ({most:,.0f}/s)")
-        lat["single_max"] = {"achieved": most}
+        runs: dict[str, list[dict[str, Any]]] = {key: [] for key in ("batch", "unpaced", "overload", "single")}
+        for r in range(rounds):
+            say(f"  latency round {r + 1}:")
+            runs["batch"].append(latency(f"batch-{r}", "batch", ours / 2,
+                                         "submit_many(128) at half the end-to-end maximum"))
+            runs["unpaced"].append(latency(f"unpaced-{r}", "single", 0, "single submits, 128 threads, unpaced"))
+            runs["overload"].append(latency(f"overload-{r}", "single", ours / 2,
+                                            "single submits at half the end-to-end maximum"))
+            # Their maximum: the most single submits reached in this round, unpaced or asked for more.
+            most = max(runs["unpaced"][-1]["achieved"], runs["overload"][-1]["achieved"])
+            one = latency(f"single-{r}", "single", most / 2, f"single submits at half their maximum ({most:,.0f}/s)")
+            one["most"] = most
+            runs["single"].append(one)
+        lat = {key: _median_run(v) for key, v in runs.items()}
+        lat["single_max"] = {"achieved": statistics.median(one["most"] for one in runs["single"])}
     finally:
         shutil.rmtree(base, ignore_errors=True)
     med = {name: statistics.median(v) for name, v in rates.items() if v}
@@ -324,11 +336,18 @@ def measure(quick: bool, folder: Path | None, say: Any = print) -> dict[str, Any
             "skipped": skipped, "notes": notes}
 
 
-LATENCY_ROWS = ("batch", "single", "overload")
+#: The latency rows with a target; "overload" is printed beside them (see the module docstring).
+LATENCY_ROWS = ("batch", "single")
+
+
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """A latency row over its rounds: each figure's median, and the rounds themselves (``runs``)."""
+    figures = {k: statistics.median(run[k] for run in runs) for k in ("asked", "achieved", "p50", "p99", "max")}
+    return {**figures, "runs": runs}
 
 
 def latency_row(key: str, lat: dict[str, Any]) -> str:
-    """The name of latency row ``key`` (of :data:`LATENCY_ROWS`)."""
+    """The name of latency row ``key`` (of :data:`LATENCY_ROWS`, or "overload")."""
     one = lat[key]
     return {"batch": f"p99 submit_many(128), 4 producers, at half the end-to-end max ({one['asked']:,.0f} jobs/s)",
             "single": f"p99 submit, 128 threads, at half their own max ({one['asked']:,.0f} of "
@@ -356,6 +375,9 @@ def report(result: dict[str, Any]) -> tuple[list[str], list[tuple[str, str, floa
     for key in LATENCY_ROWS:
         p99 = lat[key]["p99"] * 1e3
         verdicts.append((f"{latency_row(key, lat)} (ms)", "<=", TARGET_P99_MS, p99, p99 <= TARGET_P99_MS))
+    over = lat["overload"]
+    lines.append(f"no target: {latency_row('overload', lat)}: p99 {over['p99'] * 1e3:.2f} ms "
+                 f"(p50 {over['p50'] * 1e3:.2f} ms): more than single submits reach, so latency at their maximum")
     return lines, verdicts
 
 

@@ -28,9 +28,10 @@ Benchmarks (targets from the performance issue):
   intake   trivial jobs end to end through the durable intake on SQLite, shipped defaults and
            prefetch 512 (bench/intake.py)                                     >= 30k jobs/s
            ... vs persist-queue's SQLiteAckQueue (a commit per put, get, ack)  >= 35x
-           ... p99 submit latency at half the max rate, three rows: submit_many
+           ... p99 submit latency at half the max rate, two rows: submit_many
                at half that rate; single submits (128 threads) at half their own
-               max; single submits at half that rate (an overload)           <= 10 ms
+               max (printed beside: single submits asked for half the batched
+               max, more than they reach: latency at their maximum)          <= 10 ms
   pg_intake the same on PostgreSQL: two node processes on one private cluster (fsync on), shipped
            defaults; printed beside a per-job-commit SKIP LOCKED queue (bench/intake_pg.py;
            skipped, saying why, without PostgreSQL's binaries)              >= 10k jobs/s
@@ -821,10 +822,12 @@ def bench_intake(sz: Sizes) -> Result:
     lat = out["latency"]
     for key in intake.LATENCY_ROWS:
         res.targets.append(Target("intake", intake.latency_row(key, lat), "<=", intake.TARGET_P99_MS, "ms",
-                                  [lat[key]["p99"] * 1e3]))
-        res.info.append((f"{key}: p50 submit latency", [lat[key]["p50"] * 1e3], "ms"))
-    res.info.append(("single submits from 128 threads: the most reached in this run",
-                     [lat["single_max"]["achieved"] / 1000], "k jobs/s"))
+                                  [run["p99"] * 1e3 for run in lat[key]["runs"]]))
+        res.info.append((f"{key}: p50 submit latency", [run["p50"] * 1e3 for run in lat[key]["runs"]], "ms"))
+    over = lat["overload"]["runs"]
+    res.info.append((f"no target, {intake.latency_row('overload', lat)}: p99", [run["p99"] * 1e3 for run in over], "ms"))
+    res.info.append(("single submits from 128 threads: the most reached in each round",
+                     [run["most"] / 1000 for run in lat["single"]["runs"]], "k jobs/s"))
     return res
 
 
