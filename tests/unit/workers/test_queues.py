@@ -1,3 +1,4 @@
+import random
 import threading
 import time
 from queue import Empty
@@ -149,7 +150,6 @@ def test_a_timed_hand_off_taken_back_is_not_timed_and_the_timing_goes_on():
 def test_wait_settled_returns_only_once_everything_accepted_before_it_is_settled():
     """Producers, consumers that take and settle, and waiters starting at any moment: each
     wait returns True only after every item accepted before it was settled (no lost settle)."""
-    import random
 
     class Item:
         def __init__(self, seq: int) -> None:
@@ -195,3 +195,71 @@ def test_wait_settled_returns_only_once_everything_accepted_before_it_is_settled
         t.join(60)
     assert failures == [] and len(settled) == total
     assert q.wait_settled(0)  # nothing outstanding: at once
+
+
+@pytest.mark.parametrize("mixed", [False, True], ids=["plain", "holds-and-timeouts"])
+@pytest.mark.parametrize("maxsize", [1, 3, 16])
+def test_many_producers_on_a_full_queue_are_each_woken(maxsize, mixed):
+    """Producers outnumber the room and wait for it: only the consumers' gets can wake them
+    (plain), or, mixed, some wait with a short timeout (and try again) while intake is held and
+    released now and then. No producer is left asleep beside room it was never told of, and
+    every item a put accepted arrives once."""
+    q = ClosableQueue(maxsize)
+    per, producers = 300, 6
+    received: list[tuple[int, int]] = []
+    accepted: list[tuple[int, int]] = []
+    timeouts = [0]
+    lock = threading.Lock()
+
+    def produce(p: int) -> None:
+        timeout = 0.001 if mixed and p % 2 else None
+        for i in range(per):
+            while True:
+                try:
+                    q.put((p, i), timeout=timeout)
+                except QueueClosed:  # the test gave up on a producer left asleep
+                    return
+                except QueueFull:
+                    with lock:
+                        timeouts[0] += 1
+                    continue
+                with lock:
+                    accepted.append((p, i))
+                break
+
+    def consume() -> None:
+        rng = random.Random()
+        while True:
+            try:
+                item = q.get()
+            except QueueClosed:
+                return
+            with lock:
+                received.append(item)
+            if rng.random() < 0.01:
+                time.sleep(0.001)  # a slow task now and then: the queue fills
+
+    done = threading.Event()
+
+    def hold_and_release() -> None:
+        while mixed and not done.wait(0.005):
+            q.hold()
+            time.sleep(0.002)
+            q.release()
+
+    makers = [threading.Thread(target=produce, args=(p,)) for p in range(producers)]
+    takers = [threading.Thread(target=consume) for _ in range(3)]
+    holder = threading.Thread(target=hold_and_release)
+    for t in makers + takers + [holder]:
+        t.start()
+    guard = time.monotonic() + 60  # hang guard: the whole test takes about a second
+    for t in makers:
+        t.join(max(0.0, guard - time.monotonic()))
+    stuck = sum(t.is_alive() for t in makers)
+    done.set()
+    holder.join(10)
+    q.close()
+    for t in takers:
+        t.join(60)
+    assert stuck == 0
+    assert sorted(received) == sorted(accepted) == [(p, i) for p in range(producers) for i in range(per)]
