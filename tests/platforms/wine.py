@@ -11,9 +11,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -169,12 +172,24 @@ def start_wine(tools: Path, in_ci: bool) -> Wine:
     script = tools / "wine-python-env.sh"
     if not in_ci and shutil.which("wine") is None:
         pytest.skip("Wine is not installed here: run .ci/setup-wine.sh (installs it, ~30 s) to run the Windows tests")
-    up = subprocess.run(["bash", str(script), "up"], stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                        timeout=900)
-    if up.returncode != 0:
-        raise AssertionError(f"wine-python-env.sh up failed:\n{up.stderr[-3000:]}")
+    system = wine_system()
+    if any(name.startswith("wineserver") for name in system) and "services.exe" not in system:
+        # Half up: a wineserver whose system processes are gone (killed with a run that ended). `up`
+        # finds the server running and would let its first Windows process, started with pipes,
+        # bring services.exe back holding those pipes: it never returns. Start from nothing.
+        end_wine(script, f"a wineserver without services.exe: {system}")
+    up = wine_up(script)
+    if up is None:
+        end_wine(script, f"wine-python-env.sh up did not finish within {UP_GUARD:.0f} s")
+        up = wine_up(script)
+        if up is None:
+            raise AssertionError(f"wine-python-env.sh up did not finish within {UP_GUARD:.0f} s, twice "
+                                 "(the second time after every Wine process was ended)")
+    rc, stdout, stderr = up
+    if rc != 0:
+        raise AssertionError(f"wine-python-env.sh up failed (exit {rc}):\n{stderr[-3000:]}")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON") and k != "VIRTUAL_ENV"}
-    for line in up.stdout.splitlines():
+    for line in stdout.splitlines():
         if line.startswith("export "):
             key, _, value = line[len("export "):].partition("=")
             env[key] = value.strip("'")
@@ -184,6 +199,72 @@ def start_wine(tools: Path, in_ci: bool) -> Wine:
     if not pth.exists() or pth.read_text() != want:
         pth.write_text(want)
     return _describe(wine)
+
+
+UP_GUARD = 300.0
+"""How long ``wine-python-env.sh up`` may take: ~1 s when Wine is up, ~50 s on a fresh machine."""
+
+
+def wine_up(script: Path) -> tuple[int, str, str] | None:
+    """``wine-python-env.sh up``: its exit code, stdout and stderr, or None when it hung and was
+    ended. Its output goes to files, not pipes: a Windows process that outlives it (services.exe
+    inherits the standard handles of the process that started it) cannot hold them open."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(["bash", str(script), "up"], stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                text=True, start_new_session=True)
+        try:
+            rc: int | None = proc.wait(UP_GUARD)
+        except subprocess.TimeoutExpired:
+            rc = None
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        out.seek(0)
+        err.seek(0)
+        return None if rc is None else (rc, out.read(), err.read())
+
+
+def wine_pids() -> list[int]:
+    """The wineserver and every Windows process: their executable is one of Wine's own."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            exe = os.readlink(proc / "exe")
+        except OSError:
+            continue
+        if "/wine/" in exe or exe.rsplit("/", 1)[-1].startswith("wine"):
+            pids.append(int(proc.name))
+    return pids
+
+
+def end_wine(script: Path, why: str) -> None:
+    """End every Wine process, so that the next ``up`` starts Wine afresh: the way out of a Wine
+    left half up. The services' processes end with it (a test module's fixture starts its own)."""
+    print(f"wine harness: {why}: ending every Wine process", file=sys.stderr)
+    try:
+        subprocess.run(["bash", str(script), "stop"], env={**os.environ, "WINPY_STOP_GRACEFUL": "0"},
+                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       timeout=60, start_new_session=True)
+    except subprocess.TimeoutExpired:
+        pass
+    for pid in wine_pids():
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 30  # a hang guard: killed processes are gone within a second
+    while time.monotonic() < deadline and any(_alive(pid) for pid in wine_pids()):
+        time.sleep(0.1)
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie waiting for its parent."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
 
 
 PROBE_TRIES = 3
