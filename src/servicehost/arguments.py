@@ -157,6 +157,13 @@ class Invocation(NamedTuple):
 
 #: What a command takes after its name (:attr:`Command.operand`).
 TARGET, NAME_OR_TARGET, NOTHING = "target", "name", "none"
+#: A NAME, a TARGET, or a URL (:func:`is_url`) that the command opens itself (``jobs``: a store).
+NAME_TARGET_OR_URL = "url"
+
+
+def is_url(word: str) -> bool:
+    """Whether a command's word is a URL (``sqlite:///...``, ``postgresql://...``), not a TARGET."""
+    return "://" in word
 
 
 class Command(NamedTuple):
@@ -173,7 +180,8 @@ class Command(NamedTuple):
     ``--config`` is always taken (it may choose the manager)."""
     operand: str = TARGET
     """TARGET: a TARGET (run, install); NAME_OR_TARGET: an installed service's NAME or a TARGET
-    (:func:`is_target` tells them apart); NOTHING: no word (list)."""
+    (:func:`is_target` tells them apart); NAME_TARGET_OR_URL: either, or a URL the command opens
+    itself (``Invocation.target``, with no service class); NOTHING: no word (list)."""
 
 
 def choice(values: Sequence[str]) -> Callable[[str], str]:

@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, NoReturn
 from . import _startgc
 from . import config as config_mod
 from . import logs
-from .arguments import _SHOWN, NAME_OR_TARGET, NOTHING, Command, Invocation, Namespace, is_target, name_problem, one_line
+from .arguments import _SHOWN, NAME_OR_TARGET, NAME_TARGET_OR_URL, NOTHING, TARGET, Command, Invocation, Namespace
+from .arguments import is_target, is_url, name_problem, one_line
 from .arguments import service_name
 from .errors import ConfigError, ExitCode, ServiceHostError, UsageError
 from .targets import class_target, load_target
@@ -111,7 +112,11 @@ def _parser(with_target: bool, chosen: str | None = None,
         if cmd.name != chosen:
             continue
         parser.chosen = p  # type: ignore[attr-defined]
-        if with_target and cmd.operand == NAME_OR_TARGET:
+        if with_target and cmd.operand == NAME_TARGET_OR_URL:
+            p.add_argument("target", metavar="NAME|TARGET|URL", help="an installed service's name, its "
+                           "path/to/file.py[:Class] or package.module:Class (a word with .py, : or / is a TARGET), "
+                           "or a store's URL (sqlite:////path/jobs.sqlite3, postgresql://...)")
+        elif with_target and cmd.operand == NAME_OR_TARGET:
             p.add_argument("target", metavar="NAME|TARGET", help="an installed service's name, or its "
                            "path/to/file.py[:Class] or package.module:Class (a word with .py, : or / is a TARGET)")
         elif with_target and cmd.operand != NOTHING:
@@ -197,7 +202,7 @@ def parse(argv: Sequence[str], service_cls: type | None = None) -> Invocation:
         if plain is not None:
             return _invocation(plain, loaded, target, "")
     args, service_cls, target, name, operand = _parse_args(argv, service_cls, loaded)
-    assert service_cls is not None or name or operand == NOTHING  # argparse requires the word otherwise
+    assert service_cls is not None or name or operand in (NOTHING, NAME_TARGET_OR_URL)  # argparse requires the word
     return _invocation(args, service_cls, target, name)
 
 
@@ -217,7 +222,9 @@ def _parse_args(argv: Sequence[str], service_cls: type | None,
         rest = list(argv)
         rest.remove(command_name)  # type: ignore[arg-type]
         target = _find_target(rest, _flags_without_value(chosen)) or ""
-        if target and operand == NAME_OR_TARGET and not is_target(target):
+        if target and operand == NAME_TARGET_OR_URL and is_url(target):
+            pass  # a URL: the command opens it itself (Invocation.target)
+        elif target and operand != TARGET and not is_target(target):
             name = target  # an installed service's name: the manager command finds what it runs
         elif target:
             service_cls = loaded or load_target(target)
@@ -327,7 +334,7 @@ def _cmd_settings(inv: Invocation) -> ExitCode:
             continue
         cls: type = type(obj)
         for spec in config_mod.specs(cls):
-            value = str(getattr(obj, spec.name))
+            value = config_mod.redact_urls(str(getattr(obj, spec.name)))  # a URL's password: ***
             shown = "" if value in ("", ".") and spec.type in (str, Path) else value
             rows.append((f"{spec.name} = {one_line(shown)}", inv.loaded.origins.get(spec.name, "default")))
     width = max((len(text) for text, _ in rows), default=0)
@@ -350,9 +357,11 @@ def run_cli(argv: Sequence[str] | None = None, service_cls: type | None = None) 
         inv = parse(argv, service_cls)
         return int(commands(inv.args.command)[inv.args.command].handler(inv))
     except ServiceHostError as exc:
+        # Whatever an error quotes (an operand, a setting, a store's URL), a URL's password is
+        # never printed: each URL in it is shown redacted.
         if exc.detail and _command_name(argv) == "debug":
-            print(exc.detail, end="", file=sys.stderr)
-        print(f"{PROG}: error: {one_line(str(exc))}", file=sys.stderr)
+            print(config_mod.redact_urls(exc.detail), end="", file=sys.stderr)
+        print(f"{PROG}: error: {one_line(config_mod.redact_urls(str(exc)))}", file=sys.stderr)
         return int(exc.exit_code)
     except KeyboardInterrupt:
         return int(ExitCode.STOP_INCOMPLETE)

@@ -386,6 +386,49 @@ _SECRET_PARTS = frozenset({"PASSWORD", "PASSWD", "PASSPHRASE", "SECRET", "SECRET
 _SECRET_PAIRS = frozenset({("API", "KEY"), ("PRIVATE", "KEY"), ("ACCESS", "KEY"), ("SECRET", "KEY"), ("AUTH", "KEY")})
 
 
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (``postgresql://u:***@h/db``); safe to log.
+    Query options named like secrets (password, secret, token, key) are redacted too. (The intake's
+    stores call it ``redact``.)"""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    cut = min((i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+    colon, at = rest.find(":"), rest.rfind("@")
+    if "@" not in rest[:cut] and 0 <= colon < at and not {"/", "@"} & set(rest[:colon]):
+        # A password with a raw / ? or # in it (not percent-encoded, as a URL wants): the authority
+        # reaches to the last @. Masking too much shows less; masking too little would show it.
+        cut = rest.find("/", at) if rest.find("/", at) >= 0 else len(rest)
+    netloc, tail = rest[:cut], rest[cut:]
+    if "@" in netloc:
+        userinfo, _, host = netloc.rpartition("@")
+        if ":" in userinfo:
+            netloc = f"{userinfo.split(':', 1)[0]}:***@{host}"
+    path, qmark, query = tail.partition("?")
+    if qmark:
+        query, hash_, fragment = query.partition("#")
+        pairs = []
+        for pair in query.split("&"):
+            name, eq, _value = pair.partition("=")
+            secret = any(s in name.lower() for s in ("pass", "secret", "token", "key"))
+            pairs.append(f"{name}=***" if eq and secret else pair)
+        tail = f"{path}?{'&'.join(pairs)}{hash_}{fragment}"
+    return f"{scheme}://{netloc}{tail}"
+
+
+def redact_urls(text: str) -> str:
+    """``text`` with every URL in it redacted (:func:`redact_url`): a setting's value, an operand, an
+    error message, as shown to anyone."""
+    if "://" not in text:
+        return text
+    return re.sub(r"[A-Za-z][A-Za-z0-9+.-]*://\S+", lambda m: redact_url(m.group(0)), text)
+
+
+def holds_url_secret(text: str) -> bool:
+    """Whether ``text`` holds a URL with a password (or a secret-named query option) in it."""
+    return redact_urls(text) != text
+
+
 def looks_secret(name: str) -> bool:
     """True for names like DB_PASSWORD, GITHUB_TOKEN, api-key, AWS_SECRET_ACCESS_KEY: a value of
     that name is never written where others read it (a unit file, ``config``'s answer)."""

@@ -208,10 +208,35 @@ def _checked(inv: Invocation, manager: Manager) -> InstallOptions:
     return options
 
 
+def _no_url_password(command: Sequence[str], environment: Sequence[tuple[str, str]]) -> None:
+    """Refuse a URL holding a password (``--store postgresql://u:pw@h/db``) in what a manager
+    keeps and shows: the service's command line (every local user reads it: ps, /proc, the unit,
+    the registry) and its plain environment. The error shows the URL redacted, and the way to do it."""
+    from .config import holds_url_secret, redact_urls
+    from .platforms.base import SECRET_MARK
+
+    for flag, value in zip(command, command[1:]):
+        if flag.startswith("--") and holds_url_secret(value):
+            raise UsageError(
+                f"{flag} {redact_urls(value)}: a password in the URL would be in the service's command line, which "
+                "every local user can read (ps, its manager's config); leave it out of the URL and give it as a file "
+                "only the service's account reads: for PostgreSQL, --env PGPASSFILE=/path/to/pgpass (libpq reads "
+                "it), or keep the URL in the --config file")
+    for key, value in environment:
+        literal = not value.startswith(SECRET_MARK) or value.startswith(SECRET_MARK * 2)  # @@: a plain @text
+        if literal and holds_url_secret(value):
+            raise UsageError(
+                f"--env {key}={redact_urls(value)}: a password in the URL would be in the service's environment, "
+                f"which its manager shows; give the value as a secret file instead: --env {key}=@/path/to/file "
+                f"(the service reads it from the file named by ${key}_FILE)")
+
+
 def _cmd_install(inv: Invocation) -> ExitCode:
+    command = _launch(inv)
+    _no_url_password(command, getattr(inv.args, "env", ()))  # bad input under any manager: before choosing one
     manager = _install_manager(inv)
     options = _checked(inv, manager)
-    manager.install(options, _launch(inv))
+    manager.install(options, command)
     print(f"installed {options.name} under {manager.name}")
     return ExitCode.OK
 
@@ -248,6 +273,7 @@ def _cmd_update(inv: Invocation) -> ExitCode:
     refused = refusals(new.options, manager.name)
     if refused:
         raise UsageError(f"{manager.name} cannot honour: " + "; ".join(refused))
+    _no_url_password(new.command, new.options.environment)
     manager.update(new.options, list(new.command))
     for change in changes:
         print(change.line())

@@ -98,6 +98,11 @@ def load_target(target: str) -> type:
     """
     from .service import Service
 
+    if "://" in target:  # sqlite:///..., postgresql://...: a URL where a TARGET was expected
+        from .config import redact_urls
+
+        raise UsageError(f"target {redact_urls(target)!r} is a URL, not a TARGET: expected path/to/file.py[:Class] "
+                         "or package.module:Class (`servicehost jobs` takes a store URL in place of NAME)")
     drive = target[:2] if target[1:2] == ":" and target[2:3] in ("\\", "/") else ""  # C:\app\svc.py:Class
     where, _, cls_name = target[len(drive):].partition(":")
     where = drive + where

@@ -14,6 +14,7 @@ import threading
 import time
 from collections import defaultdict
 from typing import Any
+from urllib.parse import quote
 
 import psycopg
 import pytest
@@ -383,3 +384,35 @@ def test_the_jobs_of_a_claim_whose_answer_was_lost_are_given_back(pg_cluster: An
         assert sorted((j.payload, j.attempt) for j in again) == [("a", 1), ("b", 1)]
         assert store.ack(kept[0]).result(HANG) is True
         assert "2 job(s) claimed by a commit whose answer was lost" in caplog.text
+
+
+def test_jobs_takes_a_store_url_in_place_of_name_and_never_shows_its_password(pg_cluster: Any, tmp_path: Any) -> None:
+    """``servicehost jobs URL ACTION``: the URL a producer gives ``open_store`` names the store
+    for an admin too (no service class, no installed name). Every line it prints, and the error of
+    a wrong password, shows the URL redacted."""
+    secret_url = pg_cluster.url(schema=pg_cluster.fresh_schema(), tcp=True, password=True)
+    for url in (secret_url, f"sqlite:///{tmp_path}/state/jobs.sqlite3"):
+        said = []
+        for argv in (["submit", '{"n": 1}', "--key", "customer-7"], ["submit", '"two"', "--priority", "5"]):
+            sub = run_cli("jobs", url, *argv)
+            assert sub.returncode == 0, sub.stderr
+            said.append(sub.stdout + sub.stderr)
+        listed = run_cli("jobs", url, "list", "--json")
+        stats = run_cli("jobs", url, "stats", "--json")
+        plain = run_cli("jobs", url, "stats")
+        for proc in (listed, stats, plain):
+            assert proc.returncode == 0, proc.stderr
+            said.append(proc.stdout + proc.stderr)
+        assert sorted(json.dumps(job["payload"]) for job in json.loads(listed.stdout)) == ['"two"', '{"n": 1}']
+        assert json.loads(stats.stdout)["ready"] == 2 and json.loads(stats.stdout)["store"] == redact(url)
+        assert f"store:       {redact(url)}" in plain.stdout
+        with open_store(url) as store:  # the producers' view: the same jobs
+            assert sorted(job.key or "-" for job in store.jobs()) == ["-", "customer-7"]
+        assert pg_cluster.password not in "".join(said)
+    wrong = secret_url.replace(quote(pg_cluster.password, safe=""), "Wr0ng-pa55word")
+    denied = run_cli("jobs", wrong, "stats")
+    assert denied.returncode == 1 and "password authentication failed" in denied.stderr, denied.stderr
+    assert "Wr0ng-pa55word" not in denied.stdout + denied.stderr and "Traceback" not in denied.stderr
+    twice = run_cli("jobs", secret_url, "stats", "--store", f"sqlite:///{tmp_path}/state/jobs.sqlite3")
+    assert twice.returncode == 2 and "the store is named twice" in twice.stderr
+    assert pg_cluster.password not in twice.stdout + twice.stderr

@@ -235,6 +235,26 @@ def test_config_redacts_secret_names_and_any_value_holding_a_file_secret(tmp_pat
     assert "hunter2" not in json.dumps(list(shown.values())) and "tok-visible" not in json.dumps(list(shown.values()))
 
 
+def test_config_shows_a_url_setting_with_only_its_password_redacted():
+    from dataclasses import dataclass
+
+    from servicehost import Host, Service, setting
+
+    @dataclass(frozen=True, kw_only=True)
+    class Settings:
+        store: str = setting("postgresql://app:pw-in-url@db:5432/jobs?sslmode=require", "the intake's store")
+        plain: str = setting("sqlite:////var/lib/app/jobs.sqlite3", "a URL without a secret")
+
+    class Stored(Service[Settings]):
+        name = "Stored"
+
+    shown = {(s["owner"], s["name"]): s for s in effective_settings(Host([Stored(Settings())], HostConfig()), {})}
+    assert shown[("Stored", "store")] == {"owner": "Stored", "name": "store", "redacted": True,
+                                          "value": "postgresql://app:***@db:5432/jobs?sslmode=require"}
+    assert shown[("Stored", "plain")]["redacted"] is False
+    assert "pw-in-url" not in json.dumps(list(shown.values()))
+
+
 # -- a real service: threads, SIGUSR2, loglevel ------------------------------------------------------------
 STUCK_SERVICE = '''
 """One task blocked in a known function; a logger that logs a DEBUG line every 20 ms."""

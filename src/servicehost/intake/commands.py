@@ -1,7 +1,8 @@
-"""``servicehost jobs NAME|TARGET stats|list|dead|requeue ID|submit JSON|migrate``: a service's durable
-intake from the command line. ``cli.commands()`` joins :data:`COMMANDS` to the others.
+"""``servicehost jobs NAME|TARGET|URL stats|list|dead|requeue ID|submit JSON|migrate``: a service's
+durable intake from the command line. ``cli.commands()`` joins :data:`COMMANDS` to the others.
 
-Which store: ``--store URL`` when given; else the service's own ``store`` setting (a TARGET's
+Which store: the URL when one is given in place of NAME (``servicehost jobs sqlite:////var/lib/app/jobs.sqlite3
+stats``, as producers name it to ``open_store``), or ``--store URL``; else the service's own ``store`` setting (a TARGET's
 settings, with its config file and ``SERVICEHOST_STORE``); else what the installed service NAME
 was given (``--store`` in the command its manager launches, or ``SERVICEHOST_STORE`` in its
 environment); else the embedded default, :func:`default_url` of its state directory
@@ -18,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..arguments import NAME_OR_TARGET, Command, Invocation, number, one_line, service_name, text
+from ..arguments import NAME_TARGET_OR_URL, Command, Invocation, is_url, number, one_line, service_name, text
 from ..errors import ExitCode, UsageError
 
 #: The file of the embedded store in a service's state directory.
@@ -57,6 +58,10 @@ def _args(p: argparse.ArgumentParser) -> None:
 
 def store_url(inv: Invocation) -> str:
     """Which store ``jobs`` opens (see the module docstring)."""
+    if inv.service_cls is None and not inv.name and is_url(inv.target):
+        if inv.args.store and inv.args.store != inv.target:
+            raise UsageError("jobs: the store is named twice, as the URL in place of NAME and by --store; give one")
+        return inv.target
     if inv.args.store:
         return str(inv.args.store)
     own = getattr(inv.loaded.service, "store", None)
@@ -218,5 +223,5 @@ def _short(payload: Any, limit: int = 120) -> str:
 COMMANDS: tuple[Command, ...] = (
     Command("jobs", "the service's durable intake: stats | list | dead | requeue ID | submit JSON | migrate", _cmd_jobs,
             _args,
-            settings=("manager",), operand=NAME_OR_TARGET),
+            settings=("manager",), operand=NAME_TARGET_OR_URL),
 )

@@ -46,6 +46,7 @@ from concurrent.futures import Future
 from typing import Any, NamedTuple, Protocol, TypeVar, runtime_checkable
 from urllib.parse import parse_qsl, urlsplit
 
+from ..config import redact_url
 from ..errors import ServiceHostError, describe_error
 
 DEFAULT_LEASE = 30.0
@@ -613,28 +614,9 @@ class StoreURL(NamedTuple):
     """The URL as given (may hold a password: never log it; log :func:`redact` of it)."""
 
 
-def redact(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (``postgresql://u:***@h/db``); safe to log.
-    Query options named like secrets (password, secret, token, key) are redacted too."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url
-    cut = min((i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
-    netloc, tail = rest[:cut], rest[cut:]
-    if "@" in netloc:
-        userinfo, _, host = netloc.rpartition("@")
-        if ":" in userinfo:
-            netloc = f"{userinfo.split(':', 1)[0]}:***@{host}"
-    path, qmark, query = tail.partition("?")
-    if qmark:
-        query, hash_, fragment = query.partition("#")
-        pairs = []
-        for pair in query.split("&"):
-            name, eq, _value = pair.partition("=")
-            secret = any(s in name.lower() for s in ("pass", "secret", "token", "key"))
-            pairs.append(f"{name}=***" if eq and secret else pair)
-        tail = f"{path}?{'&'.join(pairs)}{hash_}{fragment}"
-    return f"{scheme}://{netloc}{tail}"
+#: ``url`` with its password as ``***`` (``config.redact_url``, which every error of the CLI also
+#: goes through): what every message, log line and ``Store.url`` shows of a store's URL.
+redact = redact_url
 
 
 def parse_url(url: str) -> StoreURL:

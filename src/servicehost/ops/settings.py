@@ -10,7 +10,7 @@ import stat
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..config import looks_secret, specs
+from ..config import holds_url_secret, looks_secret, redact_urls, specs
 
 if TYPE_CHECKING:
     from ..host import Host
@@ -24,7 +24,8 @@ def effective_settings(host: Host, env: Mapping[str, str] | None = None) -> list
     or the service's name), ``name``, ``value`` (JSON: text for paths and choices) and whether it
     was ``redacted``: a setting whose name looks secret (``…password``, ``…token``, ``api_key``),
     or whose value holds a secret the service was given as a file (``--env NAME=@file``: the
-    contents of any file an environment variable ``*_FILE`` names)."""
+    contents of any file an environment variable ``*_FILE`` names), is shown as ``(redacted)``; a
+    value holding a URL with a password shows the URL with ``***`` for it."""
     secrets = _secret_values(os.environ if env is None else env)
     out = []
     owners: list[tuple[str, Any]] = [("host", host.config)]
@@ -37,8 +38,11 @@ def effective_settings(host: Host, env: Mapping[str, str] | None = None) -> list
             shown = value if isinstance(value, (bool, int, float)) else str(value)
             redacted = looks_secret(spec.name) or (
                 isinstance(shown, str) and any(secret in shown for secret in secrets))
-            out.append({"owner": owner, "name": spec.name, "value": REDACTED if redacted else shown,
-                        "redacted": redacted})
+            if redacted:
+                shown = REDACTED
+            elif isinstance(shown, str) and holds_url_secret(shown):
+                shown, redacted = redact_urls(shown), True  # postgresql://u:***@h/db: the rest still helps
+            out.append({"owner": owner, "name": spec.name, "value": shown, "redacted": redacted})
     return out
 
 
