@@ -19,6 +19,7 @@ from .arguments import NAME_OR_TARGET, NOTHING, Command, Invocation, choice, num
 from .errors import ExitCode, PlatformUnavailable, ServiceHostError, UsageError
 from .platforms.base import (
     START_MODES,
+    SECRET_MARK,
     STATUS_SCHEMA,
     InstallOptions,
     Manager,
@@ -213,7 +214,6 @@ def _no_url_password(command: Sequence[str], environment: Sequence[tuple[str, st
     keeps and shows: the service's command line (every local user reads it: ps, /proc, the unit,
     the registry) and its plain environment. The error shows the URL redacted, and the way to do it."""
     from .config import holds_url_secret, redact_urls
-    from .platforms.base import SECRET_MARK
 
     for flag, value in zip(command, command[1:]):
         if flag.startswith("--") and holds_url_secret(value):
