@@ -416,3 +416,18 @@ def test_jobs_takes_a_store_url_in_place_of_name_and_never_shows_its_password(pg
     twice = run_cli("jobs", secret_url, "stats", "--store", f"sqlite:///{tmp_path}/state/jobs.sqlite3")
     assert twice.returncode == 2 and "the store is named twice" in twice.stderr
     assert pg_cluster.password not in twice.stdout + twice.stderr
+
+
+def test_a_url_with_no_host_part_and_libpq_options_reaches_libpq_as_written(pg_cluster: Any) -> None:
+    """``postgresql:///db?host=/run/postgresql`` (no host before the path: libpq's local socket)
+    keeps its ``//``, and an option's space reaches libpq as a space (libpq decodes only %XX)."""
+    schema = pg_cluster.fresh_schema()
+    url = (f"postgresql:///servicehost?host={pg_cluster.sockdir}&port={pg_cluster.port}&user=servicehost"
+           f"&schema={schema}&application_name=intake%20with%20spaces")
+    with open_store(url) as store:
+        job_id = store.submit({"n": 1})
+        names = pg_cluster.sql("SELECT application_name FROM pg_stat_activity WHERE usename = 'servicehost'")
+        assert ("intake with spaces",) in names, names
+        assert [j.id for j in store.jobs()] == [job_id]
+    shown = run_cli("jobs", url, "stats", "--json")
+    assert shown.returncode == 0 and json.loads(shown.stdout)["ready"] == 1, shown.stderr

@@ -60,7 +60,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import psycopg
 from psycopg import sql
@@ -487,8 +487,10 @@ def _split_url(parsed: StoreURL) -> tuple[str, dict[str, str]]:
     theirs: list[tuple[str, str]] = []
     for name, value in parse_qsl(parts.query, keep_blank_values=True):
         (ours.__setitem__(name, value) if name in _OPTIONS else theirs.append((name, value)))
-    scheme = "postgresql"
-    return urlunsplit((scheme, parts.netloc, parts.path, urlencode(theirs), "")), ours
+    # Spelled out, not urlunsplit: that drops the // of an empty host (postgresql:///db, libpq's
+    # "the local socket"), which libpq then cannot read.
+    query = urlencode(theirs, quote_via=quote)  # %20, not +: libpq decodes only %XX
+    return f"postgresql://{parts.netloc}{parts.path}" + (f"?{query}" if query else ""), ours
 
 
 def _password(libpq_url: str) -> str | None:
