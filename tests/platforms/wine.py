@@ -173,7 +173,8 @@ def start_wine(tools: Path, in_ci: bool) -> Wine:
     if not in_ci and shutil.which("wine") is None:
         pytest.skip("Wine is not installed here: run .ci/setup-wine.sh (installs it, ~30 s) to run the Windows tests")
     system = wine_system()
-    if any(name.startswith("wineserver") for name in system) and "services.exe" not in system:
+    live = {name for name, procs in system.items() if any(_alive(pid) for pid, _ in procs)}  # not zombies
+    if any(name.startswith("wineserver") for name in live) and "services.exe" not in live:
         # Half up: a wineserver whose system processes are gone (killed with a run that ended). `up`
         # finds the server running and would let its first Windows process, started with pipes,
         # bring services.exe back holding those pipes: it never returns. Start from nothing.
