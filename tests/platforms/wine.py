@@ -58,21 +58,40 @@ class Wine:
         return Path(self.env["WINPY_EVENTLOG"])
 
     def py(self, *args: str, input: str | None = None, timeout: float = HANG_GUARD,
-           check: bool = False) -> subprocess.CompletedProcess[str]:
-        """``C:\\Python313\\python.exe ARGS`` under Wine; CR/LF folded to LF in the output."""
+           check: bool = False, harmless: bool = False) -> subprocess.CompletedProcess[str]:
+        """``C:\\Python313\\python.exe ARGS`` under Wine; CR/LF folded to LF in the output.
+
+        Now and then (about once in twenty CI runs) Wine ends a process with exit 1 and no output
+        before Python has started. Whether it started is known: the harness's ``.pth`` hook
+        (:data:`STARTED_HOOK`) touches the file ``$SERVICEHOST_TEST_STARTED`` names while ``site``
+        starts up, before any code of the command. A process that ended so without that file ran
+        nothing, and is run again (up to ``STARTS`` times); so is a ``harmless`` one (it changes
+        nothing: the readiness probe) that ended so after Python started. Any other ending is the
+        command's own."""
         argv = [sys.executable, *args] if NATIVE else ["wine", self.env["WINPY_PYTHON"], *args]
-        proc = subprocess.run(
-            argv, env=self.env, timeout=timeout, text=True, input=input,
-            **({} if input is not None else {"stdin": subprocess.DEVNULL}),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        )
+        with tempfile.TemporaryDirectory(prefix="winpy-started-") as folder:
+            for attempt in range(1, STARTS + 1):
+                marker = Path(folder) / f"started-{attempt}"
+                proc = subprocess.run(
+                    argv, env={**self.env, STARTED_VARIABLE: winpath(marker)}, timeout=timeout, text=True,
+                    input=input, **({} if input is not None else {"stdin": subprocess.DEVNULL}),
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                )
+                silent = proc.returncode != 0 and not (proc.stdout.strip() or proc.stderr.strip())
+                started = marker.exists()
+                if NATIVE or not silent or (started and not harmless) or attempt == STARTS:
+                    break
+                when = "after Python started, harmless" if started else "before Python started"
+                print(f"wine harness: Wine ended {shown_args(args)} with exit {proc.returncode} and no output {when} "
+                      f"(start {attempt} of {STARTS}); running it again", file=sys.stderr)
         proc.stdout, proc.stderr = proc.stdout.replace("\r\n", "\n"), proc.stderr.replace("\r\n", "\n")
         if check and proc.returncode != 0:
             report = failure_report(args, proc)
-            if not NATIVE and not (proc.stdout.strip() or proc.stderr.strip()):
+            if not NATIVE and silent:
                 now = wine_system()
                 same = "unchanged" if now == self.system else f"CHANGED: then {self.system}, now"
                 report += f"\n--- Wine's own processes (pid, start tick) since the harness started: {same} {now}"
+                report += f"\n--- Python {'had started (site ran)' if started else 'never started'}"
             raise AssertionError(report)
         return proc
 
@@ -110,6 +129,24 @@ class Wine:
             return fh.read().decode("utf-8", "replace")
 
 
+#: How many times :meth:`Wine.py` starts a command that Wine ended before Python started.
+STARTS = 3
+#: The variable naming the file the hook touches, and the hook: a ``.pth`` line ``site`` runs at
+#: every start of the Windows Python (a no-op without the variable: the SCM's services).
+STARTED_VARIABLE = "SERVICEHOST_TEST_STARTED"
+STARTED_PTH = "servicehost-test-started.pth"
+STARTED_HOOK = ("import os; _started = os.environ.get('SERVICEHOST_TEST_STARTED'); "
+                "_started and os.path.isdir(os.path.dirname(_started)) and open(_started, 'a').close()\r\n")
+# (The folder check: a process started by one that had the variable, services.exe brought back by
+# a test's command, inherits it after that command's folder is gone.)
+
+
+def shown_args(args: tuple[str, ...]) -> list[str]:
+    """A command's arguments as a report shows them: a long or multi-line one (a script) cut short."""
+    return [a if len(a) < 200 and "\n" not in a else f"<{len(a)} chars: {a.strip().splitlines()[0][:80]}...>"
+            for a in args]
+
+
 def wine_system() -> dict[str, list[tuple[int, int]]]:
     """The running wineserver and services.exe processes: name → [(pid, start time in ticks)]."""
     found: dict[str, list[tuple[int, int]]] = {}
@@ -138,8 +175,7 @@ def failure_report(args: tuple[str, ...], proc: subprocess.CompletedProcess[str]
     else:
         gist = ("no output at all: not an uncaught Python exception (that prints a traceback) but sys.exit, "
                 "or the process was ended from outside, or Wine could not run it")
-    shown = [a if len(a) < 200 and "\n" not in a else f"<{len(a)} chars: {a.strip().splitlines()[0][:80]}...>"
-             for a in args]
+    shown = shown_args(args)
     return "\n".join([
         f"wine python exited {proc.returncode}: {gist}",
         f"--- command: {shown}",
@@ -195,10 +231,10 @@ def start_wine(tools: Path, in_ci: bool) -> Wine:
             key, _, value = line[len("export "):].partition("=")
             env[key] = value.strip("'")
     wine = Wine(tools, env, system=wine_system())
-    pth = wine.site_packages / "servicehost-checkout.pth"
-    want = winpath(ROOT / "src") + "\r\n"
-    if not pth.exists() or pth.read_text() != want:
-        pth.write_text(want)
+    for name, want in (("servicehost-checkout.pth", winpath(ROOT / "src") + "\r\n"), (STARTED_PTH, STARTED_HOOK)):
+        pth = wine.site_packages / name
+        if not pth.exists() or pth.read_text() != want:
+            pth.write_text(want)
     return _describe(wine)
 
 
@@ -268,25 +304,11 @@ def _alive(pid: int) -> bool:
     return stat[stat.rindex(")") + 2] != "Z"
 
 
-PROBE_TRIES = 3
-
-
 def _describe(wine: Wine) -> Wine:
     """Ask the Windows Python where it lives: the harness's readiness probe, the first Windows
-    process a test module starts, often just after ``up`` started the wineserver and services.exe.
-    Once in about twenty CI runs that first process ended with exit 1 and no output at all (no
-    Python started: a traceback or a fatal error would print), with Wine's own processes unchanged;
-    it did not come back in 33 probes here on fresh and warm prefixes. A probe that ends that way is
-    run again, up to ``PROBE_TRIES`` times: it runs no code of ours, and what a test then runs is
-    never tried twice. Any other failure, or the same one every time, fails the test as before."""
+    process a test module starts, often just after ``up`` started the wineserver and services.exe
+    (where Wine ended a process before Python started, at stop 20: :meth:`Wine.py` runs it again)."""
     code = "import json, sys; print(json.dumps([sys._base_executable, sys.prefix]))"
-    for attempt in range(1, PROBE_TRIES + 1):
-        proc = wine.py("-c", code, check=attempt == PROBE_TRIES)
-        if proc.returncode == 0 or proc.stdout.strip() or proc.stderr.strip():
-            break
-        print(f"wine harness: probe {attempt} of {PROBE_TRIES} ended with exit {proc.returncode} "
-              "and no output; trying again", file=sys.stderr)
-    if proc.returncode != 0:  # failed with output: report it in full
-        raise AssertionError(failure_report(("-c", code), proc))
+    proc = wine.py("-c", code, check=True, harmless=True)
     wine.base_python, wine.prefix = json.loads(proc.stdout.strip().splitlines()[-1])
     return wine
