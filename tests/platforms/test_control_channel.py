@@ -499,7 +499,11 @@ def test_the_peer_timeout_covers_the_whole_request_not_each_read(base, running):
         try:
             reply = _reply(dripper)  # hang guard: HANG_GUARD
             assert reply["ok"] is False and "not complete within 1s" in reply["error"]
-            assert dripper.recv(10) == b""
+            try:  # closed: an end of file, or a reset when the drip's last bytes were still unread
+                rest = dripper.recv(10)
+            except ConnectionResetError:
+                rest = b""
+            assert rest == b""
         finally:
             stop.set()
             dripper.close()
